@@ -1,0 +1,82 @@
+"""Fixtures: a real Redis and a clean ClickHouse database on chDB for every test.
+
+Redis: ``TEST_REDIS_URL`` when set (CI starts Debian's redis-server), else an
+embedded Valkey started once per session. Each test gets a flushed database.
+ClickHouse: one chDB engine per test process (chDB allows one), a fresh
+database per test, migrated, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tracker import migrate
+from tracker.clickhouse import ClickHouse
+from tracker.embedded import EmbeddedRedis
+from tracker.settings import Settings
+
+ADMIN_TOKEN = "tka_test_admin_token_0123456789"
+SECRET_KEY = "test-secret-key-0123456789abcdefghijklmnop"
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url = os.environ.get("TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    server = EmbeddedRedis(tmp_path_factory.mktemp("valkey"))
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def chdb_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("chdb").resolve()
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def settings(redis_url: str, chdb_dir: Path, tmp_path: Path, redis_client: redis.Redis) -> Settings:
+    """Production-style settings on the test Redis and a fresh chDB database."""
+    database = "t_" + uuid.uuid4().hex[:12]
+    return Settings(
+        redis_url=redis_url,
+        clickhouse_url=f"chdb://{chdb_dir}",
+        clickhouse_database=database,
+        data_dir=tmp_path,
+        admin_token=ADMIN_TOKEN,
+        secret_key=SECRET_KEY,
+        hashids_salt="test-salt",
+        public_url="http://testserver",
+        ingest_batch_seconds=0.05,
+        embedded=False,
+    )
+
+
+@pytest.fixture
+def ch(settings: Settings) -> Iterator[ClickHouse]:
+    client = ClickHouse.connect(settings)
+    migrate.migrate(client)
+    try:
+        yield client
+    finally:
+        client.command(f"DROP DATABASE IF EXISTS `{client.database}`")

@@ -1,0 +1,135 @@
+"""The ASGI application: routes, error handlers and the lifespan that owns the clients.
+
+``create_app(settings)`` builds the app; nothing connects until the lifespan runs.
+In embedded mode the lifespan also applies migrations and runs the ingest loop in
+this process (chDB allows one owner process).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from tracker import http, migrate, redis_client
+from tracker.clickhouse import ClickHouse, describe, run_sync
+from tracker.errors import SettingsError, StorageUnavailable, TrackerError
+from tracker.services import Services, services
+from tracker.settings import Settings
+
+log = logging.getLogger("tracker.app")
+
+
+async def healthz(request: Request) -> Response:
+    """Liveness: the process answers."""
+    return http.JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    """Readiness: Redis and ClickHouse answer (503 with the reason otherwise)."""
+    svc = services(request)
+    checks: dict[str, object] = {}
+    problems: list[str] = []
+    try:
+        await svc.redis.ping()
+        checks["redis"] = "ok"
+    except Exception as exc:
+        checks["redis"] = "unreachable"
+        problems.append(f"Redis is unreachable: {exc}")
+    if await run_sync(svc.ch.ping):
+        checks["clickhouse"] = "ok"
+    else:
+        checks["clickhouse"] = "unreachable"
+        problems.append(f"ClickHouse at {describe(svc.settings)} is unreachable.")
+    ingest = svc.named.get("ingest_status")
+    if ingest is not None:
+        status = await ingest(svc)
+        checks["ingest"] = status
+        if status.get("problem"):
+            problems.append(str(status["problem"]))
+    if problems:
+        return http.JSONResponse(
+            {"status": "unavailable", "checks": checks, "error": {"code": "not_ready", "message": " ".join(problems)}},
+            status_code=503,
+        )
+    return http.JSONResponse({"status": "ready", "checks": checks})
+
+
+def _routes() -> list[BaseRoute]:
+    routes: list[BaseRoute] = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+    ]
+    return routes
+
+
+def build_components(svc: Services) -> None:
+    """Create this process's components; started in list order, stopped in reverse."""
+
+
+@asynccontextmanager
+async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    redis = redis_client.connect_async(settings)
+    try:
+        how = await redis_client.check_persistence(redis, settings)
+    except SettingsError:
+        await redis.aclose()
+        raise
+    except Exception as exc:
+        await redis.aclose()
+        raise StorageUnavailable(f"Redis at REDIS_URL is unreachable: {exc}") from exc
+    log.info("redis persistence: %s", how)
+    ch = await run_sync(ClickHouse.connect, settings)
+    if settings.embedded:
+        applied = await run_sync(migrate.migrate, ch)
+        if applied:
+            log.info("applied migrations: %s", ", ".join(applied))
+    else:
+        pending = await run_sync(migrate.missing, ch)
+        if pending:
+            raise SettingsError(
+                f"ClickHouse at {describe(settings)} lacks migrations {', '.join(pending)}: run `tracker migrate`."
+            )
+    svc = Services(settings=settings, redis=redis, ch=ch)
+    build_components(svc)
+    app.state.services = svc
+    started = []
+    try:
+        for component in svc.components:
+            await component.start()
+            started.append(component)
+        yield
+    finally:
+        for component in reversed(started):
+            try:
+                await component.stop()
+            except Exception:
+                log.exception("stopping %r failed", component)
+        await redis.aclose()
+        await run_sync(ch.close)
+
+
+def create_app(settings: Settings) -> Starlette:
+    app = Starlette(
+        routes=_routes(),
+        lifespan=lifespan,
+        exception_handlers={
+            TrackerError: http.tracker_error_handler,
+            HTTPException: http.http_exception_handler,
+            Exception: http.server_error_handler,
+        },
+    )
+    app.state.settings = settings
+    return app
+
+
+def create_app_from_env() -> Starlette:
+    """Factory for multi-process serving (uvicorn re-imports the app in each worker)."""
+    return create_app(Settings.from_env())

@@ -1,0 +1,226 @@
+"""Command line: ``tracker serve | ingest | migrate``.
+
+Errors a user can fix (a bad setting, an unreachable service, a failed
+migration) print one line and exit non-zero (2 for settings), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from tracker import __version__
+from tracker.errors import MigrationError, SettingsError, StorageUnavailable, TrackerError
+from tracker.settings import Settings
+
+EXIT_SETTINGS = 2
+EXIT_UNAVAILABLE = 3
+EXIT_MIGRATION = 4
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tracker",
+        description="Self-hosted affiliate-link and conversion tracking server.",
+        epilog="Configuration comes from the environment; see README.md. "
+        "With neither REDIS_URL nor CLICKHOUSE_URL set, serve runs everything embedded.",
+    )
+    p.add_argument("--version", action="version", version=f"tracker {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{serve,ingest,migrate}")
+
+    serve = sub.add_parser("serve", help="Run the HTTP server (and, embedded, Redis, chDB and ingest).")
+    serve.add_argument("--host", default="127.0.0.1", help="Address to bind (default 127.0.0.1).")
+    serve.add_argument("--port", type=int, default=8000, help="Port to bind (default 8000).")
+    serve.add_argument("--workers", type=int, default=1, help="HTTP worker processes (production mode).")
+    serve.add_argument("--data-dir", type=Path, default=None, help="Embedded data directory (default ./var).")
+
+    ingest = sub.add_parser("ingest", help="Move clicks and conversions from Redis streams into ClickHouse.")
+    ingest.add_argument("--once", action="store_true", help="Drain what is in the streams now and exit.")
+
+    sub.add_parser("migrate", help="Apply pending ClickHouse migrations.")
+    return p
+
+
+def _settings(data_dir: Path | None = None) -> Settings:
+    settings = Settings.from_env()
+    if data_dir is not None:
+        settings = settings.with_(data_dir=data_dir)
+    return settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return serve(args)
+        if args.command == "ingest":
+            return ingest(args)
+        return migrate_cmd(args)
+    except SettingsError as exc:
+        print(f"tracker: {exc.message}", file=sys.stderr)
+        return EXIT_SETTINGS
+    except MigrationError as exc:
+        print(f"tracker: {exc.message}", file=sys.stderr)
+        return EXIT_MIGRATION
+    except StorageUnavailable as exc:
+        print(f"tracker: {exc.message}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except TrackerError as exc:
+        print(f"tracker: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _require_production_secrets(settings: Settings) -> None:
+    if settings.secret_key is None:
+        raise SettingsError(
+            "TRACKER_SECRET_KEY is not set: production mode needs one secret (>= 32 chars) shared by all workers."
+        )
+    if settings.admin_token is None:
+        raise SettingsError("TRACKER_ADMIN_TOKEN is not set: production mode needs an admin token.")
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from tracker import logs
+
+    if not 0 < args.port < 65536:
+        raise SettingsError(f"--port {args.port} is not a TCP port.")
+    if args.workers < 1:
+        raise SettingsError(f"--workers {args.workers} must be at least 1.")
+    settings = _settings(args.data_dir)
+    log_config = logs.setup(settings.log_level)
+    if settings.public_url is None:
+        settings = settings.with_(public_url=f"http://{args.host}:{args.port}")
+
+    if not settings.embedded:
+        _require_production_secrets(settings)
+        _preflight(settings)
+        if args.workers > 1:
+            # Each worker process re-reads the environment; pass what the flags decided.
+            os.environ["TRACKER_PUBLIC_URL"] = settings.public_url or ""
+            uvicorn.run(
+                "tracker.app:create_app_from_env",
+                factory=True,
+                host=args.host,
+                port=args.port,
+                workers=args.workers,
+                loop="uvloop",
+                http="httptools",
+                log_config=log_config,
+                access_log=False,
+                timeout_graceful_shutdown=10,
+            )
+            return 0
+        return _run_single(settings, args, log_config)
+
+    if args.workers > 1:
+        raise SettingsError(
+            "--workers > 1 needs production mode (REDIS_URL and CLICKHOUSE_URL): the embedded chDB "
+            "engine allows one owner process."
+        )
+    from tracker.embedded import DataDirLock, EmbeddedRedis, prepare_data_dir
+
+    settings = prepare_data_dir(settings)
+    lock = DataDirLock(settings.data_dir)
+    lock.acquire()
+    redis_server = EmbeddedRedis(settings.data_dir)
+    try:
+        redis_server.start()
+        settings = settings.with_(redis_url=redis_server.url)
+        _preflight(settings)
+        return _run_single(settings, args, log_config)
+    finally:
+        redis_server.stop()
+        lock.release()
+
+
+def _preflight(settings: Settings) -> None:
+    """Check the services before uvicorn starts, so problems read as one line, not a traceback."""
+    import asyncio
+
+    from tracker import migrate, redis_client
+    from tracker.clickhouse import ClickHouse, describe
+
+    async def check_redis() -> None:
+        client = redis_client.connect_async(settings)
+        try:
+            await redis_client.check_persistence(client, settings)
+        except SettingsError:
+            raise
+        except Exception as exc:
+            raise StorageUnavailable(f"Redis at REDIS_URL is unreachable: {exc}") from exc
+        finally:
+            await client.aclose()
+
+    asyncio.run(check_redis())
+    ch = ClickHouse.connect(settings)
+    if settings.embedded:
+        migrate.migrate(ch)
+    else:
+        pending = migrate.missing(ch)
+        if pending:
+            raise SettingsError(
+                f"ClickHouse at {describe(settings)} lacks migrations {', '.join(pending)}: run `tracker migrate`."
+            )
+        ch.close()
+
+
+def _run_single(settings: Settings, args: argparse.Namespace, log_config: dict[str, object]) -> int:
+    import uvicorn
+
+    from tracker.app import create_app
+
+    config = uvicorn.Config(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        log_config=log_config,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    return 0 if server.started else EXIT_UNAVAILABLE
+
+
+def ingest(args: argparse.Namespace) -> int:
+    from tracker import logs
+
+    settings = _settings()
+    logs.setup(settings.log_level)
+    if settings.embedded:
+        raise SettingsError(
+            "tracker ingest needs REDIS_URL and CLICKHOUSE_URL; in embedded mode `tracker serve` runs ingest itself."
+        )
+    from tracker.ingest import run_worker
+
+    return run_worker(settings, once=args.once)
+
+
+def migrate_cmd(args: argparse.Namespace) -> int:
+    from tracker import migrate
+    from tracker.clickhouse import ClickHouse, describe
+
+    settings = _settings()
+    ch = ClickHouse.connect(settings)
+    applied = migrate.migrate(ch)
+    where = describe(settings)
+    if applied:
+        print(f"Applied {len(applied)} migration(s) to {where}: {', '.join(applied)}")
+    else:
+        print(f"{where} is up to date.")
+    ch.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

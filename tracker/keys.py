@@ -1,0 +1,71 @@
+"""Every Redis key and stream name, under one prefix (arq's ``constants.py``).
+
+Leaf module: imports nothing of the project.
+"""
+
+from __future__ import annotations
+
+PREFIX = "trk:"
+
+# Streams and the consumer group that ingest workers share.
+CLICK_STREAM = PREFIX + "stream:clicks"
+CONVERSION_STREAM = PREFIX + "stream:conversions"
+DEAD_LETTER_STREAM = PREFIX + "stream:dead"
+INGEST_GROUP = "ingest"
+
+# Sequences (seeded from ClickHouse when Redis lost them).
+LINK_SEQUENCE = PREFIX + "seq:link"
+
+
+def click_stream(shard: int, shards: int) -> str:
+    """Stream key of one click shard; one shard keeps the plain name."""
+    if shards <= 1:
+        return CLICK_STREAM
+    # The hash tag keeps each shard on one Redis Cluster slot, shards on different slots.
+    return f"{PREFIX}{{clicks:{shard}}}:stream"
+
+
+def click_streams(shards: int) -> list[str]:
+    return [click_stream(i, shards) for i in range(max(1, shards))]
+
+
+def link(code: str) -> str:
+    """JSON link record served to the redirect (written through on create/update)."""
+    return f"{PREFIX}link:{code}"
+
+
+def api_key(key_hash: str) -> str:
+    """sha256 of a brand API key -> brand id."""
+    return f"{PREFIX}apikey:{key_hash}"
+
+
+def conversion(brand_id: str, order_id: str) -> str:
+    """Current state of one order (idempotency and status moves)."""
+    return f"{PREFIX}conv:{brand_id}:{order_id}"
+
+
+def conversion_lock(brand_id: str, order_id: str) -> str:
+    return f"{PREFIX}convlock:{brand_id}:{order_id}"
+
+
+def visitor_salt(day: str) -> str:
+    """Random salt of one UTC day (YYYYMMDD) for visitor hashes; expires after two days."""
+    return f"{PREFIX}salt:{day}"
+
+
+def rate_limit(scope: str, subject: str, window: int) -> str:
+    return f"{PREFIX}rl:{scope}:{subject}:{window}"
+
+
+def ingest_batch(stream: str, first_id: str) -> str:
+    """Manifest of one ingest batch (stream ids), so a retry re-inserts the same block."""
+    return f"{PREFIX}batch:{stream}:{first_id}"
+
+
+def fx_rate(brand_id: str) -> str:
+    """Hash currency -> rate (units of brand currency per unit of currency)."""
+    return f"{PREFIX}fx:{brand_id}"
+
+
+def heartbeat(worker: str) -> str:
+    return f"{PREFIX}worker:{worker}"
