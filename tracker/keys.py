@@ -69,3 +69,23 @@ def fx_rate(brand_id: str) -> str:
 
 def heartbeat(worker: str) -> str:
     return f"{PREFIX}worker:{worker}"
+
+
+def coupon(brand_id: str, coupon_code: str) -> str:
+    """Coupon code (upper-cased) of a brand -> link code."""
+    return f"{PREFIX}coupon:{brand_id}:{coupon_code.upper()}"
+
+
+def campaign(brand_id: str, campaign_id: str) -> str:
+    """JSON campaign record (commission rule, window) for postbacks."""
+    return f"{PREFIX}campaign:{brand_id}:{campaign_id}"
+
+
+def store(store_id: str) -> str:
+    """JSON store record (brand, secret nonce, token hash, allowed IPs) for postbacks."""
+    return f"{PREFIX}store:{store_id}"
+
+
+def brand(brand_id: str) -> str:
+    """JSON brand record (name, currency)."""
+    return f"{PREFIX}brand:{brand_id}"

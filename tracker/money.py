@@ -1,0 +1,85 @@
+"""Money: Decimal end to end, ISO 4217 codes and their minor units.
+
+Leaf module. Amounts are rounded half-up to the currency's minor unit
+(JPY 0 decimals, USD 2, KWD 3).
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+
+# ISO 4217 active codes -> minor unit digits (list of 2024; X* funds/metals omitted).
+_THREE = {"BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"}
+_ZERO = {
+    "BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI", "VND", "VUV",
+    "XAF", "XOF", "XPF",
+}
+_TWO = {
+    "AED", "AFN", "ALL", "AMD", "ANG", "AOA", "ARS", "AUD", "AWG", "AZN", "BAM", "BBD", "BDT", "BGN",
+    "BMD", "BND", "BOB", "BRL", "BSD", "BTN", "BWP", "BYN", "BZD", "CAD", "CDF", "CHF", "CNY", "COP",
+    "CRC", "CUP", "CVE", "CZK", "DKK", "DOP", "DZD", "EGP", "ERN", "ETB", "EUR", "FJD", "FKP", "GBP",
+    "GEL", "GHS", "GIP", "GMD", "GTQ", "GYD", "HKD", "HNL", "HTG", "HUF", "IDR", "ILS", "INR", "IRR",
+    "JMD", "KES", "KGS", "KHR", "KPW", "KYD", "KZT", "LAK", "LBP", "LKR", "LRD", "LSL", "MAD", "MDL",
+    "MGA", "MKD", "MMK", "MNT", "MOP", "MRU", "MUR", "MVR", "MWK", "MXN", "MYR", "MZN", "NAD", "NGN",
+    "NIO", "NOK", "NPR", "NZD", "PAB", "PEN", "PGK", "PHP", "PKR", "PLN", "QAR", "RON", "RSD", "RUB",
+    "SAR", "SBD", "SCR", "SDG", "SEK", "SGD", "SHP", "SLE", "SOS", "SRD", "SSP", "STN", "SVC", "SYP",
+    "SZL", "THB", "TJS", "TMT", "TOP", "TRY", "TTD", "TWD", "TZS", "UAH", "USD", "UZS", "VES", "WST",
+    "XCD", "YER", "ZAR", "ZMW", "ZWL",
+}
+
+MINOR_UNITS: dict[str, int] = {**{c: 2 for c in _TWO}, **{c: 0 for c in _ZERO}, **{c: 3 for c in _THREE}}
+
+ZERO = Decimal(0)
+
+
+def is_currency(code: object) -> bool:
+    return isinstance(code, str) and code in MINOR_UNITS
+
+
+def minor_units(currency: str) -> int:
+    return MINOR_UNITS[currency]
+
+
+def quantum(currency: str) -> Decimal:
+    return Decimal(1).scaleb(-MINOR_UNITS[currency])
+
+
+def round_money(amount: Decimal, currency: str) -> Decimal:
+    """Round half-up to the currency's minor unit."""
+    return amount.quantize(quantum(currency), rounding=ROUND_HALF_UP)
+
+
+def parse_amount(value: object, currency: str, *, field: str = "amount") -> Decimal:
+    """A positive amount with at most the currency's decimals; ValueError with a message otherwise.
+
+    Accepts a decimal string or a JSON number already parsed as Decimal (ints too);
+    floats are refused because they cannot carry money exactly.
+    """
+    if isinstance(value, bool) or isinstance(value, float):
+        raise ValueError(f"{field} must be a decimal string such as \"49.90\", not a float.")
+    if isinstance(value, int):
+        value = Decimal(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if not text or len(text) > 32:
+            raise ValueError(f"{field} {value!r} is not a decimal amount.")
+        try:
+            value = Decimal(text)
+        except InvalidOperation:
+            raise ValueError(f"{field} {value!r} is not a decimal amount.") from None
+    if not isinstance(value, Decimal) or not value.is_finite():
+        raise ValueError(f"{field} must be a decimal amount.")
+    if value <= 0:
+        raise ValueError(f"{field} must be greater than 0, got {value}.")
+    exponent = value.as_tuple().exponent
+    assert isinstance(exponent, int)
+    if -exponent > MINOR_UNITS[currency]:
+        raise ValueError(f"{field} {value} has more decimals than {currency} allows ({MINOR_UNITS[currency]}).")
+    if value >= Decimal("1e13"):
+        raise ValueError(f"{field} {value} is too large.")
+    return value
+
+
+def fmt(amount: Decimal, currency: str) -> str:
+    """Decimal string with exactly the currency's minor digits ("49.90")."""
+    return str(round_money(amount, currency))
