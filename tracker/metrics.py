@@ -1,0 +1,50 @@
+"""Prometheus series of every stage, defined in one place.
+
+Modules import the objects they update; ``/metrics`` renders them. With several
+HTTP workers, ``PROMETHEUS_MULTIPROC_DIR`` makes prometheus-client aggregate
+across processes (``tracker serve --workers N`` sets it up).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+# Redirect hot path.
+REDIRECTS = Counter("tracker_redirects_total", "Redirect answers by status code.", ["status"])
+REDIRECT_SECONDS = Histogram(
+    "tracker_redirect_seconds",
+    "Redirect latency, request in to response start (includes the group-commit wait).",
+    buckets=(0.0005, 0.001, 0.002, 0.004, 0.008, 0.015, 0.03, 0.06, 0.12, 0.25, 0.5, 1.0),
+)
+CLICKS_ENQUEUED = Counter("tracker_clicks_enqueued_total", "Clicks written to the Redis click stream.")
+CLICKS_SPOOLED = Counter("tracker_clicks_spooled_total", "Clicks written to the local spool (Redis down).")
+CLICKS_REPLAYED = Counter("tracker_clicks_replayed_total", "Spooled clicks replayed into the stream.")
+GROUP_COMMIT_SIZE = Histogram(
+    "tracker_group_commit_size",
+    "Clicks per Redis pipeline (group commit).",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+)
+
+# Postbacks.
+POSTBACKS = Counter("tracker_postbacks_total", "Conversion postbacks by outcome.", ["outcome"])
+
+# Ingest.
+INGEST_ROWS = Counter("tracker_ingest_rows_total", "Rows inserted into ClickHouse.", ["stream"])
+INGEST_BATCHES = Counter("tracker_ingest_batches_total", "Batches inserted into ClickHouse.", ["stream"])
+INGEST_RETRIES = Counter("tracker_ingest_retries_total", "Insert attempts that failed and were retried.", ["stream"])
+INGEST_DEAD_LETTERS = Counter(
+    "tracker_ingest_dead_letters_total", "Entries moved to the dead-letter stream.", ["stream"]
+)
+STREAM_LENGTH = Gauge("tracker_stream_length", "Entries in a stream.", ["stream"], multiprocess_mode="max")
+STREAM_LAG = Gauge(
+    "tracker_stream_lag", "Entries not yet delivered to the ingest group.", ["stream"], multiprocess_mode="max"
+)
+STREAM_PENDING = Gauge(
+    "tracker_stream_pending", "Entries delivered but not acknowledged.", ["stream"], multiprocess_mode="max"
+)
+STREAM_OLDEST_PENDING_SECONDS = Gauge(
+    "tracker_stream_oldest_pending_seconds",
+    "Age of the oldest unacknowledged entry.",
+    ["stream"],
+    multiprocess_mode="max",
+)
