@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -188,7 +189,20 @@ def _run_single(settings: Settings, args: argparse.Namespace, log_config: dict[s
         timeout_graceful_shutdown=10,
     )
     server = uvicorn.Server(config)
-    server.run()
+    stopped_by: list[int] = []
+
+    def _note(signum: int, frame: object) -> None:
+        stopped_by.append(signum)
+
+    # uvicorn re-raises the signal that stopped it once it has shut down; with these
+    # handlers in place that only records it, so the embedded services are stopped
+    # in order by our caller instead of the process dying mid-cleanup.
+    previous = {sig: signal.signal(sig, _note) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        server.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0 if server.started else EXIT_UNAVAILABLE
 
 
