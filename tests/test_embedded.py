@@ -32,16 +32,19 @@ class Serve:
         self.port = _free_port()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "CLICKHOUSE_", "TRACKER_"))}
         self.env.update(env or {})
-        self.proc: subprocess.Popen[str] | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = data_dir.parent / f"serve-{self.port}.log"
 
     def start(self, wait: bool = True) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tracker.cli", "serve", "--data-dir", str(self.data_dir), "--port", str(self.port)],
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        # Output goes to a file: a pipe nobody reads would block the server once full.
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "tracker.cli", "serve", "--data-dir", str(self.data_dir),
+                 "--port", str(self.port)],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         if wait:
             self.wait_healthy()
 
@@ -50,7 +53,7 @@ class Serve:
         while time.monotonic() < deadline:
             assert self.proc is not None
             if self.proc.poll() is not None:
-                raise AssertionError(f"serve exited {self.proc.returncode}: {self.proc.stderr.read()}")  # type: ignore[union-attr]
+                raise AssertionError(f"serve exited {self.proc.returncode}: {self.output}")
             try:
                 if httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).status_code == 200:
                     return
@@ -59,11 +62,19 @@ class Serve:
             time.sleep(0.1)
         raise AssertionError("serve did not answer /healthz within 30 s")
 
+    @property
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait(self, timeout: float = 60) -> tuple[int, str]:
+        assert self.proc is not None
+        code = self.proc.wait(timeout)
+        return code, self.output
+
     def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str]:
         assert self.proc is not None
         self.proc.send_signal(sig)
-        _, err = self.proc.communicate(timeout=30)
-        return self.proc.returncode, err
+        return self.wait(30)
 
     @property
     def valkey_pid(self) -> int:
@@ -174,9 +185,8 @@ def test_second_serve_on_same_data_dir_is_refused(data_dir: Path) -> None:
     try:
         second = Serve(data_dir)
         second.start(wait=False)
-        assert second.proc is not None
-        _, err = second.proc.communicate(timeout=60)
-        assert second.proc.returncode == 2
+        code, err = second.wait()
+        assert code == 2
         assert "in use by another tracker process" in err
     finally:
         first.stop()
@@ -196,9 +206,8 @@ def test_volatile_redis_is_refused_in_production_mode(tmp_path: Path) -> None:
         }
         serve = Serve(tmp_path / "d", env)
         serve.start(wait=False)
-        assert serve.proc is not None
-        _, err = serve.proc.communicate(timeout=60)
-        assert serve.proc.returncode == 2
+        code, err = serve.wait()
+        assert code == 2
         assert "TRACKER_ALLOW_VOLATILE_REDIS" in err
         assert len(err.strip().splitlines()) == 1
     finally:
