@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -110,9 +111,12 @@ def _chdb_tables(data_dir: Path) -> set[str]:
     code = (
         "import clickhouse_connect,sys;"
         f"c=clickhouse_connect.get_client(interface='chdb', path={str(data_dir / 'clickhouse')!r});"
-        "print(' '.join(r[0] for r in c.query(\"SELECT name FROM system.tables WHERE database='tracker'\").result_rows))"
+        "q=\"SELECT name FROM system.tables WHERE database='tracker'\";"
+        "print(' '.join(r[0] for r in c.query(q).result_rows))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
     return set(out.stdout.split())
 
 
@@ -122,10 +126,8 @@ def data_dir(tmp_path: Path) -> Iterator[Path]:
     yield d
     pidfile = d / "redis" / "valkey.pid"
     if pidfile.exists():  # never leave a server behind, whatever the test did
-        try:
+        with contextlib.suppress(ProcessLookupError, ValueError):
             os.kill(int(pidfile.read_text()), signal.SIGKILL)
-        except (ProcessLookupError, ValueError):
-            pass
 
 
 def test_start_restart_and_sigterm(data_dir: Path) -> None:

@@ -217,7 +217,8 @@ def ingest(args: argparse.Namespace) -> int:
         )
     from tracker.ingest import run_worker
 
-    return run_worker(settings, once=args.once)
+    code: int = run_worker(settings, once=args.once)
+    return code
 
 
 def migrate_cmd(args: argparse.Namespace) -> int:

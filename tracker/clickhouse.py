@@ -105,7 +105,7 @@ class ClickHouse:
 
     def query(self, sql: str, parameters: dict[str, Any] | None = None, **kw: Any) -> list[tuple[Any, ...]]:
         result = self._call(self.client.query, sql, parameters=parameters, **kw)
-        return list(result.result_rows)
+        return [tuple(row) for row in result.result_rows]
 
     def query_dicts(self, sql: str, parameters: dict[str, Any] | None = None, **kw: Any) -> list[dict[str, Any]]:
         result = self._call(self.client.query, sql, parameters=parameters, **kw)

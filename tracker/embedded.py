@@ -190,7 +190,7 @@ class EmbeddedRedis:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=_set_pdeathsig,  # noqa: PLW1509 - only prctl, no locks taken
+            preexec_fn=_set_pdeathsig,
         )
         self._wait_ready(timeout)
 

@@ -55,7 +55,7 @@ def parse_amount(value: object, currency: str, *, field: str = "amount") -> Deci
     Accepts a decimal string or a JSON number already parsed as Decimal (ints too);
     floats are refused because they cannot carry money exactly.
     """
-    if isinstance(value, bool) or isinstance(value, float):
+    if isinstance(value, (bool, float)):
         raise ValueError(f"{field} must be a decimal string such as \"49.90\", not a float.")
     if isinstance(value, int):
         value = Decimal(value)

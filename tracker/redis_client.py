@@ -52,7 +52,8 @@ async def check_persistence(client: aioredis.Redis, settings: Settings) -> str:
     info = await client.info("persistence")
     config: dict[str, str] | None
     try:
-        config = {**await client.config_get("appendonly"), **await client.config_get("save")}
+        raw = {**await client.config_get("appendonly"), **await client.config_get("save")}
+        config = {_text(k): _text(v) for k, v in raw.items()}
     except redis.ResponseError:
         config = None
     durable, how = persistence(info, config)
@@ -62,3 +63,7 @@ async def check_persistence(client: aioredis.Redis, settings: Settings) -> str:
             "Enable AOF (appendonly yes) or set TRACKER_ALLOW_VOLATILE_REDIS=1."
         )
     return how
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
