@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -20,6 +21,7 @@ from starlette.routing import BaseRoute, Route
 from tracker import http, migrate, redis_client
 from tracker.clickhouse import ClickHouse, describe, run_sync
 from tracker.errors import SettingsError, StorageUnavailable, TrackerError
+from tracker.obs import RequestIdMiddleware
 from tracker.services import Services, services
 from tracker.settings import Settings
 
@@ -62,9 +64,13 @@ async def readyz(request: Request) -> Response:
 
 
 def _routes() -> list[BaseRoute]:
+    from tracker import obs, openapi
+
     routes: list[BaseRoute] = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", obs.metrics_endpoint, methods=["GET"]),
+        Route("/openapi.json", openapi.openapi_endpoint, methods=["GET"]),
     ]
     return routes
 
@@ -119,6 +125,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
 def create_app(settings: Settings) -> Starlette:
     app = Starlette(
         routes=_routes(),
+        middleware=[Middleware(RequestIdMiddleware)],
         lifespan=lifespan,
         exception_handlers={
             TrackerError: http.tracker_error_handler,

@@ -35,16 +35,26 @@ INGEST_RETRIES = Counter("tracker_ingest_retries_total", "Insert attempts that f
 INGEST_DEAD_LETTERS = Counter(
     "tracker_ingest_dead_letters_total", "Entries moved to the dead-letter stream.", ["stream"]
 )
-STREAM_LENGTH = Gauge("tracker_stream_length", "Entries in a stream.", ["stream"], multiprocess_mode="max")
+# Gauges are set at scrape time by whichever worker answers /metrics: the most recent
+# value is the true one, a max over workers would keep a stale peak.
+STREAM_LENGTH = Gauge(
+    "tracker_stream_length", "Entries in a stream.", ["stream"], multiprocess_mode="mostrecent"
+)
 STREAM_LAG = Gauge(
-    "tracker_stream_lag", "Entries not yet delivered to the ingest group.", ["stream"], multiprocess_mode="max"
+    "tracker_stream_lag",
+    "Entries not yet delivered to the ingest group.",
+    ["stream"],
+    multiprocess_mode="mostrecent",
 )
 STREAM_PENDING = Gauge(
-    "tracker_stream_pending", "Entries delivered but not acknowledged.", ["stream"], multiprocess_mode="max"
+    "tracker_stream_pending",
+    "Entries delivered but not acknowledged.",
+    ["stream"],
+    multiprocess_mode="mostrecent",
 )
 STREAM_OLDEST_PENDING_SECONDS = Gauge(
     "tracker_stream_oldest_pending_seconds",
     "Age of the oldest unacknowledged entry.",
     ["stream"],
-    multiprocess_mode="max",
+    multiprocess_mode="mostrecent",
 )
