@@ -212,3 +212,31 @@ def test_logs_carry_request_id_and_no_secret_or_ip(client: TestClient, log_lines
         assert "?" not in e["path"]
     for secret in (ADMIN_TOKEN, SECRET_KEY, store_token, "brk_wrong_key_0000", ip, "testclient"):
         assert secret not in text
+
+
+def test_serve_workers_empties_a_configured_metrics_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tracker.cli import _multiprocess_metrics_dir
+
+    stale = tmp_path / "counter_123.db"
+    stale.write_bytes(b"old run")
+    keep = tmp_path / "notes.txt"
+    keep.write_text("not ours")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    assert _multiprocess_metrics_dir() == tmp_path
+    assert not stale.exists()
+    assert keep.exists()
+
+
+def test_serve_workers_creates_a_metrics_dir_when_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tracker.cli import _multiprocess_metrics_dir
+
+    # setenv first, so the teardown removes the variable the function sets.
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
+    path = _multiprocess_metrics_dir()
+    try:
+        assert path.is_dir()
+        assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(path)
+        assert list(path.iterdir()) == []
+    finally:
+        path.rmdir()

@@ -105,6 +105,7 @@ def serve(args: argparse.Namespace) -> int:
         if args.workers > 1:
             # Each worker process re-reads the environment; pass what the flags decided.
             os.environ["TRACKER_PUBLIC_URL"] = settings.public_url or ""
+            _multiprocess_metrics_dir()
             uvicorn.run(
                 "tracker.app:create_app_from_env",
                 factory=True,
@@ -139,6 +140,30 @@ def serve(args: argparse.Namespace) -> int:
     finally:
         redis_server.stop()
         lock.release()
+
+
+def _multiprocess_metrics_dir() -> Path:
+    """Point prometheus-client of every worker at one directory, emptied first.
+
+    Must run before the workers start: prometheus-client picks its storage when a
+    process imports it. Workers are spawned fresh, so they inherit the variable.
+    Leftover files of an earlier run would add its counts to this one's.
+    """
+    import atexit
+    import shutil
+    import tempfile
+
+    configured = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if configured:
+        path = Path(configured)
+        path.mkdir(parents=True, exist_ok=True)
+        for old in path.glob("*.db"):
+            old.unlink()
+    else:
+        path = Path(tempfile.mkdtemp(prefix="tracker-metrics-"))
+        atexit.register(shutil.rmtree, path, ignore_errors=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+    return path
 
 
 def _preflight(settings: Settings) -> None:
