@@ -77,6 +77,9 @@ def _routes() -> list[BaseRoute]:
 
 def build_components(svc: Services) -> None:
     """Create this process's components; started in list order, stopped in reverse."""
+    from tracker.registry import Registry
+
+    svc.named["registry"] = Registry(svc.settings, svc.ch, svc.redis)
 
 
 @asynccontextmanager

@@ -89,3 +89,13 @@ def store(store_id: str) -> str:
 def brand(brand_id: str) -> str:
     """JSON brand record (name, currency)."""
     return f"{PREFIX}brand:{brand_id}"
+
+
+def link_code(link_id: int) -> str:
+    """Link id -> custom (vanity) code; generated codes are the hashids of the id."""
+    return f"{PREFIX}linkcode:{link_id}"
+
+
+def registry_lock(kind: str, ident: str) -> str:
+    """Short-lived lock serialising read-modify-write of one registry row (link PATCH)."""
+    return f"{PREFIX}lock:{kind}:{ident}"
