@@ -22,6 +22,7 @@ from tracker import http, migrate, redis_client
 from tracker.clickhouse import ClickHouse, describe, run_sync
 from tracker.errors import SettingsError, StorageUnavailable, TrackerError
 from tracker.obs import RequestIdMiddleware
+from tracker.redirect import RedirectMiddleware
 from tracker.services import Services, services
 from tracker.settings import Settings
 
@@ -77,9 +78,11 @@ def _routes() -> list[BaseRoute]:
 
 def build_components(svc: Services) -> None:
     """Create this process's components; started in list order, stopped in reverse."""
+    from tracker import redirect
     from tracker.registry import Registry
 
     svc.named["registry"] = Registry(svc.settings, svc.ch, svc.redis)
+    redirect.register(svc)
 
 
 @asynccontextmanager
@@ -128,7 +131,8 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
 def create_app(settings: Settings) -> Starlette:
     app = Starlette(
         routes=_routes(),
-        middleware=[Middleware(RequestIdMiddleware)],
+        # The redirect fast path answers /{code} before the router: every route wins over it.
+        middleware=[Middleware(RequestIdMiddleware), Middleware(RedirectMiddleware)],
         lifespan=lifespan,
         exception_handlers={
             TrackerError: http.tracker_error_handler,
