@@ -160,7 +160,8 @@ def describe(settings: Settings) -> str:
     if is_chdb(settings):
         return f"chdb://{chdb_path(settings)}"
     url = urlsplit(settings.clickhouse_url or "")
-    return f"{url.scheme}://{url.hostname}:{url.port or 8123}{url.path}"
+    port = url.port or (8443 if url.scheme == "https" else 8123)
+    return f"{url.scheme}://{url.hostname}:{port}{url.path}"
 
 
 def _short(exc: BaseException) -> str:

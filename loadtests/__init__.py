@@ -1,0 +1,1 @@
+"""Load tests, benchmarks and test aids that drive tracker from outside."""
