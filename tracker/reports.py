@@ -1,0 +1,676 @@
+"""Reports: every metric of DESIGN.md per group, exact, from rollups where they answer right.
+
+The gate: every statement is a ``Query``, and a ``Query`` needs a ``Scope`` (one brand and
+one half-open UTC time range, checked when the scope is made). Its SQL is assembled here
+from the gate condition first (``brand_id = {brand:String}`` plus the table's time column
+inside the range; registry tables, which have no time, get the brand alone), then the
+filters, each bound server-side. Request data never reaches the SQL text.
+
+Where the numbers come from:
+- clicks, bot_clicks, unique_clicks: the hourly rollup ``clicks_hourly`` when the time zone's
+  offset is whole hours over the range (then every UTC hour falls into one local hour and day)
+  and no country/device grouping is asked; else raw ``clicks`` (FINAL). unique_clicks is the
+  number of distinct (link, visitor, UTC day) among non-bot clicks, so on the rollup it is
+  the sum over (link, UTC day) of ``uniqExactMerge(visitors)``, exact.
+- conversions, revenue, commission: ``conversions`` FINAL, attributed, status approved or
+  pending, by ``occurred_at``. Conversions carry no country or device: rows grouped by
+  country or device show 0 for them, and the totals carry them.
+- fees: ``fees`` FINAL by fee date (a calendar date, independent of ``tz``). A fee belongs to
+  an influencer and a campaign on a date; rows grouped by link, hour, country or device
+  show 0 fees, and the totals carry them. With a ``link`` filter fees are 0 everywhere:
+  a fee cannot be attributed to one link.
+- Totals are queried on their own (not summed from rows): a visitor's UTC day can span two
+  local days, so unique clicks of rows do not add up to the total.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from tracker import money
+from tracker.clickhouse import ClickHouse
+from tracker.errors import BadRequest, Unprocessable
+
+GROUP_KEYS: tuple[str, ...] = ("influencer", "campaign", "link", "day", "hour", "country", "device")
+
+# Output fields of each group key, in row order.
+KEY_FIELDS: dict[str, tuple[str, ...]] = {
+    "influencer": ("influencer_id", "influencer_name"),
+    "campaign": ("campaign_id", "campaign_name"),
+    "link": ("link_code",),
+    "day": ("day",),
+    "hour": ("hour",),
+    "country": ("country",),
+    "device": ("device",),
+}
+
+METRICS: tuple[str, ...] = (
+    "clicks",
+    "bot_clicks",
+    "unique_clicks",
+    "conversions",
+    "revenue",
+    "commission",
+    "fees",
+    "cost",
+    "roi",
+    "conversion_rate",
+    "epc",
+    "aov",
+)
+TOTAL_METRICS: tuple[str, ...] = (*METRICS, "unattributed_conversions", "unattributed_revenue")
+
+# Ratios are decimal strings rounded half-up to this many places.
+RATIO_PLACES = 6
+
+# Keys only raw clicks know; keys conversions and fees can be grouped by.
+_RAW_ONLY = frozenset({"country", "device"})
+_CONVERSION_KEYS = frozenset({"influencer", "campaign", "link", "day", "hour"})
+_FEE_KEYS = frozenset({"influencer", "campaign", "day"})
+
+_QUERY_PARAMS = frozenset(
+    {"from", "to", "group_by", "tz", "campaign_id", "influencer_id", "link", "link_code", "format"}
+)
+_ID = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+_MIN_DATE = date(2000, 1, 1)
+_MAX_DATE = date(2199, 12, 31)
+
+
+# --------------------------------------------------------------------------- request
+
+
+@dataclass(frozen=True)
+class ReportParams:
+    """A validated report request (no brand: the brand comes from the caller's key)."""
+
+    date_from: date
+    date_to: date
+    group_by: tuple[str, ...] = ()
+    tz: str = "UTC"
+    campaign_id: str | None = None
+    influencer_id: str | None = None
+    link_code: str | None = None
+    format: str = "json"
+
+
+def parse_params(query: Mapping[str, str]) -> ReportParams:
+    """Read the query string of ``GET /api/v1/reports``; BadRequest names the bad value."""
+    unknown = sorted(set(query) - _QUERY_PARAMS)
+    if unknown:
+        raise BadRequest(
+            f"Unknown query parameter '{unknown[0]}': use {', '.join(sorted(_QUERY_PARAMS))}.",
+            code="unknown_parameter",
+        )
+    date_from = _date(query, "from")
+    date_to = _date(query, "to")
+    group_by: list[str] = []
+    for part in query.get("group_by", "").split(","):
+        key = part.strip().lower()
+        if not key:
+            continue
+        if key not in GROUP_KEYS:
+            raise BadRequest(
+                f"group_by has '{part.strip()}', which is not one of {', '.join(GROUP_KEYS)}.",
+                code="bad_group_by",
+            )
+        if key not in group_by:
+            group_by.append(key)
+    tz = query.get("tz", "").strip() or "UTC"
+    zone(tz)
+    fmt = query.get("format", "").strip().lower() or "json"
+    if fmt not in ("json", "csv"):
+        raise BadRequest(f"format '{query.get('format')}' is not json or csv.", code="bad_format")
+    link = query.get("link") or query.get("link_code")
+    return ReportParams(
+        date_from=date_from,
+        date_to=date_to,
+        group_by=tuple(group_by),
+        tz=tz,
+        campaign_id=_ident(query, "campaign_id"),
+        influencer_id=_ident(query, "influencer_id"),
+        link_code=_ident({"link": link} if link is not None else {}, "link"),
+        format=fmt,
+    )
+
+
+def _date(query: Mapping[str, str], name: str) -> date:
+    raw = query.get(name)
+    if raw is None or not raw.strip():
+        raise BadRequest(f"The query parameter '{name}' is required: a date such as 2026-11-01.", code="bad_date")
+    try:
+        value = date.fromisoformat(raw.strip())
+    except ValueError:
+        value = None
+    if value is None or len(raw.strip()) != 10:
+        raise BadRequest(f"'{name}' is '{raw}', which is not a date in the form YYYY-MM-DD.", code="bad_date")
+    if not _MIN_DATE <= value <= _MAX_DATE:
+        raise BadRequest(f"'{name}' is {value}, outside {_MIN_DATE} to {_MAX_DATE}.", code="bad_date")
+    return value
+
+
+def _ident(query: Mapping[str, str], name: str) -> str | None:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return None
+    if not _ID.match(raw):
+        raise BadRequest(f"'{name}' is '{raw[:80]}', which is not a valid id or code.", code="bad_filter")
+    return raw
+
+
+def zone(tz: str) -> ZoneInfo:
+    try:
+        if tz.startswith("/") or ".." in tz:
+            raise ValueError
+        return ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise BadRequest(f"tz '{tz}' is not an IANA time zone such as Europe/Paris.", code="bad_timezone") from None
+
+
+# --------------------------------------------------------------------------- the gate
+
+
+@dataclass(frozen=True)
+class Scope:
+    """One brand and one half-open UTC range [start, end): what every query is confined to."""
+
+    brand_id: str
+    date_from: date
+    date_to: date
+    tz: str
+    start: datetime
+    end: datetime
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.brand_id, str) or not self.brand_id:
+            raise ValueError("A report scope needs a brand id.")
+        for name in ("start", "end"):
+            value = getattr(self, name)
+            if not isinstance(value, datetime) or value.utcoffset() != timedelta(0):
+                raise ValueError(f"A report scope needs a UTC {name} time.")
+        if not self.start < self.end:
+            raise ValueError("A report scope needs start < end.")
+        if not isinstance(self.date_from, date) or not isinstance(self.date_to, date):
+            raise ValueError("A report scope needs its dates.")
+
+    @classmethod
+    def of(cls, brand_id: str, date_from: date, date_to: date, tz: str, max_days: int) -> Scope:
+        """The scope of dates ``date_from``..``date_to`` inclusive, local to ``tz``."""
+        if date_to < date_from:
+            raise BadRequest(f"'to' ({date_to}) is before 'from' ({date_from}).", code="bad_range")
+        days = (date_to - date_from).days + 1
+        if days > max_days:
+            raise Unprocessable(
+                f"The range {date_from} to {date_to} spans {days} days; the limit is {max_days}.",
+                code="range_too_long",
+            )
+        zi = zone(tz)
+        start = datetime.combine(date_from, time(0), zi).astimezone(UTC)
+        end = datetime.combine(date_to + timedelta(days=1), time(0), zi).astimezone(UTC)
+        return cls(brand_id, date_from, date_to, tz, start, end)
+
+    def whole_hours(self) -> bool:
+        """True when the zone's UTC offset is whole hours everywhere in the range."""
+        zi = zone(self.tz)
+        at = self.start
+        while at <= self.end:
+            offset = at.astimezone(zi).utcoffset() or timedelta(0)
+            if offset % timedelta(hours=1):
+                return False
+            at += timedelta(hours=6)
+        offset = self.end.astimezone(zi).utcoffset() or timedelta(0)
+        return not offset % timedelta(hours=1)
+
+    def parameters(self) -> dict[str, Any]:
+        return {
+            "brand": self.brand_id,
+            "start": _ts(self.start),
+            "end": _ts(self.end),
+            "start_s": _ts(self.start)[:19],
+            "end_s": _ts(self.end)[:19],
+            "date_from": self.date_from,
+            "date_to": self.date_to,
+            "tz": self.tz,
+        }
+
+
+def _ts(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    final: bool
+    time_column: str | None = None
+    time_type: str | None = None
+
+
+CLICKS = Table("clicks", True, "ts", "DateTime64(3, 'UTC')")
+CLICKS_HOURLY = Table("clicks_hourly", False, "hour", "DateTime('UTC')")
+CONVERSIONS = Table("conversions", True, "occurred_at", "DateTime64(3, 'UTC')")
+FEES = Table("fees", True, "date", "Date")
+INFLUENCERS = Table("influencers", True)
+CAMPAIGNS = Table("campaigns", True)
+LINKS = Table("links", True)
+TABLES = (CLICKS, CLICKS_HOURLY, CONVERSIONS, FEES, INFLUENCERS, CAMPAIGNS, LINKS)
+
+
+def gate(scope: Scope, table: Table) -> str:
+    """``FROM <table> WHERE <brand and range>``: the only place a table is named in a query."""
+    if not isinstance(scope, Scope):
+        raise TypeError("Every report query needs a Scope (brand and time range).")
+    if table not in TABLES:
+        raise ValueError(f"Table {table.name!r} is not a report table.")
+    cond = "brand_id = {brand:String}"
+    col, typ = table.time_column, table.time_type
+    if col is not None and typ == "Date":
+        cond += f" AND {col} >= {{date_from:Date}} AND {col} <= {{date_to:Date}}"
+    elif col is not None and typ == "DateTime('UTC')":
+        # Whole seconds (the rollup is only read for whole-hour ranges).
+        cond += f" AND {col} >= {{start_s:{typ}}} AND {col} < {{end_s:{typ}}}"
+    elif col is not None:
+        cond += f" AND {col} >= {{start:{typ}}} AND {col} < {{end:{typ}}}"
+    return f"FROM {table.name}{' FINAL' if table.final else ''} WHERE {cond}"
+
+
+@dataclass(frozen=True)
+class Query:
+    """One SELECT, confined by its scope. ``where`` holds extra conditions (bound parameters only).
+
+    With ``outer`` set, the gated SELECT becomes a subquery: ``SELECT <outer> FROM (<inner>)
+    [GROUP BY <outer_group_by>]`` (used to add up exact per-(link, UTC day) unique counts).
+    """
+
+    scope: Scope
+    table: Table
+    select: tuple[str, ...]
+    where: tuple[str, ...] = ()
+    group_by: tuple[str, ...] = ()
+    params: Mapping[str, Any] = field(default_factory=dict)
+    outer: tuple[str, ...] = ()
+    outer_group_by: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.scope, Scope):
+            raise TypeError("Every report query needs a Scope (brand and time range).")
+        clash = set(self.params) & set(self.scope.parameters())
+        if clash:
+            raise ValueError(f"Query parameters {sorted(clash)} would override the scope.")
+
+    @property
+    def sql(self) -> str:
+        sql = f"SELECT {', '.join(self.select)} {gate(self.scope, self.table)}"
+        for cond in self.where:
+            sql += f" AND ({cond})"
+        if self.group_by:
+            sql += f" GROUP BY {', '.join(self.group_by)}"
+        if self.outer:
+            sql = f"SELECT {', '.join(self.outer)} FROM ({sql})"
+            if self.outer_group_by:
+                sql += f" GROUP BY {', '.join(self.outer_group_by)}"
+        return sql
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        return {**self.scope.parameters(), **self.params}
+
+
+def fetch(ch: ClickHouse, query: Query) -> list[dict[str, Any]]:
+    if not isinstance(query, Query):
+        raise TypeError("Reports run Query objects only.")
+    return ch.query_dicts(query.sql, query.parameters)
+
+
+# --------------------------------------------------------------------------- query plan
+
+# Group key -> SQL expression, per source. Aliased as g_<key>.
+_CLICK_RAW = {
+    "influencer": "influencer_id",
+    "campaign": "campaign_id",
+    "link": "link_code",
+    "day": "toDate(ts, {tz:String})",
+    "hour": "formatDateTime(ts, '%Y-%m-%dT%H:00', {tz:String})",
+    "country": "country",
+    "device": "device",
+}
+_CLICK_ROLLUP = {
+    "influencer": "influencer_id",
+    "campaign": "campaign_id",
+    "link": "link_id",
+    "day": "toDate(hour, {tz:String})",
+    "hour": "formatDateTime(hour, '%Y-%m-%dT%H:00', {tz:String})",
+}
+_CONVERSION = {
+    "influencer": "influencer_id",
+    "campaign": "campaign_id",
+    "link": "link_code",
+    "day": "toDate(occurred_at, {tz:String})",
+    "hour": "formatDateTime(occurred_at, '%Y-%m-%dT%H:00', {tz:String})",
+}
+_FEE = {"influencer": "influencer_id", "campaign": "campaign_id", "day": "date"}
+
+_COUNTED = "status IN ('approved', 'pending')"
+_NET = "(amount - refunded_amount)"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The queries of one report; ``None`` where a source does not apply."""
+
+    use_rollup: bool
+    click_rows: Query | None
+    click_totals: Query
+    conversion_rows: Query | None
+    conversion_totals: Query
+    fee_rows: Query | None
+    fee_totals: Query | None
+    link_ids: Query | None
+
+
+def plan(scope: Scope, params: ReportParams) -> Plan:
+    keys = params.group_by
+    use_rollup = not (set(keys) & _RAW_ONLY) and scope.whole_hours()
+
+    filters: dict[str, Any] = {}
+    common: list[str] = []
+    if params.campaign_id is not None:
+        common.append("campaign_id = {f_campaign:String}")
+        filters["f_campaign"] = params.campaign_id
+    if params.influencer_id is not None:
+        common.append("influencer_id = {f_influencer:String}")
+        filters["f_influencer"] = params.influencer_id
+    by_code = list(common)
+    by_id = list(common)
+    link_ids = None
+    if params.link_code is not None:
+        filters["f_link"] = params.link_code
+        by_code.append("link_code = {f_link:String}")
+        by_id.append("link_id IN {f_link_ids:Array(UInt64)}")
+        link_ids = Query(scope, LINKS, ("id",), ("code = {f_link:String}",), params={"f_link": params.link_code})
+
+    def aliased(exprs: Mapping[str, str], ks: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(f"{exprs[k]} AS g_{k}" for k in ks)
+
+    def names(ks: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(f"g_{k}" for k in ks)
+
+    def clicks(ks: tuple[str, ...]) -> Query:
+        if use_rollup:
+            # Unique clicks are exact per (link, UTC day): merge the visitor sets per pair, then add.
+            inner = (
+                *aliased(_CLICK_ROLLUP, ks),
+                "link_id AS l_id",
+                "toDate(hour, 'UTC') AS u_day",
+                "sum(clicks) AS c",
+                "sum(bot_clicks) AS b",
+                "uniqExactMerge(visitors) AS u",
+            )
+            return Query(
+                scope,
+                CLICKS_HOURLY,
+                inner,
+                tuple(by_id),
+                (*names(ks), "l_id", "u_day"),
+                filters,
+                outer=(*names(ks), "sum(c) AS clicks", "sum(b) AS bot_clicks", "sum(u) AS unique_clicks"),
+                outer_group_by=names(ks),
+            )
+        select = (
+            *aliased(_CLICK_RAW, ks),
+            "countIf(is_bot = 0) AS clicks",
+            "countIf(is_bot = 1) AS bot_clicks",
+            "uniqExactIf((link_id, visitor_hash, toDate(ts, 'UTC')), is_bot = 0) AS unique_clicks",
+        )
+        return Query(scope, CLICKS, select, tuple(by_code), names(ks), filters)
+
+    conv_rows = None
+    if set(keys) <= _CONVERSION_KEYS:
+        conv_rows = Query(
+            scope,
+            CONVERSIONS,
+            (
+                *aliased(_CONVERSION, keys),
+                "count() AS conversions",
+                f"sum({_NET}) AS revenue",
+                "sum(commission) AS commission",
+            ),
+            (*by_code, "attributed = 1", _COUNTED),
+            names(keys),
+            filters,
+        )
+    conv_totals = Query(
+        scope,
+        CONVERSIONS,
+        (
+            "countIf(attributed = 1) AS conversions",
+            f"sumIf({_NET}, attributed = 1) AS revenue",
+            "sumIf(commission, attributed = 1) AS commission",
+            "countIf(attributed = 0) AS unattributed_conversions",
+            f"sumIf({_NET}, attributed = 0) AS unattributed_revenue",
+        ),
+        (*by_code, _COUNTED),
+        (),
+        filters,
+    )
+    fee_rows = fee_totals = None
+    if params.link_code is None:
+        fee_params = {k: v for k, v in filters.items() if k != "f_link"}
+        fee_totals = Query(scope, FEES, ("sum(amount) AS fees",), tuple(common), (), fee_params)
+        if set(keys) <= _FEE_KEYS:
+            fee_rows = Query(
+                scope, FEES, (*aliased(_FEE, keys), "sum(amount) AS fees"), tuple(common), names(keys), fee_params
+            )
+    return Plan(
+        use_rollup=use_rollup,
+        click_rows=clicks(keys) if keys else None,
+        click_totals=clicks(()),
+        conversion_rows=conv_rows if keys else None,
+        conversion_totals=conv_totals,
+        fee_rows=fee_rows if keys else None,
+        fee_totals=fee_totals,
+        link_ids=link_ids if use_rollup else None,
+    )
+
+
+# --------------------------------------------------------------------------- execution
+
+
+@dataclass
+class Report:
+    params: ReportParams
+    currency: str
+    source: str
+    rows: list[dict[str, Any]]
+    totals: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "totals": self.totals,
+            "meta": {
+                "from": self.params.date_from.isoformat(),
+                "to": self.params.date_to.isoformat(),
+                "tz": self.params.tz,
+                "group_by": list(self.params.group_by),
+                "currency": self.currency,
+                "source": self.source,
+            },
+        }
+
+    def columns(self) -> list[str]:
+        keys = [f for k in self.params.group_by for f in KEY_FIELDS[k]]
+        return ["type", *keys, *TOTAL_METRICS]
+
+    def to_csv(self) -> str:
+        """Rows (``type`` = row) then the totals (``type`` = total), same strings as the JSON."""
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\r\n")
+        columns = self.columns()
+        writer.writerow(columns)
+        for row in self.rows:
+            writer.writerow([_cell({"type": "row", **row}.get(c)) for c in columns])
+        writer.writerow([_cell({"type": "total", **self.totals}.get(c)) for c in columns])
+        return out.getvalue()
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    text = str(value)
+    # Spreadsheet formula injection: names are brand-supplied text.
+    if text[:1] in ("=", "+", "-", "@") and not _NUMBER.match(text):
+        return "'" + text
+    return text
+
+
+_NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
+
+
+def run_report(ch: ClickHouse, brand: Mapping[str, Any], params: ReportParams, max_days: int) -> Report:
+    """Build the scope from the caller's brand, run the plan, assemble rows and totals."""
+    scope = Scope.of(str(brand["id"]), params.date_from, params.date_to, params.tz, max_days)
+    currency = str(brand.get("currency") or "USD")
+    p = plan(scope, params)
+    keys = params.group_by
+
+    link_code_of: dict[int, str] = {}
+    extra: dict[str, Any] = {}
+    if p.link_ids is not None:
+        extra["f_link_ids"] = [int(r["id"]) for r in fetch(ch, p.link_ids)]
+    if p.use_rollup and "link" in keys:
+        link_code_of = {int(r["id"]): str(r["code"]) for r in fetch(ch, Query(scope, LINKS, ("id", "code")))}
+
+    def run(q: Query) -> list[dict[str, Any]]:
+        if "f_link_ids" in extra and "{f_link_ids:" in q.sql:
+            q = Query(q.scope, q.table, q.select, q.where, q.group_by, {**q.params, **extra}, q.outer, q.outer_group_by)
+        return fetch(ch, q)
+
+    def key_of(row: Mapping[str, Any], rollup_links: bool) -> tuple[str, ...]:
+        out: list[str] = []
+        for k in keys:
+            v = row[f"g_{k}"]
+            if k == "link" and rollup_links:
+                v = link_code_of.get(int(v), "")
+            elif isinstance(v, date):
+                v = v.isoformat()
+            out.append(str(v))
+        return tuple(out)
+
+    acc: dict[tuple[str, ...], dict[str, Any]] = {}
+
+    def slot(key: tuple[str, ...]) -> dict[str, Any]:
+        if key not in acc:
+            acc[key] = _zero()
+        return acc[key]
+
+    if p.click_rows is not None:
+        for r in run(p.click_rows):
+            s = slot(key_of(r, p.use_rollup))
+            s["clicks"] += int(r["clicks"])
+            s["bot_clicks"] += int(r["bot_clicks"])
+            s["unique_clicks"] += int(r["unique_clicks"])
+    if p.conversion_rows is not None:
+        for r in run(p.conversion_rows):
+            s = slot(key_of(r, False))
+            s["conversions"] += int(r["conversions"])
+            s["revenue"] += Decimal(r["revenue"])
+            s["commission"] += Decimal(r["commission"])
+    if p.fee_rows is not None:
+        for r in run(p.fee_rows):
+            slot(key_of(r, False))["fees"] += Decimal(r["fees"])
+
+    totals = _zero()
+    totals["unattributed_conversions"] = 0
+    totals["unattributed_revenue"] = money.ZERO
+    for r in run(p.click_totals):
+        for m in ("clicks", "bot_clicks", "unique_clicks"):
+            totals[m] = int(r[m])
+    for r in run(p.conversion_totals):
+        totals["conversions"] = int(r["conversions"])
+        totals["unattributed_conversions"] = int(r["unattributed_conversions"])
+        for m in ("revenue", "commission", "unattributed_revenue"):
+            totals[m] = Decimal(r[m])
+    if p.fee_totals is not None:
+        for r in run(p.fee_totals):
+            totals["fees"] = Decimal(r["fees"])
+
+    names: dict[str, dict[str, str]] = {}
+    for k, table in (("influencer", INFLUENCERS), ("campaign", CAMPAIGNS)):
+        if k in keys:
+            names[k] = {str(r["id"]): str(r["name"]) for r in fetch(ch, Query(scope, table, ("id", "name")))}
+
+    rows: list[dict[str, Any]] = []
+    for key in sorted(acc):
+        row: dict[str, Any] = {}
+        for k, v in zip(keys, key, strict=True):
+            if k in names:
+                row[f"{k}_id"] = v
+                row[f"{k}_name"] = names[k].get(v)
+            else:
+                row[KEY_FIELDS[k][0]] = v
+        row.update(_finish(acc[key], currency))
+        rows.append(row)
+    return Report(params, currency, "rollup" if p.use_rollup else "raw", rows, _finish(totals, currency))
+
+
+def _zero() -> dict[str, Any]:
+    return {
+        "clicks": 0,
+        "bot_clicks": 0,
+        "unique_clicks": 0,
+        "conversions": 0,
+        "revenue": money.ZERO,
+        "commission": money.ZERO,
+        "fees": money.ZERO,
+    }
+
+
+def _finish(m: dict[str, Any], currency: str) -> dict[str, Any]:
+    """Derived metrics and output formatting (money as decimal strings, ratios null on 0)."""
+    revenue: Decimal = m["revenue"]
+    commission: Decimal = m["commission"]
+    fees: Decimal = m["fees"]
+    cost = commission + fees
+    out: dict[str, Any] = {
+        "clicks": m["clicks"],
+        "bot_clicks": m["bot_clicks"],
+        "unique_clicks": m["unique_clicks"],
+        "conversions": m["conversions"],
+        "revenue": money_str(revenue, currency),
+        "commission": money_str(commission, currency),
+        "fees": money_str(fees, currency),
+        "cost": money_str(cost, currency),
+        "roi": ratio(revenue - cost, cost),
+        "conversion_rate": ratio(Decimal(m["conversions"]), Decimal(m["clicks"])),
+        "epc": ratio(commission, Decimal(m["clicks"])),
+        "aov": ratio(revenue, Decimal(m["conversions"])),
+    }
+    if "unattributed_conversions" in m:
+        out["unattributed_conversions"] = m["unattributed_conversions"]
+        out["unattributed_revenue"] = money_str(m["unattributed_revenue"], currency)
+    return out
+
+
+def money_str(value: Decimal, currency: str) -> str:
+    """Exact decimal string with at least the currency's minor digits ("49.90", "0.125")."""
+    digits = money.MINOR_UNITS.get(currency, 2)
+    exponent = value.normalize().as_tuple().exponent
+    assert isinstance(exponent, int)
+    value = value.quantize(Decimal(1).scaleb(-digits)) if -exponent <= digits else value.normalize()
+    return f"{value:f}"
+
+
+def ratio(numerator: Decimal, denominator: Decimal) -> str | None:
+    """numerator / denominator rounded half-up to RATIO_PLACES; None on a zero denominator."""
+    if denominator == 0:
+        return None
+    value = (numerator / denominator).quantize(Decimal(1).scaleb(-RATIO_PLACES), rounding=ROUND_HALF_UP)
+    return f"{value:f}"
