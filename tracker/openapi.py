@@ -80,18 +80,19 @@ def obj(properties: dict[str, Schema], required: tuple[str, ...] = (), **kw: Any
 
 
 MONEY = string('A decimal amount as a string, e.g. "49.90".', pattern=r"^-?[0-9]+(\.[0-9]+)?$")
-MONEY_IN = {
-    "description": 'A positive decimal amount; a string ("49.90") keeps it exact.',
-    "anyOf": [
-        string(pattern=r"^[0-9]{1,12}(\.[0-9]{1,6})?$"),
-        {"type": "number", "minimum": 0, "maximum": 1e12},
-    ],
-}
+MONEY_IN = string(
+    'A decimal amount as a string, e.g. "49.90" (numbers are refused: floats are inexact).',
+    pattern=r"^[0-9]{1,12}(\.[0-9]{1,4})?$",
+)
+DECIMAL = string("A decimal number as a string.")
 CURRENCY = string("ISO 4217 code.", pattern="^[A-Z]{3}$")
 ID = string("Opaque identifier.", minLength=1, maxLength=64)
-RATIO = nullable({"anyOf": [{"type": "number"}, MONEY]})
+RATIO = nullable({"anyOf": [{"type": "number"}, DECIMAL]})
 DATE = string("A calendar date, YYYY-MM-DD.", format="date")
-TIMESTAMP = string("An ISO 8601 timestamp.", format="date-time")
+TIMESTAMP = string("An ISO 8601 timestamp with a time zone.", format="date-time")
+STATUS = string(enum=["pending", "approved", "rejected", "refunded"])
+NAME_IN = string(minLength=1, maxLength=200, pattern=r"^[^\x00-\x1f\x7f]*\S[^\x00-\x1f\x7f]*$")
+COUPON = string(pattern="^[A-Za-z0-9][A-Za-z0-9_-]{1,63}$")
 
 
 def json_content(schema: Schema) -> dict[str, Any]:
@@ -107,9 +108,7 @@ def ok(status: int, description: str, schema: Schema) -> dict[str, Any]:
 
 
 def errors(*statuses: int) -> dict[str, Any]:
-    return {
-        str(s): {"description": ERROR_STATUSES[s], "content": json_content(ref("Error"))} for s in statuses
-    }
+    return {str(s): {"description": ERROR_STATUSES[s], "content": json_content(ref("Error"))} for s in sorted(statuses)}
 
 
 def query(name: str, schema: Schema, description: str = "", required: bool = False) -> dict[str, Any]:
@@ -117,6 +116,10 @@ def query(name: str, schema: Schema, description: str = "", required: bool = Fal
     if description:
         p["description"] = description
     return p
+
+
+def path_param(name: str, schema: Schema) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": schema}
 
 
 def operation(
@@ -141,21 +144,144 @@ def operation(
 ADMIN: list[dict[str, list[str]]] = [{"adminToken": []}]
 BRAND: list[dict[str, list[str]]] = [{"brandKey": []}]
 STORE: list[dict[str, list[str]]] = [{"storeId": [], "storeSignature": []}]
-# Auth failures and the generic request errors every authenticated JSON route can answer.
-AUTHED = (400, 401, 413, 415, 429, 503)
+# What every authenticated route can answer besides its own outcomes.
+AUTHED = (401, 429, 503)
+# ... and every route that reads a JSON body.
+WITH_BODY = (*AUTHED, 400, 413, 415, 422)
+
+
+def create(op_id: str, summary: str, schema_in: str, schema_out: str, *extra: int) -> dict[str, Any]:
+    return operation(
+        op_id,
+        summary,
+        "registry",
+        {**ok(201, "Created.", ref(schema_out)), **errors(*WITH_BODY, *extra)},
+        security=BRAND,
+        request_body=body(ref(schema_in)),
+    )
+
+
+def list_of(op_id: str, summary: str, schema: str, parameters: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    statuses = (*AUTHED, 422) if parameters else AUTHED
+    return operation(
+        op_id,
+        summary,
+        "registry",
+        {**ok(200, "The brand's items.", obj({"items": array(ref(schema))}, ("items",))), **errors(*statuses)},
+        security=BRAND,
+        parameters=parameters,
+    )
+
+
+def get_one(op_id: str, summary: str, schema: str, param: str) -> dict[str, Any]:
+    return operation(
+        op_id,
+        summary,
+        "registry",
+        {**ok(200, "Found.", ref(schema)), **errors(*AUTHED, 404)},
+        security=BRAND,
+        parameters=[path_param(param, string(minLength=1, maxLength=64))],
+    )
 
 
 # --- component schemas -------------------------------------------------------------------------
 
 
-def _components() -> dict[str, Any]:
-    commission = obj(
-        {
-            "type": string(enum=["percent", "flat"]),
-            "value": {"anyOf": [MONEY, {"type": "number", "minimum": 0}]},
-        },
-        ("type", "value"),
-    )
+def _inputs() -> dict[str, Schema]:
+    closed: dict[str, Any] = {"additionalProperties": False}
+    return {
+        "BrandIn": obj({"name": NAME_IN, "currency": CURRENCY}, ("name",), **closed),
+        "CommissionIn": obj(
+            {"type": string(enum=["percent", "flat"]), "value": string(pattern=r"^[0-9]{1,6}(\.[0-9]{1,2})?$")},
+            ("type", "value"),
+            **closed,
+        ),
+        "CampaignIn": obj(
+            {
+                "name": NAME_IN,
+                "attribution_window_days": integer(minimum=1, maximum=365),
+                "commission": ref("CommissionIn"),
+                "click_id_param": string(pattern="^[A-Za-z_][A-Za-z0-9_.-]{0,63}$"),
+                "allowed_domains": array(
+                    string(pattern=r"^[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?\.(com|org|net)$"), maxItems=10
+                ),
+            },
+            ("name", "commission"),
+            **closed,
+        ),
+        "InfluencerIn": obj(
+            {
+                "name": NAME_IN,
+                "handle": string(maxLength=100, pattern=r"^[^\x00-\x1f\x7f]*$"),
+                "platform": string(maxLength=50, pattern=r"^[^\x00-\x1f\x7f]*$"),
+            },
+            ("name",),
+            **closed,
+        ),
+        "LinkIn": obj(
+            {
+                "campaign_id": ID,
+                "influencer_id": ID,
+                "destination_url": string(format="uri", maxLength=2048),
+                "coupon_code": COUPON,
+                "code": string("A vanity short code (optional).", pattern="^[A-Za-z0-9][A-Za-z0-9_-]{2,31}$"),
+                "expires_at": TIMESTAMP,
+            },
+            ("campaign_id", "influencer_id", "destination_url"),
+            **closed,
+        ),
+        "LinkPatch": obj(
+            {
+                "disabled": boolean(),
+                "destination_url": string(format="uri", maxLength=2048),
+                "expires_at": nullable(TIMESTAMP),
+            },
+            minProperties=1,
+            **closed,
+        ),
+        "StoreIn": obj(
+            {"name": NAME_IN, "allowed_ips": array(string("An IP address or CIDR block.", format="ipv4"), maxItems=20)},
+            ("name",),
+            **closed,
+        ),
+        "FeeIn": obj(
+            {
+                "campaign_id": ID,
+                "influencer_id": ID,
+                "amount": MONEY_IN,
+                "currency": CURRENCY,
+                "date": DATE,
+                "note": string(maxLength=500, pattern=r"^[^\x00-\x1f\x7f]*$"),
+            },
+            ("campaign_id", "influencer_id", "amount"),
+            **closed,
+        ),
+        "FxRateIn": obj(
+            {
+                "rate": string(
+                    "Units of the brand currency per unit of this currency.", pattern=r"^[0-9]{1,9}(\.[0-9]{1,8})?$"
+                )
+            },
+            ("rate",),
+            **closed,
+        ),
+        "ConversionIn": obj(
+            {
+                "order_id": string(minLength=1, maxLength=128),
+                "amount": MONEY_IN,
+                "currency": CURRENCY,
+                "click_id": string(maxLength=256),
+                "coupon_code": string(maxLength=64),
+                "status": STATUS,
+                "occurred_at": TIMESTAMP,
+            },
+            ("order_id", "amount", "currency"),
+            **closed,
+        ),
+    }
+
+
+def _outputs() -> dict[str, Schema]:
     metrics: dict[str, Schema] = {
         "clicks": integer("Non-bot clicks.", minimum=0),
         "bot_clicks": integer(minimum=0),
@@ -170,11 +296,10 @@ def _components() -> dict[str, Any]:
         "epc": RATIO,
         "aov": RATIO,
     }
-    metric_names = tuple(metrics)
     group_keys: dict[str, Schema] = {
-        "influencer_id": nullable(ID),
+        "influencer_id": nullable(string()),
         "influencer_name": nullable(string()),
-        "campaign_id": nullable(ID),
+        "campaign_id": nullable(string()),
         "campaign_name": nullable(string()),
         "link_code": nullable(string()),
         "day": string(format="date"),
@@ -182,12 +307,136 @@ def _components() -> dict[str, Any]:
         "country": string(),
         "device": string(),
     }
+    created = {"created_at": TIMESTAMP}
+    return {
+        "ErrorDetail": obj(
+            {"code": string("Machine-readable code."), "message": string("A full sentence.")},
+            ("code", "message"),
+        ),
+        "Error": obj({"error": ref("ErrorDetail")}, ("error",)),
+        "Brand": obj({"id": ID, "name": string(), "currency": CURRENCY, **created}, ("id", "name", "currency")),
+        "NewBrand": {
+            "allOf": [
+                ref("Brand"),
+                obj({"api_key": string("Shown once; stored hashed.", minLength=16)}, ("api_key",)),
+            ]
+        },
+        "Commission": obj(
+            {"type": string(enum=["percent", "flat"]), "value": DECIMAL},
+            ("type", "value"),
+        ),
+        "Campaign": obj(
+            {
+                "id": ID,
+                "name": string(),
+                "attribution_window_days": integer(minimum=1),
+                "commission": ref("Commission"),
+                "click_id_param": string(),
+                "allowed_domains": array(string()),
+                **created,
+            },
+            ("id", "name", "attribution_window_days", "commission", "click_id_param", "allowed_domains"),
+        ),
+        "Influencer": obj(
+            {"id": ID, "name": string(), "handle": nullable(string()), "platform": nullable(string()), **created},
+            ("id", "name", "handle", "platform"),
+        ),
+        "Link": obj(
+            {
+                "id": integer(minimum=1),
+                "code": string(),
+                "short_url": string(format="uri"),
+                "destination_url": string(),
+                "coupon_code": nullable(string()),
+                "campaign_id": ID,
+                "influencer_id": ID,
+                "disabled": boolean(),
+                "expires_at": nullable(TIMESTAMP),
+                **created,
+            },
+            ("id", "code", "short_url", "destination_url", "coupon_code", "campaign_id", "influencer_id", "disabled"),
+        ),
+        "Store": obj(
+            {"id": ID, "name": string(), "allowed_ips": array(string()), **created},
+            ("id", "name", "allowed_ips"),
+        ),
+        "NewStore": {
+            "allOf": [
+                ref("Store"),
+                obj(
+                    {
+                        "secret": string("Signs postbacks (X-Signature); shown once.", minLength=16),
+                        "postback_token": string("Authenticates GET /postback; shown once.", minLength=16),
+                    },
+                    ("secret", "postback_token"),
+                ),
+            ]
+        },
+        "Fee": obj(
+            {
+                "id": ID,
+                "campaign_id": ID,
+                "influencer_id": ID,
+                "amount": MONEY,
+                "currency": CURRENCY,
+                "original_amount": MONEY,
+                "original_currency": CURRENCY,
+                "fx_rate": DECIMAL,
+                "date": DATE,
+                "note": nullable(string()),
+                **created,
+            },
+            ("id", "campaign_id", "influencer_id", "amount", "currency", "date"),
+        ),
+        "FxRate": obj(
+            {"currency": CURRENCY, "rate": DECIMAL, "base": CURRENCY, "updated_at": nullable(TIMESTAMP)},
+            ("currency", "rate", "base"),
+        ),
+        "Conversion": obj(
+            {
+                "conversion_id": ID,
+                "order_id": string(),
+                "status": STATUS,
+                "attributed": boolean(),
+                "attribution": nullable(string(enum=["click", "coupon"])),
+                "link_code": nullable(string()),
+                "influencer_id": nullable(ID),
+                "campaign_id": nullable(ID),
+                "commission": MONEY,
+                "amount": MONEY,
+                "refunded_amount": MONEY,
+                "currency": CURRENCY,
+                "duplicate": boolean("True when this exact postback was already accepted."),
+            },
+            (
+                "conversion_id",
+                "status",
+                "attributed",
+                "attribution",
+                "link_code",
+                "influencer_id",
+                "campaign_id",
+                "commission",
+                "duplicate",
+            ),
+        ),
+        "Metrics": obj(metrics, tuple(metrics)),
+        "Totals": obj(
+            {**metrics, "unattributed_conversions": integer(minimum=0), "unattributed_revenue": MONEY},
+            (*metrics, "unattributed_conversions", "unattributed_revenue"),
+        ),
+        "ReportRow": {"allOf": [ref("Metrics"), obj(group_keys)]},
+        "Report": obj({"rows": array(ref("ReportRow")), "totals": ref("Totals")}, ("rows", "totals")),
+    }
+
+
+def _components() -> dict[str, Any]:
     return {
         "securitySchemes": {
             "adminToken": {
                 "type": "http",
                 "scheme": "bearer",
-                "description": "TRACKER_ADMIN_TOKEN: may create brands.",
+                "description": "TRACKER_ADMIN_TOKEN: may create and list brands.",
             },
             "brandKey": {
                 "type": "http",
@@ -202,182 +451,16 @@ def _components() -> dict[str, Any]:
                 "description": "t=<unix>,v1=<hex HMAC-SHA256(secret, f'{t}.{raw body}')>, t within 300 s.",
             },
         },
-        "schemas": {
-            "ErrorDetail": obj(
-                {"code": string("Machine-readable code."), "message": string("A full sentence.")},
-                ("code", "message"),
-            ),
-            "Error": obj({"error": ref("ErrorDetail")}, ("error",)),
-            "BrandIn": obj(
-                {"name": string(minLength=1, maxLength=200), "currency": CURRENCY},
-                ("name",),
-            ),
-            "Brand": obj(
-                {
-                    "id": ID,
-                    "name": string(),
-                    "currency": CURRENCY,
-                    "api_key": string("Shown once; stored hashed."),
-                },
-                ("id", "name", "currency", "api_key"),
-            ),
-            "Commission": commission,
-            "CampaignIn": obj(
-                {
-                    "name": string(minLength=1, maxLength=200),
-                    "attribution_window_days": integer(minimum=1, maximum=365),
-                    "commission": ref("Commission"),
-                    "click_id_param": string(pattern="^[A-Za-z_][A-Za-z0-9_]{0,31}$"),
-                    "allowed_domains": array(string(), maxItems=50),
-                },
-                ("name", "commission"),
-            ),
-            "Campaign": obj(
-                {
-                    "id": ID,
-                    "name": string(),
-                    "attribution_window_days": integer(),
-                    "commission": ref("Commission"),
-                    "click_id_param": string(),
-                    "allowed_domains": array(string()),
-                },
-                ("id", "name", "attribution_window_days", "commission", "click_id_param", "allowed_domains"),
-            ),
-            "InfluencerIn": obj(
-                {
-                    "name": string(minLength=1, maxLength=200),
-                    "handle": nullable(string(maxLength=200)),
-                    "platform": nullable(string(maxLength=50)),
-                },
-                ("name",),
-            ),
-            "Influencer": obj(
-                {"id": ID, "name": string(), "handle": nullable(string()), "platform": nullable(string())},
-                ("id", "name"),
-            ),
-            "LinkIn": obj(
-                {
-                    "campaign_id": ID,
-                    "influencer_id": ID,
-                    "destination_url": string(format="uri", maxLength=2048),
-                    "coupon_code": nullable(string(maxLength=64)),
-                },
-                ("campaign_id", "influencer_id", "destination_url"),
-            ),
-            "LinkPatch": obj(
-                {"disabled": boolean(), "destination_url": string(format="uri", maxLength=2048)},
-            ),
-            "Link": obj(
-                {
-                    "id": ID,
-                    "code": string(),
-                    "short_url": string(),
-                    "destination_url": string(),
-                    "coupon_code": nullable(string()),
-                    "campaign_id": ID,
-                    "influencer_id": ID,
-                    "disabled": boolean(),
-                },
-                ("id", "code", "short_url", "destination_url", "coupon_code"),
-            ),
-            "StoreIn": obj(
-                {
-                    "name": string(minLength=1, maxLength=200),
-                    "allowed_ips": array(string("An IP address or CIDR block."), maxItems=100),
-                },
-                ("name",),
-            ),
-            "Store": obj(
-                {
-                    "id": ID,
-                    "name": string(),
-                    "secret": string("Signs postbacks (X-Signature); shown once."),
-                    "postback_token": string("Authenticates GET /postback; shown once."),
-                },
-                ("id", "name", "secret", "postback_token"),
-            ),
-            "FeeIn": obj(
-                {
-                    "campaign_id": ID,
-                    "influencer_id": ID,
-                    "amount": MONEY_IN,
-                    "currency": CURRENCY,
-                    "date": DATE,
-                    "note": nullable(string(maxLength=500)),
-                },
-                ("campaign_id", "influencer_id", "amount"),
-            ),
-            "Fee": obj(
-                {
-                    "id": ID,
-                    "campaign_id": ID,
-                    "influencer_id": ID,
-                    "amount": MONEY,
-                    "currency": CURRENCY,
-                    "date": DATE,
-                },
-                ("id",),
-            ),
-            "ConversionIn": obj(
-                {
-                    "order_id": string(minLength=1, maxLength=128),
-                    "amount": MONEY_IN,
-                    "currency": CURRENCY,
-                    "click_id": nullable(string(maxLength=256)),
-                    "coupon_code": nullable(string(maxLength=64)),
-                    "status": string(enum=["pending", "approved", "rejected", "refunded"]),
-                    "occurred_at": TIMESTAMP,
-                },
-                ("order_id", "amount", "currency"),
-            ),
-            "Conversion": obj(
-                {
-                    "conversion_id": ID,
-                    "status": string(enum=["pending", "approved", "rejected", "refunded"]),
-                    "attributed": boolean(),
-                    "attribution": nullable(string(enum=["click", "coupon"])),
-                    "link_code": nullable(string()),
-                    "influencer_id": nullable(ID),
-                    "campaign_id": nullable(ID),
-                    "commission": MONEY,
-                    "duplicate": boolean("True when this exact postback was already accepted."),
-                },
-                (
-                    "conversion_id",
-                    "status",
-                    "attributed",
-                    "attribution",
-                    "link_code",
-                    "influencer_id",
-                    "campaign_id",
-                    "commission",
-                    "duplicate",
-                ),
-            ),
-            "Metrics": obj(metrics, metric_names),
-            "Totals": obj(
-                {
-                    **metrics,
-                    "unattributed_conversions": integer(minimum=0),
-                    "unattributed_revenue": MONEY,
-                },
-                (*metric_names, "unattributed_conversions", "unattributed_revenue"),
-            ),
-            "ReportRow": {"allOf": [ref("Metrics"), obj(group_keys)]},
-            "Report": obj({"rows": array(ref("ReportRow")), "totals": ref("Totals")}, ("rows", "totals")),
-        },
+        "schemas": {**_outputs(), **_inputs()},
     }
-
-
-def _items(schema: Schema) -> Schema:
-    return obj({"items": array(schema)}, ("items",))
 
 
 # --- paths ---------------------------------------------------------------------------------------
 
 
-def _paths() -> dict[str, Any]:
+def _operations_paths() -> dict[str, Any]:
     ops = "operations"
+    ready = obj({"status": string(), "checks": {"type": "object"}}, ("status", "checks"))
     return {
         "/healthz": {
             "get": operation(
@@ -393,14 +476,11 @@ def _paths() -> dict[str, Any]:
                 "Readiness: Redis and ClickHouse reachable, ingest keeping up.",
                 ops,
                 {
-                    **ok(200, "Ready.", obj({"status": string(), "checks": {"type": "object"}}, ("status",))),
+                    **ok(200, "Ready.", ready),
                     **ok(
                         503,
                         "Not ready; the error names the failing dependency.",
-                        obj(
-                            {"status": string(), "checks": {"type": "object"}, "error": ref("ErrorDetail")},
-                            ("status", "error"),
-                        ),
+                        {"allOf": [ready, obj({"error": ref("ErrorDetail")}, ("error",))]},
                     ),
                 },
             )
@@ -419,110 +499,106 @@ def _paths() -> dict[str, Any]:
             )
         },
         "/openapi.json": {
-            "get": operation(
-                "openapi",
-                "This document.",
-                ops,
-                ok(200, "OpenAPI 3.1 document.", {"type": "object"}),
-            )
+            "get": operation("openapi", "This document.", ops, ok(200, "OpenAPI 3.1 document.", {"type": "object"}))
         },
-        "/dashboard": {
-            "get": operation(
-                "dashboard",
-                "The brand dashboard (a page that reads the reports API with a brand key).",
-                "reports",
-                {"200": {"description": "HTML page.", "content": {"text/html": {"schema": string()}}}},
-            )
-        },
+    }
+
+
+def _registry_paths() -> dict[str, Any]:
+    by_ids = [query("campaign_id", ID), query("influencer_id", ID)]
+    return {
         "/api/v1/brands": {
             "post": operation(
                 "createBrand",
                 "Create a brand and its API key (admin only).",
                 "registry",
-                {
-                    **ok(201, "Created; the API key is shown only here.", ref("Brand")),
-                    **errors(*AUTHED, 403, 422),
-                },
+                {**ok(201, "Created; the API key is shown only here.", ref("NewBrand")), **errors(*WITH_BODY, 403)},
                 security=ADMIN,
                 request_body=body(ref("BrandIn")),
-            )
+            ),
+            "get": operation(
+                "listBrands",
+                "All brands (admin token), or the key's own brand.",
+                "registry",
+                {**ok(200, "Brands.", obj({"items": array(ref("Brand"))}, ("items",))), **errors(*AUTHED)},
+                security=[*ADMIN, *BRAND],
+            ),
         },
         "/api/v1/campaigns": {
-            "post": operation(
-                "createCampaign",
-                "Create a campaign.",
-                "registry",
-                {**ok(201, "Created.", ref("Campaign")), **errors(*AUTHED, 422)},
-                security=BRAND,
-                request_body=body(ref("CampaignIn")),
-            ),
-            "get": operation(
-                "listCampaigns",
-                "The brand's campaigns.",
-                "registry",
-                {**ok(200, "Campaigns.", _items(ref("Campaign"))), **errors(401, 429, 503)},
-                security=BRAND,
-            ),
+            "post": create("createCampaign", "Create a campaign.", "CampaignIn", "Campaign"),
+            "get": list_of("listCampaigns", "The brand's campaigns.", "Campaign"),
+        },
+        "/api/v1/campaigns/{campaign_id}": {
+            "get": get_one("getCampaign", "One campaign.", "Campaign", "campaign_id"),
         },
         "/api/v1/influencers": {
-            "post": operation(
-                "createInfluencer",
-                "Create an influencer.",
-                "registry",
-                {**ok(201, "Created.", ref("Influencer")), **errors(*AUTHED, 422)},
-                security=BRAND,
-                request_body=body(ref("InfluencerIn")),
-            )
+            "post": create("createInfluencer", "Create an influencer.", "InfluencerIn", "Influencer"),
+            "get": list_of("listInfluencers", "The brand's influencers.", "Influencer"),
+        },
+        "/api/v1/influencers/{influencer_id}": {
+            "get": get_one("getInfluencer", "One influencer.", "Influencer", "influencer_id"),
         },
         "/api/v1/links": {
-            "post": operation(
-                "createLink",
-                "Mint a tracked short link for an influencer in a campaign.",
-                "registry",
-                {**ok(201, "Created.", ref("Link")), **errors(*AUTHED, 404, 409, 422)},
-                security=BRAND,
-                request_body=body(ref("LinkIn")),
+            "post": create(
+                "createLink", "Mint a tracked short link for an influencer in a campaign.", "LinkIn", "Link", 409
             ),
-            "get": operation(
+            "get": list_of(
                 "listLinks",
                 "The brand's links, optionally filtered.",
-                "registry",
-                {**ok(200, "Links.", _items(ref("Link"))), **errors(400, 401, 429, 503)},
-                security=BRAND,
-                parameters=[query("campaign_id", ID), query("influencer_id", ID)],
+                "Link",
+                [*by_ids, query("limit", integer(minimum=1, maximum=10_000)), query("offset", integer(minimum=0))],
             ),
         },
         "/api/v1/links/{code}": {
+            "get": get_one("getLink", "One link.", "Link", "code"),
             "patch": operation(
                 "updateLink",
-                "Disable a link or change its destination (redirects see it within 5 s).",
+                "Disable a link, change its destination or expiry (redirects see it within 5 s).",
                 "registry",
-                {**ok(200, "The updated link.", ref("Link")), **errors(*AUTHED, 404, 422)},
+                {**ok(200, "The updated link.", ref("Link")), **errors(*WITH_BODY, 404)},
                 security=BRAND,
                 request_body=body(ref("LinkPatch")),
-                parameters=[{"name": "code", "in": "path", "required": True, "schema": string(maxLength=64)}],
-            )
+                parameters=[path_param("code", string(minLength=1, maxLength=64))],
+            ),
         },
         "/api/v1/stores": {
             "post": operation(
                 "createStore",
                 "Register a store; its secret and postback token are shown only here.",
                 "registry",
-                {**ok(201, "Created.", ref("Store")), **errors(*AUTHED, 422)},
+                {**ok(201, "Created.", ref("NewStore")), **errors(*WITH_BODY)},
                 security=BRAND,
                 request_body=body(ref("StoreIn")),
-            )
+            ),
+            "get": list_of("listStores", "The brand's stores (without secrets).", "Store"),
+        },
+        "/api/v1/stores/{store_id}": {
+            "get": get_one("getStore", "One store (without secrets).", "Store", "store_id"),
         },
         "/api/v1/fees": {
-            "post": operation(
-                "createFee",
-                "Record a flat fee paid to an influencer.",
+            "post": create("createFee", "Record a flat fee paid to an influencer.", "FeeIn", "Fee"),
+            "get": list_of("listFees", "The brand's fees, optionally filtered.", "Fee", by_ids),
+        },
+        "/api/v1/fx-rates": {
+            "get": list_of("listFxRates", "The brand's exchange rates.", "FxRate"),
+        },
+        "/api/v1/fx-rates/{currency}": {
+            "put": operation(
+                "putFxRate",
+                "Set the rate used to convert this currency into the brand currency.",
                 "registry",
-                {**ok(201, "Created.", ref("Fee")), **errors(*AUTHED, 404, 422)},
+                {**ok(200, "The rate now in force.", ref("FxRate")), **errors(*WITH_BODY)},
                 security=BRAND,
-                request_body=body(ref("FeeIn")),
+                request_body=body(ref("FxRateIn")),
+                parameters=[path_param("currency", CURRENCY)],
             )
         },
+    }
+
+
+def _traffic_paths() -> dict[str, Any]:
+    keys = "influencer|campaign|link|day|hour|country|device"
+    return {
         "/api/v1/conversions": {
             "post": operation(
                 "postConversion",
@@ -549,11 +625,11 @@ def _paths() -> dict[str, Any]:
                     query("store_id", ID, required=True),
                     query("token", string(), "The store's postback_token.", required=True),
                     query("order_id", string(minLength=1, maxLength=128), required=True),
-                    query("amount", string(pattern=r"^[0-9]{1,12}(\.[0-9]{1,6})?$"), required=True),
+                    query("amount", MONEY_IN, required=True),
                     query("currency", CURRENCY, required=True),
                     query("click_id", string(maxLength=256)),
                     query("coupon_code", string(maxLength=64)),
-                    query("status", string(enum=["pending", "approved", "rejected", "refunded"])),
+                    query("status", STATUS),
                 ],
             )
         },
@@ -565,10 +641,7 @@ def _paths() -> dict[str, Any]:
                 {
                     "200": {
                         "description": "Rows and totals (JSON), or the same rows as CSV.",
-                        "content": {
-                            "application/json": {"schema": ref("Report")},
-                            "text/csv": {"schema": string()},
-                        },
+                        "content": {"application/json": {"schema": ref("Report")}, "text/csv": {"schema": string()}},
                     },
                     **errors(400, 401, 404, 422, 429, 503),
                 },
@@ -576,14 +649,7 @@ def _paths() -> dict[str, Any]:
                 parameters=[
                     query("from", DATE, "First day, inclusive.", required=True),
                     query("to", DATE, "Last day, inclusive.", required=True),
-                    query(
-                        "group_by",
-                        string(
-                            pattern="^(influencer|campaign|link|day|hour|country|device)"
-                            "(,(influencer|campaign|link|day|hour|country|device))*$"
-                        ),
-                        "One or more keys, comma-separated.",
-                    ),
+                    query("group_by", string(pattern=f"^({keys})(,({keys}))*$"), "Keys, comma-separated."),
                     query("campaign_id", ID),
                     query("influencer_id", ID),
                     query("tz", string(maxLength=64), "IANA time zone (default UTC)."),
@@ -591,10 +657,18 @@ def _paths() -> dict[str, Any]:
                 ],
             )
         },
+        "/dashboard": {
+            "get": operation(
+                "dashboard",
+                "The brand dashboard (a page that reads the reports API with a brand key).",
+                "reports",
+                {"200": {"description": "HTML page.", "content": {"text/html": {"schema": string()}}}},
+            )
+        },
         "/{code}": {
             "get": operation(
                 "redirect",
-                "Follow a short link: 302 to the destination with the click id appended.",
+                "Follow a short link: 302 to the destination with the click id appended (HEAD too).",
                 "redirect",
                 {
                     "302": {
@@ -604,17 +678,14 @@ def _paths() -> dict[str, Any]:
                     },
                     **errors(404, 410),
                 },
-                parameters=[
-                    {
-                        "name": "code",
-                        "in": "path",
-                        "required": True,
-                        "schema": string(pattern="^[A-Za-z0-9]{1,32}$"),
-                    }
-                ],
+                parameters=[path_param("code", string(pattern="^[A-Za-z0-9]{1,32}$"))],
             )
         },
     }
+
+
+def _paths() -> dict[str, Any]:
+    return {**_operations_paths(), **_registry_paths(), **_traffic_paths()}
 
 
 @cache
