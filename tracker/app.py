@@ -64,6 +64,12 @@ async def readyz(request: Request) -> Response:
     return http.JSONResponse({"status": "ready", "checks": checks})
 
 
+def _postback_routes() -> list[BaseRoute]:
+    from tracker import postbacks
+
+    return postbacks.routes()
+
+
 def _routes() -> list[BaseRoute]:
     from tracker import obs, openapi
 
@@ -72,6 +78,7 @@ def _routes() -> list[BaseRoute]:
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", obs.metrics_endpoint, methods=["GET"]),
         Route("/openapi.json", openapi.openapi_endpoint, methods=["GET"]),
+        *_postback_routes(),
     ]
     return routes
 
