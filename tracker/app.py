@@ -71,13 +71,14 @@ def _postback_routes() -> list[BaseRoute]:
 
 
 def _routes() -> list[BaseRoute]:
-    from tracker import obs, openapi
+    from tracker import obs, openapi, registry_api
 
     routes: list[BaseRoute] = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", obs.metrics_endpoint, methods=["GET"]),
         Route("/openapi.json", openapi.openapi_endpoint, methods=["GET"]),
+        *registry_api.routes(),
         *_postback_routes(),
     ]
     return routes

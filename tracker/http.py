@@ -65,6 +65,10 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
 async def tracker_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, TrackerError)
     headers = {"Retry-After": "1"} if exc.status in (429, 503) else None
+    # An error may name its own headers (401 answers carry WWW-Authenticate, RFC 9110 §11.6.1).
+    extra: dict[str, str] | None = getattr(exc, "headers", None)
+    if extra:
+        headers = {**(headers or {}), **extra}
     return error_response(exc.status, exc.code, exc.message, headers)
 
 
