@@ -62,6 +62,11 @@ def ingest_batch(stream: str, first_id: str) -> str:
     return f"{PREFIX}batch:{stream}:{first_id}"
 
 
+def ingest_batches(stream: str) -> str:
+    """Set of the first ids of a stream's open batch manifests (found again after a crash)."""
+    return f"{PREFIX}batches:{stream}"
+
+
 def fx_rate(brand_id: str) -> str:
     """Hash currency -> rate (units of brand currency per unit of currency)."""
     return f"{PREFIX}fx:{brand_id}"

@@ -1,0 +1,280 @@
+"""Ingest worker against real Redis and chDB: batches, duplicates, poison, recovery, trimming."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import redis
+
+from tests.ingest_helpers import expected, make_clicks, oracle, produce, produce_raw
+from tracker import keys
+from tracker.clickhouse import ClickHouse
+from tracker.events import CONVERSION_COLUMNS, encode_conversion
+from tracker.ingest import Worker, batch_token, stream_stats
+from tracker.settings import Settings
+
+
+def worker(settings: Settings, redis_client: redis.Redis, ch: ClickHouse, name: str = "w1", **kw: Any) -> Worker:
+    return Worker(settings.with_(**kw) if kw else settings, redis_client, ch, name=name)
+
+
+def pending(r: redis.Redis, stream: str = keys.CLICK_STREAM) -> int:
+    return int(r.xpending(stream, keys.INGEST_GROUP)["pending"])
+
+
+def test_drain_inserts_every_click_once(settings: Settings, ch: ClickHouse, redis_client: redis.Redis) -> None:
+    events = make_clicks(3000)
+    produce(redis_client, events)
+    w = worker(settings, redis_client, ch, ingest_batch_size=1000)
+    assert w.drain() == 3000
+    assert w.batches == 3
+    assert oracle(ch, expected(events)["ids"]) == []
+    exp = expected(events)
+    assert ch.query("SELECT sum(clicks), sum(bot_clicks) FROM clicks_hourly")[0] == (exp["clicks"], exp["bot_clicks"])
+    assert pending(redis_client) == 0
+    assert redis_client.scard(keys.ingest_batches(keys.CLICK_STREAM)) == 0
+
+
+def test_oracle_sees_a_double_delivery(settings: Settings, ch: ClickHouse, redis_client: redis.Redis) -> None:
+    """The oracle can fail: the same clicks inserted again under another token are counted twice."""
+    from tracker import enrich
+    from tracker.events import CLICK_COLUMNS
+
+    events = make_clicks(200)
+    produce(redis_client, events)
+    worker(settings, redis_client, ch).drain()
+    ids = expected(events)["ids"]
+    assert oracle(ch, ids) == []
+    ch.insert("clicks", [enrich.click_row(ev) for ev in events[:50]], CLICK_COLUMNS, dedup_token="another")
+    problems = oracle(ch, ids)
+    assert any("250 rows" in p for p in problems)
+    assert any("duplicate" in p for p in problems)
+
+
+def test_same_token_is_dropped_in_table_and_rollup(
+    settings: Settings, ch: ClickHouse, redis_client: redis.Redis
+) -> None:
+    from tracker import enrich
+    from tracker.events import CLICK_COLUMNS
+
+    events = make_clicks(100)
+    rows = [enrich.click_row(ev) for ev in events]
+    token = batch_token(keys.CLICK_STREAM, [f"1-{i}" for i in range(100)])
+    ch.insert("clicks", rows, CLICK_COLUMNS, dedup_token=token)
+    ch.insert("clicks", rows, CLICK_COLUMNS, dedup_token=token)
+    assert oracle(ch, expected(events)["ids"]) == []
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"not json", "not JSON"),
+        (b'{"a": 1}', "wrong shape"),
+        (b"[2]", "wrong shape"),
+        (b'[1,"",1,"b","c","i",1,"L",1,"US","ua","",  "","","","","",""]', "bad click id"),
+        (b'[1,"cid",1,"b","c","i",1,"L",-1,"US","ua","","","","","","",""]', "bad visitor hash"),
+        (b'[1,"cid",5,"b","c","i",1,"L",1,"US","ua","","","","","","",""]', "outside the years"),
+        (b'[1,"cid",1700000000000,"b","c","i",1,"L",1,"US",7,"","","","","","",""]', "non-string"),
+    ],
+)
+def test_poison_entries_are_dead_lettered_and_the_rest_delivered(
+    settings: Settings, ch: ClickHouse, redis_client: redis.Redis, payload: bytes, reason: str
+) -> None:
+    events = make_clicks(100)
+    produce(redis_client, events[:50])
+    [bad_id] = produce_raw(redis_client, [payload])
+    produce(redis_client, events[50:])
+    w = worker(settings, redis_client, ch, ingest_batch_size=40)
+    w.drain()
+    assert oracle(ch, expected(events)["ids"]) == []
+    dead = redis_client.xrange(keys.DEAD_LETTER_STREAM)
+    assert len(dead) == 1
+    fields = dead[0][1]
+    assert fields[b"id"].decode() == bad_id
+    assert fields[b"stream"].decode() == keys.CLICK_STREAM
+    assert reason in fields[b"reason"].decode()
+    assert fields[b"e"] == payload
+    assert pending(redis_client) == 0
+    assert w.dead_lettered == 1
+
+
+def test_duplicates_inside_a_batch_count_once(settings: Settings, ch: ClickHouse, redis_client: redis.Redis) -> None:
+    events = make_clicks(300)
+    produce(redis_client, events)
+    produce(redis_client, events[:100])  # the same clicks again (a redirect retried its XADD)
+    worker(settings, redis_client, ch).drain()
+    assert oracle(ch, expected(events)["ids"]) == []
+    assert pending(redis_client) == 0
+
+
+def test_replayed_clicks_already_ingested_are_dropped(
+    settings: Settings, ch: ClickHouse, redis_client: redis.Redis
+) -> None:
+    events = make_clicks(200)
+    produce(redis_client, events[:150])
+    worker(settings, redis_client, ch).drain()
+    # The spool replays 100 clicks whose first XADD had landed, and 50 that never did.
+    produce(redis_client, events[50:], replay=True)
+    worker(settings, redis_client, ch).drain()
+    assert oracle(ch, expected(events)["ids"]) == []
+
+
+class Crash(BaseException):  # not caught by the worker, like a kill
+    pass
+
+
+@pytest.mark.parametrize("where", ["before_insert", "after_insert", "before_manifest"])
+def test_a_batch_cut_short_is_finished_exactly_once(
+    settings: Settings, ch: ClickHouse, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """A worker that dies at a step leaves pending entries; its successor re-forms the same batches."""
+    events = make_clicks(2500)
+    produce(redis_client, events)
+    w = worker(settings, redis_client, ch, ingest_batch_size=1000)
+    calls = {"n": 0}
+    if where == "before_manifest":
+        target, method = Worker, "_write_manifest"
+    elif where == "before_insert":
+        target, method = ch, "insert"
+    else:
+        target, method = Worker, "_ack"
+    original = getattr(target, method)
+
+    def dying(*args: Any, **kw: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second batch dies at this step
+            raise Crash(where)
+        return original(*args, **kw)
+
+    monkeypatch.setattr(target, method, dying)
+    with pytest.raises(Crash):
+        w.drain()
+    monkeypatch.setattr(target, method, original)
+    assert pending(redis_client) >= 1000
+    # The successor takes the same consumer name (a restarted worker) and drains its pending first.
+    worker(settings, redis_client, ch, name="w1").drain()
+    assert oracle(ch, expected(events)["ids"]) == []
+    assert pending(redis_client) == 0
+    assert redis_client.scard(keys.ingest_batches(keys.CLICK_STREAM)) == 0
+
+
+def test_entries_of_a_dead_worker_are_claimed(
+    settings: Settings, ch: ClickHouse, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events = make_clicks(1500)
+    produce(redis_client, events)
+    dead = worker(settings, redis_client, ch, name="dead", ingest_batch_size=1000)
+    original = Worker._ack
+
+    def dying(self: Worker, batch: Any) -> None:
+        raise Crash("after insert")
+
+    monkeypatch.setattr(Worker, "_ack", dying)
+    with pytest.raises(Crash):
+        dead.drain()
+    monkeypatch.setattr(Worker, "_ack", original)
+    time.sleep(0.25)
+    other = worker(settings, redis_client, ch, name="other", ingest_claim_idle_seconds=0.2)
+    other.drain()
+    assert oracle(ch, expected(events)["ids"]) == []
+    assert pending(redis_client) == 0
+
+
+def test_a_restarted_worker_takes_its_dead_predecessors_name(
+    settings: Settings, ch: ClickHouse, redis_client: redis.Redis
+) -> None:
+    first = Worker(settings, redis_client, ch)
+    first.start()
+    # Same process: the holder's pid is ours, so the name counts as left by a dead process.
+    second = Worker(settings, redis_client, ch)
+    second.start()
+    assert second.name == first.name
+    # A name held by a live other process is not taken.
+    import os
+    import socket
+
+    redis_client.set(keys.heartbeat(f"{socket.gethostname()}-0"), f"{os.getppid()}:x", ex=30)
+    third = Worker(settings, redis_client, ch)
+    third.start()
+    assert third.name == f"{socket.gethostname()}-1"
+
+
+def test_stream_is_trimmed_below_what_is_still_needed(
+    settings: Settings, ch: ClickHouse, redis_client: redis.Redis
+) -> None:
+    events = make_clicks(3000)
+    produce(redis_client, events[:2000])
+    # Another consumer holds 10 entries unacknowledged: they and everything after them stay.
+    redis_client.xgroup_create(keys.CLICK_STREAM, keys.INGEST_GROUP, id="0", mkstream=True)
+    held = redis_client.xreadgroup(keys.INGEST_GROUP, "slow", {keys.CLICK_STREAM: ">"}, count=10)
+    held_ids = [i.decode() for i, _ in held[0][1]]
+    w = worker(settings, redis_client, ch)
+    w.drain()
+    assert redis_client.xlen(keys.CLICK_STREAM) == 2000
+    redis_client.xack(keys.CLICK_STREAM, keys.INGEST_GROUP, *held_ids)
+    produce(redis_client, events[2000:])
+    w.drain()
+    # The held entries were acknowledged without being inserted: the rest must all be there.
+    assert ch.query("SELECT count() FROM clicks")[0][0] == 2990
+    assert redis_client.xlen(keys.CLICK_STREAM) < 1000
+    st = stream_stats(redis_client, keys.CLICK_STREAM)
+    assert st["pending"] == 0
+    assert st["lag"] == 0
+
+
+def test_conversions_are_typed_and_versions_deduplicated(
+    settings: Settings, ch: ClickHouse, redis_client: redis.Redis
+) -> None:
+    base = {c: "" for c in CONVERSION_COLUMNS}
+    base.update(
+        brand_id="brd_x", order_id="o-1", version=1, conversion_id="cnv_1", status="approved", currency="EUR",
+        amount=Decimal("49.90"), refunded_amount=Decimal(0), original_currency="USD",
+        original_amount=Decimal("54.00"), original_refunded_amount=Decimal(0), fx_rate=Decimal("0.92407407"),
+        commission=Decimal("4.99"), attributed=1, attribution="click", link_id=7,
+        occurred_at="2026-11-20T10:00:00+00:00", created_at="2026-11-20T10:00:01+00:00",
+        updated_at="2026-11-20T10:00:01+00:00",
+    )
+    refunded = {**base, "version": 2, "status": "refunded", "refunded_amount": Decimal("49.90"),
+                "commission": Decimal(0)}
+    cols = "version, status, amount, refunded_amount, fx_rate, commission, occurred_at"
+    for row in (base, base):  # the first version delivered twice
+        redis_client.xadd(keys.CONVERSION_STREAM, {"e": encode_conversion(row)})
+    worker(settings, redis_client, ch).drain()
+    assert ch.query(f"SELECT {cols} FROM conversions") == [
+        (1, "approved", Decimal("49.90"), Decimal(0), Decimal("0.92407407"), Decimal("4.99"),
+         datetime(2026, 11, 20, 10)),
+    ]
+    redis_client.xadd(keys.CONVERSION_STREAM, {"e": encode_conversion(refunded)})
+    worker(settings, redis_client, ch).drain()
+    assert ch.query(f"SELECT {cols} FROM conversions FINAL") == [
+        (2, "refunded", Decimal("49.90"), Decimal("49.90"), Decimal("0.92407407"), Decimal(0),
+         datetime(2026, 11, 20, 10)),
+    ]
+    assert pending(redis_client, keys.CONVERSION_STREAM) == 0
+
+
+def test_run_loop_ingests_until_stopped(settings: Settings, ch: ClickHouse, redis_client: redis.Redis) -> None:
+    events = make_clicks(2000)
+    w = worker(settings, redis_client, ch, ingest_batch_size=500)
+    stop = threading.Event()
+    thread = threading.Thread(target=w.run, args=(stop,))
+    thread.start()
+    try:
+        produce(redis_client, events[:1000])
+        deadline = time.monotonic() + 20
+        while ch.query("SELECT count() FROM clicks")[0][0] < 1000 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        produce(redis_client, events[1000:])
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not thread.is_alive()
+    # Stopping flushes and acknowledges what was read; a drain picks up anything not yet read.
+    worker(settings, redis_client, ch).drain()
+    assert oracle(ch, expected(events)["ids"]) == []
+    assert pending(redis_client) == 0

@@ -1,0 +1,271 @@
+"""Stream entry -> ClickHouse row, pure (Snuba's ``processor.py``).
+
+The redirect stores only what the response or privacy needs; this module adds
+what reports need: device type, browser and OS family (``ua-parser``), the bot
+verdict (request hints, an empty user agent, social link-preview fetchers, then
+``crawlerdetect``) and the referer host. Parsing a user agent takes about a
+millisecond, so the verdict is cached per distinct user agent (LRU): real
+traffic repeats a few thousand agents.
+
+Conversions arrive complete from the postback helper; they are only decoded
+to typed values (Decimal, datetime UTC, ints) in ``events.CONVERSION_COLUMNS``
+order. Anything malformed raises ``ValueError``: the worker dead-letters it.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from functools import lru_cache
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
+
+import ua_parser
+from crawlerdetect import CrawlerDetect
+
+from tracker.events import CONVERSION_COLUMNS, HINT_HEAD, HINT_PREFETCH, ClickEvent
+
+DEVICE_MOBILE = "mobile"
+DEVICE_TABLET = "tablet"
+DEVICE_DESKTOP = "desktop"
+DEVICE_BOT = "bot"
+DEVICE_OTHER = "other"
+
+REASON_CRAWLER = "crawler"
+REASON_PREVIEW = "preview"
+REASON_HEAD = "head"
+REASON_PREFETCH = "prefetch"
+REASON_EMPTY_UA = "empty_ua"
+
+# Link-preview fetchers of social apps and messengers (lower case, matched as substrings).
+# They fetch a link to draw a card when it is posted, not because a person clicked.
+# In-app browsers (Instagram, TikTok, Facebook's FBAN/FB_IAB) are people and are not listed.
+PREVIEW_AGENTS: tuple[str, ...] = (
+    "facebookexternalhit",
+    "facebookcatalog",
+    "facebot",
+    "twitterbot",
+    "slackbot",
+    "slack-imgproxy",
+    "linkedinbot",
+    "whatsapp/",
+    "telegrambot",
+    "discordbot",
+    "pinterestbot",
+    "pinterest/0.",
+    "skypeuripreview",
+    "applebot",
+    "google-inspectiontool",
+    "google-pagerenderer",
+    "redditbot",
+    "embedly",
+    "iframely",
+    "vkshare",
+    "snap url preview",
+    "viber",
+    "mastodon/",
+    "bluesky cardyb",
+    "microsoftpreview",
+    "bitlybot",
+    "tumblr/",
+    "yahoo link preview",
+)
+
+_TABLET_WORDS = ("ipad", "tablet", "kindle", "playbook", "nexus 7", "nexus 9", "nexus 10")
+_MOBILE_OS = {"iOS", "Android", "Windows Phone", "BlackBerry OS", "KaiOS", "Firefox OS", "Symbian OS", "HarmonyOS"}
+_DESKTOP_OS = {
+    "Windows", "Mac OS X", "Linux", "Ubuntu", "Chrome OS", "Fedora", "Debian", "FreeBSD", "OpenBSD",
+    "NetBSD", "Linux Mint", "Arch Linux", "CentOS", "Red Hat", "SUSE", "Solaris",
+}
+
+# DateTime64(3) holds 1900..2299; a click outside these years is garbled, not a click.
+_MIN_TS_MS = int(datetime(2000, 1, 1, tzinfo=UTC).timestamp() * 1000)
+_MAX_TS_MS = int(datetime(2200, 1, 1, tzinfo=UTC).timestamp() * 1000)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MAX_HOST = 253
+
+_crawlers = CrawlerDetect()
+
+
+class Agent(NamedTuple):
+    """What one user agent string says about the client."""
+
+    device: str
+    browser: str
+    os: str
+    bot_reason: str  # "" for a person
+
+
+@lru_cache(maxsize=65536)
+def classify_agent(user_agent: str) -> Agent:
+    """Device type, browser and OS family and bot verdict of a user agent (cached)."""
+    ua = user_agent.strip()
+    if not ua:
+        return Agent(DEVICE_BOT, "Other", "Other", REASON_EMPTY_UA)
+    result = ua_parser.parse(ua)
+    browser = result.user_agent.family if result.user_agent else "Other"
+    os_family = result.os.family if result.os else "Other"
+    low = ua.lower()
+    if any(name in low for name in PREVIEW_AGENTS):
+        return Agent(DEVICE_BOT, browser, os_family, REASON_PREVIEW)
+    spider = result.device is not None and result.device.family == "Spider"
+    if spider or _crawlers.is_crawler(ua):
+        return Agent(DEVICE_BOT, browser, os_family, REASON_CRAWLER)
+    return Agent(_device_type(low, result, os_family), browser, os_family, "")
+
+
+def _device_type(low: str, result: ua_parser.Result, os_family: str) -> str:
+    device = result.device
+    names = " ".join(filter(None, (device.family, device.brand, device.model))).lower() if device else ""
+    if any(word in names or word in low for word in _TABLET_WORDS):
+        return DEVICE_TABLET
+    # Android tablets leave "Mobile" out of the user agent (Google's guidance to vendors).
+    if os_family == "Android" and "mobile" not in low:
+        return DEVICE_TABLET
+    if os_family in _MOBILE_OS or "mobi" in low or "iphone" in names:
+        return DEVICE_MOBILE
+    if os_family in _DESKTOP_OS:
+        return DEVICE_DESKTOP
+    return DEVICE_OTHER
+
+
+@lru_cache(maxsize=16384)
+def referer_host(referer: str) -> str:
+    """The lower-case host of a referer URL, or "" when there is none."""
+    ref = referer.strip()
+    if not ref:
+        return ""
+    try:
+        parts = urlsplit(ref if "//" in ref else "//" + ref)
+        host = parts.hostname or ""
+    except ValueError:
+        return ""
+    host = host.rstrip(".")
+    if len(host) > _MAX_HOST or any(c.isspace() for c in host):
+        return ""
+    return host
+
+
+def click_time(ts_ms: int) -> datetime:
+    if not _MIN_TS_MS <= ts_ms < _MAX_TS_MS:
+        raise ValueError(f"click time {ts_ms} ms is outside the years 2000 to 2199")
+    return _EPOCH + timedelta(milliseconds=ts_ms)
+
+
+def click_row(event: ClickEvent) -> list[Any]:
+    """One ``events.CLICK_COLUMNS`` row of a decoded click; ValueError when it cannot be stored."""
+    ts = click_time(event.ts_ms)
+    if not 0 <= event.link_id < 2**64:
+        raise ValueError(f"link id {event.link_id} is out of range")
+    agent = classify_agent(event.user_agent)
+    if event.hint == HINT_HEAD:
+        device, reason = DEVICE_BOT, REASON_HEAD
+    elif event.hint == HINT_PREFETCH:
+        device, reason = DEVICE_BOT, REASON_PREFETCH
+    else:
+        device, reason = agent.device, agent.bot_reason
+    return [
+        event.click_id,
+        ts,
+        event.brand_id,
+        event.campaign_id,
+        event.influencer_id,
+        event.link_id,
+        event.link_code,
+        event.visitor_hash,
+        event.country,
+        device,
+        agent.browser,
+        agent.os,
+        referer_host(event.referer),
+        *event.utm,
+        1 if reason else 0,
+        reason,
+    ]
+
+
+def decode_click(raw: bytes | str) -> list[Any]:
+    """Stream payload -> click row (``ClickEvent.decode`` + enrichment)."""
+    return click_row(ClickEvent.decode(raw))
+
+
+# Conversion columns by type; everything else is a string.
+_DECIMALS = {"amount", "refunded_amount", "original_amount", "original_refunded_amount", "fx_rate", "commission"}
+_TIMES = {"occurred_at", "created_at", "updated_at"}
+_UINTS = {"version", "link_id", "attributed"}
+_SCALE = {"fx_rate": 8}  # Decimal(18, 8); the other money columns are Decimal(18, 4)
+_REQUIRED_STRINGS = {"brand_id", "order_id", "conversion_id", "status", "currency"}
+
+
+def decode_conversion(raw: bytes | str) -> list[Any]:
+    """Stream payload -> one ``events.CONVERSION_COLUMNS`` row with typed values."""
+    try:
+        data = json.loads(raw, parse_float=Decimal)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"conversion entry is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError("conversion entry is not a JSON object")
+    missing = [c for c in CONVERSION_COLUMNS if c not in data]
+    if missing:
+        raise ValueError(f"conversion entry lacks {', '.join(missing)}")
+    row: list[Any] = []
+    for column in CONVERSION_COLUMNS:
+        value = data[column]
+        if column in _DECIMALS:
+            row.append(_decimal(column, value))
+        elif column in _TIMES:
+            row.append(_time(column, value))
+        elif column in _UINTS:
+            row.append(_uint(column, value))
+        else:
+            if value is None:
+                value = ""
+            if not isinstance(value, str):
+                raise ValueError(f"conversion {column} {value!r} is not a string")
+            if column in _REQUIRED_STRINGS and not value:
+                raise ValueError(f"conversion {column} is empty")
+            row.append(value)
+    return row
+
+
+def _decimal(column: str, value: object) -> Decimal:
+    if value is None and column != "amount":
+        return Decimal(0)
+    if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
+        raise ValueError(f"conversion {column} {value!r} is not a decimal")
+    try:
+        d = Decimal(value)
+    except InvalidOperation:
+        raise ValueError(f"conversion {column} {value!r} is not a decimal") from None
+    scale = _SCALE.get(column, 4)
+    if not d.is_finite() or abs(d) >= Decimal(10) ** (18 - scale):
+        raise ValueError(f"conversion {column} {value!r} is out of range")
+    if d != d.quantize(Decimal(1).scaleb(-scale)):
+        raise ValueError(f"conversion {column} {value!r} has more than {scale} decimals")
+    return d
+
+
+def _time(column: str, value: object) -> datetime:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return click_time(value)
+    if not isinstance(value, str):
+        raise ValueError(f"conversion {column} {value!r} is not a time")
+    try:
+        t = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"conversion {column} {value!r} is not an ISO 8601 time") from None
+    t = t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+    if not 2000 <= t.year < 2200:
+        raise ValueError(f"conversion {column} {value!r} is outside the years 2000 to 2199")
+    return t
+
+
+def _uint(column: str, value: object) -> int:
+    if value is None and column == "link_id":
+        return 0
+    if isinstance(value, bool):
+        return int(value)
+    if not isinstance(value, int) or not 0 <= value < 2**64:
+        raise ValueError(f"conversion {column} {value!r} is not an unsigned integer")
+    return value

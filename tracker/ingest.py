@@ -1,0 +1,1025 @@
+"""Ingest: Redis streams -> ClickHouse, nothing lost and nothing counted twice.
+
+Workers share the click and conversion streams through one consumer group.
+A batch goes through fixed steps, each safe to crash in:
+
+1. read entries (``XREADGROUP``), decode and enrich them (``tracker.enrich``);
+   a malformed entry goes to the dead-letter stream at once;
+2. drop duplicates inside the batch (click id, or brand + order + version) and
+   replayed clicks (``r=1``) whose click id ClickHouse already has;
+3. write the batch's *manifest* to Redis: the ids whose rows are inserted, the
+   ids only acknowledged, and the insert deduplication token (a hash of the ids);
+4. insert with that token (``insert_deduplication_token``; the tables keep a
+   ``non_replicated_deduplication_window`` and the rollup views deduplicate too);
+5. acknowledge the ids and delete the manifest in one ``MULTI``.
+
+After a crash the entries are still pending. A restarted worker takes its own
+consumer name back and first re-forms its pending entries into the recorded
+batches; other workers claim entries a dead worker left idle (``XAUTOCLAIM``)
+and re-form them the same way. A re-formed batch has the same rows and the
+same token, so an insert that had landed is dropped by ClickHouse, in the raw
+table and in the rollups alike. Entries without a manifest were never inserted
+and form new batches.
+
+A batch that keeps failing (its manifest counts attempts, a crash included) is
+split in halves until the bad entry is alone, and that entry is dead-lettered
+after ``ingest_max_deliveries`` attempts. ClickHouse being unreachable or
+rejecting a statement for every row (schema, disk) is not the entries' fault:
+the worker backs off and retries, and the stream holds the backlog.
+
+Streams are trimmed below the oldest entry any group still needs (Redis 7.0
+has no ``XTRIM ... ACKED``): the smaller of each group's oldest pending id and
+its last-delivered id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import redis
+
+from tracker import enrich, keys, metrics, redis_client
+from tracker.clickhouse import ClickHouse, describe
+from tracker.errors import QueryError, StorageUnavailable
+from tracker.events import CLICK_COLUMNS, CONVERSION_COLUMNS
+from tracker.settings import Settings
+
+log = logging.getLogger("tracker.ingest")
+
+GRACE_SECONDS = 10.0
+HEARTBEAT_SECONDS = 15
+MAINTAIN_SECONDS = 2.0
+DEAD_LETTER_MAXLEN = 100_000
+# Readiness: reports are stale when the oldest entry not yet in ClickHouse is older than this.
+LAG_PROBLEM_SECONDS = 60.0
+BACKOFF_MAX_SECONDS = 5.0
+
+_REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+
+Fields = dict[bytes, bytes]
+Entry = tuple[str, Fields]
+
+# The Lua script takes a consumer name over when its holder is the dead process that
+# left it (same host): compare-and-set, so two starting workers cannot both take it.
+_TAKE_OVER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+  return 1
+end
+return 0
+"""
+_REFRESH = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+
+class Abandon(Exception):
+    """Shutdown grace ran out mid-batch; the entries stay pending for the next start."""
+
+
+@dataclass(frozen=True)
+class Kind:
+    """How one stream's entries become rows of one table."""
+
+    name: str
+    table: str
+    columns: tuple[str, ...]
+    decode: Callable[[bytes], list[Any]]
+    key: Callable[[list[Any]], Hashable]
+    replays: bool  # entries may be replays (r=1) of an entry that already landed
+
+
+CLICKS = Kind("clicks", "clicks", CLICK_COLUMNS, enrich.decode_click, lambda row: row[0], True)
+CONVERSIONS = Kind(
+    "conversions", "conversions", CONVERSION_COLUMNS, enrich.decode_conversion,
+    lambda row: (row[0], row[1], row[2]), False,
+)
+
+
+@dataclass
+class Batch:
+    stream: str
+    kind: Kind
+    first_id: str
+    row_ids: list[str]
+    skip_ids: list[str]
+    rows: list[list[Any]]
+    token: str
+    attempts: int = 1
+
+    @property
+    def ids(self) -> list[str]:
+        return self.row_ids + self.skip_ids
+
+
+@dataclass
+class Buffer:
+    entries: list[Entry] = field(default_factory=list)
+    since: float = 0.0
+
+
+def batch_token(stream: str, ids: Sequence[str]) -> str:
+    """Insert deduplication token of a batch: a hash of its stream and entry ids."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(stream.encode())
+    for i in ids:
+        h.update(b"," + i.encode())
+    return f"{stream}:{ids[0] if ids else '-'}:{len(ids)}:{h.hexdigest()}"
+
+
+def stream_time(entry_id: str) -> float:
+    """Unix time (s) at which an entry was added: the milliseconds part of its id."""
+    return int(entry_id.split("-", 1)[0]) / 1000.0
+
+
+def _id(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+def _crash_points() -> dict[str, int]:
+    """Test hook: ``TRACKER_TEST_CRASH_AT=after_insert:3`` exits hard at the 3rd time there."""
+    spec = os.environ.get("TRACKER_TEST_CRASH_AT", "")
+    points: dict[str, int] = {}
+    for item in filter(None, (p.strip() for p in spec.split(","))):
+        name, _, count = item.partition(":")
+        points[name] = int(count or "1")
+    return points
+
+
+class Worker:
+    """One ingest consumer; ``run(stop)`` loops until the event is set, ``drain()`` once."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        r: redis.Redis,
+        ch: ClickHouse,
+        *,
+        name: str | None = None,
+        grace_seconds: float = GRACE_SECONDS,
+    ) -> None:
+        self.settings = settings
+        # redis-py's typed overloads cover sync and async at once; replies are parsed here.
+        self.r: Any = r
+        self.ch = ch
+        self.grace_seconds = grace_seconds
+        self.kinds: dict[str, Kind] = {s: CLICKS for s in keys.click_streams(settings.stream_shards)}
+        self.kinds[keys.CONVERSION_STREAM] = CONVERSIONS
+        self.name = name or ""
+        self._fixed_name = name is not None
+        self._token = f"{os.getpid()}:{uuid.uuid4().hex}"
+        self._buffers: dict[str, Buffer] = {s: Buffer() for s in self.kinds}
+        self._stop = threading.Event()
+        self._deadline: float | None = None  # set when stopping: the grace period's end
+        self._crash = _crash_points()
+        self._next_heartbeat = 0.0
+        self._next_maintain = 0.0
+        self._next_claim = 0.0
+        self.ch_error: str | None = None
+        self.ch_failing_since: float | None = None
+        self.rows_inserted = 0
+        self.batches = 0
+        self.dead_lettered = 0
+        self.stats: dict[str, dict[str, Any]] = {}
+
+    # ---- lifecycle -------------------------------------------------------------
+
+    def start(self) -> None:
+        """Create the groups, take a consumer name, and finish what a crash left pending."""
+        self._retry_redis(self._create_groups)
+        if not self._fixed_name:
+            self.name = self._retry_redis(self._take_name)
+        self._retry_redis(lambda: self._heartbeat(force=True))
+        log.info("ingest worker %s started", self.name)
+        self._recover_own()
+
+    def run(self, stop: threading.Event) -> None:
+        """Ingest until ``stop`` is set, then flush and acknowledge within the grace period."""
+        self._stop = stop
+        try:
+            self.start()
+            while not stop.is_set():
+                try:
+                    self._tick()
+                except _REDIS_ERRORS as exc:
+                    log.warning("redis error in ingest loop, retrying: %s", exc)
+                    self._sleep(self._backoff(1))
+        except Abandon:
+            pass
+        finally:
+            self._shutdown()
+
+    def drain(self) -> int:
+        """Drain-once mode: recover, claim idle entries, read until the streams are empty."""
+        before = self.rows_inserted
+        self.start()
+        self._claim_idle()
+        while True:
+            got = self._retry_redis(lambda: self._read(block_ms=None))
+            if not got:
+                break
+            self._flush(force=False)
+        self._flush(force=True)
+        self._retry_redis(self._maintain)
+        self._release_name()
+        return self.rows_inserted - before
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_heartbeat:
+            self._heartbeat()
+        if now >= self._next_claim:
+            self._claim_idle()
+            self._next_claim = now + max(0.5, self.settings.ingest_claim_idle_seconds / 2)
+        if now >= self._next_maintain:
+            self._maintain()
+            self._next_maintain = now + MAINTAIN_SECONDS
+        self._read(block_ms=self._block_ms())
+        self._flush(force=False)
+
+    def _shutdown(self) -> None:
+        self._deadline = time.monotonic() + self.grace_seconds
+        try:
+            self._flush(force=True)
+            self._maintain()
+            self._release_name()
+        except (Abandon, *_REDIS_ERRORS) as exc:
+            log.warning("ingest stopped with entries left pending (they are recovered on the next start): %s", exc)
+        log.info("ingest worker %s stopped", self.name)
+
+    def _sleep(self, seconds: float) -> None:
+        if self._deadline is not None:
+            remaining = self._deadline - time.monotonic()
+            if remaining <= 0:
+                raise Abandon("the shutdown grace period ran out")
+            seconds = min(seconds, remaining)
+            time.sleep(seconds)
+        else:
+            self._stop.wait(seconds)
+            if self._stop.is_set():
+                self._deadline = time.monotonic() + self.grace_seconds
+
+    @staticmethod
+    def _backoff(attempt: int) -> float:
+        return float(min(BACKOFF_MAX_SECONDS, 0.05 * 2 ** min(attempt, 10)) * (0.5 + random.random() / 2))
+
+    def _retry_redis(self, fn: Callable[[], Any]) -> Any:
+        attempt = 0
+        while True:
+            try:
+                return fn()
+            except _REDIS_ERRORS as exc:
+                attempt += 1
+                if attempt == 1 or attempt % 20 == 0:
+                    log.warning("redis unreachable (attempt %d), retrying: %s", attempt, exc)
+                self._sleep(self._backoff(attempt))
+
+    def _crash_point(self, point: str) -> None:
+        left = self._crash.get(point)
+        if left is None:
+            return
+        if left <= 1:
+            log.error("TRACKER_TEST_CRASH_AT: exiting hard at %s", point)
+            logging.shutdown()
+            os._exit(137)
+        self._crash[point] = left - 1
+
+    # ---- consumer name and groups ----------------------------------------------
+
+    def _create_groups(self) -> None:
+        for stream in self.kinds:
+            try:
+                self.r.xgroup_create(stream, keys.INGEST_GROUP, id="0", mkstream=True)
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    def _take_name(self) -> str:
+        """A consumer name of this host that no live process holds.
+
+        A restarted worker gets the name its dead predecessor held (its pid is gone),
+        so it finds that predecessor's pending entries at once instead of waiting
+        for another worker's ``XAUTOCLAIM``.
+        """
+        host = socket.gethostname()
+        for n in range(1024):
+            name = f"{host}-{n}"
+            key = keys.heartbeat(name)
+            if self.r.set(key, self._token, nx=True, ex=HEARTBEAT_SECONDS):
+                return name
+            raw = self.r.get(key)
+            if raw is None:
+                continue
+            holder = _id(raw)
+            pid = int(holder.split(":", 1)[0]) if holder.split(":", 1)[0].isdigit() else -1
+            dead = pid == os.getpid() or not _pid_alive(pid)
+            if dead and self.r.eval(_TAKE_OVER, 1, key, holder, self._token, HEARTBEAT_SECONDS):
+                return name
+        raise StorageUnavailable(f"No free ingest consumer name on host {host}.")
+
+    def _heartbeat(self, force: bool = False) -> None:
+        if not self._fixed_name:
+            ok = self.r.eval(_REFRESH, 1, keys.heartbeat(self.name), self._token, HEARTBEAT_SECONDS)
+            if not ok:
+                # Lost to a stall longer than the heartbeat: hold the name again if it is free.
+                self.r.set(keys.heartbeat(self.name), self._token, nx=True, ex=HEARTBEAT_SECONDS)
+        self._next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS / 3
+
+    def _release_name(self) -> None:
+        if not self._fixed_name and self.name:
+            self.r.eval(_REFRESH, 1, keys.heartbeat(self.name), self._token, 1)
+
+    # ---- reading ---------------------------------------------------------------
+
+    def _block_ms(self) -> int:
+        waiting = [b.since for b in self._buffers.values() if b.entries]
+        if not waiting:
+            return 1000
+        due = min(waiting) + self.settings.ingest_batch_seconds - time.monotonic()
+        return max(1, int(due * 1000))
+
+    def _read(self, block_ms: int | None) -> int:
+        """Read new entries into the buffers; returns how many arrived."""
+        room = self.settings.ingest_batch_size - max(len(b.entries) for b in self._buffers.values())
+        if room <= 0:
+            return 0
+        reply = self.r.xreadgroup(
+            keys.INGEST_GROUP, self.name, dict.fromkeys(self.kinds, ">"), count=room, block=block_ms
+        )
+        n = 0
+        now = time.monotonic()
+        for stream_raw, entries in reply or []:
+            buf = self._buffers[_id(stream_raw)]
+            if not buf.entries:
+                buf.since = now
+            buf.entries.extend((_id(i), f) for i, f in entries)
+            n += len(entries)
+        if n:
+            self._crash_point("mid_batch")
+        return n
+
+    def _flush(self, force: bool) -> None:
+        now = time.monotonic()
+        for stream, buf in self._buffers.items():
+            if not buf.entries:
+                continue
+            full = len(buf.entries) >= self.settings.ingest_batch_size
+            if force or full or now - buf.since >= self.settings.ingest_batch_seconds:
+                entries, buf.entries = buf.entries, []
+                self._process_new(stream, entries)
+
+    # ---- batches ---------------------------------------------------------------
+
+    def _process_new(self, stream: str, entries: list[Entry]) -> None:
+        """Decode, dead-letter the malformed, drop duplicates, record the manifest, insert."""
+        kind = self.kinds[stream]
+        rows: list[list[Any]] = []
+        row_ids: list[str] = []
+        skip_ids: list[str] = []
+        poison: list[tuple[str, Fields, str]] = []
+        seen: set[Hashable] = set()
+        replayed: list[int] = []
+        for entry_id, fields in entries:
+            if not fields:  # trimmed while pending: nothing left to insert
+                skip_ids.append(entry_id)
+                continue
+            try:
+                row = kind.decode(fields[b"e"])
+            except (KeyError, ValueError) as exc:
+                poison.append((entry_id, fields, f"malformed entry: {exc}"))
+                continue
+            k = kind.key(row)
+            if k in seen:
+                skip_ids.append(entry_id)
+                continue
+            seen.add(k)
+            if kind.replays and fields.get(b"r") == b"1":
+                replayed.append(len(rows))
+            rows.append(row)
+            row_ids.append(entry_id)
+        if poison:
+            self._retry_redis(lambda: self._dead_letter(stream, poison))
+        if replayed:
+            rows, row_ids, skip_ids = self._drop_landed_replays(rows, row_ids, skip_ids, replayed)
+        if not row_ids:
+            if skip_ids:
+                self._retry_redis(lambda: self.r.xack(stream, keys.INGEST_GROUP, *skip_ids))
+            return
+        batch = Batch(stream, kind, row_ids[0], row_ids, skip_ids, rows, batch_token(stream, row_ids))
+        self._retry_redis(lambda: self._write_manifest(batch))
+        self._complete(batch)
+
+    def _drop_landed_replays(
+        self, rows: list[list[Any]], row_ids: list[str], skip_ids: list[str], replayed: list[int]
+    ) -> tuple[list[list[Any]], list[str], list[str]]:
+        """A click replayed from the redirect's spool may have reached the stream before."""
+        wanted = [rows[i] for i in replayed]
+        times = [row[1] for row in wanted]
+        landed = set(
+            self._query_ch(
+                "SELECT click_id FROM clicks WHERE ts >= {t0:DateTime64(3, 'UTC')} "
+                "AND ts <= {t1:DateTime64(3, 'UTC')} AND click_id IN {ids:Array(String)}",
+                {"t0": min(times), "t1": max(times), "ids": [row[0] for row in wanted]},
+            )
+        )
+        if not landed:
+            return rows, row_ids, skip_ids
+        drop = {i for i in replayed if rows[i][0] in landed}
+        keep = [i for i in range(len(rows)) if i not in drop]
+        return [rows[i] for i in keep], [row_ids[i] for i in keep], skip_ids + [row_ids[i] for i in sorted(drop)]
+
+    def _query_ch(self, sql: str, params: dict[str, Any]) -> list[Any]:
+        attempt = 0
+        while True:
+            try:
+                result = [row[0] for row in self.ch.query(sql, params)]
+                self._ch_ok()
+                return result
+            except (StorageUnavailable, QueryError) as exc:
+                attempt += 1
+                self._ch_failed(exc)
+                self._sleep(self._backoff(attempt))
+
+    def _write_manifest(self, batch: Batch) -> None:
+        key = keys.ingest_batch(batch.stream, batch.first_id)
+        with self.r.pipeline(transaction=True) as p:
+            p.delete(key)
+            p.hset(
+                key,
+                mapping={
+                    "rows": ",".join(batch.row_ids),
+                    "skip": ",".join(batch.skip_ids),
+                    "token": batch.token,
+                    "attempts": batch.attempts,
+                },
+            )
+            p.sadd(keys.ingest_batches(batch.stream), batch.first_id)
+            p.execute()
+
+    def _complete(self, batch: Batch) -> None:
+        """Insert a batch whose manifest is recorded, then acknowledge it."""
+        if batch.attempts > self.settings.ingest_max_deliveries:
+            self._give_up(batch, f"the batch failed {batch.attempts - 1} times")
+            return
+        self._crash_point("before_insert")
+        attempt = 0
+        while True:
+            try:
+                self.ch.insert(batch.kind.table, batch.rows, batch.kind.columns, dedup_token=batch.token)
+                self._ch_ok()
+                break
+            except (StorageUnavailable, QueryError) as exc:
+                # Unreachable, or refused for every row alike (schema, disk): wait, the stream holds.
+                attempt += 1
+                metrics.INGEST_RETRIES.labels(batch.kind.name).inc()
+                self._ch_failed(exc)
+                self._sleep(self._backoff(attempt))
+                self._retry_redis(lambda: self._touch(batch))
+            except Exception as exc:
+                # Refused before sending (a value the driver cannot encode): the rows' fault.
+                metrics.INGEST_RETRIES.labels(batch.kind.name).inc()
+                log.warning("batch %s of %s failed: %s", batch.first_id, batch.stream, exc)
+                batch.attempts = int(
+                    self._retry_redis(
+                        lambda: self.r.hincrby(keys.ingest_batch(batch.stream, batch.first_id), "attempts", 1)
+                    )
+                )
+                if batch.attempts > self.settings.ingest_max_deliveries:
+                    self._give_up(batch, f"insert failed: {exc}")
+                    return
+        self._crash_point("after_insert")
+        self._retry_redis(lambda: self._ack(batch))
+        metrics.INGEST_ROWS.labels(batch.kind.name).inc(len(batch.rows))
+        metrics.INGEST_BATCHES.labels(batch.kind.name).inc()
+        self.rows_inserted += len(batch.rows)
+        self.batches += 1
+
+    def _ack(self, batch: Batch) -> None:
+        with self.r.pipeline(transaction=True) as p:
+            p.xack(batch.stream, keys.INGEST_GROUP, *batch.ids)
+            p.delete(keys.ingest_batch(batch.stream, batch.first_id))
+            p.srem(keys.ingest_batches(batch.stream), batch.first_id)
+            p.execute()
+
+    def _touch(self, batch: Batch) -> None:
+        """Reset the idle time of a batch being retried, so no other worker claims it."""
+        self.r.xclaim(batch.stream, keys.INGEST_GROUP, self.name, 0, batch.ids, justid=True)
+
+    def _give_up(self, batch: Batch, reason: str) -> None:
+        """A batch failed too often: dead-letter a lone entry, else split it in halves."""
+        landed = set(self._landed(batch))
+        keep = [i for i, row in enumerate(batch.rows) if batch.kind.key(row) not in landed]
+        kept = set(keep)
+        skip = batch.skip_ids + [batch.row_ids[i] for i in range(len(batch.rows)) if i not in kept]
+        if len(keep) <= 1:
+            lone = [batch.row_ids[i] for i in keep]
+            entries = self._retry_redis(lambda: self._fetch(batch.stream, lone))
+            poison = [(i, f, reason) for i, f in entries]
+
+            def finish() -> None:
+                if poison:
+                    self._dead_letter(batch.stream, poison, batch=batch)
+                else:
+                    self._ack(batch)
+
+            self._retry_redis(finish)
+            return
+        half = len(keep) // 2
+        parts = [keep[:half], keep[half:]]
+        subs = []
+        for n, part in enumerate(parts):
+            ids = [batch.row_ids[i] for i in part]
+            subs.append(
+                Batch(
+                    batch.stream, batch.kind, ids[0], ids, skip if n == 0 else [],
+                    [batch.rows[i] for i in part], batch_token(batch.stream, ids),
+                )
+            )
+        log.warning("splitting batch %s of %s (%d rows): %s", batch.first_id, batch.stream, len(keep), reason)
+
+        def split() -> None:
+            with self.r.pipeline(transaction=True) as p:
+                p.delete(keys.ingest_batch(batch.stream, batch.first_id))
+                p.srem(keys.ingest_batches(batch.stream), batch.first_id)
+                for sub in subs:
+                    key = keys.ingest_batch(sub.stream, sub.first_id)
+                    p.delete(key)
+                    p.hset(
+                        key,
+                        mapping={
+                            "rows": ",".join(sub.row_ids), "skip": ",".join(sub.skip_ids),
+                            "token": sub.token, "attempts": 1,
+                        },
+                    )
+                    p.sadd(keys.ingest_batches(sub.stream), sub.first_id)
+                p.execute()
+
+        self._retry_redis(split)
+        for sub in subs:
+            self._complete(sub)
+
+    def _landed(self, batch: Batch) -> list[Hashable]:
+        """Keys of the batch's rows ClickHouse already has (before splitting a batch)."""
+        if batch.kind is CLICKS:
+            return list(
+                self._query_ch(
+                    "SELECT click_id FROM clicks WHERE click_id IN {ids:Array(String)}",
+                    {"ids": [row[0] for row in batch.rows]},
+                )
+            )
+        rows = self.ch.query(
+            "SELECT brand_id, order_id, version FROM conversions "
+            "WHERE (brand_id, order_id, version) IN {keys:Array(Tuple(String, String, UInt64))}",
+            {"keys": [(row[0], row[1], row[2]) for row in batch.rows]},
+        )
+        return [tuple(row) for row in rows]
+
+    def _dead_letter(
+        self, stream: str, entries: list[tuple[str, Fields, str]], batch: Batch | None = None
+    ) -> None:
+        with self.r.pipeline(transaction=True) as p:
+            for entry_id, fields, reason in entries:
+                record: dict[Any, Any] = dict(fields)
+                record.update({b"stream": stream, b"id": entry_id, b"reason": reason[:1000]})
+                p.xadd(keys.DEAD_LETTER_STREAM, record, maxlen=DEAD_LETTER_MAXLEN, approximate=True)
+            ids = [e[0] for e in entries]
+            if batch is not None:
+                ids = batch.ids
+                p.delete(keys.ingest_batch(batch.stream, batch.first_id))
+                p.srem(keys.ingest_batches(batch.stream), batch.first_id)
+            p.xack(stream, keys.INGEST_GROUP, *ids)
+            p.execute()
+        metrics.INGEST_DEAD_LETTERS.labels(self.kinds[stream].name).inc(len(entries))
+        self.dead_lettered += len(entries)
+        for entry_id, _, reason in entries:
+            log.warning("dead-lettered entry %s of %s: %s", entry_id, stream, reason)
+
+    def _fetch(self, stream: str, ids: list[str]) -> list[Entry]:
+        out: list[Entry] = []
+        for i in ids:
+            got = self.r.xrange(stream, i, i)
+            if got:
+                out.append((_id(got[0][0]), got[0][1]))
+        return out
+
+    def _ch_ok(self) -> None:
+        if self.ch_failing_since is not None:
+            log.info("ClickHouse answers again")
+        self.ch_error = None
+        self.ch_failing_since = None
+
+    def _ch_failed(self, exc: Exception) -> None:
+        message = getattr(exc, "message", str(exc))
+        if self.ch_failing_since is None:
+            self.ch_failing_since = time.monotonic()
+            log.warning("ClickHouse at %s fails, backing off: %s", describe(self.settings), message)
+        self.ch_error = message
+
+    # ---- recovery --------------------------------------------------------------
+
+    def _recover_own(self) -> None:
+        """Re-form the entries this consumer name left pending into their recorded batches."""
+        for stream in self.kinds:
+            cursor = "0"
+            while True:
+                entries = self._retry_redis(partial(self._own_pending, stream, cursor))
+                if not entries:
+                    break
+                cursor = entries[-1][0]
+                self._recover(stream, entries, min_idle_ms=0)
+
+    def _own_pending(self, stream: str, after: str) -> list[Entry]:
+        reply = self.r.xreadgroup(
+            keys.INGEST_GROUP, self.name, {stream: after}, count=self.settings.ingest_batch_size
+        )
+        out: list[Entry] = []
+        for _, entries in reply or []:
+            out.extend((_id(i), f or {}) for i, f in entries)
+        return out
+
+    def _claim_idle(self) -> None:
+        """Take over entries another (dead) consumer left idle too long."""
+        idle_ms = int(self.settings.ingest_claim_idle_seconds * 1000)
+        for stream in self.kinds:
+            start = "0-0"
+            for _ in range(1000):
+                reply = self._retry_redis(
+                    partial(
+                        self.r.xautoclaim, stream, keys.INGEST_GROUP, self.name, idle_ms, start_id=start, count=1000
+                    )
+                )
+                start = _id(reply[0])
+                entries = [(_id(i), f or {}) for i, f in reply[1]]
+                if entries:
+                    log.info("claimed %d idle entries of %s", len(entries), stream)
+                    self._recover(stream, entries, min_idle_ms=idle_ms)
+                if start == "0-0":
+                    break
+
+    def _recover(self, stream: str, entries: list[Entry], min_idle_ms: int) -> None:
+        manifests = self._retry_redis(lambda: self._manifests(stream))
+        where: dict[str, str] = {}
+        for first_id, m in manifests.items():
+            for i in m["ids"]:
+                where[i] = first_id
+        orphans: list[Entry] = []
+        resumed: set[str] = set()
+        for entry in entries:
+            first_id = where.get(entry[0])
+            if first_id is None:
+                orphans.append(entry)
+            elif first_id not in resumed:
+                resumed.add(first_id)
+                self._resume(stream, first_id, manifests[first_id], min_idle_ms)
+        if orphans:
+            self._recover_orphans(stream, orphans)
+
+    def _manifests(self, stream: str) -> dict[str, dict[str, Any]]:
+        firsts = sorted(_id(x) for x in self.r.smembers(keys.ingest_batches(stream)))
+        with self.r.pipeline(transaction=False) as p:
+            for first_id in firsts:
+                p.hgetall(keys.ingest_batch(stream, first_id))
+            found = p.execute()
+        out: dict[str, dict[str, Any]] = {}
+        for first_id, raw in zip(firsts, found, strict=True):
+            if not raw:
+                continue
+            rows = [x for x in _id(raw[b"rows"]).split(",") if x]
+            skip = [x for x in _id(raw.get(b"skip", b"")).split(",") if x]
+            out[first_id] = {
+                "rows": rows, "skip": skip, "ids": rows + skip,
+                "token": _id(raw[b"token"]), "attempts": int(raw.get(b"attempts", 1)),
+            }
+        return out
+
+    def _resume(self, stream: str, first_id: str, m: dict[str, Any], min_idle_ms: int) -> None:
+        """Rebuild a recorded batch with the same rows and token, and finish it."""
+        kind = self.kinds[stream]
+        ids: list[str] = m["ids"]
+        got = self._retry_redis(lambda: self._claim_batch(stream, ids, min_idle_ms))
+        if len(got) < len(ids):
+            if not got and not self._retry_redis(lambda: self._any_pending(stream, ids)):
+                # Acknowledged already (the worker died after its MULTI): only the manifest is left.
+                self._retry_redis(lambda: self._forget(stream, first_id))
+            else:
+                log.info("batch %s of %s is held by a live worker; leaving it", first_id, stream)
+            return
+        attempts = int(
+            self._retry_redis(lambda: self.r.hincrby(keys.ingest_batch(stream, first_id), "attempts", 1))
+        )
+        rows: list[list[Any]] = []
+        row_ids: list[str] = []
+        skip_ids: list[str] = list(m["skip"])
+        poison: list[tuple[str, Fields, str]] = []
+        for i in m["rows"]:
+            try:
+                rows.append(kind.decode(got[i][b"e"]))
+                row_ids.append(i)
+            except (KeyError, ValueError) as exc:
+                poison.append((i, got[i], f"malformed entry: {exc}"))
+        if poison:
+            self._retry_redis(lambda: self._dead_letter(stream, poison))
+        log.info("resuming batch %s of %s (%d rows, attempt %d)", first_id, stream, len(rows), attempts)
+        batch = Batch(stream, kind, first_id, row_ids, skip_ids, rows, m["token"], attempts)
+        if not rows:
+            self._retry_redis(lambda: self._ack(batch))
+            return
+        self._complete(batch)
+
+    def _claim_batch(self, stream: str, ids: list[str], min_idle_ms: int) -> dict[str, Fields]:
+        """Take every entry of a recorded batch: idle ones, and ones this consumer holds already."""
+        claimed = self.r.xclaim(stream, keys.INGEST_GROUP, self.name, min_idle_ms, ids)
+        got = {_id(i): f for i, f in claimed if f}
+        missing = sorted((i for i in ids if i not in got), key=_id_key)
+        if missing and min_idle_ms > 0:
+            mine = [
+                _id(item["message_id"])
+                for item in self.r.xpending_range(
+                    stream, keys.INGEST_GROUP, min=missing[0], max=missing[-1], count=len(ids) + 10,
+                    consumername=self.name,
+                )
+            ]
+            wanted = set(missing)
+            mine = [i for i in mine if i in wanted]
+            if mine:
+                got.update((_id(i), f) for i, f in self.r.xclaim(stream, keys.INGEST_GROUP, self.name, 0, mine) if f)
+        return got
+
+    def _any_pending(self, stream: str, ids: list[str]) -> bool:
+        got = self.r.xpending_range(stream, keys.INGEST_GROUP, min=ids[0], max=ids[0], count=1)
+        return bool(got)
+
+    def _forget(self, stream: str, first_id: str) -> None:
+        with self.r.pipeline(transaction=True) as p:
+            p.delete(keys.ingest_batch(stream, first_id))
+            p.srem(keys.ingest_batches(stream), first_id)
+            p.execute()
+
+    def _recover_orphans(self, stream: str, entries: list[Entry]) -> None:
+        """Pending entries without a manifest were never inserted; too many deliveries = poison."""
+        ids = [e[0] for e in entries]
+        counts: dict[str, int] = {}
+        for item in self._retry_redis(
+            lambda: self.r.xpending_range(
+                stream, keys.INGEST_GROUP, min=ids[0], max=ids[-1], count=len(ids) * 2 + 10,
+                consumername=self.name,
+            )
+        ):
+            counts[_id(item["message_id"])] = int(item["times_delivered"])
+        limit = self.settings.ingest_max_deliveries
+        poison = [
+            (i, f, f"delivered {counts[i]} times without being ingested")
+            for i, f in entries
+            if counts.get(i, 0) > limit
+        ]
+        if poison:
+            self._retry_redis(lambda: self._dead_letter(stream, poison))
+        bad = {p[0] for p in poison}
+        rest = [e for e in entries if e[0] not in bad]
+        size = self.settings.ingest_batch_size
+        for start in range(0, len(rest), size):
+            self._process_new(stream, rest[start : start + size])
+
+    # ---- trimming, stats -------------------------------------------------------
+
+    def _maintain(self) -> None:
+        """Trim every stream below what its groups still need and refresh the gauges."""
+        for stream, kind in self.kinds.items():
+            st = stream_stats(self.r, stream)
+            self.stats[stream] = st
+            if st["trim_below"] is not None:
+                self.r.xtrim(stream, minid=st["trim_below"], approximate=True)
+            label = stream if kind is CLICKS and len(self.kinds) > 2 else kind.name
+            metrics.STREAM_LENGTH.labels(label).set(st["length"])
+            metrics.STREAM_LAG.labels(label).set(st["lag"])
+            metrics.STREAM_PENDING.labels(label).set(st["pending"])
+            metrics.STREAM_OLDEST_PENDING_SECONDS.labels(label).set(st["oldest_pending_seconds"])
+
+    def status(self) -> dict[str, Any]:
+        failing = self.ch_failing_since
+        return {
+            "worker": self.name,
+            "clickhouse_error": self.ch_error,
+            "clickhouse_failing_seconds": round(time.monotonic() - failing, 1) if failing is not None else 0.0,
+            "rows_inserted": self.rows_inserted,
+            "batches": self.batches,
+            "dead_lettered": self.dead_lettered,
+        }
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _decode_group(g: dict[Any, Any]) -> dict[str, Any]:
+    return {_id(k): (_id(v) if isinstance(v, bytes) else v) for k, v in g.items()}
+
+
+def summarize(
+    stream: str, length: int, groups: list[dict[str, Any]], pending: dict[str, Any], first_undelivered: str | None
+) -> dict[str, Any]:
+    """Stats of one stream from XLEN, XINFO GROUPS, the ingest group's XPENDING summary."""
+    now = time.time()
+    ingest = next((g for g in groups if g.get("name") == keys.INGEST_GROUP), None)
+    lag = int(ingest["lag"]) if ingest and ingest.get("lag") is not None else (length if ingest is None else 0)
+    n_pending = int(pending.get("pending", 0)) if pending else 0
+    oldest_pending = _id(pending["min"]) if n_pending and pending.get("min") else None
+    oldest_pending_s = max(0.0, now - stream_time(oldest_pending)) if oldest_pending else 0.0
+    undelivered_s = max(0.0, now - stream_time(first_undelivered)) if first_undelivered else 0.0
+    # Trim below the oldest entry any group still needs: pending, or not yet delivered.
+    floor: str | None = None
+    for g in groups:
+        need = _id(g["last-delivered-id"])
+        if g is ingest and oldest_pending:
+            need = min(need, oldest_pending, key=_id_key)
+        elif int(g.get("pending", 0)):
+            need = "0-0"  # another group's pending min is unknown here: keep everything
+        floor = need if floor is None else min(floor, need, key=_id_key)
+    return {
+        "length": length,
+        "lag": lag,
+        "pending": n_pending,
+        "oldest_pending_seconds": round(oldest_pending_s, 3),
+        "oldest_undelivered_seconds": round(undelivered_s, 3),
+        "trim_below": floor if floor not in (None, "0-0") else None,
+    }
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def stream_stats(r: Any, stream: str) -> dict[str, Any]:
+    with r.pipeline(transaction=False) as p:
+        p.xlen(stream)
+        p.xinfo_groups(stream)
+        p.execute_command("XPENDING", stream, keys.INGEST_GROUP)
+        try:
+            length, groups, pending = p.execute()
+        except redis.ResponseError:  # no stream or no group yet
+            return summarize(stream, 0, [], {}, None)
+    groups = [_decode_group(g) for g in groups]
+    pend = _pending_summary(pending)
+    first = _first_undelivered(r, stream, groups)
+    return summarize(stream, int(length), groups, pend, first)
+
+
+async def stream_stats_async(r: Any, stream: str) -> dict[str, Any]:
+    async with r.pipeline(transaction=False) as p:
+        p.xlen(stream)
+        p.xinfo_groups(stream)
+        p.execute_command("XPENDING", stream, keys.INGEST_GROUP)
+        try:
+            length, groups, pending = await p.execute()
+        except redis.ResponseError:
+            return summarize(stream, 0, [], {}, None)
+    groups = [_decode_group(g) for g in groups]
+    first = None
+    ingest = next((g for g in groups if g.get("name") == keys.INGEST_GROUP), None)
+    if ingest:
+        got = await r.xrange(stream, "(" + str(ingest["last-delivered-id"]), "+", count=1)
+        first = _id(got[0][0]) if got else None
+    return summarize(stream, int(length), groups, _pending_summary(pending), first)
+
+
+def _pending_summary(raw: Any) -> dict[str, Any]:
+    # XPENDING summary: [count, min id, max id, [[consumer, count], ...]]
+    if isinstance(raw, dict):
+        return raw
+    if not raw:
+        return {}
+    return {"pending": int(raw[0]), "min": raw[1], "max": raw[2]}
+
+
+def _first_undelivered(r: Any, stream: str, groups: list[dict[str, Any]]) -> str | None:
+    ingest = next((g for g in groups if g.get("name") == keys.INGEST_GROUP), None)
+    if not ingest:
+        return None
+    got: Any = r.xrange(stream, "(" + str(ingest["last-delivered-id"]), "+", count=1)
+    return _id(got[0][0]) if got else None
+
+
+# ---- embedded component, readiness, CLI ---------------------------------------------
+
+
+class IngestComponent:
+    """The ingest loop in a background thread of ``tracker serve`` (embedded mode)."""
+
+    def __init__(self, settings: Settings, ch: ClickHouse) -> None:
+        self.settings = settings
+        self.ch = ch
+        self.worker: Worker | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._redis: redis.Redis | None = None
+
+    async def start(self) -> None:
+        self._redis = redis_client.connect_sync(self.settings)
+        self.worker = Worker(self.settings, self._redis, self.ch)
+        self._thread = threading.Thread(target=self._run, name="tracker-ingest", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        assert self.worker is not None
+        try:
+            self.worker.run(self._stop)
+        except Exception:
+            log.exception("the ingest loop crashed")
+
+    async def stop(self) -> None:
+        import anyio.to_thread
+
+        self._stop.set()
+        if self._thread is not None:
+            await anyio.to_thread.run_sync(self._thread.join, GRACE_SECONDS + 5)
+        if self._redis is not None:
+            self._redis.close()
+
+
+async def ingest_status(svc: Any) -> dict[str, Any]:
+    """Readiness: lag and pending per stream, and a ``problem`` when reports go stale."""
+    settings: Settings = svc.settings
+    streams = [*keys.click_streams(settings.stream_shards), keys.CONVERSION_STREAM]
+    out: dict[str, Any] = {"streams": {}}
+    worst = 0.0
+    for stream in streams:
+        st = await stream_stats_async(svc.redis, stream)
+        st.pop("trim_below")
+        out["streams"][stream] = st
+        worst = max(worst, st["oldest_pending_seconds"], st["oldest_undelivered_seconds"])
+    component = svc.named.get("ingest")
+    problems = []
+    if isinstance(component, IngestComponent) and component.worker is not None:
+        ws = component.worker.status()
+        out["worker"] = ws
+        if ws["clickhouse_error"] and ws["clickhouse_failing_seconds"] >= 5:
+            problems.append(f"Ingest cannot write to ClickHouse: {ws['clickhouse_error']}")
+        # Only the embedded server owns its ingest; a production HTTP worker stays ready
+        # while a separate ingest fleet catches up (redirects do not need it).
+        if worst > LAG_PROBLEM_SECONDS:
+            problems.append(f"Ingest is {worst:.0f} s behind: clicks reach reports late.")
+    if problems:
+        out["problem"] = " ".join(problems)
+    return out
+
+
+def run_worker(settings: Settings, once: bool) -> int:
+    """``tracker ingest [--once]``: one worker until SIGTERM/SIGINT (or until drained)."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        log.info("signal %d: finishing the batch and stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    attempt = 0
+    while True:
+        try:
+            ch = ClickHouse.connect(settings)
+            break
+        except StorageUnavailable as exc:
+            attempt += 1
+            if attempt == 1 or attempt % 10 == 0:
+                log.warning("%s Retrying.", exc.message)
+            if stop.wait(min(BACKOFF_MAX_SECONDS, 0.2 * 2**attempt)):
+                return 0
+    r = redis_client.connect_sync(settings)
+    worker = Worker(settings, r, ch)
+    try:
+        if once:
+            worker._stop = stop
+            n = worker.drain()
+            log.info("drained %d rows", n)
+        else:
+            worker.run(stop)
+    except Abandon:
+        return 0
+    finally:
+        r.close()
+        ch.close()
+    return 0
