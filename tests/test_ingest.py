@@ -278,3 +278,39 @@ def test_run_loop_ingests_until_stopped(settings: Settings, ch: ClickHouse, redi
     worker(settings, redis_client, ch).drain()
     assert oracle(ch, expected(events)["ids"]) == []
     assert pending(redis_client) == 0
+
+
+@pytest.mark.parametrize("months", [13, 1, 25])
+def test_click_retention_is_applied_after_migrations(ch: ClickHouse, months: int) -> None:
+    from tracker import migrate
+
+    assert migrate.retention(ch) == {"clicks": 13, "clicks_hourly": 13}
+    changed = migrate.migrate(ch, retention_months=months)
+    assert changed == []  # no migration pending; only the TTL may change
+    assert migrate.retention(ch) == {"clicks": months, "clicks_hourly": months}
+    assert migrate.apply_retention(ch, months) == []  # unchanged: no ALTER
+    engine = ch.query("SELECT engine_full FROM system.tables WHERE database = {d:String} AND name = 'conversions'",
+                      {"d": ch.database})[0][0]
+    assert "TTL" not in engine  # conversions are never expired
+
+
+def test_embedded_app_ingests_in_the_background(settings: Settings, ch: ClickHouse, redis_client: redis.Redis) -> None:
+    from starlette.testclient import TestClient
+
+    from tracker.app import create_app
+
+    events = make_clicks(500)
+    app = create_app(settings.with_(embedded=True, ingest_batch_seconds=0.1))
+    with TestClient(app) as client:
+        produce(redis_client, events)
+        deadline = time.monotonic() + 20
+        while ch.query("SELECT sum(clicks) + sum(bot_clicks) FROM clicks_hourly")[0][0] < 500:
+            assert time.monotonic() < deadline, "clicks did not reach the rollup"
+            time.sleep(0.05)
+        ready = client.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        ingest = ready.json()["checks"]["ingest"]
+        assert ingest["streams"][keys.CLICK_STREAM]["pending"] == 0
+        assert ingest["worker"]["rows_inserted"] == 500
+        assert "problem" not in ingest
+    assert oracle(ch, expected(events)["ids"]) == []

@@ -90,6 +90,13 @@ def build_components(svc: Services) -> None:
     from tracker.registry import Registry
 
     svc.named["registry"] = Registry(svc.settings, svc.ch, svc.redis)
+    if svc.settings.embedded:
+        from tracker import ingest
+
+        # Added before the redirect's components, so it stops after them (reverse order).
+        svc.named["ingest"] = ingest.IngestComponent(svc.settings, svc.ch)
+        svc.components.append(svc.named["ingest"])
+        svc.named["ingest_status"] = ingest.ingest_status
     redirect.register(svc)
 
 
@@ -108,7 +115,9 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     log.info("redis persistence: %s", how)
     ch = await run_sync(ClickHouse.connect, settings)
     if settings.embedded:
-        applied = await run_sync(migrate.migrate, ch)
+        applied = await run_sync(
+            lambda: migrate.migrate(ch, retention_months=settings.click_retention_months)
+        )
         if applied:
             log.info("applied migrations: %s", ", ".join(applied))
     else:

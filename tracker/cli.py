@@ -187,7 +187,7 @@ def _preflight(settings: Settings) -> None:
     asyncio.run(check_redis())
     ch = ClickHouse.connect(settings)
     if settings.embedded:
-        migrate.migrate(ch)
+        migrate.migrate(ch, retention_months=settings.click_retention_months)
     else:
         pending = migrate.missing(ch)
         if pending:
@@ -252,7 +252,7 @@ def migrate_cmd(args: argparse.Namespace) -> int:
 
     settings = _settings()
     ch = ClickHouse.connect(settings)
-    applied = migrate.migrate(ch)
+    applied = migrate.migrate(ch, retention_months=settings.click_retention_months)
     where = describe(settings)
     if applied:
         print(f"Applied {len(applied)} migration(s) to {where}: {', '.join(applied)}")

@@ -91,8 +91,12 @@ def applied(ch: ClickHouse) -> dict[int, str]:
     return {int(v): str(n) for v, n in rows}
 
 
-def migrate(ch: ClickHouse, directory: Path | None = None) -> list[str]:
-    """Apply pending migrations in order; return the names applied now."""
+def migrate(ch: ClickHouse, directory: Path | None = None, *, retention_months: int | None = None) -> list[str]:
+    """Apply pending migrations in order; return the names applied now.
+
+    ``retention_months`` (``settings.click_retention_months``) then sets the TTL of
+    the raw clicks and their hourly rollup when it differs from the tables'.
+    """
     done = applied(ch)
     names: list[str] = []
     for migration in discover(directory):
@@ -109,7 +113,46 @@ def migrate(ch: ClickHouse, directory: Path | None = None) -> list[str]:
             ["version", "name", "checksum", "applied_at"],
         )
         names.append(migration.name)
+    if retention_months is not None:
+        apply_retention(ch, retention_months)
     return names
+
+
+# Tables whose rows expire after the click retention, and their time expression.
+# Conversions are never expired.
+_RETENTION = {"clicks": "toDateTime(ts)", "clicks_hourly": "hour"}
+_TTL_MONTHS = re.compile(r"\bTTL .*?toIntervalMonth\((\d+)\)")
+
+
+def retention(ch: ClickHouse) -> dict[str, int | None]:
+    """Current TTL in months of each table that has one (None when it has no TTL)."""
+    rows = ch.query(
+        "SELECT name, engine_full FROM system.tables WHERE database = {db:String} AND name IN {names:Array(String)}",
+        {"db": ch.database, "names": list(_RETENTION)},
+    )
+    out: dict[str, int | None] = {}
+    for name, engine in rows:
+        m = _TTL_MONTHS.search(engine)
+        out[name] = int(m.group(1)) if m else None
+    return out
+
+
+def apply_retention(ch: ClickHouse, months: int) -> list[str]:
+    """Set the clicks TTL to ``months`` where it differs; returns the tables changed."""
+    # DDL cannot bind the interval; the value is an integer from the settings, never a request.
+    months = int(months)
+    if not 1 <= months <= 1200:
+        raise MigrationError(f"Click retention of {months} months is out of range: use 1 to 1200.")
+    changed = []
+    for table, current in retention(ch).items():
+        if current == months:
+            continue
+        try:
+            ch.command(f"ALTER TABLE {table} MODIFY TTL {_RETENTION[table]} + INTERVAL {months} MONTH")
+        except QueryError as exc:
+            raise MigrationError(f"Setting the {table} retention to {months} months failed: {exc.message}") from exc
+        changed.append(table)
+    return changed
 
 
 def missing(ch: ClickHouse, directory: Path | None = None) -> list[str]:
