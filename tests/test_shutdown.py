@@ -1,0 +1,253 @@
+"""Graceful shutdown of an embedded `tracker serve` under traffic: SIGTERM loses nothing.
+
+In-flight requests finish (a postback whose body is still arriving when the
+signal lands is answered), the click log flushes its last group commit, ingest
+flushes and acknowledges its batch, and the spool written while Redis was down is
+kept on disk and replayed by the next start. The end check reads ClickHouse: every
+click id that got a 302 is stored exactly once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+import redis
+
+from loadtests.serve import EmbeddedServe, Seed, seed
+from tracker import keys
+from tracker.embedded import EmbeddedRedis
+
+pytestmark = pytest.mark.slow
+
+_COUNT_CLICKS = """
+import json, sys
+from pathlib import Path
+from tracker.clickhouse import ClickHouse
+from tracker.settings import Settings
+ch = ClickHouse.connect(Settings(data_dir=Path(sys.argv[1]), embedded=True), create_database=False)
+clicks = ch.query("SELECT click_id, count() FROM clicks FINAL GROUP BY click_id")
+raw = ch.query("SELECT count() FROM clicks")[0][0]
+orders = [r[0] for r in ch.query("SELECT order_id FROM conversions FINAL")]
+print(json.dumps({"clicks": dict(clicks), "raw_rows": raw, "orders": orders}))
+"""
+
+
+def stored(data_dir: Path) -> dict[str, Any]:
+    """What ClickHouse holds, read by a separate process once serve has stopped (chDB: one owner)."""
+    out = subprocess.run(
+        [sys.executable, "-c", _COUNT_CLICKS, str(data_dir)], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+def click_id_of(response: httpx.Response) -> str:
+    return parse_qs(urlsplit(response.headers["location"]).query)["click_id"][0]
+
+
+def _gauge(metrics_text: str, name: str, stream: str) -> float | None:
+    for line in metrics_text.splitlines():
+        if line.startswith(f'{name}{{stream="{stream}"}} '):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def wait_drained(serve: EmbeddedServe, timeout: float = 60) -> None:
+    """Until ingest has read and acknowledged everything in the click and conversion streams."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = httpx.get(f"{serve.base}/metrics", timeout=10).text
+        values = [
+            _gauge(text, metric, stream)
+            for stream in (keys.CLICK_STREAM, keys.CONVERSION_STREAM)
+            for metric in ("tracker_stream_lag", "tracker_stream_pending")
+        ]
+        if all(v == 0 for v in values):
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"ingest did not drain within {timeout} s: {values}")
+
+
+class Traffic:
+    """Followers clicking from several threads until told to stop; records every answer."""
+
+    def __init__(self, base: str, code: str, threads: int = 6) -> None:
+        self.base, self.code = base, code
+        self.answers: list[tuple[int, str | None]] = []
+        self.errors: list[str] = []
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.base, timeout=15) as client:
+            while not self.stop.is_set():
+                try:
+                    r = client.get(f"/{self.code}", params={"utm_source": "t"}, headers={"User-Agent": "Mozilla/5.0"})
+                except httpx.HTTPError as exc:
+                    with self.lock:
+                        self.errors.append(type(exc).__name__)
+                    time.sleep(0.01)
+                    continue
+                with self.lock:
+                    self.answers.append((r.status_code, click_id_of(r) if r.status_code == 302 else None))
+
+    def __enter__(self) -> Traffic:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(30)
+
+    def wait_for(self, n: int, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.answers) < n and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(self.answers) >= n, f"only {len(self.answers)} answers, errors: {self.errors[:5]}"
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[EmbeddedServe, Seed]]:
+    serve = EmbeddedServe(tmp_path / "data").start()
+    try:
+        yield serve, seed(serve.base, serve.admin_token)
+    finally:
+        serve.stop(signal.SIGKILL)
+
+
+def slow_postback(serve: EmbeddedServe, s: Seed, order_id: str, sent_first_chunk: threading.Event) -> httpx.Response:
+    """A signed postback whose body trickles in over ~1.5 s (a slow store on a slow link)."""
+    store = s.stores[0]
+    raw = json.dumps(
+        {"order_id": order_id, "amount": "25.00", "currency": "USD", "coupon_code": s.links[0]["coupon_code"]}
+    ).encode()
+    t = int(time.time())
+    mac = hmac.new(store["secret"].encode(), f"{t}.".encode() + raw, hashlib.sha256).hexdigest()
+
+    def chunks() -> Iterator[bytes]:
+        third = len(raw) // 3
+        yield raw[:third]
+        sent_first_chunk.set()
+        time.sleep(0.75)
+        yield raw[third : 2 * third]
+        time.sleep(0.75)
+        yield raw[2 * third :]
+
+    return httpx.post(
+        f"{serve.base}/api/v1/conversions",
+        content=chunks(),
+        headers={
+            "Content-Type": "application/json",
+            "Content-Length": str(len(raw)),
+            "X-Store-Id": store["id"],
+            "X-Signature": f"t={t},v1={mac}",
+        },
+        timeout=30,
+    )
+
+
+def test_sigterm_during_traffic_finishes_in_flight_and_loses_no_click(
+    served: tuple[EmbeddedServe, Seed],
+) -> None:
+    serve, s = served
+    assert serve.proc is not None
+    code = s.links[0]["code"]
+    postback: dict[str, httpx.Response | BaseException] = {}
+    first_chunk = threading.Event()
+
+    def send_postback() -> None:
+        try:
+            postback["r"] = slow_postback(serve, s, "order-in-flight", first_chunk)
+        except BaseException as exc:
+            postback["r"] = exc
+
+    with Traffic(serve.base, code) as traffic:
+        traffic.wait_for(300)
+        poster = threading.Thread(target=send_postback)
+        poster.start()
+        assert first_chunk.wait(10)
+        time.sleep(0.1)  # the request is in the server, its body half read
+        serve.proc.send_signal(signal.SIGTERM)
+        exit_code = serve.proc.wait(60)
+        poster.join(30)
+    assert exit_code == 0, serve.output()[-2000:]
+
+    # The postback that was mid-body when the signal landed was answered in full.
+    answer = postback["r"]
+    assert isinstance(answer, httpx.Response), f"in-flight postback failed: {answer!r}"
+    assert answer.status_code == 202, answer.text
+    # Every answer a follower got was a redirect; the rest were refused connections after the stop.
+    statuses = {status for status, _ in traffic.answers}
+    assert statuses == {302}, statuses
+    sent = {cid for _, cid in traffic.answers if cid}
+    assert len(sent) == len(traffic.answers) >= 300
+
+    # Ingest flushed and acknowledged its last batch: nothing is left delivered-but-unacknowledged.
+    valkey = EmbeddedRedis(serve.data_dir)
+    valkey.start()
+    try:
+        client = redis.Redis.from_url(valkey.url)
+        pending = client.xpending(keys.CLICK_STREAM, keys.INGEST_GROUP)
+        client.close()
+    finally:
+        valkey.stop()
+    assert pending["pending"] == 0
+
+    # A second start ingests whatever was still in the stream; then ClickHouse holds every click once.
+    serve.start()
+    wait_drained(serve)
+    assert serve.stop() == 0
+    got = stored(serve.data_dir)
+    missing = sent - set(got["clicks"])
+    assert not missing, f"{len(missing)} clicks that got a 302 are not in ClickHouse"
+    assert all(got["clicks"][cid] == 1 for cid in sent)
+    assert "order-in-flight" in got["orders"]
+
+
+def test_sigterm_keeps_the_spool_and_the_next_start_replays_it(served: tuple[EmbeddedServe, Seed]) -> None:
+    serve, s = served
+    assert serve.proc is not None
+    code = s.links[0]["code"]
+    before = httpx.get(f"{serve.base}/{code}", timeout=10)
+    assert before.status_code == 302
+
+    # Redis goes away: the embedded Valkey dies under the server.
+    pid = int((serve.data_dir / "redis" / "valkey.pid").read_text())
+    os.kill(pid, signal.SIGKILL)
+    spooled = set()
+    with httpx.Client(base_url=serve.base, timeout=15) as client:
+        for _ in range(40):
+            r = client.get(f"/{code}", headers={"User-Agent": "Mozilla/5.0"})
+            assert r.status_code == 302
+            spooled.add(click_id_of(r))
+    assert len(spooled) == 40
+
+    serve.proc.send_signal(signal.SIGTERM)
+    serve.proc.wait(60)
+    spool_dir = serve.data_dir / "spool"
+    spool_text = "".join(p.read_text() for p in spool_dir.glob("*.jsonl"))
+    assert all(cid in spool_text for cid in spooled), "the spool was not kept on disk at shutdown"
+
+    serve.start()  # Valkey comes back from its AOF; the spool is replayed into the stream
+    wait_drained(serve)
+    assert serve.stop() == 0
+    got = stored(serve.data_dir)
+    assert spooled | {click_id_of(before)} <= set(got["clicks"])
+    assert all(got["clicks"][cid] == 1 for cid in spooled)
