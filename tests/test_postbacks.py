@@ -21,7 +21,8 @@ from tracker.app import create_app
 from tracker.clickhouse import ClickHouse
 from tracker.clickid import ClickIds
 from tracker.events import CONVERSION_COLUMNS
-from tracker.postbacks import load_from_clickhouse, normalize_row
+from tracker.ingest import Worker
+from tracker.postbacks import decode_state, normalize_row
 from tracker.settings import Settings
 
 DAY_MS = 86_400_000
@@ -171,19 +172,43 @@ def test_click_attributed_conversion_is_answered_and_streamed(world: World, redi
     assert state is not None and json.loads(state) == row
 
 
-def test_stream_row_inserts_into_clickhouse_and_reads_back(
-    world: World, redis_client: redis.Redis, ch: ClickHouse
+def test_ingest_drain_stores_exactly_the_current_states(
+    world: World, redis_client: redis.Redis, ch: ClickHouse, settings: Settings
 ) -> None:
-    """The row decodes to typed values the conversions table takes (what ingest does)."""
-    r = world.post({"order_id": "A-2", "amount": "10.00", "currency": "USD", "coupon_code": "bob5",
-                    "occurred_at": "2026-01-02T03:04:05Z"})
-    assert r.status_code == 202, r.text
-    typed = normalize_row(stream_rows(redis_client)[0])
-    ch.insert("conversions", [[typed[c] for c in CONVERSION_COLUMNS]], CONVERSION_COLUMNS)
-    back = load_from_clickhouse(ch, world.brand["id"], "A-2")
-    assert back == typed
-    assert back is not None and back["occurred_at"] == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-    assert back["attribution"] == "coupon" and back["link_code"] == world.coupon_link["code"]
+    """Through the real ingest worker: every version lands, FINAL reads the current state."""
+    world.call(world.registry.set_fx_rate, world.brand, "EUR", Decimal("1.25"))
+    posts = [
+        {"order_id": "I-1", "amount": "10.00", "currency": "USD", "coupon_code": "bob5",
+         "occurred_at": "2026-01-02T03:04:05Z"},
+        {"order_id": "I-2", "amount": "80.00", "currency": "EUR", "click_id": world.click(world.link),
+         "status": "pending"},
+        {"order_id": "I-2", "amount": "80.00", "currency": "EUR", "status": "approved"},
+        {"order_id": "I-2", "amount": "20.00", "currency": "EUR", "status": "refunded"},
+        {"order_id": "I-3", "amount": "5.00", "currency": "USD"},
+        {"order_id": "I-3", "currency": "USD", "status": "refunded"},
+        {"order_id": "I-3", "currency": "USD", "status": "refunded"},  # duplicate: no entry
+    ]
+    for body in posts:
+        assert world.post(body).status_code == 202
+    assert redis_client.xlen(keys.CONVERSION_STREAM) == 6
+    assert Worker(settings, redis_client, ch, name="t-postbacks").drain() == 6
+    stored = ch.query_dicts(
+        f"SELECT {', '.join(CONVERSION_COLUMNS)} FROM conversions FINAL WHERE brand_id = {{b:String}} "
+        "ORDER BY order_id",
+        {"b": world.brand["id"]},
+    )
+    current = {
+        o: decode_state(redis_client.get(keys.conversion(world.brand["id"], o)) or b"") for o in ("I-1", "I-2", "I-3")
+    }
+    assert [normalize_row(row) for row in stored] == [current["I-1"], current["I-2"], current["I-3"]]
+    assert current["I-1"]["occurred_at"] == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert current["I-1"]["attribution"] == "coupon" and current["I-1"]["link_code"] == world.coupon_link["code"]
+    i2 = current["I-2"]
+    assert (i2["version"], i2["status"], i2["amount"], i2["refunded_amount"], i2["commission"]) == (
+        3, "approved", Decimal("100.00"), Decimal("25.00"), Decimal("7.50"),
+    )
+    assert (i2["original_currency"], i2["original_amount"], i2["fx_rate"]) == ("EUR", Decimal("80.00"), Decimal("1.25"))
+    assert (current["I-3"]["status"], current["I-3"]["commission"]) == ("refunded", Decimal("0.00"))
 
 
 # --- attribution end to end ---------------------------------------------------------------------
@@ -302,6 +327,8 @@ def test_body_size_limit(world: World) -> None:
         ({"amount": "1.00", "currency": "USD"}, 400, "order_id is required"),
         ({"order_id": 17, "amount": "1.00", "currency": "USD"}, 400, "order_id must be a string"),
         ({"order_id": "x" * 129, "amount": "1.00", "currency": "USD"}, 400, "longer than 128"),
+        ({"order_id": "V", "amount": "1.00", "currency": "USD", "click_id": "c" * 257}, 400, "longer than 256"),
+        ({"order_id": "V", "amount": "1.00", "currency": "USD", "coupon_code": "C" * 65}, 400, "longer than 64"),
         ({"order_id": "a\nb", "amount": "1.00", "currency": "USD"}, 400, "control characters"),
         ({"order_id": "V", "currency": "USD"}, 400, "amount is required"),
         ({"order_id": "V", "amount": "1.00"}, 400, "currency is required"),
@@ -552,13 +579,12 @@ def test_zero_decimal_currency(app_client: TestClient, settings: Settings) -> No
 
 
 def test_state_rebuilt_from_clickhouse_when_redis_lost_it(
-    world: World, redis_client: redis.Redis, ch: ClickHouse
+    world: World, redis_client: redis.Redis, ch: ClickHouse, settings: Settings
 ) -> None:
     body = {"order_id": "L-1", "amount": "80.00", "currency": "USD", "coupon_code": "ANNA10"}
     first = world.post(body).json()
     # Ingest moved the row to ClickHouse; then Redis lost the order's state.
-    typed = normalize_row(stream_rows(redis_client)[0])
-    ch.insert("conversions", [[typed[c] for c in CONVERSION_COLUMNS]], CONVERSION_COLUMNS)
+    assert Worker(settings, redis_client, ch, name="t-postbacks").drain() == 1
     redis_client.delete(keys.conversion(world.brand["id"], "L-1"))
 
     again = world.post(body).json()

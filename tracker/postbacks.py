@@ -67,7 +67,8 @@ log = logging.getLogger("tracker.postbacks")
 
 MAX_BODY_BYTES = 16 * 1024
 MAX_ORDER_ID = 128
-MAX_CODE = 128
+MAX_CLICK_ID = 256
+MAX_COUPON = 64
 # How far in the future occurred_at may lie (store clocks drift).
 CLOCK_SKEW_SECONDS = 300
 # Order states stay in Redis this long after their last change; older ones are
@@ -216,8 +217,8 @@ def parse_postback(data: Mapping[str, object], now: float) -> Postback:
         status=status,
         currency=currency,
         amount=amount,
-        click_id=_text(data.get("click_id"), "click_id", MAX_CODE, required=False),
-        coupon_code=_text(data.get("coupon_code"), "coupon_code", MAX_CODE, required=False),
+        click_id=_text(data.get("click_id"), "click_id", MAX_CLICK_ID, required=False),
+        coupon_code=_text(data.get("coupon_code"), "coupon_code", MAX_COUPON, required=False),
         occurred_at=parse_occurred_at(data.get("occurred_at"), now),
     )
 
