@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -229,3 +230,37 @@ def test_check_destination(url: str, allowed: list[str], ok: bool) -> None:
                                            ("10.1.2.3/8", "10.0.0.0/8"), ("::1", "::1")])
 def test_valid_ip_or_network(raw: str, norm: str) -> None:
     assert valid_ip_or_network(raw) == norm
+
+
+async def test_concurrent_creations_get_distinct_codes(reg: Registry) -> None:
+    brand, c, i = await _setup(reg)
+    args: dict[str, Any] = {"campaign_id": str(c["id"]), "influencer_id": str(i["id"]),
+                            "destination_url": "https://a.example/"}
+    rows = await asyncio.gather(*(reg.create_link(str(brand["id"]), **args) for _ in range(20)))
+    assert len({r["code"] for r in rows}) == 20
+    assert len(await reg.list_links(str(brand["id"]))) == 20
+
+
+@pytest.mark.parametrize("field", ["coupon_code", "code"])
+async def test_concurrent_claims_of_one_coupon_or_code_admit_one(reg: Registry, field: str) -> None:
+    brand, c, i = await _setup(reg)
+    args: dict[str, Any] = {"campaign_id": str(c["id"]), "influencer_id": str(i["id"]),
+                            "destination_url": "https://a.example/", field: "FLASH-50"}
+    results = await asyncio.gather(*(reg.create_link(str(brand["id"]), **args) for _ in range(8)),
+                                   return_exceptions=True)
+    assert sum(isinstance(r, dict) for r in results) == 1
+    assert all(isinstance(r, Conflict) for r in results if not isinstance(r, dict))
+    assert len(await reg.list_links(str(brand["id"]))) == 1
+
+
+async def test_concurrent_patches_keep_both_changes(reg: Registry) -> None:
+    brand, c, i = await _setup(reg)
+    row = await reg.create_link(str(brand["id"]), campaign_id=str(c["id"]), influencer_id=str(i["id"]),
+                                destination_url="https://a.example/")
+    code = str(row["code"])
+    await asyncio.gather(reg.update_link(str(brand["id"]), code, disabled=True),
+                         reg.update_link(str(brand["id"]), code, destination_url="https://b.example/"))
+    rec = await reg.link_by_code(code)
+    assert rec is not None and rec.disabled and rec.destination_url == "https://b.example/"
+    fresh = await reg.get_link(str(brand["id"]), code)
+    assert fresh is not None and fresh["disabled"] == 1 and fresh["destination_url"] == "https://b.example/"

@@ -62,12 +62,13 @@ def is_admin(conn: HTTPConnection, token: str | None = None) -> bool:
     return hmac.compare_digest(token.encode("utf-8"), expected.encode("utf-8"))
 
 
-def require_admin(conn: HTTPConnection) -> None:
+async def require_admin(conn: HTTPConnection) -> None:
     token = bearer(conn)
     if token is None:
         raise BearerRequired("This route needs the admin token: send Authorization: Bearer <token>.")
     if not is_admin(conn, token):
-        if looks_like_api_key(token):
+        # A valid brand key is authenticated but not allowed (403); anything else is unknown (401).
+        if looks_like_api_key(token) and await services(conn).get("registry").brand_for_key(token) is not None:
             raise Forbidden("This route needs the admin token; a brand API key cannot use it.")
         raise BearerRequired("The bearer token is not the admin token.", code="invalid_token")
 

@@ -208,7 +208,7 @@ def _page(request: Request) -> tuple[int, int]:
 
 
 async def create_brand(request: Request) -> Response:
-    auth.require_admin(request)
+    await auth.require_admin(request)
     body = Body(await http.read_json(request), ("name", "currency"))
     name = body.text("name", required=True)
     currency = _currency(body.data.get("currency", "USD"))
