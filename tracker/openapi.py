@@ -31,7 +31,7 @@ ERROR_STATUSES: dict[int, str] = {
     413: "The request body is too large.",
     415: "The body is not JSON.",
     422: "Well-formed but not acceptable (e.g. a currency without an exchange rate).",
-    429: "Rate limited; retry after the Retry-After header.",
+    429: "Rate limited (e.g. too many unknown short codes from one address); retry after Retry-After.",
     503: "A backend is unavailable; retry after the Retry-After header.",
 }
 
@@ -82,10 +82,14 @@ def obj(properties: dict[str, Schema], required: tuple[str, ...] = (), **kw: Any
 MONEY = string('A decimal amount as a string, e.g. "49.90".', pattern=r"^-?[0-9]+(\.[0-9]+)?$")
 MONEY_IN = string(
     'A decimal amount as a string, e.g. "49.90" (numbers are refused: floats are inexact).',
-    pattern=r"^[0-9]{1,12}(\.[0-9]{1,4})?$",
+    pattern=r"^[0-9]{1,9}(\.[0-9]{1,2})?$",
 )
 DECIMAL = string("A decimal number as a string.")
 CURRENCY = string("ISO 4217 code.", pattern="^[A-Z]{3}$")
+# Inputs take any ISO 4217 code; the common ones are listed so generated requests use real codes.
+CURRENCY_IN = string(
+    "ISO 4217 code.", enum=["USD", "EUR", "GBP", "JPY", "CAD", "AUD", "CHF", "SEK", "BRL", "INR", "KWD"]
+)
 ID = string("Opaque identifier.", minLength=1, maxLength=64)
 RATIO = nullable({"anyOf": [{"type": "number"}, DECIMAL]})
 DATE = string("A calendar date, YYYY-MM-DD.", format="date")
@@ -190,7 +194,7 @@ def get_one(op_id: str, summary: str, schema: str, param: str) -> dict[str, Any]
 def _inputs() -> dict[str, Schema]:
     closed: dict[str, Any] = {"additionalProperties": False}
     return {
-        "BrandIn": obj({"name": NAME_IN, "currency": CURRENCY}, ("name",), **closed),
+        "BrandIn": obj({"name": NAME_IN, "currency": CURRENCY_IN}, ("name",), **closed),
         "CommissionIn": obj(
             {"type": string(enum=["percent", "flat"]), "value": string(pattern=r"^[0-9]{1,6}(\.[0-9]{1,2})?$")},
             ("type", "value"),
@@ -249,7 +253,7 @@ def _inputs() -> dict[str, Schema]:
                 "campaign_id": ID,
                 "influencer_id": ID,
                 "amount": MONEY_IN,
-                "currency": CURRENCY,
+                "currency": CURRENCY_IN,
                 "date": DATE,
                 "note": string(maxLength=500, pattern=r"^[^\x00-\x1f\x7f]*$"),
             },
@@ -269,7 +273,7 @@ def _inputs() -> dict[str, Schema]:
             {
                 "order_id": string(minLength=1, maxLength=128),
                 "amount": MONEY_IN,
-                "currency": CURRENCY,
+                "currency": CURRENCY_IN,
                 "click_id": string(maxLength=256),
                 "coupon_code": string(maxLength=64),
                 "status": STATUS,
@@ -590,7 +594,7 @@ def _registry_paths() -> dict[str, Any]:
                 {**ok(200, "The rate now in force.", ref("FxRate")), **errors(*WITH_BODY)},
                 security=BRAND,
                 request_body=body(ref("FxRateIn")),
-                parameters=[path_param("currency", CURRENCY)],
+                parameters=[path_param("currency", CURRENCY_IN)],
             )
         },
     }
@@ -626,7 +630,7 @@ def _traffic_paths() -> dict[str, Any]:
                     query("token", string(), "The store's postback_token.", required=True),
                     query("order_id", string(minLength=1, maxLength=128), required=True),
                     query("amount", MONEY_IN, required=True),
-                    query("currency", CURRENCY, required=True),
+                    query("currency", CURRENCY_IN, required=True),
                     query("click_id", string(maxLength=256)),
                     query("coupon_code", string(maxLength=64)),
                     query("status", STATUS),
@@ -676,7 +680,7 @@ def _traffic_paths() -> dict[str, Any]:
                         "<click_id_param>=<click id>.",
                         "headers": {"Location": {"schema": string(format="uri")}},
                     },
-                    **errors(404, 410),
+                    **errors(404, 410, 429),
                 },
                 parameters=[path_param("code", string(pattern="^[A-Za-z0-9]{1,32}$"))],
             )
