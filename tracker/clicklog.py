@@ -43,6 +43,13 @@ from tracker.settings import Settings
 log = logging.getLogger("tracker.clicklog")
 
 REPLAY_CHUNK = 1000
+# RESP tail of a replayed entry: the "e" value's CRLF, then the field r=1.
+_REPLAY_TAIL = b"\r\n$1\r\nr\r\n$1\r\n1\r\n"
+
+
+def _command_head(stream: bytes, argc: int) -> bytes:
+    """RESP of ``XADD <stream> * e`` up to the value: the part every click shares."""
+    return b"*%d\r\n$4\r\nXADD\r\n$%d\r\n%s\r\n$1\r\n*\r\n$1\r\ne\r\n" % (argc, len(stream), stream)
 _SUFFIX = ".jsonl"
 _DONE = ".done"
 
@@ -130,7 +137,9 @@ class ClickLog:
         self._redis = redis or redis_client.connect_async(
             settings, socket_connect_timeout=0.5, socket_timeout=1.0, retry=Retry(NoBackoff(), 0)
         )
-        self._streams = keys.click_streams(settings.stream_shards)
+        streams = [k.encode() for k in keys.click_streams(settings.stream_shards)]
+        self._heads = [_command_head(k, 5) for k in streams]
+        self._replay_heads = [_command_head(k, 7) for k in streams]
         self._rr = 0
         self.spool = Spool(settings.spool_path)
         self._batch: list[bytes] = []
@@ -217,17 +226,34 @@ class ClickLog:
         CLICKS_SPOOLED.inc(len(batch))
 
     async def _xadd(self, batch: list[bytes], replayed: bool) -> None:
-        streams = self._streams
-        n = len(streams)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for data in batch:
-                fields: dict[str | bytes, bytes | str] = {"e": data, "r": "1"} if replayed else {"e": data}
-                if n == 1:
-                    pipe.xadd(streams[0], fields)  # type: ignore[arg-type]
-                else:
-                    self._rr += 1
-                    pipe.xadd(streams[self._rr % n], fields)  # type: ignore[arg-type]
-            await pipe.execute()
+        """XADD every click in one write and read the replies (a non-transactional pipeline).
+
+        The commands are packed here rather than by redis-py's Pipeline: same wire bytes,
+        half the client CPU per click, which is most of what a click costs us.
+        """
+        heads = self._replay_heads if replayed else self._heads
+        tail = _REPLAY_TAIL if replayed else b"\r\n"
+        n = len(heads)
+        parts = []
+        for data in batch:
+            if n == 1:
+                head = heads[0]
+            else:
+                self._rr += 1
+                head = heads[self._rr % n]
+            parts.append(b"%s$%d\r\n%s%s" % (head, len(data), data, tail))
+        pool = self._redis.connection_pool
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            await conn.send_packed_command(b"".join(parts))
+            for _ in batch:
+                await conn.read_response()  # raises ResponseError on an error reply
+        except BaseException:
+            # Replies may be left unread on it: never hand this connection out again.
+            await conn.disconnect()
+            raise
+        finally:
+            await pool.release(conn)
 
     # --- recovery ----------------------------------------------------------------------------
 
