@@ -114,6 +114,8 @@ def serve(args: argparse.Namespace) -> int:
                 workers=args.workers,
                 loop="uvloop",
                 http="httptools",
+                # X-Forwarded-For is judged by the app against TRACKER_TRUSTED_PROXIES, not by uvicorn.
+                proxy_headers=False,
                 log_config=log_config,
                 access_log=False,
                 timeout_graceful_shutdown=10,
@@ -208,6 +210,8 @@ def _run_single(settings: Settings, args: argparse.Namespace, log_config: dict[s
         port=args.port,
         loop="uvloop",
         http="httptools",
+        # X-Forwarded-For is judged by the app against TRACKER_TRUSTED_PROXIES, not by uvicorn.
+        proxy_headers=False,
         lifespan="on",
         log_config=log_config,
         access_log=False,
