@@ -20,6 +20,7 @@ from tracker import keys, signature
 from tracker.app import create_app
 from tracker.clickhouse import ClickHouse
 from tracker.clickid import ClickIds
+from tracker.embedded import EmbeddedRedis
 from tracker.events import CONVERSION_COLUMNS
 from tracker.ingest import Worker
 from tracker.postbacks import decode_state, normalize_row
@@ -595,6 +596,30 @@ def test_state_rebuilt_from_clickhouse_when_redis_lost_it(
     assert (refund["duplicate"], refund["refunded_amount"], refund["commission"]) == (False, "20.00", "6.00")
     assert refund["conversion_id"] == first["conversion_id"]
     assert stream_rows(redis_client)[-1]["version"] == 2
+
+
+def test_redis_down_answers_503_and_the_retry_is_recorded(ch: ClickHouse, settings: Settings, tmp_path: Path) -> None:
+    server = EmbeddedRedis(tmp_path / "own")
+    server.start()
+    try:
+        own = settings.with_(redis_url=server.url)
+        with TestClient(create_app(own)) as client:
+            world = make_world(client, own)
+            body = {"order_id": "DOWN-1", "amount": "10.00", "currency": "USD", "coupon_code": "ANNA10"}
+            server.stop()
+            down = world.post(body)
+            assert down.status_code == 503, down.text
+            assert down.json()["error"]["code"] == "storage_unavailable"
+            assert down.headers["Retry-After"] == "1"
+            server.start()  # same data directory and socket: AOF brings the registry records back
+            first = world.post(body)
+            assert (first.status_code, first.json()["duplicate"]) == (202, False), first.text
+            assert world.post(body).json()["duplicate"] is True
+            check = redis.Redis.from_url(server.url)
+            assert check.xlen(keys.CONVERSION_STREAM) == 1
+            check.close()
+    finally:
+        server.stop()
 
 
 # --- GET /postback ------------------------------------------------------------------------------------------------

@@ -30,6 +30,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -556,7 +558,12 @@ def _outcome(exc: TrackerError) -> str:
 
 async def _counted(handler: Callable[[Request], Any], request: Request) -> Response:
     try:
-        response: Response = await handler(request)
+        try:
+            response: Response = await handler(request)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            # Nothing is acknowledged before the state and the stream entry are written, and
+            # a retry of a postback that did get through answers duplicate: 503 is safe to retry.
+            raise StorageUnavailable(f"Redis is unreachable, the postback was not recorded; retry: {exc}") from exc
     except TrackerError as exc:
         POSTBACKS.labels(outcome=_outcome(exc)).inc()
         raise
