@@ -401,6 +401,20 @@ def test_same_postback_again_is_a_duplicate(world: World, redis_client: redis.Re
     assert redis_client.xlen(keys.CONVERSION_STREAM) == 1
 
 
+def test_same_order_id_in_two_brands_is_two_conversions(
+    world: World, app_client: TestClient, settings: Settings, redis_client: redis.Redis
+) -> None:
+    other = make_world(app_client, settings)
+    body = {"order_id": "1001", "amount": "10.00", "currency": "USD"}
+    mine, theirs = world.post(body).json(), other.post(body).json()
+    assert mine["duplicate"] is False and theirs["duplicate"] is False
+    assert mine["conversion_id"] != theirs["conversion_id"]
+    # A status change from one brand's store never touches the other brand's order.
+    assert other.post({**body, "status": "refunded"}).json()["status"] == "refunded"
+    assert world.post(body).json()["status"] == "approved"
+    assert redis_client.xlen(keys.CONVERSION_STREAM) == 3
+
+
 def test_fifty_concurrent_copies_on_two_workers_make_one_conversion(
     ch: ClickHouse, settings: Settings, redis_client: redis.Redis
 ) -> None:
