@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import fcntl
 import logging
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -43,6 +44,8 @@ from tracker.settings import Settings
 log = logging.getLogger("tracker.clicklog")
 
 REPLAY_CHUNK = 1000
+# A batch that Redis has not answered within this is treated as Redis being down (spooled).
+IO_TIMEOUT_SECONDS = 1.0
 # RESP tail of a replayed entry: the "e" value's CRLF, then the field r=1.
 _REPLAY_TAIL = b"\r\n$1\r\nr\r\n$1\r\n1\r\n"
 
@@ -134,8 +137,9 @@ class ClickLog:
         self._own_redis = redis is None
         # No retries: a retried pipeline could add clicks twice without the replay mark;
         # a failed batch goes to the spool instead. Short timeouts: followers do not wait.
+        self._io_timeout = IO_TIMEOUT_SECONDS
         self._redis = redis or redis_client.connect_async(
-            settings, socket_connect_timeout=0.5, socket_timeout=1.0, retry=Retry(NoBackoff(), 0)
+            settings, socket_connect_timeout=0.5, socket_timeout=IO_TIMEOUT_SECONDS, retry=Retry(NoBackoff(), 0)
         )
         streams = [k.encode() for k in keys.click_streams(settings.stream_shards)]
         self._heads = [_command_head(k, 5) for k in streams]
@@ -245,9 +249,11 @@ class ClickLog:
         pool = self._redis.connection_pool
         conn = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
-            await conn.send_packed_command(b"".join(parts))
-            for _ in batch:
-                await conn.read_response()  # raises ResponseError on an error reply
+            # One deadline for the batch instead of redis-py's timeout context per reply.
+            async with asyncio.timeout(self._io_timeout):
+                await conn.send_packed_command(b"".join(parts))
+                for _ in batch:
+                    await conn.read_response(timeout=math.inf)  # raises ResponseError on an error reply
         except BaseException:
             # Replies may be left unread on it: never hand this connection out again.
             await conn.disconnect()

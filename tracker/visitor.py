@@ -33,6 +33,7 @@ SALT_TTL_SECONDS = 48 * 3600
 _SALT_BYTES = 32
 # Salts of today and tomorrow are fetched ahead, so the UTC midnight never waits on Redis.
 _SALT_REFRESH_SECONDS = 300.0
+_PREFIX_CACHE_SIZE = 65_536
 
 
 def day_of(ts_ms: int) -> int:
@@ -94,13 +95,26 @@ class Countries:
         from geoip2fast import GeoIP2Fast
 
         self._geo = GeoIP2Fast()
+        # Answers cached per IPv4 /24 (country data is practically never finer), so the cache
+        # holds network prefixes, not visitors' addresses. IPv6 is looked up every time.
+        self._by_prefix: dict[str, str] = {}
 
     def lookup(self, ip: str) -> str:
+        prefix, dot, _ = ip.rpartition(".")
+        if dot:
+            hit = self._by_prefix.get(prefix)
+            if hit is not None:
+                return hit
         try:
             code = self._geo.lookup(ip).country_code
         except Exception:  # the library raises assorted errors on odd input; unknown is the answer
-            return ""
-        return code if isinstance(code, str) and len(code) == 2 and code.isalpha() else ""
+            code = ""
+        country = code if isinstance(code, str) and len(code) == 2 and code.isalpha() else ""
+        if dot and prefix.count(".") == 2 and prefix.replace(".", "").isdigit():
+            if len(self._by_prefix) >= _PREFIX_CACHE_SIZE:
+                self._by_prefix.clear()
+            self._by_prefix[prefix] = country
+        return country
 
 
 def normalize_country(value: str) -> str:
