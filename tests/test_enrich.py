@@ -254,3 +254,41 @@ def test_agents_are_cached() -> None:
         enrich.classify_agent(CHROME_WIN)
     info = enrich.classify_agent.cache_info()
     assert (info.misses, info.hits) == (1, 99)
+
+
+def test_the_batch_path_gives_the_rows_of_the_row_path() -> None:
+    events = [
+        click(click_id=f"id{i:020d}", user_agent=ua, hint=hint, referer=ref, ts_ms=1_764_000_000_000 + i)
+        for i, (ua, hint, ref) in enumerate(
+            [(IPHONE_IG, "", ""), ("", "", "x.com"), (CHROME_WIN, "head", "https://A.b/"), (PIXEL, "prefetch", "")]
+        )
+    ]
+    cols = enrich.click_columns([ev.encode() for ev in events])
+    for i, ev in enumerate(events):
+        row = enrich.click_row(ev)
+        batch_row = [cols[c][i] for c in CLICK_COLUMNS]
+        assert batch_row[1] == ev.ts_ms and row[1] == enrich.click_time(ev.ts_ms)
+        assert batch_row[:1] + batch_row[2:] == row[:1] + row[2:]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"nope",
+        b"[1]",
+        b'[1,"",1764000000000,"b","c","i",1,"L",1,"US","ua","","","","","","",""]',
+        b'[1,"c",1764000000000.0,"b","c","i",1,"L",1,"US","ua","","","","","","",""]',
+        b'[1,"c",1764000000000,"b","c","i",true,"L",1,"US","ua","","","","","","",""]',
+        b'[1,"c",1764000000000,"b","c","i",1,"L",1,"US",null,"","","","","","",""]',
+        b'[1,"c",5,"b","c","i",1,"L",1,"US","ua","","","","","","",""]',
+        b'[1,"c",1764000000000,"b","c","i",1,"L",18446744073709551616,"US","ua","","","","","","",""]',
+        b'[2,"c",1764000000000,"b","c","i",1,"L",1,"US","ua","","","","","","",""]',
+    ],
+)
+def test_the_batch_path_refuses_what_the_row_path_refuses(bad: bytes) -> None:
+    good = click().encode()
+    with pytest.raises(ValueError):
+        enrich.decode_click(bad)
+    with pytest.raises(ValueError):
+        enrich.click_columns([good, bad, good])
+    assert len(enrich.click_columns([good, good])["click_id"]) == 2

@@ -140,7 +140,7 @@ def test_a_batch_cut_short_is_finished_exactly_once(
     if where == "before_manifest":
         target, method = Worker, "_write_manifest"
     elif where == "before_insert":
-        target, method = ch, "insert"
+        target, method = ch, "insert_arrow"
     else:
         target, method = Worker, "_ack"
     original = getattr(target, method)

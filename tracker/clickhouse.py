@@ -129,6 +129,19 @@ class ClickHouse:
         )
         self._call(self.client.insert, table, rows, column_names=list(column_names), settings=settings)
 
+    def insert_arrow(self, table: str, arrow_table: Any, *, dedup_token: str | None = None) -> None:
+        """Insert a pyarrow Table (its column names are the explicit column list).
+
+        Several times faster than ``insert`` for large batches: pyarrow encodes the
+        columns in C, where ``insert`` encodes every value in Python.
+        """
+        settings = (
+            {"insert_deduplication_token": dedup_token, "deduplicate_blocks_in_dependent_materialized_views": 1}
+            if dedup_token
+            else None
+        )
+        self._call(self.client.insert_arrow, table, arrow_table, settings=settings)
+
     def ping(self) -> bool:
         try:
             return self.client.ping()

@@ -15,6 +15,7 @@ order. Anything malformed raises ``ValueError``: the worker dead-letters it.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
@@ -24,7 +25,7 @@ from urllib.parse import urlsplit
 import ua_parser
 from crawlerdetect import CrawlerDetect
 
-from tracker.events import CONVERSION_COLUMNS, HINT_HEAD, HINT_PREFETCH, ClickEvent
+from tracker.events import CLICK_VERSION, CONVERSION_COLUMNS, HINT_HEAD, HINT_PREFETCH, ClickEvent
 
 DEVICE_MOBILE = "mobile"
 DEVICE_TABLET = "tablet"
@@ -155,6 +156,8 @@ def click_time(ts_ms: int) -> datetime:
 
 def click_row(event: ClickEvent) -> list[Any]:
     """One ``events.CLICK_COLUMNS`` row of a decoded click; ValueError when it cannot be stored."""
+    if not type(event.ts_ms) is type(event.link_id) is type(event.visitor_hash) is int:  # JSON true is no id
+        raise ValueError("click entry has a boolean time, link id or visitor hash")
     ts = click_time(event.ts_ms)
     if not 0 <= event.link_id < 2**64:
         raise ValueError(f"link id {event.link_id} is out of range")
@@ -188,6 +191,72 @@ def click_row(event: ClickEvent) -> list[Any]:
 def decode_click(raw: bytes | str) -> list[Any]:
     """Stream payload -> click row (``ClickEvent.decode`` + enrichment)."""
     return click_row(ClickEvent.decode(raw))
+
+
+def click_columns(payloads: Sequence[bytes]) -> dict[str, list[Any]]:
+    """Many click payloads at once, as ``CLICK_COLUMNS`` columns (``ts`` in epoch ms).
+
+    The throughput path of ingest: one ``json.loads`` for the whole batch, checks
+    and enrichment column by column (C loops, one cache hit per row). It accepts
+    exactly what ``decode_click`` accepts; on any malformed payload it raises
+    ``ValueError`` and the caller decodes one by one to find it.
+    """
+    try:
+        values = json.loads(b"[" + b",".join(payloads) + b"]")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"a click entry is not JSON: {exc}") from None
+    if len(values) != len(payloads) or not values:
+        raise ValueError("click entries do not parse one by one")
+    if set(map(type, values)) != {list} or set(map(len, values)) != {18}:
+        raise ValueError("a click entry has the wrong shape")
+    cols = list(zip(*values, strict=True))
+    (version, click_id, ts_ms, brand, campaign, influencer, link_id, code, visitor, country, ua, ref) = cols[:12]
+    utm, hint = cols[12:17], cols[17]
+    if set(version) != {CLICK_VERSION}:
+        raise ValueError("a click entry has the wrong version")
+    for col in (ts_ms, link_id, visitor):
+        if set(map(type, col)) != {int}:
+            raise ValueError("a click entry has a bad time, link id or visitor hash")
+    for col in (click_id, brand, campaign, influencer, code, country, ua, ref, *utm, hint):
+        if set(map(type, col)) != {str}:
+            raise ValueError("a click entry has a non-string field")
+    if min(map(len, click_id)) == 0:
+        raise ValueError("a click entry has an empty click id")
+    if min(ts_ms) < _MIN_TS_MS or max(ts_ms) >= _MAX_TS_MS:
+        raise ValueError("a click time is outside the years 2000 to 2199")
+    if min(link_id) < 0 or max(link_id) >= 2**64 or min(visitor) < 0 or max(visitor) >= 2**64:
+        raise ValueError("a click entry has a link id or visitor hash out of range")
+    agents = list(map(classify_agent, ua))
+    device = [a.device for a in agents]
+    reason = [a.bot_reason for a in agents]
+    if set(hint) != {""}:
+        for i, h in enumerate(hint):
+            if h == HINT_HEAD:
+                device[i], reason[i] = DEVICE_BOT, REASON_HEAD
+            elif h == HINT_PREFETCH:
+                device[i], reason[i] = DEVICE_BOT, REASON_PREFETCH
+    return {
+        "click_id": list(click_id),
+        "ts": list(ts_ms),
+        "brand_id": list(brand),
+        "campaign_id": list(campaign),
+        "influencer_id": list(influencer),
+        "link_id": list(link_id),
+        "link_code": list(code),
+        "visitor_hash": list(visitor),
+        "country": list(country),
+        "device": device,
+        "browser": [a.browser for a in agents],
+        "os": [a.os for a in agents],
+        "referer_host": list(map(referer_host, ref)),
+        "utm_source": list(utm[0]),
+        "utm_medium": list(utm[1]),
+        "utm_campaign": list(utm[2]),
+        "utm_term": list(utm[3]),
+        "utm_content": list(utm[4]),
+        "is_bot": [1 if r else 0 for r in reason],
+        "bot_reason": reason,
+    }
 
 
 # Conversion columns by type; everything else is a string.

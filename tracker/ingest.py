@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+import pyarrow as pa
 import redis
 
 from tracker import enrich, keys, metrics, redis_client
@@ -92,6 +93,9 @@ class Abandon(Exception):
     """Shutdown grace ran out mid-batch; the entries stay pending for the next start."""
 
 
+Columns = dict[str, list[Any]]
+
+
 @dataclass(frozen=True)
 class Kind:
     """How one stream's entries become rows of one table."""
@@ -99,16 +103,68 @@ class Kind:
     name: str
     table: str
     columns: tuple[str, ...]
-    decode: Callable[[bytes], list[Any]]
-    key: Callable[[list[Any]], Hashable]
+    decode: Callable[[bytes], list[Any]]  # one payload -> one row; ValueError = poison
+    decode_many: Callable[[Sequence[bytes]], Columns] | None  # fast path; ValueError -> one by one
+    key_columns: tuple[str, ...]  # what makes a row unique (deduplicated inside a batch)
+    arrow_types: dict[str, Any]
     replays: bool  # entries may be replays (r=1) of an entry that already landed
 
+    def keys_of(self, cols: Columns) -> list[Hashable]:
+        if len(self.key_columns) == 1:
+            return list(cols[self.key_columns[0]])
+        return list(zip(*(cols[c] for c in self.key_columns), strict=True))
 
-CLICKS = Kind("clicks", "clicks", CLICK_COLUMNS, enrich.decode_click, lambda row: row[0], True)
-CONVERSIONS = Kind(
-    "conversions", "conversions", CONVERSION_COLUMNS, enrich.decode_conversion,
-    lambda row: (row[0], row[1], row[2]), False,
+    def arrow(self, cols: Columns) -> pa.Table:
+        return pa.table({c: pa.array(cols[c], type=self.arrow_types.get(c, pa.string())) for c in self.columns})
+
+
+_TS = pa.timestamp("ms", tz="UTC")
+CLICKS = Kind(
+    "clicks", "clicks", CLICK_COLUMNS, enrich.decode_click, enrich.click_columns, ("click_id",),
+    {"ts": _TS, "link_id": pa.uint64(), "visitor_hash": pa.uint64(), "is_bot": pa.uint8()},
+    True,
 )
+_MONEY = pa.decimal128(18, 4)
+CONVERSIONS = Kind(
+    "conversions", "conversions", CONVERSION_COLUMNS, enrich.decode_conversion, None,
+    ("brand_id", "order_id", "version"),
+    {
+        "version": pa.uint64(), "amount": _MONEY, "refunded_amount": _MONEY, "original_amount": _MONEY,
+        "original_refunded_amount": _MONEY, "fx_rate": pa.decimal128(18, 8), "commission": _MONEY,
+        "attributed": pa.uint8(), "link_id": pa.uint64(),
+        "occurred_at": _TS, "created_at": _TS, "updated_at": _TS,
+    },
+    False,
+)
+
+
+def take(cols: Columns, idx: Sequence[int]) -> Columns:
+    return {c: [v[i] for i in idx] for c, v in cols.items()}
+
+
+def decode_entries(kind: Kind, entries: Sequence[Entry]) -> tuple[list[str], Columns, list[tuple[str, Fields, str]]]:
+    """Entries -> (ids of good rows, their columns, poison entries with the reason)."""
+    if kind.decode_many is not None:
+        try:
+            payloads = [f[b"e"] for _, f in entries]
+            return [e[0] for e in entries], kind.decode_many(payloads), []
+        except (KeyError, TypeError, ValueError):
+            pass  # some entry is malformed: find it below
+    ids: list[str] = []
+    rows: list[list[Any]] = []
+    poison: list[tuple[str, Fields, str]] = []
+    for entry_id, fields in entries:
+        try:
+            rows.append(kind.decode(fields[b"e"]))
+            ids.append(entry_id)
+        except KeyError:
+            poison.append((entry_id, fields, "malformed entry: no field e"))
+        except ValueError as exc:
+            poison.append((entry_id, fields, f"malformed entry: {exc}"))
+    cols = {c: list(v) for c, v in zip(kind.columns, zip(*rows, strict=True), strict=True)} if rows else {
+        c: [] for c in kind.columns
+    }
+    return ids, cols, poison
 
 
 @dataclass
@@ -118,7 +174,7 @@ class Batch:
     first_id: str
     row_ids: list[str]
     skip_ids: list[str]
-    rows: list[list[Any]]
+    cols: Columns
     token: str
     attempts: int = 1
 
@@ -388,60 +444,55 @@ class Worker:
     def _process_new(self, stream: str, entries: list[Entry]) -> None:
         """Decode, dead-letter the malformed, drop duplicates, record the manifest, insert."""
         kind = self.kinds[stream]
-        rows: list[list[Any]] = []
-        row_ids: list[str] = []
-        skip_ids: list[str] = []
-        poison: list[tuple[str, Fields, str]] = []
-        seen: set[Hashable] = set()
-        replayed: list[int] = []
-        for entry_id, fields in entries:
-            if not fields:  # trimmed while pending: nothing left to insert
-                skip_ids.append(entry_id)
-                continue
-            try:
-                row = kind.decode(fields[b"e"])
-            except (KeyError, ValueError) as exc:
-                poison.append((entry_id, fields, f"malformed entry: {exc}"))
-                continue
-            k = kind.key(row)
-            if k in seen:
-                skip_ids.append(entry_id)
-                continue
-            seen.add(k)
-            if kind.replays and fields.get(b"r") == b"1":
-                replayed.append(len(rows))
-            rows.append(row)
-            row_ids.append(entry_id)
+        # An entry trimmed while pending has no fields: nothing left to insert.
+        skip_ids = [i for i, f in entries if not f]
+        live = [e for e in entries if e[1]] if skip_ids else entries
+        row_ids, cols, poison = decode_entries(kind, live)
         if poison:
             self._retry_redis(lambda: self._dead_letter(stream, poison))
-        if replayed:
-            rows, row_ids, skip_ids = self._drop_landed_replays(rows, row_ids, skip_ids, replayed)
+        fields_of = dict(live)
+        keep: list[int] | None = None
+        row_keys = kind.keys_of(cols)
+        if len(set(row_keys)) != len(row_keys):
+            seen: set[Hashable] = set()
+            keep = []
+            for i, k in enumerate(row_keys):
+                if k in seen:
+                    skip_ids.append(row_ids[i])
+                else:
+                    seen.add(k)
+                    keep.append(i)
+        if kind.replays:
+            candidates = keep if keep is not None else range(len(row_ids))
+            replayed = [i for i in candidates if fields_of[row_ids[i]].get(b"r") == b"1"]
+            if replayed:
+                landed = self._landed_replays(cols, replayed)
+                if landed:
+                    skip_ids.extend(row_ids[i] for i in replayed if i in landed)
+                    keep = [i for i in candidates if i not in landed]
+        if keep is not None:
+            cols = take(cols, keep)
+            row_ids = [row_ids[i] for i in keep]
         if not row_ids:
             if skip_ids:
                 self._retry_redis(lambda: self.r.xack(stream, keys.INGEST_GROUP, *skip_ids))
             return
-        batch = Batch(stream, kind, row_ids[0], row_ids, skip_ids, rows, batch_token(stream, row_ids))
+        batch = Batch(stream, kind, row_ids[0], row_ids, skip_ids, cols, batch_token(stream, row_ids))
         self._retry_redis(lambda: self._write_manifest(batch))
         self._complete(batch)
 
-    def _drop_landed_replays(
-        self, rows: list[list[Any]], row_ids: list[str], skip_ids: list[str], replayed: list[int]
-    ) -> tuple[list[list[Any]], list[str], list[str]]:
-        """A click replayed from the redirect's spool may have reached the stream before."""
-        wanted = [rows[i] for i in replayed]
-        times = [row[1] for row in wanted]
+    def _landed_replays(self, cols: Columns, replayed: list[int]) -> set[int]:
+        """Which clicks replayed from the redirect's spool reached the stream (and ClickHouse) before."""
+        times = [_ms(cols["ts"][i]) for i in replayed]
+        ids = [cols["click_id"][i] for i in replayed]
         landed = set(
             self._query_ch(
-                "SELECT click_id FROM clicks WHERE ts >= {t0:DateTime64(3, 'UTC')} "
-                "AND ts <= {t1:DateTime64(3, 'UTC')} AND click_id IN {ids:Array(String)}",
-                {"t0": min(times), "t1": max(times), "ids": [row[0] for row in wanted]},
+                "SELECT click_id FROM clicks WHERE ts >= fromUnixTimestamp64Milli({t0:Int64}, 'UTC') "
+                "AND ts <= fromUnixTimestamp64Milli({t1:Int64}, 'UTC') AND click_id IN {ids:Array(String)}",
+                {"t0": min(times), "t1": max(times), "ids": ids},
             )
         )
-        if not landed:
-            return rows, row_ids, skip_ids
-        drop = {i for i in replayed if rows[i][0] in landed}
-        keep = [i for i in range(len(rows)) if i not in drop]
-        return [rows[i] for i in keep], [row_ids[i] for i in keep], skip_ids + [row_ids[i] for i in sorted(drop)]
+        return {i for i, click_id in zip(replayed, ids, strict=True) if click_id in landed}
 
     def _query_ch(self, sql: str, params: dict[str, Any]) -> list[Any]:
         attempt = 0
@@ -480,7 +531,7 @@ class Worker:
         attempt = 0
         while True:
             try:
-                self.ch.insert(batch.kind.table, batch.rows, batch.kind.columns, dedup_token=batch.token)
+                self.ch.insert_arrow(batch.kind.table, batch.kind.arrow(batch.cols), dedup_token=batch.token)
                 self._ch_ok()
                 break
             except (StorageUnavailable, QueryError) as exc:
@@ -504,9 +555,9 @@ class Worker:
                     return
         self._crash_point("after_insert")
         self._retry_redis(lambda: self._ack(batch))
-        metrics.INGEST_ROWS.labels(batch.kind.name).inc(len(batch.rows))
+        metrics.INGEST_ROWS.labels(batch.kind.name).inc(len(batch.row_ids))
         metrics.INGEST_BATCHES.labels(batch.kind.name).inc()
-        self.rows_inserted += len(batch.rows)
+        self.rows_inserted += len(batch.row_ids)
         self.batches += 1
 
     def _ack(self, batch: Batch) -> None:
@@ -523,9 +574,9 @@ class Worker:
     def _give_up(self, batch: Batch, reason: str) -> None:
         """A batch failed too often: dead-letter a lone entry, else split it in halves."""
         landed = set(self._landed(batch))
-        keep = [i for i, row in enumerate(batch.rows) if batch.kind.key(row) not in landed]
+        keep = [i for i, k in enumerate(batch.kind.keys_of(batch.cols)) if k not in landed]
         kept = set(keep)
-        skip = batch.skip_ids + [batch.row_ids[i] for i in range(len(batch.rows)) if i not in kept]
+        skip = batch.skip_ids + [batch.row_ids[i] for i in range(len(batch.row_ids)) if i not in kept]
         if len(keep) <= 1:
             lone = [batch.row_ids[i] for i in keep]
             entries = self._retry_redis(lambda: self._fetch(batch.stream, lone))
@@ -547,7 +598,7 @@ class Worker:
             subs.append(
                 Batch(
                     batch.stream, batch.kind, ids[0], ids, skip if n == 0 else [],
-                    [batch.rows[i] for i in part], batch_token(batch.stream, ids),
+                    take(batch.cols, part), batch_token(batch.stream, ids),
                 )
             )
         log.warning("splitting batch %s of %s (%d rows): %s", batch.first_id, batch.stream, len(keep), reason)
@@ -579,13 +630,13 @@ class Worker:
             return list(
                 self._query_ch(
                     "SELECT click_id FROM clicks WHERE click_id IN {ids:Array(String)}",
-                    {"ids": [row[0] for row in batch.rows]},
+                    {"ids": batch.cols["click_id"]},
                 )
             )
         rows = self.ch.query(
             "SELECT brand_id, order_id, version FROM conversions "
             "WHERE (brand_id, order_id, version) IN {keys:Array(Tuple(String, String, UInt64))}",
-            {"keys": [(row[0], row[1], row[2]) for row in batch.rows]},
+            {"keys": batch.kind.keys_of(batch.cols)},
         )
         return [tuple(row) for row in rows]
 
@@ -722,21 +773,13 @@ class Worker:
         attempts = int(
             self._retry_redis(lambda: self.r.hincrby(keys.ingest_batch(stream, first_id), "attempts", 1))
         )
-        rows: list[list[Any]] = []
-        row_ids: list[str] = []
-        skip_ids: list[str] = list(m["skip"])
-        poison: list[tuple[str, Fields, str]] = []
-        for i in m["rows"]:
-            try:
-                rows.append(kind.decode(got[i][b"e"]))
-                row_ids.append(i)
-            except (KeyError, ValueError) as exc:
-                poison.append((i, got[i], f"malformed entry: {exc}"))
+        # The same entries in the same order through the same code: the same rows.
+        row_ids, cols, poison = decode_entries(kind, [(i, got[i]) for i in m["rows"]])
         if poison:
             self._retry_redis(lambda: self._dead_letter(stream, poison))
-        log.info("resuming batch %s of %s (%d rows, attempt %d)", first_id, stream, len(rows), attempts)
-        batch = Batch(stream, kind, first_id, row_ids, skip_ids, rows, m["token"], attempts)
-        if not rows:
+        log.info("resuming batch %s of %s (%d rows, attempt %d)", first_id, stream, len(row_ids), attempts)
+        batch = Batch(stream, kind, first_id, row_ids, list(m["skip"]), cols, m["token"], attempts)
+        if not row_ids:
             self._retry_redis(lambda: self._ack(batch))
             return
         self._complete(batch)
@@ -820,6 +863,11 @@ class Worker:
             "batches": self.batches,
             "dead_lettered": self.dead_lettered,
         }
+
+
+def _ms(ts: Any) -> int:
+    """Epoch milliseconds of a click time (the fast path keeps ms, the row path datetimes)."""
+    return ts if isinstance(ts, int) else int(ts.timestamp() * 1000)
 
 
 def _pid_alive(pid: int) -> bool:
