@@ -216,6 +216,8 @@ async def test_fx_rates_and_fee_conversion(reg: Registry, redis_client: redis.Re
         ("https://shop.example:99999/", [], False),
         ("https://shop.example" + "/a" * 1100, [], False),
         ("https:\\\\shop.example", [], False),
+        ("https://bücher.example/x", ["xn--bcher-kva.example"], True),
+        ("https://bücher.example/x", ["other.example"], False),
     ],
 )
 def test_check_destination(url: str, allowed: list[str], ok: bool) -> None:

@@ -203,6 +203,8 @@ def test_campaign_defaults_and_answer(client: TestClient) -> None:
     assert c["attribution_window_days"] == 30 and c["click_id_param"] == "click_id"
     assert c["commission"] == {"type": "percent", "value": "10"}
     assert c["allowed_domains"] == ["shop.example", "other.example"]
+    idn = new_campaign(client, brand, allowed_domains=["Bücher.example"])
+    assert idn["allowed_domains"] == ["xn--bcher-kva.example"]
     flat = new_campaign(client, brand, commission={"type": "flat", "value": 500}, click_id_param="subid",
                         attribution_window_days=365)
     assert flat["commission"] == {"type": "flat", "value": "500"}
@@ -211,7 +213,7 @@ def test_campaign_defaults_and_answer(client: TestClient) -> None:
                     headers=brand["headers"])
     assert r.status_code == 422
     items = client.get("/api/v1/campaigns", headers=brand["headers"]).json()["items"]
-    assert [i["id"] for i in items] == [c["id"], flat["id"]]
+    assert [i["id"] for i in items] == [c["id"], idn["id"], flat["id"]]
     assert client.get(f"/api/v1/campaigns/{c['id']}", headers=brand["headers"]).json() == c
 
 
@@ -318,6 +320,7 @@ BAD_LINKS: list[tuple[dict[str, Any], int, str]] = [
     ({"expires_at": "2020-01-01T00:00:00Z"}, 422, "expires_at"),
     ({"expires_at": "2099-01-01T00:00:00"}, 422, "expires_at"),
     ({"expires_at": "tomorrow"}, 422, "expires_at"),
+    ({"expires_at": "9999-01-01T00:00:00Z"}, 422, "expires_at"),
     ({"expires_at": 4102444800}, 422, "expires_at"),
     ({"disabled": True}, 422, "disabled"),
 ]

@@ -160,6 +160,11 @@ def check_destination(url: object, allowed_domains: list[str] | tuple[str, ...] 
         raise Unprocessable(f"destination_url {url!r} contains a backslash.", code="invalid_destination")
     if allowed_domains:
         host = host.rstrip(".").lower()
+        if not host.isascii():
+            try:
+                host = host.encode("idna").decode("ascii")  # allowed domains are stored in ASCII form
+            except UnicodeError:
+                raise Unprocessable(f"destination_url {url!r} has no valid host.", code="invalid_destination") from None
         if not any(host == d or host.endswith("." + d) for d in allowed_domains):
             raise Unprocessable(
                 f"destination_url host {host!r} is not within the campaign's allowed domains "
@@ -300,7 +305,9 @@ class Registry:
         return brand
 
     async def list_brands(self) -> list[dict[str, Any]]:
-        rows = await self._query("SELECT id, name, currency, created_at FROM brands FINAL ORDER BY created_at, id")
+        rows = await self._query(
+            "SELECT id, name, currency, created_at FROM brands FINAL ORDER BY created_at, version, id"
+        )
         return [self._brand(r) for r in rows]
 
     async def brand_for_key(self, api_key: str) -> dict[str, Any] | None:
@@ -388,7 +395,7 @@ class Registry:
     async def list_campaigns(self, brand_id: str) -> list[dict[str, Any]]:
         rows = await self._query(
             f"SELECT {self._CAMPAIGN_COLUMNS} FROM campaigns FINAL "
-            "WHERE brand_id = {b:String} ORDER BY created_at, id",
+            "WHERE brand_id = {b:String} ORDER BY created_at, version, id",
             {"b": brand_id},
         )
         return [self._campaign(r) for r in rows]
@@ -433,7 +440,7 @@ class Registry:
     async def list_influencers(self, brand_id: str) -> list[dict[str, Any]]:
         rows = await self._query(
             "SELECT id, name, handle, platform, created_at FROM influencers FINAL "
-            "WHERE brand_id = {b:String} ORDER BY created_at, id",
+            "WHERE brand_id = {b:String} ORDER BY created_at, version, id",
             {"b": brand_id},
         )
         return [self._influencer(r) for r in rows]
@@ -775,7 +782,8 @@ class Registry:
 
     async def list_stores(self, brand_id: str) -> list[dict[str, Any]]:
         return await self._query(
-            f"SELECT {self._STORE_COLUMNS} FROM stores FINAL WHERE brand_id = {{b:String}} ORDER BY created_at, id",
+            f"SELECT {self._STORE_COLUMNS} FROM stores FINAL WHERE brand_id = {{b:String}} "
+            "ORDER BY created_at, version, id",
             {"b": brand_id},
         )
 

@@ -31,6 +31,7 @@ _COUPON = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{1,63}$")
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _PERCENT_MAX = Decimal(100)
 _VALUE_MAX = Decimal("1e13")
+_LAST_INSTANT = datetime(2299, 12, 31, tzinfo=UTC)  # the end of ClickHouse's DateTime64 range
 
 
 def _registry(request: Request) -> Registry:
@@ -184,6 +185,8 @@ def _future(name: str, value: object) -> datetime:
     when = _datetime(name, value)
     if when <= datetime.now(UTC):
         raise _invalid(f"Field {name!r} value {value!r} is in the past.")
+    if when >= _LAST_INSTANT:
+        raise _invalid(f"Field {name!r} value {value!r} is too far in the future (before 2299-12-31).")
     return when
 
 
