@@ -264,7 +264,7 @@ def bench_tracker(args: argparse.Namespace, work: Path) -> tuple[Result, dict[st
         result = run_wrk("tracker", port, script, args.connections, args.duration)
         time.sleep(0.5)
         added = _entries_added(client) - added0
-        served = _redirects_302(base) - served0 if args.workers == 1 else None
+        served = _redirects_302(base) - served0
         client.close()
         counted = result.requests - result.non_3xx
         durability = {

@@ -189,3 +189,23 @@ def test_a_file_locked_by_a_live_process_is_not_replayed(
     locked, unlocked = asyncio.run(scenario())
     assert (locked, unlocked) == (0, 2)
     assert not path.exists()
+
+
+@pytest.mark.parametrize(
+    "user_agent",
+    ["Mozilla/5.0", "", 'quote " backslash \\ slash /', "\u00e9\u2028\u2029 \U0001f600", "\x00\x01\x1f\x7f tab\t nl\n"],
+)
+def test_the_fast_encoding_is_exactly_json(user_agent: str) -> None:
+    import json
+
+    e = ClickEvent(
+        "AQUBohGHFA1g", 1_795_000_000_000, "brd_\u00e9", "cmp", "inf", 2**40, "abc", 2**64 - 1, "DE", user_agent,
+        user_agent[::-1], (user_agent, "", "m", "", "c"), "head",
+    )
+    reference = json.dumps(
+        [1, e.click_id, e.ts_ms, e.brand_id, e.campaign_id, e.influencer_id, e.link_id, e.link_code, e.visitor_hash,
+         e.country, e.user_agent, e.referer, *e.utm, e.hint],
+        separators=(",", ":"), ensure_ascii=False,
+    ).encode()
+    assert e.encode() == reference
+    assert ClickEvent.decode(e.encode()) == e
