@@ -266,3 +266,15 @@ async def test_concurrent_patches_keep_both_changes(reg: Registry) -> None:
     assert rec is not None and rec.disabled and rec.destination_url == "https://b.example/"
     fresh = await reg.get_link(str(brand["id"]), code)
     assert fresh is not None and fresh["disabled"] == 1 and fresh["destination_url"] == "https://b.example/"
+
+
+@pytest.mark.parametrize("garbage", [b"not json", b"{}", b'{"id": 1}', b"[]"])
+async def test_malformed_link_record_is_rebuilt(reg: Registry, redis_client: redis.Redis, garbage: bytes) -> None:
+    brand, c, i = await _setup(reg)
+    row = await reg.create_link(str(brand["id"]), campaign_id=str(c["id"]), influencer_id=str(i["id"]),
+                                destination_url="https://a.example/")
+    code = str(row["code"])
+    redis_client.set(keys.link(code), garbage)
+    rec = await reg.link_by_code(code)
+    assert rec is not None and rec.id == row["id"]
+    assert redis_client.get(keys.link(code)) == rec.encode()

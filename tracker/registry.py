@@ -658,15 +658,24 @@ class Registry:
         if not self._plausible_code(code):
             return None
         raw = await self._cache_get(keys.link(code))
+        malformed = False
         if raw is not None:
-            return LinkRecord.decode(raw)
+            try:
+                return LinkRecord.decode(raw)
+            except (ValueError, TypeError) as exc:
+                log.error("link record of %s in Redis is malformed (%s); rebuilding it", code, exc)
+                malformed = True
         # No shortcut on "id above the sequence": a Redis restored from an old snapshot
         # has a low sequence too, and answering None would break a live link.
         row = await self._link_row(code)
         if row is None:
             return None
         record = self._record(row, await self.get_campaign(row["brand_id"], row["campaign_id"]))
-        await self._cache_fill(keys.link(code), record.encode())
+        if malformed:
+            with suppress(RedisError):
+                await self.redis.set(keys.link(code), record.encode())
+        else:
+            await self._cache_fill(keys.link(code), record.encode())
         return record
 
     async def link_by_id(self, link_id: int) -> LinkRecord | None:
