@@ -25,7 +25,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote, quote_from_bytes, unquote_to_bytes, urlsplit
 
 import redis.asyncio as aioredis
@@ -185,6 +185,14 @@ class LinkCache:
             self._entries.clear()
         else:
             self._entries.pop(code, None)
+
+    def fresh(self, code: str) -> Target | Literal[False] | None:
+        """The cached answer while it is fresh (a Target, or None for a known-unknown code);
+        False when ``get`` must be awaited. Saves a coroutine per click on the hot path."""
+        entry = self._entries.get(code)
+        if entry is not None and time.monotonic() < entry.expires:
+            return entry.target
+        return False
 
     async def get(self, code: str) -> Target | None:
         entry = self._entries.get(code)

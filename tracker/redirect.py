@@ -161,8 +161,9 @@ class Redirector:
         if self.limiter.blocked(ip) and not links.cached(code):
             await _too_many(send)
             return
+        cached = links.fresh(code)
         try:
-            target = await links.get(code)
+            target = await links.get(code) if cached is False else cached
         except StorageUnavailable:
             REDIRECTS.labels("503").inc()
             await _error(send, 503, "storage_unavailable",
