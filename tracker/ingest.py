@@ -93,7 +93,7 @@ class Abandon(Exception):
     """Shutdown grace ran out mid-batch; the entries stay pending for the next start."""
 
 
-Columns = dict[str, list[Any]]
+Columns = dict[str, Sequence[Any]]
 
 
 @dataclass(frozen=True)
@@ -161,9 +161,9 @@ def decode_entries(kind: Kind, entries: Sequence[Entry]) -> tuple[list[str], Col
             poison.append((entry_id, fields, "malformed entry: no field e"))
         except ValueError as exc:
             poison.append((entry_id, fields, f"malformed entry: {exc}"))
-    cols = {c: list(v) for c, v in zip(kind.columns, zip(*rows, strict=True), strict=True)} if rows else {
-        c: [] for c in kind.columns
-    }
+    cols: Columns = {c: [] for c in kind.columns}
+    if rows:
+        cols = dict(zip(kind.columns, zip(*rows, strict=True), strict=True))
     return ids, cols, poison
 
 
@@ -423,7 +423,8 @@ class Worker:
             buf = self._buffers[_id(stream_raw)]
             if not buf.entries:
                 buf.since = now
-            buf.entries.extend((_id(i), f) for i, f in entries)
+            ids, fields = zip(*entries, strict=True)
+            buf.entries.extend(zip(map(bytes.decode, ids), fields, strict=True))
             n += len(entries)
         if n:
             self._crash_point("mid_batch")
@@ -464,7 +465,9 @@ class Worker:
                     keep.append(i)
         if kind.replays:
             candidates = keep if keep is not None else range(len(row_ids))
-            replayed = [i for i in candidates if fields_of[row_ids[i]].get(b"r") == b"1"]
+            # Only replays carry a second field; most batches have none (checked in one C pass).
+            has_more = set(map(len, fields_of.values())) != {1}
+            replayed = [i for i in candidates if fields_of[row_ids[i]].get(b"r") == b"1"] if has_more else []
             if replayed:
                 landed = self._landed_replays(cols, replayed)
                 if landed:
