@@ -539,8 +539,13 @@ def test_rows_carry_names_and_current_versions(loaded: ClickHouse) -> None:
 @pytest.mark.parametrize(
     ("tz", "group_by", "source"),
     [
-        ("UTC", ("influencer",), "rollup"),
+        ("UTC", ("influencer",), "cached"),
+        ("UTC", ("day", "link"), "cached"),
+        ("UTC", (), "cached"),
+        ("Europe/London", ("campaign", "day"), "cached"),  # GMT in November
+        ("UTC", ("hour",), "rollup"),
         ("America/New_York", ("day",), "rollup"),
+        ("America/New_York", ("influencer",), "rollup"),
         ("Asia/Tokyo", ("hour", "link"), "rollup"),
         ("Asia/Kolkata", ("influencer",), "raw"),
         ("Australia/Lord_Howe", ("day",), "rollup"),  # +11:00 in its summer
@@ -566,6 +571,45 @@ def test_source_choice(loaded: ClickHouse, tz: str, group_by: tuple[str, ...], s
 )
 def test_whole_hour_offsets(tz: str, d_from: date, d_to: date, whole: bool) -> None:
     assert Scope.of("brd_x", d_from, d_to, tz, 400).whole_hours() is whole
+
+
+def test_the_cache_follows_new_clicks(ch: ClickHouse) -> None:
+    """Cached daily uniques are checked against the rollup's click count on every read."""
+    data = build_data(seed=11)
+    load(ch, data)
+    params = ReportParams(D_FROM, D_TO, ("influencer", "day"), "UTC")
+    first = reports.run_report(ch, BRAND, params, 400)
+    assert first.source == "cached"
+    check(first, data, BRAND["id"], params)
+    cached = ch.query("SELECT count() FROM report_daily_uniques")[0][0]
+    assert cached > 0
+    # More clicks on days already cached, from visitors already seen and new ones.
+    rng = random.Random(5)
+    more = [
+        _click(rng, 900_000 + i, BRAND["id"], (101, *LINKS[101]), datetime(2026, 10, 31, 12, i, tzinfo=UTC))
+        for i in range(40)
+    ]
+    ch.insert("clicks", [[c[k] for k in CLICK_COLUMNS] for c in more], CLICK_COLUMNS)
+    data.clicks.extend(more)
+    second = reports.run_report(ch, BRAND, params, 400)
+    check(second, data, BRAND["id"], params)
+    assert second.rows != first.rows
+    # A cache row whose count does not match is never believed.
+    ch.command(
+        "INSERT INTO report_daily_uniques SELECT brand_id, day, link_id, campaign_id, influencer_id, "
+        "clicks + 1, 999999, now64(6) FROM report_daily_uniques FINAL"
+    )
+    check(reports.run_report(ch, BRAND, params, 400), data, BRAND["id"], params)
+
+
+def test_without_cache_rounds_the_visitor_sets_answer(ch: ClickHouse, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = build_data(seed=13)
+    load(ch, data)
+    monkeypatch.setattr(reports, "_REFRESH_ROUNDS", 0)
+    for group_by in [(), ("link",), ("campaign", "day")]:
+        params = ReportParams(D_FROM, D_TO, group_by, "UTC")
+        check(reports.run_report(ch, BRAND, params, 400), data, BRAND["id"], params)
+    assert ch.query("SELECT count() FROM report_daily_uniques")[0][0] == 0
 
 
 def test_money_and_ratio_formats() -> None:
@@ -643,32 +687,57 @@ def test_only_the_gate_names_a_table() -> None:
 ALL_GROUPINGS = [(), *[(k,) for k in reports.GROUP_KEYS], ("influencer", "day"), ("link", "country", "hour")]
 
 
-@pytest.mark.parametrize("tz", ["UTC", "Asia/Kolkata"])
+@pytest.mark.parametrize("allow_cache", [True, False])
+@pytest.mark.parametrize("tz", ["UTC", "America/New_York", "Asia/Kolkata"])
 @pytest.mark.parametrize("group_by", ALL_GROUPINGS, ids=lambda g: ",".join(g) or "none")
 @pytest.mark.parametrize(
     "filters", [{}, {"campaign_id": "cmp_a"}, {"link_code": "abc123", "influencer_id": "inf_b"}], ids=str
 )
-def test_every_planned_query_is_gated(group_by: tuple[str, ...], tz: str, filters: dict[str, str]) -> None:
+def test_every_planned_query_is_gated(
+    group_by: tuple[str, ...], tz: str, filters: dict[str, str], allow_cache: bool
+) -> None:
     scope = Scope.of("brd_x", D_FROM, D_TO, tz, 400)
-    plan = reports.plan(scope, ReportParams(D_FROM, D_TO, group_by, tz, **filters))
-    queries = [q for q in vars(plan).values() if isinstance(q, Query)]
-    assert plan.click_totals in queries and plan.conversion_totals in queries
-    for q in queries:
+    plan = reports.plan(scope, ReportParams(D_FROM, D_TO, group_by, tz, **filters), allow_cache=allow_cache)
+    statements = [q for q in vars(plan).values() if isinstance(q, Query | reports.Join)]
+    assert plan.conversions in statements
+    assert plan.click_rows in statements or plan.click_totals in statements
+    for q in statements:
         sql = q.sql
         tables = re.findall(r"FROM (\w+)", sql)
-        assert tables == [q.table.name]
-        where = re.search(rf"FROM {q.table.name}(?: FINAL)? WHERE (.*)", sql)
-        assert where is not None
-        cond = where.group(1)
-        assert cond.startswith("brand_id = {brand:String}")
-        if q.table.time_column is not None:
-            col = q.table.time_column
-            assert re.match(rf"brand_id = \{{brand:String\}} AND {col} >= \{{(start|start_s|date_from):", cond)
-            assert re.search(rf"AND {col} <=? \{{(end|end_s|date_to):", cond)
+        assert tables
+        for name in set(tables):
+            table = next(t for t in reports.TABLES if t.name == name)
+            gate = reports.gate(scope, table)
+            assert gate.startswith(f"FROM {name}") and "WHERE brand_id = {brand:String}" in gate
+            if table.time_column is not None:
+                col = table.time_column
+                brand_then_start = rf"WHERE brand_id = \{{brand:String\}} AND {col} >= \{{(start|start_s|date_from):"
+                assert re.search(brand_then_start, gate)
+                assert re.search(rf"AND {col} <=? \{{(end|end_s|date_to):", gate)
+            # Every mention of the table is the whole gate: brand first, then the range.
+            assert sql.count(f"FROM {name} ") == sql.count(gate)
         # Request values appear only as parameters.
         for value in filters.values():
             assert value not in sql
         assert q.parameters["brand"] == "brd_x"
+        assert q.parameters["start"] == reports._ts(scope.start)
+
+
+def test_a_join_needs_one_scope() -> None:
+    a = Scope.of("brd_a", D_FROM, D_TO, "UTC", 400)
+    b = Scope.of("brd_b", D_FROM, D_TO, "UTC", 400)
+    with pytest.raises(ValueError, match="same scope"):
+        reports.Join(Query(a, reports.CLICKS, ("1",)), Query(b, reports.CLICKS, ("1",)), ("x",), ("1",))
+    with pytest.raises(TypeError):
+        reports.Join("SELECT 1", Query(b, reports.CLICKS, ("1",)), ("x",), ("1",))  # type: ignore[arg-type]
+
+
+def test_the_cache_is_filled_from_a_gated_rollup_query_only(loaded: ClickHouse) -> None:
+    scope = Scope.of("brd_x", D_FROM, D_TO, "UTC", 400)
+    with pytest.raises(TypeError):
+        reports.refresh_uniques(loaded, Query(scope, reports.CLICKS, ("1",)))
+    with pytest.raises(TypeError):
+        reports.refresh_uniques(loaded, "SELECT 1")  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- request parsing

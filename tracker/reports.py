@@ -228,6 +228,16 @@ class Scope:
         offset = self.end.astimezone(zi).utcoffset() or timedelta(0)
         return not offset % timedelta(hours=1)
 
+    def utc_aligned(self) -> bool:
+        """True when local days are UTC days over the whole range (offset 0 throughout)."""
+        zi = zone(self.tz)
+        at = self.start
+        while at <= self.end:
+            if at.astimezone(zi).utcoffset():
+                return False
+            at += timedelta(hours=6)
+        return not self.end.astimezone(zi).utcoffset()
+
     def parameters(self) -> dict[str, Any]:
         return {
             "brand": self.brand_id,
@@ -255,12 +265,13 @@ class Table:
 
 CLICKS = Table("clicks", True, "ts", "DateTime64(3, 'UTC')")
 CLICKS_HOURLY = Table("clicks_hourly", False, "hour", "DateTime('UTC')")
+DAILY_UNIQUES = Table("report_daily_uniques", False, "day", "Date")
 CONVERSIONS = Table("conversions", True, "occurred_at", "DateTime64(3, 'UTC')")
 FEES = Table("fees", True, "date", "Date")
 INFLUENCERS = Table("influencers", True)
 CAMPAIGNS = Table("campaigns", True)
 LINKS = Table("links", True)
-TABLES = (CLICKS, CLICKS_HOURLY, CONVERSIONS, FEES, INFLUENCERS, CAMPAIGNS, LINKS)
+TABLES = (CLICKS, CLICKS_HOURLY, DAILY_UNIQUES, CONVERSIONS, FEES, INFLUENCERS, CAMPAIGNS, LINKS)
 
 
 def gate(scope: Scope, table: Table) -> str:
@@ -279,6 +290,12 @@ def gate(scope: Scope, table: Table) -> str:
     elif col is not None:
         cond += f" AND {col} >= {{start:{typ}}} AND {col} < {{end:{typ}}}"
     return f"FROM {table.name}{' FINAL' if table.final else ''} WHERE {cond}"
+
+
+def _check_params(scope: Scope, params: Mapping[str, Any]) -> None:
+    clash = set(params) & set(scope.parameters())
+    if clash:
+        raise ValueError(f"Query parameters {sorted(clash)} would override the scope.")
 
 
 @dataclass(frozen=True)
@@ -301,9 +318,7 @@ class Query:
     def __post_init__(self) -> None:
         if not isinstance(self.scope, Scope):
             raise TypeError("Every report query needs a Scope (brand and time range).")
-        clash = set(self.params) & set(self.scope.parameters())
-        if clash:
-            raise ValueError(f"Query parameters {sorted(clash)} would override the scope.")
+        _check_params(self.scope, self.params)
 
     @property
     def sql(self) -> str:
@@ -322,11 +337,76 @@ class Query:
     def parameters(self) -> dict[str, Any]:
         return {**self.scope.parameters(), **self.params}
 
+    def with_params(self, **params: Any) -> Query:
+        return Query(
+            self.scope, self.table, self.select, self.where, self.group_by, {**self.params, **params},
+            self.outer, self.outer_group_by,
+        )
 
-def fetch(ch: ClickHouse, query: Query) -> list[dict[str, Any]]:
-    if not isinstance(query, Query):
+
+@dataclass(frozen=True)
+class Join:
+    """``SELECT <select> FROM (<left>) AS r LEFT JOIN (<right>) AS d USING (...)``: two gated
+    queries of the same scope."""
+
+    left: Query
+    right: Query
+    using: tuple[str, ...]
+    select: tuple[str, ...]
+    where: tuple[str, ...] = ()
+    group_by: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.left, Query) or not isinstance(self.right, Query):
+            raise TypeError("A join joins Query objects only.")
+        if self.left.scope != self.right.scope:
+            raise ValueError("A join needs both sides in the same scope.")
+
+    @property
+    def scope(self) -> Scope:
+        return self.left.scope
+
+    @property
+    def sql(self) -> str:
+        sql = (
+            f"SELECT {', '.join(self.select)} FROM ({self.left.sql}) AS r "
+            f"LEFT JOIN ({self.right.sql}) AS d USING ({', '.join(self.using)})"
+        )
+        if self.where:
+            sql += " WHERE " + " AND ".join(f"({c})" for c in self.where)
+        if self.group_by:
+            sql += f" GROUP BY {', '.join(self.group_by)}"
+        return sql
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        return {**self.left.parameters, **self.right.parameters}
+
+    def with_params(self, **params: Any) -> Join:
+        return Join(
+            self.left.with_params(**params), self.right.with_params(**params), self.using, self.select,
+            self.where, self.group_by,
+        )
+
+
+Statement = Query | Join
+
+
+def fetch(ch: ClickHouse, query: Statement) -> list[dict[str, Any]]:
+    if not isinstance(query, Query | Join):
         raise TypeError("Reports run Query objects only.")
     return ch.query_dicts(query.sql, query.parameters)
+
+
+def refresh_uniques(ch: ClickHouse, query: Query) -> None:
+    """Write recomputed (link, UTC day) unique counts into the cache table."""
+    if not isinstance(query, Query) or query.table is not CLICKS_HOURLY:
+        raise TypeError("The unique-clicks cache is filled from a gated rollup Query only.")
+    ch.command(
+        "INSERT INTO report_daily_uniques (brand_id, day, link_id, campaign_id, influencer_id, clicks, uniques, "
+        f"computed_at) {query.sql}",
+        query.parameters,
+    )
 
 
 # --------------------------------------------------------------------------- query plan
@@ -348,6 +428,8 @@ _CLICK_ROLLUP = {
     "day": "toDate(hour, {tz:String})",
     "hour": "formatDateTime(hour, '%Y-%m-%dT%H:00', {tz:String})",
 }
+# On the (link, UTC day) join of the rollup and the cache (UTC-aligned ranges only).
+_CLICK_CACHED = {"influencer": "influencer_id", "campaign": "campaign_id", "link": "link_id", "day": "day"}
 _CONVERSION = {
     "influencer": "influencer_id",
     "campaign": "campaign_id",
@@ -356,6 +438,8 @@ _CONVERSION = {
     "hour": "formatDateTime(occurred_at, '%Y-%m-%dT%H:00', {tz:String})",
 }
 _FEE = {"influencer": "influencer_id", "campaign": "campaign_id", "day": "date"}
+_CACHE_KEYS = frozenset(_CLICK_CACHED)
+_PAIR = ("link_id", "day", "campaign_id", "influencer_id")
 
 _COUNTED = "status IN ('approved', 'pending')"
 _NET = "(amount - refunded_amount)"
@@ -363,21 +447,32 @@ _NET = "(amount - refunded_amount)"
 
 @dataclass(frozen=True)
 class Plan:
-    """The queries of one report; ``None`` where a source does not apply."""
+    """The statements of one report; ``None`` where a source does not apply.
 
-    use_rollup: bool
-    click_rows: Query | None
-    click_totals: Query
-    conversion_rows: Query | None
-    conversion_totals: Query
+    ``source``: ``cached`` (rollup counts + cached exact daily uniques), ``rollup`` (hourly
+    visitor sets merged at query time) or ``raw`` (the clicks table). Totals that are sums
+    of the rows (every click, conversion and fee in exactly one row; every (link, visitor,
+    UTC day) in one row) are added up from the rows instead of queried: ``*_totals`` is None.
+    """
+
+    source: str
+    click_rows: Statement | None
+    click_totals: Statement | None
+    conversions: Query
+    conversion_rows: bool
     fee_rows: Query | None
     fee_totals: Query | None
     link_ids: Query | None
+    stale_days: Join | None = None
+    refresh: Query | None = None
 
 
-def plan(scope: Scope, params: ReportParams) -> Plan:
+def plan(scope: Scope, params: ReportParams, *, allow_cache: bool = True) -> Plan:
     keys = params.group_by
+    aligned = scope.utc_aligned()
     use_rollup = not (set(keys) & _RAW_ONLY) and scope.whole_hours()
+    cached = allow_cache and use_rollup and aligned and set(keys) <= _CACHE_KEYS
+    source = "cached" if cached else "rollup" if use_rollup else "raw"
 
     filters: dict[str, Any] = {}
     common: list[str] = []
@@ -395,6 +490,7 @@ def plan(scope: Scope, params: ReportParams) -> Plan:
         by_code.append("link_code = {f_link:String}")
         by_id.append("link_id IN {f_link_ids:Array(UInt64)}")
         link_ids = Query(scope, LINKS, ("id",), ("code = {f_link:String}",), params={"f_link": params.link_code})
+    id_filters = {k: v for k, v in filters.items() if k != "f_link"}
 
     def aliased(exprs: Mapping[str, str], ks: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(f"{exprs[k]} AS g_{k}" for k in ks)
@@ -402,7 +498,29 @@ def plan(scope: Scope, params: ReportParams) -> Plan:
     def names(ks: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(f"g_{k}" for k in ks)
 
-    def clicks(ks: tuple[str, ...]) -> Query:
+    def rollup_sums() -> Query:
+        return Query(
+            scope, CLICKS_HOURLY,
+            ("link_id", "toDate(hour, 'UTC') AS day", "campaign_id", "influencer_id",
+             "sum(clicks) AS c", "sum(bot_clicks) AS b"),
+            tuple(by_id), _PAIR, id_filters,
+        )
+
+    def cache_rows() -> Query:
+        return Query(
+            scope, DAILY_UNIQUES,
+            (*_PAIR, "argMax(clicks, computed_at) AS cc", "argMax(uniques, computed_at) AS u"),
+            tuple(by_id), _PAIR, id_filters,
+        )
+
+    def clicks(ks: tuple[str, ...]) -> Statement:
+        if cached:
+            return Join(
+                rollup_sums(), cache_rows(), _PAIR,
+                (*aliased(_CLICK_CACHED, ks), "sum(c) AS clicks", "sum(b) AS bot_clicks",
+                 "sum(u) AS unique_clicks", "countIf(cc != c) AS stale"),
+                group_by=names(ks),
+            )
         if use_rollup:
             # Unique clicks are exact per (link, UTC day): merge the visitor sets per pair, then add.
             inner = (
@@ -414,12 +532,7 @@ def plan(scope: Scope, params: ReportParams) -> Plan:
                 "uniqExactMerge(visitors) AS u",
             )
             return Query(
-                scope,
-                CLICKS_HOURLY,
-                inner,
-                tuple(by_id),
-                (*names(ks), "l_id", "u_day"),
-                filters,
+                scope, CLICKS_HOURLY, inner, tuple(by_id), (*names(ks), "l_id", "u_day"), id_filters,
                 outer=(*names(ks), "sum(c) AS clicks", "sum(b) AS bot_clicks", "sum(u) AS unique_clicks"),
                 outer_group_by=names(ks),
             )
@@ -431,52 +544,49 @@ def plan(scope: Scope, params: ReportParams) -> Plan:
         )
         return Query(scope, CLICKS, select, tuple(by_code), names(ks), filters)
 
-    conv_rows = None
-    if set(keys) <= _CONVERSION_KEYS:
-        conv_rows = Query(
-            scope,
-            CONVERSIONS,
-            (
-                *aliased(_CONVERSION, keys),
-                "count() AS conversions",
-                f"sum({_NET}) AS revenue",
-                "sum(commission) AS commission",
-            ),
-            (*by_code, "attributed = 1", _COUNTED),
-            names(keys),
-            filters,
-        )
-    conv_totals = Query(
-        scope,
-        CONVERSIONS,
-        (
-            "countIf(attributed = 1) AS conversions",
-            f"sumIf({_NET}, attributed = 1) AS revenue",
-            "sumIf(commission, attributed = 1) AS commission",
-            "countIf(attributed = 0) AS unattributed_conversions",
-            f"sumIf({_NET}, attributed = 0) AS unattributed_revenue",
-        ),
-        (*by_code, _COUNTED),
-        (),
-        filters,
+    # Unique clicks add up over rows when no (link, visitor, UTC day) can fall into two rows.
+    additive = bool(keys) and set(keys) <= _CACHE_KEYS and ("day" not in keys or aligned)
+
+    conversion_rows = bool(keys) and set(keys) <= _CONVERSION_KEYS
+    conv_keys = keys if conversion_rows else ()
+    conversions = Query(
+        scope, CONVERSIONS,
+        (*aliased(_CONVERSION, conv_keys), "attributed AS g_attributed", "count() AS conversions",
+         f"sum({_NET}) AS revenue", "sum(commission) AS commission"),
+        (*by_code, _COUNTED), (*names(conv_keys), "g_attributed"), filters,
     )
     fee_rows = fee_totals = None
     if params.link_code is None:
-        fee_params = {k: v for k, v in filters.items() if k != "f_link"}
-        fee_totals = Query(scope, FEES, ("sum(amount) AS fees",), tuple(common), (), fee_params)
-        if set(keys) <= _FEE_KEYS:
+        if keys and set(keys) <= _FEE_KEYS:
             fee_rows = Query(
-                scope, FEES, (*aliased(_FEE, keys), "sum(amount) AS fees"), tuple(common), names(keys), fee_params
+                scope, FEES, (*aliased(_FEE, keys), "sum(amount) AS fees"), tuple(common), names(keys), id_filters
             )
+        else:
+            fee_totals = Query(scope, FEES, ("sum(amount) AS fees",), tuple(common), (), id_filters)
+
+    stale_days = refresh = None
+    if cached:
+        stale_days = Join(
+            rollup_sums(), cache_rows(), _PAIR, ("DISTINCT day",), where=("cc != c",)
+        )
+        refresh = Query(
+            scope, CLICKS_HOURLY,
+            ("{brand:String}", "toDate(hour, 'UTC') AS day", "link_id", "campaign_id", "influencer_id",
+             "sum(clicks)", "uniqExactMerge(visitors)", "now64(6)"),
+            (*by_id, "toDate(hour, 'UTC') IN {f_days:Array(Date)}"),
+            ("day", "link_id", "campaign_id", "influencer_id"), id_filters,
+        )
     return Plan(
-        use_rollup=use_rollup,
+        source=source,
         click_rows=clicks(keys) if keys else None,
-        click_totals=clicks(()),
-        conversion_rows=conv_rows if keys else None,
-        conversion_totals=conv_totals,
-        fee_rows=fee_rows if keys else None,
+        click_totals=None if additive else clicks(()),
+        conversions=conversions,
+        conversion_rows=conversion_rows,
+        fee_rows=fee_rows,
         fee_totals=fee_totals,
         link_ids=link_ids if use_rollup else None,
+        stale_days=stale_days,
+        refresh=refresh,
     )
 
 
@@ -533,6 +643,9 @@ def _cell(value: Any) -> str:
 
 _NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
 
+# Rounds of (find stale days, recompute them) before a report gives up on the cache.
+_REFRESH_ROUNDS = 2
+
 
 def run_report(ch: ClickHouse, brand: Mapping[str, Any], params: ReportParams, max_days: int) -> Report:
     """Build the scope from the caller's brand, run the plan, assemble rows and totals."""
@@ -541,17 +654,16 @@ def run_report(ch: ClickHouse, brand: Mapping[str, Any], params: ReportParams, m
     p = plan(scope, params)
     keys = params.group_by
 
-    link_code_of: dict[int, str] = {}
     extra: dict[str, Any] = {}
     if p.link_ids is not None:
         extra["f_link_ids"] = [int(r["id"]) for r in fetch(ch, p.link_ids)]
-    if p.use_rollup and "link" in keys:
-        link_code_of = {int(r["id"]): str(r["code"]) for r in fetch(ch, Query(scope, LINKS, ("id", "code")))}
 
-    def run(q: Query) -> list[dict[str, Any]]:
-        if "f_link_ids" in extra and "{f_link_ids:" in q.sql:
-            q = Query(q.scope, q.table, q.select, q.where, q.group_by, {**q.params, **extra}, q.outer, q.outer_group_by)
-        return fetch(ch, q)
+    def bind(q: Statement) -> Statement:
+        return q.with_params(**extra) if extra else q
+
+    link_code_of: dict[int, str] = {}
+    if p.source != "raw" and "link" in keys:
+        link_code_of = {int(r["id"]): str(r["code"]) for r in fetch(ch, Query(scope, LINKS, ("id", "code")))}
 
     def key_of(row: Mapping[str, Any], rollup_links: bool) -> tuple[str, ...]:
         out: list[str] = []
@@ -564,6 +676,25 @@ def run_report(ch: ClickHouse, brand: Mapping[str, Any], params: ReportParams, m
             out.append(str(v))
         return tuple(out)
 
+    def click_query(q: Statement) -> list[dict[str, Any]]:
+        result = fetch(ch, bind(q))
+        if p.stale_days is None or p.refresh is None:
+            return result
+        for _ in range(_REFRESH_ROUNDS):
+            if not any(int(r["stale"]) for r in result):
+                return result
+            days = [r["day"] for r in fetch(ch, bind(p.stale_days))]
+            if days:
+                refresh_uniques(ch, p.refresh.with_params(f_days=days, **extra))
+            result = fetch(ch, bind(q))
+        if any(int(r["stale"]) for r in result):
+            # Clicks kept arriving faster than the cache could follow: merge the sets directly.
+            fallback = plan(scope, params, allow_cache=False)
+            target = fallback.click_rows if keys else fallback.click_totals
+            assert target is not None
+            return fetch(ch, bind(target))
+        return result
+
     acc: dict[tuple[str, ...], dict[str, Any]] = {}
 
     def slot(key: tuple[str, ...]) -> dict[str, Any]:
@@ -571,35 +702,39 @@ def run_report(ch: ClickHouse, brand: Mapping[str, Any], params: ReportParams, m
             acc[key] = _zero()
         return acc[key]
 
-    if p.click_rows is not None:
-        for r in run(p.click_rows):
-            s = slot(key_of(r, p.use_rollup))
-            s["clicks"] += int(r["clicks"])
-            s["bot_clicks"] += int(r["bot_clicks"])
-            s["unique_clicks"] += int(r["unique_clicks"])
-    if p.conversion_rows is not None:
-        for r in run(p.conversion_rows):
-            s = slot(key_of(r, False))
-            s["conversions"] += int(r["conversions"])
-            s["revenue"] += Decimal(r["revenue"])
-            s["commission"] += Decimal(r["commission"])
-    if p.fee_rows is not None:
-        for r in run(p.fee_rows):
-            slot(key_of(r, False))["fees"] += Decimal(r["fees"])
-
     totals = _zero()
     totals["unattributed_conversions"] = 0
     totals["unattributed_revenue"] = money.ZERO
-    for r in run(p.click_totals):
-        for m in ("clicks", "bot_clicks", "unique_clicks"):
-            totals[m] = int(r[m])
-    for r in run(p.conversion_totals):
-        totals["conversions"] = int(r["conversions"])
-        totals["unattributed_conversions"] = int(r["unattributed_conversions"])
-        for m in ("revenue", "commission", "unattributed_revenue"):
-            totals[m] = Decimal(r[m])
+
+    if p.click_rows is not None:
+        for r in click_query(p.click_rows):
+            s = slot(key_of(r, p.source != "raw"))
+            for m in ("clicks", "bot_clicks", "unique_clicks"):
+                s[m] += int(r[m])
+                if p.click_totals is None:
+                    totals[m] += int(r[m])
+    if p.click_totals is not None:
+        for r in click_query(p.click_totals):
+            for m in ("clicks", "bot_clicks", "unique_clicks"):
+                totals[m] = int(r[m])
+
+    for r in fetch(ch, p.conversions):
+        revenue, commission = Decimal(r["revenue"]), Decimal(r["commission"])
+        if not r["g_attributed"]:
+            totals["unattributed_conversions"] += int(r["conversions"])
+            totals["unattributed_revenue"] += revenue
+            continue
+        targets = [totals, slot(key_of(r, False))] if p.conversion_rows else [totals]
+        for t in targets:
+            t["conversions"] += int(r["conversions"])
+            t["revenue"] += revenue
+            t["commission"] += commission
+    if p.fee_rows is not None:
+        for r in fetch(ch, p.fee_rows):
+            slot(key_of(r, False))["fees"] += Decimal(r["fees"])
+            totals["fees"] += Decimal(r["fees"])
     if p.fee_totals is not None:
-        for r in run(p.fee_totals):
+        for r in fetch(ch, p.fee_totals):
             totals["fees"] = Decimal(r["fees"])
 
     names: dict[str, dict[str, str]] = {}
@@ -618,7 +753,7 @@ def run_report(ch: ClickHouse, brand: Mapping[str, Any], params: ReportParams, m
                 row[KEY_FIELDS[k][0]] = v
         row.update(_finish(acc[key], currency))
         rows.append(row)
-    return Report(params, currency, "rollup" if p.use_rollup else "raw", rows, _finish(totals, currency))
+    return Report(params, currency, p.source, rows, _finish(totals, currency))
 
 
 def _zero() -> dict[str, Any]:

@@ -1,0 +1,134 @@
+"""Report latency on chDB over the DESIGN.md data set (10M clicks, 100k conversions, 90 days).
+
+Generates the data once into a chDB directory (``loadtests.gen_data``; reused on later runs),
+then times N reports per case through ``tracker.reports.run_report`` plus the JSON encoding
+the API does: the same code path as ``GET /api/v1/reports`` minus the HTTP framing.
+Goal: p95 <= 150 ms for 30 days grouped by influencer, and by day.
+
+    python -m loadtests.bench_reports [--json] [--n 50] [--path /tmp/tracker-bench-reports]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from loadtests import gen_data
+from tracker import http, reports
+from tracker.reports import ReportParams
+
+GOAL_MS = 150.0
+
+# (name, group_by, tz, counts toward the goal)
+CASES: list[tuple[str, tuple[str, ...], str, bool]] = [
+    ("influencer", ("influencer",), "UTC", True),
+    ("day", ("day",), "UTC", True),
+    ("campaign", ("campaign",), "UTC", False),
+    ("influencer America/New_York", ("influencer",), "America/New_York", False),
+    ("day Asia/Kolkata (raw)", ("day",), "Asia/Kolkata", False),
+    ("country (raw)", ("country",), "UTC", False),
+]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q
+    lo = int(k)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def ensure_data(path: str, shape: gen_data.Shape) -> tuple[Any, dict[str, float] | None]:
+    ch = gen_data.open_clickhouse(path)
+    have = ch.query("SELECT count() FROM clicks WHERE brand_id = {b:String}", {"b": shape.brand_id})[0][0]
+    if have == shape.clicks:
+        return ch, None
+    for table in ("clicks", "clicks_hourly", "conversions", "fees", "influencers", "campaigns", "links"):
+        ch.command(f"TRUNCATE TABLE {table}")
+    t = time.perf_counter()
+    took = gen_data.generate(ch, shape)
+    took["total"] = time.perf_counter() - t
+    return ch, took
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--path", default="/tmp/tracker-bench-reports", help="chDB directory (reused)")
+    parser.add_argument("--n", type=int, default=50, help="reports per case")
+    parser.add_argument("--days", type=int, default=30, help="report range in days")
+    parser.add_argument("--clicks", type=int, default=gen_data.Shape.clicks)
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    args = parser.parse_args()
+
+    shape = gen_data.Shape(clicks=args.clicks)
+    ch, generated = ensure_data(args.path, shape)
+    brand = {"id": shape.brand_id, "name": "Bench", "currency": shape.currency}
+    date_to = shape.end - timedelta(days=1)
+    date_from = shape.end - timedelta(days=args.days)
+
+    results: dict[str, dict[str, Any]] = {}
+    for name, group_by, tz, _ in CASES:
+        params = ReportParams(date_from, date_to, group_by, tz)
+        for _ in range(3):  # warm-up
+            http.dumps(reports.run_report(ch, brand, params, 400).to_json())
+        samples: list[float] = []
+        rows = 0
+        for _ in range(args.n):
+            t = time.perf_counter()
+            report = reports.run_report(ch, brand, params, 400)
+            http.dumps(report.to_json())
+            samples.append((time.perf_counter() - t) * 1000)
+            rows = len(report.rows)
+        results[name] = {
+            "group_by": ",".join(group_by),
+            "tz": tz,
+            "source": report.source,
+            "rows": rows,
+            "clicks_in_range": report.totals["clicks"] + report.totals["bot_clicks"],
+            "n": args.n,
+            "p50_ms": round(percentile(samples, 0.50), 1),
+            "p95_ms": round(percentile(samples, 0.95), 1),
+            "p99_ms": round(percentile(samples, 0.99), 1),
+            "mean_ms": round(statistics.fmean(samples), 1),
+        }
+    goal_met = all(results[name]["p95_ms"] <= GOAL_MS for name, _, _, goal in CASES if goal)
+    doc = {
+        "when": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "machine": f"{platform.machine()} {os.cpu_count()} cpu, {platform.python_implementation()} "
+        f"{platform.python_version()}",
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "data": {
+            "clicks": shape.clicks,
+            "conversions": shape.conversions,
+            "influencers": shape.influencers,
+            "campaigns": shape.campaigns,
+            "links": shape.links,
+            "days": shape.days,
+        },
+        "range": {"from": date_from.isoformat(), "to": date_to.isoformat()},
+        "generated_seconds": {k: round(v, 2) for k, v in generated.items()} if generated else None,
+        "results": results,
+        "goal_p95_ms": GOAL_MS,
+        "goal_met": goal_met,
+    }
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return
+    if generated:
+        print("generated: " + ", ".join(f"{k} {v:.1f} s" for k, v in generated.items()))
+    print(f"{doc['when']}  {doc['machine']}  load {doc['load_average']}")
+    print(f"range {date_from}..{date_to}, {args.n} reports per case")
+    print(f"{'case':32s} {'source':7s} {'rows':>5s} {'p50':>8s} {'p95':>8s} {'p99':>8s}  ms")
+    for name, r in results.items():
+        print(f"{name:32s} {r['source']:7s} {r['rows']:5d} {r['p50_ms']:8.1f} {r['p95_ms']:8.1f} {r['p99_ms']:8.1f}")
+    print(f"goal p95 <= {GOAL_MS:.0f} ms (influencer, day): {'met' if goal_met else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()
