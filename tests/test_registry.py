@@ -278,3 +278,19 @@ async def test_malformed_link_record_is_rebuilt(reg: Registry, redis_client: red
     rec = await reg.link_by_code(code)
     assert rec is not None and rec.id == row["id"]
     assert redis_client.get(keys.link(code)) == rec.encode()
+
+
+async def test_sequence_behind_clickhouse_in_a_running_process(reg: Registry, redis_client: redis.Redis) -> None:
+    brand, c, i = await _setup(reg)
+    args: dict[str, Any] = {"campaign_id": str(c["id"]), "influencer_id": str(i["id"]),
+                            "destination_url": "https://a.example/"}
+    rows = [await reg.create_link(str(brand["id"]), **args) for _ in range(3)]
+    # Redis restarted without its last second of writes: the sequence went back, the key exists.
+    redis_client.set(keys.LINK_SEQUENCE, 1)
+    redis_client.delete(keys.link(str(rows[1]["code"])), keys.link(str(rows[2]["code"])))
+    new = await reg.create_link(str(brand["id"]), **args)
+    assert new["id"] == 4
+    listed = await reg.list_links(str(brand["id"]))
+    assert [(r["id"], r["code"], r["version"]) for r in listed] == [
+        (r["id"], r["code"], r["version"]) for r in [*rows, new]
+    ]

@@ -471,8 +471,15 @@ class Registry:
         while True:
             link_id = await self._next_link_id()
             code = self.codes.encode(link_id)
-            if not is_reserved(code):
-                return link_id, code
+            if is_reserved(code):
+                continue
+            # Redis may come back from a restart without its last writes (AOF everysec) while
+            # this process already trusted the sequence: ClickHouse has the final word.
+            if await self._query("SELECT 1 FROM links WHERE id = {id:UInt64} LIMIT 1", {"id": link_id}):
+                log.warning("link id %d is taken: the Redis sequence fell behind ClickHouse; raising it", link_id)
+                self._sequence_floored = False
+                continue
+            return link_id, code
 
     def _record(self, row: dict[str, Any], campaign: dict[str, Any] | None) -> LinkRecord:
         return LinkRecord(
