@@ -845,16 +845,15 @@ class Worker:
 
     def _maintain(self) -> None:
         """Trim every stream below what its groups still need and refresh the gauges."""
-        for stream, kind in self.kinds.items():
+        for stream in self.kinds:
             st = stream_stats(self.r, stream)
             self.stats[stream] = st
             if st["trim_below"] is not None:
                 self.r.xtrim(stream, minid=st["trim_below"], approximate=True)
-            label = stream if kind is CLICKS and len(self.kinds) > 2 else kind.name
-            metrics.STREAM_LENGTH.labels(label).set(st["length"])
-            metrics.STREAM_LAG.labels(label).set(st["lag"])
-            metrics.STREAM_PENDING.labels(label).set(st["pending"])
-            metrics.STREAM_OLDEST_PENDING_SECONDS.labels(label).set(st["oldest_pending_seconds"])
+            metrics.STREAM_LENGTH.labels(stream).set(st["length"])
+            metrics.STREAM_LAG.labels(stream).set(st["lag"])
+            metrics.STREAM_PENDING.labels(stream).set(st["pending"])
+            metrics.STREAM_OLDEST_PENDING_SECONDS.labels(stream).set(st["oldest_pending_seconds"])
 
     def status(self) -> dict[str, Any]:
         failing = self.ch_failing_since
