@@ -58,6 +58,8 @@ def record(destination: str = "https://shop.example/p", param: str = "click_id",
         ("https://s.example/p", "click_id", b"q=%C3%A9&s=a+b", "https://s.example/p?q=%C3%A9&s=a+b&click_id=CID"),
         # a destination with an empty query
         ("https://s.example/p?", "click_id", b"", "https://s.example/p?click_id=CID"),
+        # control characters and spaces never reach the header
+        ("https://s.example/a b?x=1\r\nSet-Cookie: y", "click_id", b"", "https://s.example/a%20b?x=1%0D%0ASet-Cookie:%20y&click_id=CID"),
         # IRIs become URIs
         ("https://bücher.example/straße?q=ü", "click_id", b"", "https://xn--bcher-kva.example/stra%C3%9Fe?q=%C3%BC&click_id=CID"),
     ],

@@ -47,6 +47,7 @@ _RETRY_SECONDS = 1.0
 # sub-delimiter characters and well-formed percent escapes only.
 _SAFE_QUERY = re.compile(rb"(?:[A-Za-z0-9\-._~!$'()*+,;=:@/?&]|%[0-9A-Fa-f]{2})*")
 _URL_SAFE = ":/?#[]@!$&'()*+,;=%~"
+_UNSAFE_URL_CHAR = re.compile(r"[\x00-\x20\x7f]")
 
 
 def _decode(raw: bytes) -> str:
@@ -91,8 +92,8 @@ class Target:
     def __init__(self, record: LinkRecord) -> None:
         self.record = record
         url = record.destination_url
-        if not url.isascii():
-            url = _ascii_url(url)
+        if not url.isascii() or _UNSAFE_URL_CHAR.search(url):
+            url = _ascii_url(url)  # also keeps CR/LF and spaces out of the Location header
         url, _, fragment = url.partition("#")
         prefix, _, query = url.partition("?")
         self.param = record.click_id_param
