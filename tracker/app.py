@@ -90,6 +90,7 @@ def build_components(svc: Services) -> None:
     from tracker.registry import Registry
 
     svc.named["registry"] = Registry(svc.settings, svc.ch, svc.redis)
+    svc.components.append(svc.named["registry"])  # its sweep repairs records a Redis restart rolled back
     if svc.settings.embedded:
         from tracker import ingest
 

@@ -29,7 +29,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -56,6 +56,12 @@ MAX_URL_LENGTH = 2048
 # An unknown API key is remembered this long, so guessing keys does not reach ClickHouse.
 _NEGATIVE_KEY_SECONDS = 30
 _LOCK_SECONDS = 5.0
+# Reconciliation: Redis may come back from a restart without its last writes (AOF
+# everysec, or RDB snapshots), i.e. with an older record of a link or rate changed
+# just before. A sweep compares recently changed rows with their Redis records.
+RECONCILE_EVERY_SECONDS = 30.0
+RECONCILE_WINDOW_SECONDS = 15 * 60.0
+RECONCILE_FIRST_WINDOW_SECONDS = 24 * 3600.0
 
 
 class _Unset:
@@ -207,6 +213,7 @@ class Registry:
         self.redis = redis
         self.codes = Codes(salt_for(settings.hashids_salt, settings.secret_key))
         self._sequence_floored = False
+        self._sweeper: asyncio.Task[None] | None = None
 
     # ----------------------------------------------------------------- plumbing
 
@@ -811,13 +818,14 @@ class Registry:
                 f"{currency} is the brand's own currency; its rate is always 1.", code="invalid_field"
             )
         updated = now_utc()
-        await self._write(self.redis.hdel(keys.fx_rate(brand["id"]), currency))
-        await self._insert(
-            "fx_rates",
-            {"brand_id": brand["id"], "currency": currency, "rate": rate, "updated_at": updated,
-             "version": time.time_ns()},
-        )
-        await self._write(self.redis.hset(keys.fx_rate(brand["id"]), currency, str(rate)))
+        async with self._lock("fx", f"{brand['id']}:{currency}"):
+            await self._write(self.redis.hdel(keys.fx_rate(brand["id"]), currency))
+            await self._insert(
+                "fx_rates",
+                {"brand_id": brand["id"], "currency": currency, "rate": rate, "updated_at": updated,
+                 "version": time.time_ns()},
+            )
+            await self._write(self.redis.hset(keys.fx_rate(brand["id"]), currency, str(rate)))
         return {"currency": currency, "rate": rate, "base": brand["currency"], "updated_at": iso(updated)}
 
     async def fx_rate(self, brand_id: str, currency: str) -> Decimal | None:
@@ -929,6 +937,87 @@ class Registry:
             {"b": brand_id, "c": campaign_id or "", "i": influencer_id or ""},
         )
         return [self.fee_answer(r) for r in rows]
+
+    # ----------------------------------------------------------- reconciliation
+
+    async def start(self) -> None:
+        """Start the background sweep that repairs Redis records a Redis restart rolled back."""
+        self._sweeper = asyncio.create_task(self._sweep_loop(), name="registry-reconcile")
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+
+    async def _sweep_loop(self) -> None:
+        window = RECONCILE_FIRST_WINDOW_SECONDS
+        while True:
+            try:
+                fixed = await self.reconcile(window)
+                if fixed:
+                    log.warning("repaired %d Redis registry records that were older than ClickHouse", fixed)
+                window = RECONCILE_WINDOW_SECONDS
+            except Exception as exc:  # storage down: try again on the next round
+                log.warning("registry reconciliation failed: %s", exc)
+            await asyncio.sleep(RECONCILE_EVERY_SECONDS)
+
+    async def reconcile(self, window_seconds: float) -> int:
+        """Repair Redis records of links and FX rates changed within the window.
+
+        A record that differs from ClickHouse is rewritten under the row's lock (an
+        update in flight wins); a missing record is left alone (the next read rebuilds
+        it). Returns how many records were repaired.
+        """
+        since_ms = int((now_utc() - timedelta(seconds=window_seconds)).timestamp() * 1000)
+        fixed = 0
+        rows = await self._query(
+            f"SELECT {self._LINK_COLUMNS} FROM links FINAL "
+            "WHERE updated_at >= fromUnixTimestamp64Milli({since:Int64}) ORDER BY id",
+            {"since": since_ms},
+        )
+        campaigns: dict[tuple[str, str], dict[str, Any] | None] = {}
+        for start in range(0, len(rows), 500):
+            chunk = rows[start : start + 500]
+            cached = await self.redis.mget([keys.link(r["code"]) for r in chunk])
+            for row, raw in zip(chunk, cached, strict=True):
+                if raw is None:
+                    continue
+                ref = (row["brand_id"], row["campaign_id"])
+                if ref not in campaigns:
+                    campaigns[ref] = await self.get_campaign(*ref)
+                try:
+                    same = LinkRecord.decode(raw) == self._record(row, campaigns[ref])
+                except (ValueError, TypeError):
+                    same = False
+                if same:
+                    continue
+                async with self._lock("link", row["code"]):
+                    fresh = await self._link_row(row["code"])
+                    if fresh is not None:
+                        record = self._record(fresh, campaigns[ref])
+                        await self._write(self.redis.set(keys.link(row["code"]), record.encode()))
+                        fixed += 1
+        rates = await self._query(
+            "SELECT brand_id, currency, rate FROM fx_rates FINAL "
+            "WHERE updated_at >= fromUnixTimestamp64Milli({since:Int64})",
+            {"since": since_ms},
+        )
+        for r in rates:
+            raw = await self.redis.hget(keys.fx_rate(r["brand_id"]), r["currency"])
+            if raw is None or Decimal(_text(raw)) == Decimal(r["rate"]):
+                continue
+            async with self._lock("fx", f"{r['brand_id']}:{r['currency']}"):
+                current = await self._query(
+                    "SELECT rate FROM fx_rates FINAL WHERE brand_id = {b:String} AND currency = {c:String}",
+                    {"b": r["brand_id"], "c": r["currency"]},
+                )
+                if current:
+                    rate = plain(Decimal(current[0]["rate"]))
+                    await self._write(self.redis.hset(keys.fx_rate(r["brand_id"]), r["currency"], str(rate)))
+                    fixed += 1
+        return fixed
 
 
 def valid_ip_or_network(value: str) -> str:
