@@ -44,6 +44,7 @@ from starlette.routing import Route
 from loadtests.serve import EmbeddedServe, free_port, rss_bytes, seed
 
 RESULTS = Path(__file__).parent / "results"
+REPORTS_DATA = Path(tempfile.gettempdir()) / "tracker-bench-harness-reports"
 TARGETS = {
     "redirect_rps": 20_000,
     "redirect_p99_ms": 15.0,
@@ -328,16 +329,29 @@ def table(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                      "", ""))
     ingest = results.get("ingest")
     if ingest is not None:
-        rate = _pick(ingest, "rows_per_s", "clicks_per_s", "rows_per_second", "clicks_per_second", "rate")
+        rate = _pick(ingest, "rows_per_second", "rows_per_s", "clicks_per_s")
         rows.append(("ingest rows/s (one worker)", _fmt(rate) if rate is not None else str(ingest)[:60],
                      f">= {TARGETS['ingest_rows_per_s']:,}",
                      _verdict(None if rate is None else rate >= TARGETS["ingest_rows_per_s"])))
+        fresh = ingest.get("freshness") if isinstance(ingest, dict) else None
+        if isinstance(fresh, dict) and "p95_seconds" in fresh:
+            rows.append(("freshness p95 / max, redirect to report", f"{fresh['p95_seconds']} / "
+                         f"{fresh.get('max_seconds')} s", f"<= {fresh.get('goal_seconds', 2)} s",
+                         _verdict(fresh.get("max_seconds", 1e9) <= fresh.get("goal_seconds", 2))))
     reports = results.get("reports")
     if reports is not None:
-        p95 = _pick(reports, "p95_ms", "report_p95_ms", "p95")
-        rows.append(("report p95 (30 days by influencer)", _fmt(p95, " ms") if p95 is not None else str(reports)[:60],
-                     f"<= {TARGETS['report_p95_ms']} ms",
-                     _verdict(None if p95 is None else p95 <= TARGETS["report_p95_ms"])))
+        cases = reports.get("results") if isinstance(reports, dict) else None
+        if isinstance(cases, dict) and cases:
+            data = reports.get("data", {})
+            size = f"{data.get('clicks', 0) / 1e6:g}M clicks, {data.get('conversions', 0) / 1e3:g}k conversions"
+            for name, case in cases.items():
+                gated = case.get("group_by") == "influencer" and case.get("tz") == "UTC"
+                target = f"<= {TARGETS['report_p95_ms']} ms" if gated else ""
+                ok = case["p95_ms"] <= TARGETS["report_p95_ms"] if target else None
+                rows.append((f"report p95, {name} ({size})", _fmt(float(case["p95_ms"]), " ms"), target,
+                             _verdict(ok)))
+        else:
+            rows.append(("report p95 (30 days by influencer)", str(reports)[:60], "", ""))
     return rows
 
 
@@ -387,7 +401,8 @@ def main(argv: list[str] | None = None) -> int:
             ("bare_starlette", lambda: bench_bare(args.seconds, args.connections)),
             ("nginx", lambda: bench_nginx(work, args.seconds, args.connections)),
             ("ingest", lambda: run_module("bench_ingest", args.module_timeout, [])),
-            ("reports", lambda: run_module("bench_reports", args.module_timeout, [])),
+            # Its own chDB path: generated once (10M clicks, ~1 min) and reused by later runs.
+            ("reports", lambda: run_module("bench_reports", args.module_timeout, ["--path", str(REPORTS_DATA)])),
         ]
         short = {"tracker": "tracker", "bare_starlette": "bare", "nginx": "nginx", "ingest": "ingest",
                  "reports": "reports"}
