@@ -1,7 +1,7 @@
 """Redirect benchmark: tracker's ``GET /{code}`` (durable click logging) against a bare Starlette 302.
 
     /work/venv/bin/python -m loadtests.bench_redirect [--duration 10] [--connections 64] [--json]
-                                                     [--workers 2]   # production mode, see below
+                                                     [--production] [--workers 2]
 
 1. Starts ``tracker serve`` (embedded mode, one process: its own Valkey, chDB and
    in-process ingest) on a fresh data directory, creates 16 links (through the
@@ -17,7 +17,7 @@
 4. Prints a table (req/s, p50, p99, errors, ratio) and, with ``--json``, one JSON
    object for the harness.
 
-``--workers N`` (N > 1) measures the production topology instead: a separate
+``--production`` (implied by ``--workers N`` with N > 1) measures the production topology instead: a separate
 Valkey, ClickHouse over HTTP (``loadtests.chdb_http`` in front of chDB, the only
 ClickHouse server this machine can run), ``tracker migrate`` and ``tracker serve
 --workers N``; no ingest runs, so the stream just grows. The bare app then runs
@@ -42,7 +42,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,9 @@ class Result:
     p99_ms: float
     non_3xx: int
     socket_errors: int
+    # Server CPU per answered request (python processes, and valkey for tracker): a figure the
+    # other jobs on a shared box do not distort the way they distort req/s.
+    cpu_us_per_request: dict[str, float] = field(default_factory=dict)
 
     @property
     def errors(self) -> int:
@@ -200,6 +203,55 @@ def run_wrk(name: str, port: int, script: Path, connections: int, seconds: int) 
     )
 
 
+def _proc_cpu() -> dict[int, tuple[int, str, float]]:
+    """pid -> (parent pid, command name, CPU seconds used so far) for every process."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name = raw[raw.index("(") + 1 : raw.rindex(")")]
+        fields = raw[raw.rindex(")") + 2 :].split()
+        out[int(entry.name)] = (int(fields[1]), name, (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def tree_cpu(root: int) -> dict[str, float]:
+    """CPU seconds of a process and its descendants, summed by command name."""
+    procs = _proc_cpu()
+    keep = {root}
+    changed = True
+    while changed:
+        changed = False
+        for pid, (ppid, _, _) in procs.items():
+            if ppid in keep and pid not in keep:
+                keep.add(pid)
+                changed = True
+    totals: dict[str, float] = {}
+    for pid in keep:
+        if pid in procs:
+            _, name, cpu = procs[pid]
+            key = "valkey" if "valkey" in name else "python"
+            totals[key] = totals.get(key, 0.0) + cpu
+    return totals
+
+
+def _sum_cpu(roots: list[int]) -> dict[str, float]:
+    total: dict[str, float] = {}
+    for root in roots:
+        for k, v in tree_cpu(root).items():
+            total[k] = total.get(k, 0.0) + v
+    return total
+
+
+def _cpu_per_request(before: dict[str, float], after: dict[str, float], requests: int) -> dict[str, float]:
+    return {k: round((after.get(k, 0.0) - before.get(k, 0.0)) / max(requests, 1) * 1e6, 1) for k in after}
+
+
 def _entries_added(client: redis.Redis) -> int:
     try:
         info = client.xinfo_stream(keys.CLICK_STREAM)
@@ -230,7 +282,7 @@ def bench_tracker(args: argparse.Namespace, work: Path) -> tuple[Result, dict[st
     log = open(work / "tracker.log", "wb")  # noqa: SIM115 - closed in finally
     valkey = None
     try:
-        if args.workers > 1:
+        if args.production:
             from tracker.embedded import EmbeddedRedis
 
             valkey = EmbeddedRedis(work)
@@ -261,7 +313,12 @@ def bench_tracker(args: argparse.Namespace, work: Path) -> tuple[Result, dict[st
         client = redis.Redis.from_url(redis_url)
         time.sleep(0.5)
         added0, served0 = _entries_added(client), _redirects_302(base)
+        roots = [server.pid]
+        if valkey is not None:  # production mode: our Valkey is not the server's child
+            roots.append(int(valkey.pidfile.read_text().strip()))
+        cpu0 = _sum_cpu(roots)
         result = run_wrk("tracker", port, script, args.connections, args.duration)
+        result.cpu_us_per_request = _cpu_per_request(cpu0, _sum_cpu(roots), result.requests)
         time.sleep(0.5)
         added = _entries_added(client) - added0
         served = _redirects_302(base) - served0
@@ -296,7 +353,10 @@ def bench_bare(args: argparse.Namespace, work: Path) -> Result:
             _wait_port(port, 30, proc)
             script = _lua([f"bench{i:02d}" for i in range(LINKS)], work)
             run_wrk("warm-up", port, script, args.connections, 2)
-            return run_wrk("bare starlette", port, script, args.connections, args.duration)
+            cpu0 = tree_cpu(proc.pid)
+            result = run_wrk("bare starlette", port, script, args.connections, args.duration)
+            result.cpu_us_per_request = _cpu_per_request(cpu0, tree_cpu(proc.pid), result.requests)
+            return result
         finally:
             _stop(proc)
 
@@ -316,10 +376,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--duration", type=int, default=10, help="seconds per measured wrk run (default 10)")
     p.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
-    p.add_argument("--workers", type=int, default=1, help="server processes; >1 runs production mode")
+    p.add_argument("--workers", type=int, default=1, help="server processes; >1 implies --production")
+    p.add_argument("--production", action="store_true",
+                   help="separate Valkey and ClickHouse over HTTP, no in-process ingest (production mode)")
     p.add_argument("--json", action="store_true", help="also print one JSON object")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = p.parse_args(argv)
+    args.production = args.production or args.workers > 1
     if shutil.which("wrk") is None:
         print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 2
@@ -333,11 +396,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"work directory kept: {work}", file=sys.stderr)
     ratio = tracker.rps / bare.rps if bare.rps else float("nan")
-    mode = "embedded, 1 process" if args.workers == 1 else f"production, {args.workers} workers"
+    mode = f"production, {args.workers} worker(s)" if args.production else "embedded, 1 process"
     print(f"\nRedirect benchmark ({mode}; wrk -t1 -c{args.connections} -d{args.duration}s, {os.cpu_count()} CPUs)")
-    print(f"{'server':<16}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
+    print(f"{'server':<16}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}   server CPU us/request")
     for r in (tracker, bare):
-        print(f"{r.name:<16}{r.rps:>10.0f}{r.p50_ms:>9.2f}{r.p99_ms:>9.2f}{r.errors:>8}")
+        cpu = ", ".join(f"{k} {v}" for k, v in sorted(r.cpu_us_per_request.items()))
+        print(f"{r.name:<16}{r.rps:>10.0f}{r.p50_ms:>9.2f}{r.p99_ms:>9.2f}{r.errors:>8}   {cpu}")
+    print(f"load average at the end: {os.getloadavg()[0]:.2f} (other jobs on the box distort req/s)")
     print(f"ratio tracker/bare: {ratio:.2f}")
     print(f"durability: {durability}")
     goals = {
@@ -351,7 +416,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps({
             "benchmark": "redirect", "mode": mode, "connections": args.connections, "duration_s": args.duration,
-            "cpus": os.cpu_count(), "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "cpus": os.cpu_count(), "load_average": os.getloadavg()[0],
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "tracker": {**asdict(tracker), "errors": tracker.errors},
             "bare": {**asdict(bare), "errors": bare.errors},
             "ratio": ratio, "durability": durability, "goals": goals,
