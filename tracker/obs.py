@@ -28,6 +28,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tracker import keys, metrics
+from tracker.codes import RESERVED
 from tracker.logs import REQUEST_ID
 from tracker.services import services
 
@@ -35,10 +36,8 @@ log = logging.getLogger("tracker.request")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
-# Single-segment paths that are routes, not short codes.
-NON_REDIRECT_PATHS = frozenset(
-    {"/healthz", "/readyz", "/metrics", "/openapi.json", "/dashboard", "/postback"}
-)
+# Single-segment paths that are routes, not short codes (the names codes may never take).
+NON_REDIRECT_PATHS = frozenset("/" + name for name in RESERVED)
 # Scrapes and probes are frequent and uninteresting: logged at DEBUG.
 _QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 _REQUEST_ID_HEADER = b"x-request-id"
