@@ -73,9 +73,10 @@ MAX_CLICK_ID = 256
 MAX_COUPON = 64
 # How far in the future occurred_at may lie (store clocks drift).
 CLOCK_SKEW_SECONDS = 300
-# Order states stay in Redis this long after their last change; older ones are
-# rebuilt from ClickHouse when a late refund arrives.
-STATE_TTL_SECONDS = 45 * 86_400
+# Order states stay in Redis this long after their last change (retries and most
+# status changes come within days); a later postback rebuilds the state from
+# ClickHouse, which ingest filled long before. Bounds Redis memory (~1 KB an order).
+STATE_TTL_SECONDS = 7 * 86_400
 _MAX_ATTEMPTS = 8
 _EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 
