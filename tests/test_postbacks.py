@@ -171,6 +171,7 @@ def test_click_attributed_conversion_is_answered_and_streamed(world: World, redi
     # The Redis state is the same bytes that went on the stream.
     state = redis_client.get(keys.conversion(world.brand["id"], "A-1"))
     assert state is not None and json.loads(state) == row
+    assert 7 * 86_400 - 60 < redis_client.ttl(keys.conversion(world.brand["id"], "A-1")) <= 7 * 86_400
 
 
 def test_ingest_drain_stores_exactly_the_current_states(
