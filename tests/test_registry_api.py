@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -20,6 +21,12 @@ from tracker.registry import Registry, store_secret
 from tracker.settings import Settings
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+JSON = {"Content-Type": "application/json"}
+
+
+def as_json(body: dict[str, Any]) -> bytes:
+    """ASCII JSON, so lone surrogates travel as escapes the way a hostile client sends them."""
+    return json.dumps(body).encode()
 
 
 @pytest.fixture
@@ -136,18 +143,21 @@ BAD_BRANDS = [
     ({"name": "A" * 201}, 422, "invalid_field"),
     ({"name": "A\nB"}, 422, "invalid_field"),
     ({"name": "A", "colour": "red"}, 422, "invalid_field"),
+    ({"name": "A\ud800"}, 422, "invalid_field"),
 ]
 
 
 @pytest.mark.parametrize(("body", "status", "code"), BAD_BRANDS)
 def test_bad_brand_bodies(client: TestClient, body: dict[str, Any], status: int, code: str) -> None:
-    r = client.post("/api/v1/brands", json=body, headers=ADMIN)
+    r = client.post("/api/v1/brands", content=as_json(body), headers={**ADMIN, **JSON})
     assert r.status_code == status, r.text
     assert r.json()["error"]["code"] == code
 
 
 @pytest.mark.parametrize(
-    ("raw", "status"), [(b"", 400), (b"{", 400), (b"[1,2]", 400), (b'"x"', 400), (b"null", 400)]
+    ("raw", "status"),
+    [(b"", 400), (b"{", 400), (b"[1,2]", 400), (b'"x"', 400), (b"null", 400), (b"[" * 60_000, 400),
+     (b'{"name": "\xff"}', 400)],
 )
 def test_non_object_bodies(client: TestClient, raw: bytes, status: int) -> None:
     r = client.post("/api/v1/brands", content=raw, headers={**ADMIN, "Content-Type": "application/json"})
@@ -266,7 +276,8 @@ def test_link_list_filters(client: TestClient, world: dict[str, Any]) -> None:
     assert codes(f"?campaign_id={other_cmp['id']}") == [c["code"]]
     assert codes(f"?campaign_id={world['campaign']['id']}&influencer_id={world['influencer']['id']}") == [a["code"]]
     assert codes("?limit=1&offset=1") == [b["code"]]
-    assert client.get("/api/v1/links?limit=abc", headers=world["h"]).status_code == 422
+    for bad in ("abc", "0", "-1", "10001", "\u00b2", "1.5"):
+        assert client.get("/api/v1/links", params={"limit": bad}, headers=world["h"]).status_code == 422, bad
 
 
 BAD_DESTINATIONS = [
@@ -321,6 +332,9 @@ BAD_LINKS: list[tuple[dict[str, Any], int, str]] = [
     ({"expires_at": "2099-01-01T00:00:00"}, 422, "expires_at"),
     ({"expires_at": "tomorrow"}, 422, "expires_at"),
     ({"expires_at": "9999-01-01T00:00:00Z"}, 422, "expires_at"),
+    ({"expires_at": "9999-12-31T23:59:59-01:00"}, 422, "expires_at"),
+    ({"expires_at": "0001-01-01T00:00:00+01:00"}, 422, "expires_at"),
+    ({"destination_url": "https://shop.example/\ud800"}, 422, "destination_url"),
     ({"expires_at": 4102444800}, 422, "expires_at"),
     ({"disabled": True}, 422, "disabled"),
 ]
@@ -329,7 +343,7 @@ BAD_LINKS: list[tuple[dict[str, Any], int, str]] = [
 @pytest.mark.parametrize(("fields", "status", "named"), BAD_LINKS)
 def test_bad_link_bodies(client: TestClient, world: dict[str, Any], fields: dict[str, Any], status: int,
                          named: str) -> None:
-    r = client.post("/api/v1/links", json=link_body(world, **fields), headers=world["h"])
+    r = client.post("/api/v1/links", content=as_json(link_body(world, **fields)), headers={**world["h"], **JSON})
     assert r.status_code == status, r.text
     assert named in r.json()["error"]["message"]
     assert client.get("/api/v1/links", headers=world["h"]).json() == {"items": []}

@@ -134,6 +134,9 @@ def check_destination(url: object, allowed_domains: list[str] | tuple[str, ...] 
     """The destination URL if it is safe to redirect to; Unprocessable naming the problem otherwise."""
     if not isinstance(url, str):
         raise Unprocessable("destination_url must be a string.", code="invalid_field")
+    if not url.isascii() and any(0xD800 <= ord(ch) <= 0xDFFF for ch in url):
+        raise Unprocessable("destination_url is not valid Unicode text (it holds a lone surrogate).",
+                            code="invalid_destination")
     if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
         raise Unprocessable(
             f"destination_url {url[:100]!r} contains control characters (CR, LF or others).",

@@ -55,6 +55,14 @@ def _kind(value: object) -> str:
     return "an object"
 
 
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _invalid(message: str) -> Unprocessable:
     return Unprocessable(message, code="invalid_field")
 
@@ -92,6 +100,8 @@ class Body:
             raise _invalid(f"Field {name!r} is {len(value)} characters long; the limit is {max_len}.")
         if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
             raise _invalid(f"Field {name!r} contains control characters.")
+        if not _utf8(value):
+            raise _invalid(f"Field {name!r} is not valid Unicode text (it holds a lone surrogate).")
         return value
 
     def integer(self, name: str, *, default: int, lo: int, hi: int) -> int:
@@ -178,7 +188,10 @@ def _datetime(name: str, value: object) -> datetime:
         raise _invalid(f"Field {name!r} value {value!r} is not an ISO 8601 date-time.") from None
     if parsed.tzinfo is None:
         raise _invalid(f"Field {name!r} value {value!r} needs a time zone, e.g. 2026-12-31T23:59:00Z.")
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise _invalid(f"Field {name!r} value {value!r} is out of range.") from None
 
 
 def _future(name: str, value: object) -> datetime:
@@ -201,7 +214,7 @@ def _page(request: Request) -> tuple[int, int]:
         if raw is None:
             out.append(default)
             continue
-        if not raw.isdigit() or not (1 if name == "limit" else 0) <= int(raw) <= hi:
+        if not (raw.isascii() and raw.isdigit()) or not (1 if name == "limit" else 0) <= int(raw) <= hi:
             raise _invalid(f"Query parameter {name!r} must be an integer up to {hi}, got {raw!r}.")
         out.append(int(raw))
     return out[0], out[1]
