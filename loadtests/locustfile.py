@@ -156,12 +156,20 @@ class Follower(HttpUser):
         if referer:
             headers["Referer"] = referer
         params = {"utm_source": self.rng.choice(["instagram", "tiktok", "youtube"]), "utm_medium": "social"}
-        with self.client.get(
+        method = "GET"
+        roll = self.rng.random()
+        if roll < 0.01:  # link checkers send HEAD; the server counts it as a bot, whatever the user agent
+            method, bot = "HEAD", True
+        elif roll < 0.015:  # browsers prefetching a link the user has not opened yet
+            headers["Sec-Purpose"] = "prefetch"
+            bot = True
+        with self.client.request(
+            method,
             f"/{link['code']}",
             params=params,
             headers=headers,
             allow_redirects=False,
-            name="GET /[code]",
+            name="/[code]",
             catch_response=True,
         ) as r:
             if r.status_code != 302:
@@ -199,7 +207,7 @@ class Store(HttpUser):
         mac = hmac.new(self.store["secret"].encode(), f"{t}.".encode() + raw, hashlib.sha256).hexdigest()
         headers = {"Content-Type": "application/json", "X-Store-Id": self.store["id"], "X-Signature": f"t={t},v1={mac}"}
         with self.client.post(
-            "/api/v1/conversions", data=raw, headers=headers, name="POST /api/v1/conversions", catch_response=True
+            "/api/v1/conversions", data=raw, headers=headers, name="/api/v1/conversions", catch_response=True
         ) as r:
             if r.status_code != 202:
                 r.failure(f"expected 202, got {r.status_code}: {r.text[:200]}")
@@ -291,5 +299,5 @@ class Brand(HttpUser):
             "/api/v1/reports",
             params={**self.range, "group_by": group_by},
             headers={"Authorization": f"Bearer {SEED['api_key']}"},
-            name="GET /api/v1/reports",
+            name="/api/v1/reports",
         )
