@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import re
@@ -23,7 +24,7 @@ from tracker.clickid import ClickIds
 from tracker.embedded import EmbeddedRedis
 from tracker.events import CONVERSION_COLUMNS
 from tracker.ingest import Worker
-from tracker.postbacks import decode_state, normalize_row
+from tracker.postbacks import StateLookups, decode_state, load_from_clickhouse, normalize_row
 from tracker.settings import Settings
 
 DAY_MS = 86_400_000
@@ -635,6 +636,27 @@ def test_redis_down_answers_503_and_the_retry_is_recorded(ch: ClickHouse, settin
             check.close()
     finally:
         server.stop()
+
+
+def test_concurrent_state_lookups_share_one_clickhouse_query(
+    world: World, redis_client: redis.Redis, ch: ClickHouse, settings: Settings
+) -> None:
+    for i in range(3):
+        world.post({"order_id": order(i), "amount": "1.00", "currency": "USD"})
+    assert Worker(settings, redis_client, ch, name="t-postbacks").drain() == 3
+    brand = world.brand["id"]
+    wanted = [(brand, order(i)) for i in (0, 1, 2, 1, 7)] + [("brd_" + "N" * 16, order(0))]
+
+    async def lookups() -> tuple[list[Any], int]:
+        states = StateLookups(ch)
+        found = await asyncio.gather(*(states.get(b, o) for b, o in wanted))
+        return found, states.queries
+
+    found, queries = asyncio.run(lookups())
+    assert queries == 1
+    assert [None if f is None else f["order_id"] for f in found] == [order(0), order(1), order(2), order(1), None, None]
+    assert found[1] == found[3] and found[1] is not found[3]
+    assert found[0] == load_from_clickhouse(ch, brand, order(0))
 
 
 # --- GET /postback ------------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ replicas) nothing is needed.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import json
@@ -292,12 +293,66 @@ def decode_state(raw: bytes | str) -> dict[str, Any]:
 
 
 def load_from_clickhouse(ch: ClickHouse, brand_id: str, order_id: str) -> dict[str, Any] | None:
+    return load_many_from_clickhouse(ch, [(brand_id, order_id)]).get((brand_id, order_id))
+
+
+def load_many_from_clickhouse(
+    ch: ClickHouse, orders: list[tuple[str, str]]
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """Current states of (brand_id, order_id) pairs, read with FINAL (exact before merges)."""
     rows = ch.query_dicts(
         f"SELECT {', '.join(CONVERSION_COLUMNS)} FROM conversions FINAL "
-        "WHERE brand_id = {b:String} AND order_id = {o:String} LIMIT 1",
-        {"b": brand_id, "o": order_id},
+        "WHERE brand_id IN {b:Array(String)} AND (brand_id, order_id) IN {k:Array(Tuple(String, String))}",
+        {"b": sorted({b for b, _ in orders}), "k": orders},
     )
-    return normalize_row(rows[0]) if rows else None
+    return {(str(r["brand_id"]), str(r["order_id"])): normalize_row(r) for r in rows}
+
+
+class StateLookups:
+    """Coalesces the ClickHouse state reads of concurrent postbacks into one query.
+
+    Every new order misses Redis and must be looked up in ClickHouse (Redis may have
+    lost its state). One query runs at a time; the orders that arrive while it runs
+    go together in the next one, so under load N lookups cost about one query, and
+    an idle server pays one event-loop tick more than a direct read.
+    """
+
+    def __init__(self, ch: ClickHouse) -> None:
+        self.ch = ch
+        self._pending: dict[tuple[str, str], list[asyncio.Future[dict[str, Any] | None]]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.queries = 0
+
+    async def get(self, brand_id: str, order_id: str) -> dict[str, Any] | None:
+        future: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
+        self._pending.setdefault((brand_id, order_id), []).append(future)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._drain())
+        state = await future
+        # Waiters on one order share a result: each gets its own copy to change.
+        return dict(state) if state is not None else None
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, {}
+                try:
+                    self.queries += 1
+                    found = await run_sync(load_many_from_clickhouse, self.ch, list(batch))
+                except BaseException as exc:
+                    for futures in batch.values():
+                        for f in futures:
+                            if not f.done():
+                                f.set_exception(exc if isinstance(exc, Exception) else StorageUnavailable(str(exc)))
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                for key, futures in batch.items():
+                    for f in futures:
+                        if not f.done():
+                            f.set_result(found.get(key))
+        finally:
+            self._task = None
 
 
 def _ms(when: datetime) -> datetime:
@@ -324,6 +379,7 @@ class Conversions:
         assert svc.settings.secret_key is not None
         self.click_ids = ClickIds(svc.settings.secret_key)
         self._commit: AsyncScript = svc.redis.register_script(_COMMIT)
+        self.lookups = StateLookups(svc.ch)
 
     @property
     def registry(self) -> Any:
@@ -357,7 +413,7 @@ class Conversions:
             if raw is not None:
                 current: dict[str, Any] | None = decode_state(raw)
             else:
-                current = await run_sync(load_from_clickhouse, self.svc.ch, brand_id, pb.order_id)
+                current = await self.lookups.get(brand_id, pb.order_id)
             if current is None:
                 row = await self._first_version(brand, store, pb)
             else:
