@@ -9,8 +9,8 @@ In one run, on this machine, with the same wrk settings and one server process e
 - a bare Starlette app answering 302 from memory (uvloop + httptools, as serve);
 - nginx `return 302` when installed, the physical reference;
 - the process RSS of `tracker serve` (with its embedded Valkey) idle and at peak;
-- ingest rows/s and report p95 from the other harness modules
-  (`loadtests.bench_ingest --json`, `loadtests.bench_reports --json`).
+- ingest rows/s and freshness, postback rates, and report p95 from the other harness
+  modules (`loadtests.bench_ingest`, `bench_postbacks`, `bench_reports`, each `--json`).
 Each step has a timeout; the whole run stays under ~10 minutes. DESIGN.md's targets
 are printed beside the numbers. Nothing here asserts: the numbers are the output.
 """
@@ -338,6 +338,15 @@ def table(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             rows.append(("freshness p95 / max, redirect to report", f"{fresh['p95_seconds']} / "
                          f"{fresh.get('max_seconds')} s", f"<= {fresh.get('goal_seconds', 2)} s",
                          _verdict(fresh.get("max_seconds", 1e9) <= fresh.get("goal_seconds", 2))))
+    postbacks = results.get("postbacks")
+    if isinstance(postbacks, dict):
+        for phase in ("new_orders", "replays", "partial_refunds"):
+            ph = postbacks.get(phase)
+            if isinstance(ph, dict):
+                rows.append((f"postbacks/s, {phase.replace('_', ' ')}", f"{_fmt(ph.get('rps'))} (p99 "
+                             f"{_fmt(ph.get('p99_ms'), ' ms')})", "", ""))
+    elif postbacks is not None:
+        rows.append(("postbacks", str(postbacks)[:60], "", ""))
     reports = results.get("reports")
     if reports is not None:
         cases = reports.get("results") if isinstance(reports, dict) else None
@@ -377,8 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m loadtests.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=int, default=10, help="wrk duration per server (default 10).")
     p.add_argument("--connections", type=int, default=64, help="wrk connections (default 64).")
-    p.add_argument("--skip", default="", help="Comma-separated steps to skip: tracker,bare,nginx,ingest,reports.")
-    p.add_argument("--module-timeout", type=int, default=240, help="Seconds allowed to each harness module.")
+    p.add_argument("--skip", default="", help="Steps to skip: tracker,bare,nginx,ingest,postbacks,reports.")
+    p.add_argument("--module-timeout", type=int, default=180, help="Seconds allowed to each harness module.")
     p.add_argument("--keep", action="store_true", help="Keep the temp work directory (server logs).")
     p.add_argument("--out", type=Path, default=RESULTS, help="Directory for latest.json and latest.md.")
     args = p.parse_args(argv)
@@ -402,10 +411,11 @@ def main(argv: list[str] | None = None) -> int:
             ("nginx", lambda: bench_nginx(work, args.seconds, args.connections)),
             ("ingest", lambda: run_module("bench_ingest", args.module_timeout, [])),
             # Its own chDB path: generated once (10M clicks, ~1 min) and reused by later runs.
+            ("postbacks", lambda: run_module("bench_postbacks", args.module_timeout, ["--orders", "1000"])),
             ("reports", lambda: run_module("bench_reports", args.module_timeout, ["--path", str(REPORTS_DATA)])),
         ]
         short = {"tracker": "tracker", "bare_starlette": "bare", "nginx": "nginx", "ingest": "ingest",
-                 "reports": "reports"}
+                 "postbacks": "postbacks", "reports": "reports"}
         for name, step in steps:
             if short[name] in skip:
                 continue
