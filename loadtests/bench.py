@@ -36,10 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from loadtests.serve import EmbeddedServe, free_port, rss_bytes, seed
 
@@ -52,19 +48,6 @@ TARGETS = {
     "ingest_rows_per_s": 150_000,
     "report_p95_ms": 150.0,
 }
-
-
-# --- the bare reference app -------------------------------------------------------------------------
-
-
-async def _bare_redirect(request: Request) -> Response:
-    return Response(
-        status_code=302,
-        headers={"location": "https://shop.example.com/p/1?ref=bio&click_id=x", "cache-control": "no-store"},
-    )
-
-
-bare_app = Starlette(routes=[Route("/{code}", _bare_redirect)])
 
 
 # --- wrk ----------------------------------------------------------------------------------------------
@@ -179,11 +162,12 @@ def bench_tracker(workdir: Path, seconds: int, connections: int) -> dict[str, An
 
 def bench_bare(seconds: int, connections: int) -> dict[str, Any]:
     port = free_port()
-    cmd = [sys.executable, "-m", "uvicorn", "loadtests.bench:bare_app", "--port", str(port), "--loop", "uvloop",
+    # The same baseline app as loadtests.bench_redirect, so the two harnesses compare.
+    cmd = [sys.executable, "-m", "uvicorn", "loadtests.bare_app:app", "--port", str(port), "--loop", "uvloop",
            "--http", "httptools", "--no-access-log", "--log-level", "warning"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        url = f"http://127.0.0.1:{port}/abc123"
+        url = f"http://127.0.0.1:{port}/bench00"
         _wait_http(url)
         wrk(url, 2, connections)
         with RssSampler(proc.pid) as sampler:
@@ -195,7 +179,7 @@ def bench_bare(seconds: int, connections: int) -> dict[str, Any]:
         proc.wait(15)
 
 
-def bench_nginx(workdir: Path, seconds: int, connections: int) -> dict[str, Any] | None:
+def bench_nginx(workdir: Path, seconds: int, connections: int, workers: int = 1) -> dict[str, Any] | None:
     binary = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
     if binary is None:
         return None
@@ -204,7 +188,7 @@ def bench_nginx(workdir: Path, seconds: int, connections: int) -> dict[str, Any]
     port = free_port()
     template = (Path(__file__).parent / "nginx.conf").read_text()
     conf = prefix / "nginx.conf"
-    conf.write_text(template.format(workers=1, port=port, prefix=prefix))
+    conf.write_text(template.format(workers=workers, port=port, prefix=prefix))
     proc = subprocess.Popen([binary, "-p", str(prefix), "-c", str(conf)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     try:
@@ -232,9 +216,10 @@ def run_module(name: str, timeout: int, extra: list[str]) -> dict[str, Any] | st
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return f"timed out after {timeout} s"
+        return f"failed: timed out after {timeout} s"
     if proc.returncode != 0:
-        return f"exit {proc.returncode}: {proc.stderr.strip()[-400:]}"
+        lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+        return f"failed: exit {proc.returncode}: {lines[-1][:300] if lines else 'no output'}"
     for line in reversed(proc.stdout.strip().splitlines()):
         with contextlib.suppress(ValueError):
             data = json.loads(line)
@@ -320,10 +305,32 @@ def table(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             rows.append(("tracker / bare Starlette", f"{ratio:.2f}", f">= {TARGETS['redirect_vs_bare']}",
                          _verdict(ratio >= TARGETS["redirect_vs_bare"])))
     if isinstance(nginx, dict):
-        rows.append(("redirect req/s, nginx return 302", _fmt(nginx["rps"]), "(reference)", ""))
-        rows.append(("redirect p99, nginx return 302", _fmt(nginx.get("p99_ms"), " ms"), "", ""))
+        nw = results.get("processes_production", 1)
+        label = f"nginx return 302, {nw} worker{'s' if nw != 1 else ''}"
+        rows.append((f"redirect req/s, {label}", _fmt(nginx["rps"]), "(reference)", ""))
+        rows.append((f"redirect p99, {label}", _fmt(nginx.get("p99_ms"), " ms"), "", ""))
     elif nginx is None and "nginx" in results:
         rows.append(("redirect, nginx return 302", "not installed", "", ""))
+    prod = results.get("production")
+    if isinstance(prod, dict) and isinstance(prod.get("tracker"), dict) and isinstance(prod.get("bare"), dict):
+        n = results.get("processes_production", "N")
+        pt, pb = prod["tracker"], prod["bare"]
+        rows.append((f"redirect req/s, tracker serve --workers {n} (production)", _fmt(pt.get("rps")),
+                     f">= {TARGETS['redirect_rps']:,}", _verdict(pt.get("rps", 0) >= TARGETS["redirect_rps"])))
+        rows.append((f"redirect p99, tracker serve --workers {n}", _fmt(pt.get("p99_ms"), " ms"),
+                     f"<= {TARGETS['redirect_p99_ms']} ms",
+                     _verdict(pt.get("p99_ms", 1e9) <= TARGETS["redirect_p99_ms"])))
+        rows.append((f"redirect req/s, bare Starlette, {n} workers", _fmt(pb.get("rps")), "", ""))
+        ratio = prod.get("ratio")
+        if isinstance(ratio, int | float):
+            rows.append((f"tracker / bare, {n} workers", f"{ratio:.2f}", f">= {TARGETS['redirect_vs_bare']}",
+                         _verdict(ratio >= TARGETS["redirect_vs_bare"])))
+        durable = prod.get("durability", {})
+        if isinstance(durable, dict) and "ok" in durable:
+            rows.append((f"302s vs stream entries, {n} workers", f"{durable.get('server_302s')} / "
+                         f"{durable.get('stream_clicks_added')}", "equal", _verdict(bool(durable["ok"]))))
+    elif prod is not None:
+        rows.append(("redirect, production topology", str(prod)[:60], "", ""))
     if isinstance(t, dict):
         rows.append(("tracker serve RSS idle / peak (with Valkey)", f"{t['rss_idle_mb']} / {t['rss_peak_mb']} MB",
                      "", ""))
@@ -387,6 +394,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=int, default=10, help="wrk duration per server (default 10).")
     p.add_argument("--connections", type=int, default=64, help="wrk connections (default 64).")
     p.add_argument("--skip", default="", help="Steps to skip: tracker,bare,nginx,ingest,postbacks,reports.")
+    p.add_argument("--workers", type=int, default=1,
+                   help="With N > 1, also measure the production topology (tracker serve --workers N, separate "
+                   "Valkey and ClickHouse, via loadtests.bench_redirect) against N bare workers and N nginx workers.")
     p.add_argument("--module-timeout", type=int, default=180, help="Seconds allowed to each harness module.")
     p.add_argument("--keep", action="store_true", help="Keep the temp work directory (server logs).")
     p.add_argument("--out", type=Path, default=RESULTS, help="Directory for latest.json and latest.md.")
@@ -403,21 +413,25 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(),
         "wrk": {"threads": 1, "connections": args.connections, "seconds": args.seconds},
         "processes": 1,
+        "processes_production": args.workers,
     }
     with _workdir(args.keep) as work:
         steps = [
             ("tracker", lambda: bench_tracker(work, args.seconds, args.connections)),
             ("bare_starlette", lambda: bench_bare(args.seconds, args.connections)),
-            ("nginx", lambda: bench_nginx(work, args.seconds, args.connections)),
+            ("nginx", lambda: bench_nginx(work, args.seconds, args.connections, args.workers)),
+            ("production", lambda: run_module("bench_redirect", args.module_timeout, [
+                "--workers", str(args.workers), "--duration", str(args.seconds),
+                "--connections", str(args.connections)])),
             ("ingest", lambda: run_module("bench_ingest", args.module_timeout, [])),
             # Its own chDB path: generated once (10M clicks, ~1 min) and reused by later runs.
             ("postbacks", lambda: run_module("bench_postbacks", args.module_timeout, ["--orders", "1000"])),
             ("reports", lambda: run_module("bench_reports", args.module_timeout, ["--path", str(REPORTS_DATA)])),
         ]
         short = {"tracker": "tracker", "bare_starlette": "bare", "nginx": "nginx", "ingest": "ingest",
-                 "postbacks": "postbacks", "reports": "reports"}
+                 "postbacks": "postbacks", "reports": "reports", "production": "production"}
         for name, step in steps:
-            if short[name] in skip:
+            if short[name] in skip or (name == "production" and args.workers < 2):
                 continue
             print(f"[{time.monotonic() - started:5.0f}s] {name} ...", file=sys.stderr, flush=True)
             try:
@@ -433,7 +447,8 @@ def main(argv: list[str] | None = None) -> int:
     text = render(rows)
     m = results["machine"]
     header = (f"tracker benchmarks, {results['date']}, {m['cpus']} CPU {m['cpu']}, Python {m['python']}; "
-              f"wrk -t1 -c{args.connections} -d{args.seconds}s, one server process each")
+              f"wrk -t1 -c{args.connections} -d{args.seconds}s, one server process each"
+              + (f" (and {args.workers} in the production rows)" if args.workers > 1 else ""))
     print(header)
     print(text)
     failures = {k: v for k, v in results.items() if isinstance(v, str) and v.startswith("failed")}
