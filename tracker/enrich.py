@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
+from operator import itemgetter
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
@@ -202,14 +203,15 @@ def click_columns(payloads: Sequence[bytes]) -> dict[str, Sequence[Any]]:
     ``ValueError`` and the caller decodes one by one to find it.
     """
     try:
-        values = json.loads(b"[" + b",".join(payloads) + b"]")
+        values = json.loads((b"[" + b",".join(payloads) + b"]").decode())
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValueError(f"a click entry is not JSON: {exc}") from None
     if len(values) != len(payloads) or not values:
         raise ValueError("click entries do not parse one by one")
     if set(map(type, values)) != {list} or set(map(len, values)) != {18}:
         raise ValueError("a click entry has the wrong shape")
-    cols = list(zip(*values, strict=True))
+    # One C pass per column: zip(*values) would juggle one iterator per row.
+    cols = [list(map(itemgetter(k), values)) for k in range(18)]
     (version, click_id, ts_ms, brand, campaign, influencer, link_id, code, visitor, country, ua, ref) = cols[:12]
     utm, hint = cols[12:17], cols[17]
     if set(version) != {CLICK_VERSION}:
@@ -226,7 +228,8 @@ def click_columns(payloads: Sequence[bytes]) -> dict[str, Sequence[Any]]:
         raise ValueError("a click time is outside the years 2000 to 2199")
     if min(link_id) < 0 or max(link_id) >= 2**64 or min(visitor) < 0 or max(visitor) >= 2**64:
         raise ValueError("a click entry has a link id or visitor hash out of range")
-    device, browser, os_family, reason = (list(c) for c in zip(*map(classify_agent, ua), strict=True))
+    agents = list(map(classify_agent, ua))
+    device, browser, os_family, reason = (list(map(itemgetter(k), agents)) for k in range(4))
     if set(hint) != {""}:
         for i, h in enumerate(hint):
             if h == HINT_HEAD:
