@@ -333,3 +333,13 @@ def test_the_app_runs_the_sweep(ch: ClickHouse, settings: Settings) -> None:
         assert registry in client.app.state.services.components  # type: ignore[attr-defined]
         assert registry._sweeper is not None and not registry._sweeper.done()
     assert registry._sweeper is None
+
+
+@pytest.mark.parametrize(("amount", "rate"), [("9999999999", "9999"), ("0.01", "0.0001")])
+async def test_fee_conversion_bounds(reg: Registry, amount: str, rate: str) -> None:
+    brand, c, i = await _setup(reg)
+    await reg.set_fx_rate(brand, "EUR", Decimal(rate))
+    with pytest.raises(Unprocessable, match=amount):
+        await reg.create_fee(brand, campaign_id=str(c["id"]), influencer_id=str(i["id"]),
+                             amount=Decimal(amount), currency="EUR", day=date(2026, 11, 1))
+    assert await reg.list_fees(str(brand["id"])) == []

@@ -56,6 +56,7 @@ MAX_URL_LENGTH = 2048
 # An unknown API key is remembered this long, so guessing keys does not reach ClickHouse.
 _NEGATIVE_KEY_SECONDS = 30
 _LOCK_SECONDS = 5.0
+_MAX_AMOUNT = Decimal("1e13")  # money columns are Decimal(18, 4); money.parse_amount has the same bound
 # Reconciliation: Redis may come back from a restart without its last writes (AOF
 # everysec, or RDB snapshots), i.e. with an older record of a link or rate changed
 # just before. A sweep compares recently changed rows with their Redis records.
@@ -893,6 +894,16 @@ class Registry:
                 code="missing_fx_rate",
             )
         converted = money.round_money(amount * rate, brand["currency"])
+        if converted >= _MAX_AMOUNT:
+            raise Unprocessable(
+                f"amount {amount} {currency} is {converted} {brand['currency']} at the rate {rate}: too large.",
+                code="invalid_field",
+            )
+        if converted <= 0:
+            raise Unprocessable(
+                f"amount {amount} {currency} rounds to 0 {brand['currency']} at the rate {rate}.",
+                code="invalid_field",
+            )
         row = {
             "brand_id": brand_id,
             "id": new_id("fee"),
