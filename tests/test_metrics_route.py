@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import io
 import json
 import logging
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -190,14 +193,36 @@ def log_lines() -> Iterator[io.StringIO]:
 
 def test_logs_carry_request_id_and_no_secret_or_ip(client: TestClient, log_lines: io.StringIO) -> None:
     ip = "203.0.113.77"
-    store_token = "pbt_secret_token_value_123456"
-    client.post(
-        "/api/v1/brands",
-        json={"name": "Acme", "currency": "USD"},
-        headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "X-Forwarded-For": ip, "X-Request-Id": "req-1"},
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}", "X-Forwarded-For": ip}
+    brand = client.post(
+        "/api/v1/brands", json={"name": "Acme", "currency": "USD"}, headers={**admin, "X-Request-Id": "req-1"}
+    ).json()
+    key = {"Authorization": f"Bearer {brand['api_key']}", "X-Forwarded-For": ip}
+    campaign = client.post(
+        "/api/v1/campaigns", json={"name": "C", "commission": {"type": "percent", "value": "10"}}, headers=key
+    ).json()
+    influencer = client.post("/api/v1/influencers", json={"name": "I"}, headers=key).json()
+    link = client.post(
+        "/api/v1/links",
+        json={"campaign_id": campaign["id"], "influencer_id": influencer["id"],
+              "destination_url": "https://shop.example.com/p", "coupon_code": "SAVE10"},
+        headers=key,
+    ).json()
+    store = client.post("/api/v1/stores", json={"name": "S"}, headers=key).json()
+    redirect = client.get(f"/{link['code']}", headers={"X-Forwarded-For": ip}, follow_redirects=False)
+    assert redirect.status_code == 302
+    raw = b'{"order_id":"o1","amount":"10.00","currency":"USD","coupon_code":"SAVE10"}'
+    t = int(time.time())
+    mac = hmac.new(store["secret"].encode(), f"{t}.".encode() + raw, hashlib.sha256).hexdigest()
+    posted = client.post(
+        "/api/v1/conversions",
+        content=raw,
+        headers={"X-Store-Id": store["id"], "X-Signature": f"t={t},v1={mac}", "Content-Type": "application/json",
+                 "X-Forwarded-For": ip},
     )
+    assert posted.status_code == 202
     client.get(
-        f"/postback?store_id=s1&token={store_token}&order_id=o1&amount=1&currency=USD",
+        f"/postback?store_id={store['id']}&token={store['postback_token']}&order_id=o2&amount=1&currency=USD",
         headers={"X-Forwarded-For": ip, "X-Request-Id": "req-2"},
     )
     client.get("/api/v1/campaigns", headers={"Authorization": "Bearer brk_wrong_key_0000", "X-Real-Ip": ip})
@@ -207,10 +232,13 @@ def test_logs_carry_request_id_and_no_secret_or_ip(client: TestClient, log_lines
     entries = [json.loads(line) for line in text.splitlines()]
     requests = [e for e in entries if e["event"] == "request"]
     assert {e["request_id"] for e in requests} >= {"req-1", "req-2"}
+    assert {e["path"] for e in requests} >= {"/api/v1/brands", "/api/v1/conversions", "/postback"}
     for e in requests:
         assert {"time", "level", "event", "request_id", "method", "path", "status"} <= e.keys()
         assert "?" not in e["path"]
-    for secret in (ADMIN_TOKEN, SECRET_KEY, store_token, "brk_wrong_key_0000", ip, "testclient"):
+    secrets = (ADMIN_TOKEN, SECRET_KEY, brand["api_key"], store["secret"], store["postback_token"], mac,
+               "brk_wrong_key_0000", ip, "testclient")
+    for secret in secrets:
         assert secret not in text
 
 
