@@ -49,7 +49,8 @@ def ensure_data(path: str, shape: gen_data.Shape) -> tuple[Any, dict[str, float]
     have = ch.query("SELECT count() FROM clicks WHERE brand_id = {b:String}", {"b": shape.brand_id})[0][0]
     if have == shape.clicks:
         return ch, None
-    for table in ("clicks", "clicks_hourly", "conversions", "fees", "influencers", "campaigns", "links"):
+    for table in ("clicks", "clicks_hourly", "clicks_daily", "report_daily_uniques", "conversions", "fees",
+                  "influencers", "campaigns", "links"):
         ch.command(f"TRUNCATE TABLE {table}")
     t = time.perf_counter()
     took = gen_data.generate(ch, shape)

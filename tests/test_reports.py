@@ -811,3 +811,13 @@ def test_scope_rejects_backwards_and_long_ranges() -> None:
 def test_scope_range_in_time_zone(tz: str, d_from: date, start: datetime, end: datetime) -> None:
     scope = Scope.of("brd_x", d_from, d_from, tz, 400)
     assert (scope.start, scope.end) == (start, end)
+
+
+def test_a_retried_ingest_block_counts_once_in_the_daily_rollup(ch: ClickHouse) -> None:
+    rng = random.Random(3)
+    block = [_click(rng, i, BRAND["id"], (101, *LINKS[101]), T0 + timedelta(minutes=i)) for i in range(50)]
+    for _ in range(2):
+        ch.insert("clicks", [[c[k] for k in CLICK_COLUMNS] for c in block], CLICK_COLUMNS, dedup_token="batch-1")
+    daily = ch.query("SELECT sum(clicks) + sum(bot_clicks) FROM clicks_daily")[0][0]
+    hourly = ch.query("SELECT sum(clicks) + sum(bot_clicks) FROM clicks_hourly")[0][0]
+    assert daily == hourly == 50

@@ -265,13 +265,14 @@ class Table:
 
 CLICKS = Table("clicks", True, "ts", "DateTime64(3, 'UTC')")
 CLICKS_HOURLY = Table("clicks_hourly", False, "hour", "DateTime('UTC')")
-DAILY_UNIQUES = Table("report_daily_uniques", False, "day", "Date")
+CLICKS_DAILY = Table("clicks_daily", False, "day", "Date")
+DAILY_UNIQUES = Table("report_daily_uniques", True, "day", "Date")
 CONVERSIONS = Table("conversions", True, "occurred_at", "DateTime64(3, 'UTC')")
 FEES = Table("fees", True, "date", "Date")
 INFLUENCERS = Table("influencers", True)
 CAMPAIGNS = Table("campaigns", True)
 LINKS = Table("links", True)
-TABLES = (CLICKS, CLICKS_HOURLY, DAILY_UNIQUES, CONVERSIONS, FEES, INFLUENCERS, CAMPAIGNS, LINKS)
+TABLES = (CLICKS, CLICKS_HOURLY, CLICKS_DAILY, DAILY_UNIQUES, CONVERSIONS, FEES, INFLUENCERS, CAMPAIGNS, LINKS)
 
 
 def gate(scope: Scope, table: Table) -> str:
@@ -314,6 +315,7 @@ class Query:
     params: Mapping[str, Any] = field(default_factory=dict)
     outer: tuple[str, ...] = ()
     outer_group_by: tuple[str, ...] = ()
+    settings: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.scope, Scope):
@@ -340,7 +342,7 @@ class Query:
     def with_params(self, **params: Any) -> Query:
         return Query(
             self.scope, self.table, self.select, self.where, self.group_by, {**self.params, **params},
-            self.outer, self.outer_group_by,
+            self.outer, self.outer_group_by, self.settings,
         )
 
 
@@ -395,7 +397,8 @@ Statement = Query | Join
 def fetch(ch: ClickHouse, query: Statement) -> list[dict[str, Any]]:
     if not isinstance(query, Query | Join):
         raise TypeError("Reports run Query objects only.")
-    return ch.query_dicts(query.sql, query.parameters)
+    settings = query.settings if isinstance(query, Query) else {}
+    return ch.query_dicts(query.sql, query.parameters, settings=dict(settings) if settings else None)
 
 
 def refresh_uniques(ch: ClickHouse, query: Query) -> None:
@@ -428,8 +431,8 @@ _CLICK_ROLLUP = {
     "day": "toDate(hour, {tz:String})",
     "hour": "formatDateTime(hour, '%Y-%m-%dT%H:00', {tz:String})",
 }
-# On the (link, UTC day) join of the rollup and the cache (UTC-aligned ranges only).
-_CLICK_CACHED = {"influencer": "influencer_id", "campaign": "campaign_id", "link": "link_id", "day": "day"}
+# On the (link, UTC day) join of the daily counts and the cache (UTC-aligned ranges only).
+_CLICK_CACHED = {"influencer": "r_inf", "campaign": "r_cmp", "link": "link_id", "day": "day"}
 _CONVERSION = {
     "influencer": "influencer_id",
     "campaign": "campaign_id",
@@ -439,7 +442,7 @@ _CONVERSION = {
 }
 _FEE = {"influencer": "influencer_id", "campaign": "campaign_id", "day": "date"}
 _CACHE_KEYS = frozenset(_CLICK_CACHED)
-_PAIR = ("link_id", "day", "campaign_id", "influencer_id")
+_PAIR = ("link_id", "day")
 
 _COUNTED = "status IN ('approved', 'pending')"
 _NET = "(amount - refunded_amount)"
@@ -498,25 +501,23 @@ def plan(scope: Scope, params: ReportParams, *, allow_cache: bool = True) -> Pla
     def names(ks: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(f"g_{k}" for k in ks)
 
-    def rollup_sums() -> Query:
+    # A link's campaign and influencer never change (the registry cannot move a link), so
+    # (link, day) is the pair and any() carries the link's campaign and influencer.
+    def daily_sums() -> Query:
         return Query(
-            scope, CLICKS_HOURLY,
-            ("link_id", "toDate(hour, 'UTC') AS day", "campaign_id", "influencer_id",
-             "sum(clicks) AS c", "sum(bot_clicks) AS b"),
+            scope, CLICKS_DAILY,
+            (*_PAIR, "any(campaign_id) AS r_cmp", "any(influencer_id) AS r_inf", "sum(clicks) AS c",
+             "sum(bot_clicks) AS b"),
             tuple(by_id), _PAIR, id_filters,
         )
 
     def cache_rows() -> Query:
-        return Query(
-            scope, DAILY_UNIQUES,
-            (*_PAIR, "argMax(clicks, computed_at) AS cc", "argMax(uniques, computed_at) AS u"),
-            tuple(by_id), _PAIR, id_filters,
-        )
+        return Query(scope, DAILY_UNIQUES, (*_PAIR, "clicks AS cc", "uniques AS u"), tuple(by_id), (), id_filters)
 
     def clicks(ks: tuple[str, ...]) -> Statement:
         if cached:
             return Join(
-                rollup_sums(), cache_rows(), _PAIR,
+                daily_sums(), cache_rows(), _PAIR,
                 (*aliased(_CLICK_CACHED, ks), "sum(c) AS clicks", "sum(b) AS bot_clicks",
                  "sum(u) AS unique_clicks", "countIf(cc != c) AS stale"),
                 group_by=names(ks),
@@ -554,6 +555,9 @@ def plan(scope: Scope, params: ReportParams, *, allow_cache: bool = True) -> Pla
         (*aliased(_CONVERSION, conv_keys), "attributed AS g_attributed", "count() AS conversions",
          f"sum({_NET}) AS revenue", "sum(commission) AS commission"),
         (*by_code, _COUNTED), (*names(conv_keys), "g_attributed"), filters,
+        # Every version of an order keeps its occurred_at (postbacks copy it forward), so an
+        # order's rows share one monthly partition and FINAL need not merge across them.
+        settings={"do_not_merge_across_partitions_select_final": 1},
     )
     fee_rows = fee_totals = None
     if params.link_code is None:
@@ -567,7 +571,7 @@ def plan(scope: Scope, params: ReportParams, *, allow_cache: bool = True) -> Pla
     stale_days = refresh = None
     if cached:
         stale_days = Join(
-            rollup_sums(), cache_rows(), _PAIR, ("DISTINCT day",), where=("cc != c",)
+            daily_sums(), cache_rows(), _PAIR, ("DISTINCT day",), where=("cc != c",)
         )
         refresh = Query(
             scope, CLICKS_HOURLY,
