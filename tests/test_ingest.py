@@ -314,3 +314,32 @@ def test_embedded_app_ingests_in_the_background(settings: Settings, ch: ClickHou
         assert ingest["worker"]["rows_inserted"] == 500
         assert "problem" not in ingest
     assert oracle(ch, expected(events)["ids"]) == []
+
+
+def test_a_replay_waits_for_an_older_entry_another_worker_holds(
+    settings: Settings, ch: ClickHouse, redis_client: redis.Redis
+) -> None:
+    """The original XADD of a replayed click is in another worker's unfinished batch."""
+    events = make_clicks(50)
+    produce(redis_client, events)
+    redis_client.xgroup_create(keys.CLICK_STREAM, keys.INGEST_GROUP, id="0", mkstream=True)
+    slow = worker(settings, redis_client, ch, name="slow")
+    slow._create_groups()
+    slow._read(block_ms=None)  # holds all 50 originals, not inserted yet
+    produce(redis_client, events[:10], replay=True)
+    fast = worker(settings, redis_client, ch, name="fast")
+    done = threading.Event()
+
+    def replay() -> None:
+        fast.drain()
+        done.set()
+
+    thread = threading.Thread(target=replay)
+    thread.start()
+    time.sleep(0.5)
+    assert not done.is_set()  # waiting for the slow worker's older entries
+    slow._flush(force=True)
+    thread.join(20)
+    assert done.is_set()
+    assert oracle(ch, expected(events)["ids"]) == []
+    assert pending(redis_client) == 0

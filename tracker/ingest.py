@@ -34,6 +34,7 @@ its last-delivered id.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -286,6 +287,8 @@ class Worker:
         self.start()
         self._claim_idle()
         while True:
+            if time.monotonic() >= self._next_heartbeat:
+                self._retry_redis(self._heartbeat)
             got = self._retry_redis(lambda: self._read(block_ms=None))
             if not got:
                 break
@@ -319,6 +322,10 @@ class Worker:
         log.info("ingest worker %s stopped", self.name)
 
     def _sleep(self, seconds: float) -> None:
+        if time.monotonic() >= self._next_heartbeat:
+            # Long retries (ClickHouse down) must not let the consumer name lapse.
+            with contextlib.suppress(*_REDIS_ERRORS):
+                self._heartbeat()
         if self._deadline is not None:
             remaining = self._deadline - time.monotonic()
             if remaining <= 0:
@@ -469,6 +476,8 @@ class Worker:
             has_more = set(map(len, fields_of.values())) != {1}
             replayed = [i for i in candidates if fields_of[row_ids[i]].get(b"r") == b"1"] if has_more else []
             if replayed:
+                newest = max((row_ids[i] for i in replayed), key=_id_key)
+                self._retry_redis(lambda: self._wait_for_older(stream, newest))
                 landed = self._landed_replays(cols, replayed)
                 if landed:
                     skip_ids.extend(row_ids[i] for i in replayed if i in landed)
@@ -483,6 +492,20 @@ class Worker:
         batch = Batch(stream, kind, row_ids[0], row_ids, skip_ids, cols, batch_token(stream, row_ids))
         self._retry_redis(lambda: self._write_manifest(batch))
         self._complete(batch)
+
+    def _wait_for_older(self, stream: str, entry_id: str) -> None:
+        """Let other workers finish the entries older than a replay: its original may be among them.
+
+        The original XADD of a replayed click comes before the replay in the stream, so
+        once no other consumer holds an older entry, ClickHouse has the answer.
+        Bounded by the claim timeout: a dead holder's entries are claimed after it anyway.
+        """
+        deadline = time.monotonic() + self.settings.ingest_claim_idle_seconds
+        while time.monotonic() < deadline:
+            held = self.r.xpending_range(stream, keys.INGEST_GROUP, min="-", max="(" + entry_id, count=100)
+            if all(_id(item["consumer"]) == self.name for item in held):
+                return
+            self._sleep(0.05)
 
     def _landed_replays(self, cols: Columns, replayed: list[int]) -> set[int]:
         """Which clicks replayed from the redirect's spool reached the stream (and ClickHouse) before."""
