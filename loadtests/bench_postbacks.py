@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -38,6 +39,22 @@ def sign(secret: str, body: bytes) -> str:
     t = int(time.time())
     mac = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
     return f"t={t},v1={mac}"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its children so far (the embedded Valkey included)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    pids = [pid]
+    with contextlib.suppress(OSError):
+        pids += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
 
 
 def pct(values: list[float], p: float) -> float:
@@ -114,11 +131,15 @@ def run(orders: int, concurrency: int) -> dict[str, Any]:
                 {"order_id": b["order_id"], "amount": "5.00", "currency": "USD", "status": "refunded"}
                 for b in new[::2]
             ]
-            result: dict[str, Any] = {
-                "new_orders": asyncio.run(phase(serve.base, store, new, concurrency)),
-                "replays": asyncio.run(phase(serve.base, store, new, concurrency)),
-                "partial_refunds": asyncio.run(phase(serve.base, store, refunds, concurrency)),
-            }
+            assert serve.proc is not None
+            pid = serve.proc.pid
+            result: dict[str, Any] = {}
+            for name, bodies in (("new_orders", new), ("replays", new), ("partial_refunds", refunds)):
+                cpu0 = cpu_seconds(pid)
+                result[name] = asyncio.run(phase(serve.base, store, bodies, concurrency))
+                # Server CPU per request: a number that holds on a box shared with other work.
+                result[name]["server_cpu_ms_per_request"] = round((cpu_seconds(pid) - cpu0) * 1000 / len(bodies), 2)
+            result["load_average"] = os.getloadavg()
             # Expected totals: attributed = click or coupon (2 of every 3 orders).
             revenue = Decimal(0)
             commission = Decimal(0)
@@ -176,7 +197,9 @@ def main() -> None:
     for name in ("new_orders", "replays", "partial_refunds"):
         r = result[name]
         print(f"{name:16} {r['requests']:6} req  {r['rps']:8} req/s  p50 {r['p50_ms']:7} ms  p99 {r['p99_ms']:7} ms  "
-              f"statuses {r['statuses']}  duplicates {r['duplicates']}")
+              f"server CPU {r['server_cpu_ms_per_request']} ms/req  statuses {r['statuses']}  "
+              f"duplicates {r['duplicates']}")
+    print("load average during the run:", result["load_average"])
     print("reconciliation:", json.dumps(result["reconciled"]))
 
 

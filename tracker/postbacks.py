@@ -391,7 +391,7 @@ class Conversions:
         key = keys.rate_limit("postback", store_id, window)
         async with self.svc.redis.pipeline(transaction=False) as pipe:
             pipe.incr(key)
-            pipe.expire(key, 120)
+            pipe.expire(key, 120, nx=True)
             count, _ = await pipe.execute()
         limit = self.svc.settings.postback_rate_limit
         if int(count) > limit:
@@ -403,10 +403,7 @@ class Conversions:
     async def record(self, store: Mapping[str, Any], pb: Postback) -> dict[str, Any]:
         """Apply one postback to its order; the answer body (with ``duplicate``)."""
         brand_id = str(store["brand_id"])
-        brand = await self.registry.get_brand(brand_id)
-        if brand is None:
-            # The store outlived its brand: answer as for an unknown store.
-            raise Unauthorized(_BAD_STORE_SIGNATURE)
+        brand: dict[str, Any] | None = None  # read only for a new order (its currency)
         key = keys.conversion(brand_id, pb.order_id)
         for _ in range(_MAX_ATTEMPTS):
             raw = await self.svc.redis.get(key)
@@ -415,6 +412,10 @@ class Conversions:
             else:
                 current = await self.lookups.get(brand_id, pb.order_id)
             if current is None:
+                brand = brand or await self.registry.get_brand(brand_id)
+                if brand is None:
+                    # The store outlived its brand: answer as for an unknown store.
+                    raise Unauthorized(_BAD_STORE_SIGNATURE, code="invalid_signature")
                 row = await self._first_version(brand, store, pb)
             else:
                 change = self._change(current, pb)
