@@ -45,6 +45,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -253,6 +254,10 @@ class Worker:
         self.batches = 0
         self.dead_lettered = 0
         self.stats: dict[str, dict[str, Any]] = {}
+        # One batch inserts in the background while the next one is read and decoded
+        # (chDB and pyarrow release the GIL); never more than one in flight.
+        self._pool: ThreadPoolExecutor | None = None
+        self._inflight: Future[None] | None = None
 
     # ---- lifecycle -------------------------------------------------------------
 
@@ -280,6 +285,7 @@ class Worker:
             pass
         finally:
             self._shutdown()
+            self._close_pool()
 
     def drain(self) -> int:
         """Drain-once mode: recover, claim idle entries, read until the streams are empty."""
@@ -293,7 +299,11 @@ class Worker:
             if not got:
                 break
             self._flush(force=False)
-        self._flush(force=True)
+        try:
+            self._flush(force=True)
+            self._wait_inflight()
+        finally:
+            self._close_pool()
         self._retry_redis(self._maintain)
         self._release_name()
         return self.rows_inserted - before
@@ -315,11 +325,30 @@ class Worker:
         self._deadline = time.monotonic() + self.grace_seconds
         try:
             self._flush(force=True)
+            self._wait_inflight()
             self._maintain()
             self._release_name()
         except (Abandon, *_REDIS_ERRORS) as exc:
             log.warning("ingest stopped with entries left pending (they are recovered on the next start): %s", exc)
         log.info("ingest worker %s stopped", self.name)
+
+    def _submit(self, batch: Batch) -> None:
+        self._wait_inflight()
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tracker-ingest-insert")
+        self._inflight = self._pool.submit(self._complete, batch)
+
+    def _wait_inflight(self) -> None:
+        """Finish the batch inserting in the background (its errors surface here)."""
+        future, self._inflight = self._inflight, None
+        if future is not None:
+            future.result()
+
+    def _close_pool(self) -> None:
+        self._inflight = None  # done or abandoned: its entries stay pending either way
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def _sleep(self, seconds: float) -> None:
         if time.monotonic() >= self._next_heartbeat:
@@ -445,11 +474,11 @@ class Worker:
             full = len(buf.entries) >= self.settings.ingest_batch_size
             if force or full or now - buf.since >= self.settings.ingest_batch_seconds:
                 entries, buf.entries = buf.entries, []
-                self._process_new(stream, entries)
+                self._process_new(stream, entries, background=True)
 
     # ---- batches ---------------------------------------------------------------
 
-    def _process_new(self, stream: str, entries: list[Entry]) -> None:
+    def _process_new(self, stream: str, entries: list[Entry], background: bool = False) -> None:
         """Decode, dead-letter the malformed, drop duplicates, record the manifest, insert."""
         kind = self.kinds[stream]
         # An entry trimmed while pending has no fields: nothing left to insert.
@@ -476,6 +505,7 @@ class Worker:
             has_more = set(map(len, fields_of.values())) != {1}
             replayed = [i for i in candidates if fields_of[row_ids[i]].get(b"r") == b"1"] if has_more else []
             if replayed:
+                self._wait_inflight()  # our own previous batch may hold the originals
                 newest = max((row_ids[i] for i in replayed), key=_id_key)
                 self._retry_redis(lambda: self._wait_for_older(stream, newest))
                 landed = self._landed_replays(cols, replayed)
@@ -491,7 +521,10 @@ class Worker:
             return
         batch = Batch(stream, kind, row_ids[0], row_ids, skip_ids, cols, batch_token(stream, row_ids))
         self._retry_redis(lambda: self._write_manifest(batch))
-        self._complete(batch)
+        if background:
+            self._submit(batch)
+        else:
+            self._complete(batch)
 
     def _wait_for_older(self, stream: str, entry_id: str) -> None:
         """Let other workers finish the entries older than a replay: its original may be among them.
@@ -731,6 +764,7 @@ class Worker:
 
     def _claim_idle(self) -> None:
         """Take over entries another (dead) consumer left idle too long."""
+        self._wait_inflight()
         idle_ms = int(self.settings.ingest_claim_idle_seconds * 1000)
         for stream in self.kinds:
             start = "0-0"
