@@ -52,9 +52,12 @@ def throughput(settings: Settings, r: redis.Redis, ch: ClickHouse, n: int, profi
 
         profiler = Profiler()
         profiler.start()
+    load_before = os.getloadavg()[0]
     t = time.perf_counter()
+    cpu = time.process_time()
     rows = worker.drain()
     took = time.perf_counter() - t
+    cpu = time.process_time() - cpu
     if profiler is not None:
         profiler.stop()
         print(profiler.output_text(unicode=False, color=False, show_all=False))
@@ -70,6 +73,11 @@ def throughput(settings: Settings, r: redis.Redis, ch: ClickHouse, n: int, profi
         "fill_seconds": round(fill_s, 2),
         "drain_seconds": round(took, 2),
         "rows_per_second": round(rows / took),
+        # The box is shared: CPU seconds this process got (all its threads, chDB's too)
+        # and the load average tell how much of the wall time was spent waiting for a core.
+        "cpu_seconds": round(cpu, 2),
+        "rows_per_cpu_second": round(rows / cpu),
+        "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "goal_rows_per_second": GOAL_ROWS_PER_S,
         "ok": rows == n == stored == rollup and rows / took >= GOAL_ROWS_PER_S,
     }
@@ -150,7 +158,8 @@ def main() -> None:
         tp, fr = result["throughput"], result["freshness"]
         print(
             f"ingest: {tp['rows_per_second']:,} clicks/s ({tp['clicks']:,} clicks in {tp['drain_seconds']} s, "
-            f"{tp['batches']} batches; goal {GOAL_ROWS_PER_S:,}) {'OK' if tp['ok'] else 'BELOW GOAL'}"
+            f"{tp['batches']} batches; goal {GOAL_ROWS_PER_S:,}) {'OK' if tp['ok'] else 'BELOW GOAL'}; "
+            f"{tp['rows_per_cpu_second']:,} clicks per CPU second, load average {tp['load_average_1m']}"
         )
         print(
             f"freshness: median {fr['median_seconds']} s, p95 {fr['p95_seconds']} s, max {fr['max_seconds']} s "
