@@ -4,6 +4,8 @@ import asyncio
 import functools
 import json
 import re
+import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -775,3 +777,27 @@ def test_stores_doc_python_example_is_accepted(world: World) -> None:
     r = world.client.post("/api/v1/conversions", content=body, headers=headers)
     assert r.status_code == 202, r.text
     assert r.json()["attribution"] == "click"
+
+
+def test_stores_doc_javascript_signature_is_accepted(world: World, tmp_path: Path) -> None:
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("Node.js is not installed")
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "STORES.md").read_text()
+    blocks = re.findall(r"```javascript\n(.*?)```", doc, flags=re.S)
+    assert blocks, "docs/STORES.md has no javascript example"
+    module = tmp_path / "example.mjs"
+    module.write_text(blocks[0])
+    body = json.dumps({"order_id": "DOC-JS", "amount": "12.50", "currency": "USD", "coupon_code": "ANNA10"})
+    script = (
+        f"import {{signPostback}} from {json.dumps(str(module))}; "
+        "process.stdout.write(signPostback(process.argv[1], process.argv[2]))"
+    )
+    header = subprocess.run(
+        [node, "--input-type=module", "-e", script, world.secret, body],
+        capture_output=True, text=True, timeout=30, check=True,
+    ).stdout
+    headers = {"X-Store-Id": world.store_id, "X-Signature": header, "Content-Type": "application/json"}
+    r = world.client.post("/api/v1/conversions", content=body.encode(), headers=headers)
+    assert r.status_code == 202, r.text
+    assert r.json()["attribution"] == "coupon"
