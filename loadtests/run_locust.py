@@ -62,7 +62,9 @@ def run_locust(base: str, work: Path, seconds: int, users: int, seed_file: Path,
         "--loglevel",
         "WARNING",
     ]
-    env = {**os.environ, "LOCUST_SEED": str(seed_file), "LOCUST_TALLY": str(tally_file)}
+    root = str(LOCUSTFILE.parent.parent)  # the locustfile imports loadtests.traffic
+    pythonpath = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "LOCUST_SEED": str(seed_file), "LOCUST_TALLY": str(tally_file), "PYTHONPATH": pythonpath}
     # locust exits 1 when any request failed; the reconciliation below reports that itself.
     with (work / "locust.log").open("wb") as out:
         subprocess.run(cmd, env=env, timeout=seconds + 120, check=False, stdout=out, stderr=subprocess.STDOUT)
