@@ -430,7 +430,23 @@ def _outputs() -> dict[str, Schema]:
             (*metrics, "unattributed_conversions", "unattributed_revenue"),
         ),
         "ReportRow": {"allOf": [ref("Metrics"), obj(group_keys)]},
-        "Report": obj({"rows": array(ref("ReportRow")), "totals": ref("Totals")}, ("rows", "totals")),
+        "Report": obj(
+            {
+                "rows": array(ref("ReportRow")),
+                "totals": ref("Totals"),
+                "meta": obj(
+                    {
+                        "from": DATE,
+                        "to": DATE,
+                        "tz": string(),
+                        "group_by": array(string()),
+                        "currency": CURRENCY,
+                        "source": string("Which table answered: the rollup or raw clicks."),
+                    }
+                ),
+            },
+            ("rows", "totals"),
+        ),
     }
 
 
