@@ -343,3 +343,27 @@ async def test_fee_conversion_bounds(reg: Registry, amount: str, rate: str) -> N
         await reg.create_fee(brand, campaign_id=str(c["id"]), influencer_id=str(i["id"]),
                              amount=Decimal(amount), currency="EUR", day=date(2026, 11, 1))
     assert await reg.list_fees(str(brand["id"])) == []
+
+
+async def test_records_of_a_created_link_do_not_expire(reg: Registry, redis_client: redis.Redis) -> None:
+    brand, c, i = await _setup(reg)
+    row = await reg.create_link(str(brand["id"]), campaign_id=str(c["id"]), influencer_id=str(i["id"]),
+                                destination_url="https://a.example/", coupon_code="KEEP1", code="keep-me")
+    assert redis_client.ttl(keys.link("keep-me")) == -1
+    assert redis_client.ttl(keys.coupon(str(brand["id"]), "KEEP1")) == -1
+    assert redis_client.get(keys.link_code(int(row["id"]))) == b"keep-me"
+
+
+async def test_a_reservation_left_by_a_crash_expires(reg: Registry, redis_client: redis.Redis) -> None:
+    brand, c, i = await _setup(reg)
+    args: dict[str, Any] = {"campaign_id": str(c["id"]), "influencer_id": str(i["id"]),
+                            "destination_url": "https://a.example/"}
+    # A process reserved the coupon, then died before its insert.
+    redis_client.set(keys.coupon(str(brand["id"]), "LOST1"), "ghost-code", ex=60)
+    with pytest.raises(Conflict):
+        await reg.create_link(str(brand["id"]), coupon_code="LOST1", **args)
+    assert await reg.link_by_coupon(str(brand["id"]), "LOST1") is None
+    redis_client.delete(keys.coupon(str(brand["id"]), "LOST1"))  # what the expiry does
+    row = await reg.create_link(str(brand["id"]), coupon_code="LOST1", **args)
+    found = await reg.link_by_coupon(str(brand["id"]), "lost1")
+    assert found is not None and found.id == row["id"]

@@ -56,6 +56,7 @@ MAX_URL_LENGTH = 2048
 # An unknown API key is remembered this long, so guessing keys does not reach ClickHouse.
 _NEGATIVE_KEY_SECONDS = 30
 _LOCK_SECONDS = 5.0
+_RESERVE_SECONDS = 60
 _MAX_AMOUNT = Decimal("1e13")  # money columns are Decimal(18, 4); money.parse_amount has the same bound
 # Reconciliation: Redis may come back from a restart without its last writes (AOF
 # everysec, or RDB snapshots), i.e. with an older record of a link or rate changed
@@ -573,12 +574,15 @@ class Registry:
         record = self._record(row, campaign)
         # Reserve the code and the coupon in Redis first: SET NX settles a race between
         # two requests; the ClickHouse checks above cover a Redis that lost its data.
-        if not await self._write(self.redis.set(keys.link(code), record.encode(), nx=True)):
+        # Reservations expire unless the insert succeeds, so a process that dies in
+        # between does not block the code or coupon for good (readers rebuild from ClickHouse).
+        ttl = _RESERVE_SECONDS
+        if not await self._write(self.redis.set(keys.link(code), record.encode(), nx=True, ex=ttl)):
             raise Conflict(f"Code {code!r} is already taken.", code="code_taken")
         reserved = [keys.link(code)]
         try:
             if coupon_code is not None:
-                if not await self._write(self.redis.set(keys.coupon(brand_id, coupon_code), code, nx=True)):
+                if not await self._write(self.redis.set(keys.coupon(brand_id, coupon_code), code, nx=True, ex=ttl)):
                     raise Conflict(
                         f"Coupon code {coupon_code!r} is already used by another link of this brand.",
                         code="coupon_taken",
@@ -591,6 +595,13 @@ class Registry:
             except RedisError:
                 log.warning("could not release reservations %s", reserved)
             raise
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for key in reserved:
+                    pipe.persist(key)
+                await pipe.execute()
+        except RedisError as exc:  # they expire and are rebuilt from ClickHouse on the next read
+            log.warning("could not keep the records of link %s: %s", code, exc)
         if code != generated:
             await self._cache_fill(keys.link_code(link_id), code)
         return row
