@@ -71,7 +71,7 @@ def _postback_routes() -> list[BaseRoute]:
 
 
 def _routes() -> list[BaseRoute]:
-    from tracker import obs, openapi, registry_api
+    from tracker import obs, openapi, registry_api, reports_api
 
     routes: list[BaseRoute] = [
         Route("/healthz", healthz, methods=["GET"]),
@@ -80,6 +80,7 @@ def _routes() -> list[BaseRoute]:
         Route("/openapi.json", openapi.openapi_endpoint, methods=["GET"]),
         *registry_api.routes(),
         *_postback_routes(),
+        *reports_api.routes(),
     ]
     return routes
 
