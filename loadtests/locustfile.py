@@ -32,6 +32,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from locust import HttpUser, between, events, task
+from locust.exception import StopUser
 
 from loadtests.traffic import REFERERS, pick_user_agent, zipf_weights
 
@@ -60,6 +61,24 @@ CLICK_IDS: deque[str] = deque(maxlen=10_000)
 _order_seq = itertools.count(1)
 
 
+# Users stop on their own at this deadline, so no request is cut off in flight when locust's
+# own timer (-t, set longer by the runner) ends the run: every 302 the server sent is tallied.
+RUN_SECONDS = float(os.environ.get("LOCUST_RUN_SECONDS", "0"))
+_deadline = float("inf")
+
+
+@events.test_start.add_listener
+def _start_clock(environment: Any, **kw: Any) -> None:
+    global _deadline
+    if RUN_SECONDS > 0:
+        _deadline = time.monotonic() + RUN_SECONDS
+
+
+def _check_deadline() -> None:
+    if time.monotonic() >= _deadline:
+        raise StopUser()
+
+
 @events.quitting.add_listener
 def _write_tally(environment: Any, **kw: Any) -> None:
     path = os.environ.get("LOCUST_TALLY")
@@ -78,6 +97,7 @@ class Follower(HttpUser):
 
     @task
     def click(self) -> None:
+        _check_deadline()
         link = pick_link(self.rng)
         ua, bot = pick_user_agent(self.rng)
         headers = {"User-Agent": ua, "Accept-Language": "en-US,en;q=0.9"}
@@ -174,22 +194,26 @@ class Store(HttpUser):
 
     @task(30)
     def click_conversion(self) -> None:
+        _check_deadline()
         if not CLICK_IDS:
             return
         self.new_order(click_id=CLICK_IDS.popleft())
 
     @task(6)
     def coupon_conversion(self) -> None:
+        _check_deadline()
         coupon = pick_link(self.rng).get("coupon_code")
         if coupon:
             self.new_order(coupon_code=coupon)
 
     @task(1)
     def unattributed_conversion(self) -> None:
+        _check_deadline()
         self.new_order()
 
     @task(3)
     def refund(self) -> None:
+        _check_deadline()
         candidates = [
             o
             for o in self.accepted
@@ -223,6 +247,7 @@ class Brand(HttpUser):
 
     @task
     def report(self) -> None:
+        _check_deadline()
         group_by = self.rng.choice(["influencer", "campaign", "day", "link", "influencer,day", "country", "device"])
         self.client.get(
             "/api/v1/reports",

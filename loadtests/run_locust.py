@@ -50,8 +50,8 @@ def run_locust(base: str, work: Path, seconds: int, users: int, seed_file: Path,
         str(users),
         "-r",
         str(max(1, users // 5)),
-        "-t",
-        f"{seconds}s",
+        "-t",  # users stop themselves after `seconds` (LOCUST_RUN_SECONDS); this is the backstop
+        f"{seconds + 10}s",
         "--host",
         base,
         "--csv",
@@ -64,7 +64,13 @@ def run_locust(base: str, work: Path, seconds: int, users: int, seed_file: Path,
     ]
     root = str(LOCUSTFILE.parent.parent)  # the locustfile imports loadtests.traffic
     pythonpath = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
-    env = {**os.environ, "LOCUST_SEED": str(seed_file), "LOCUST_TALLY": str(tally_file), "PYTHONPATH": pythonpath}
+    env = {
+        **os.environ,
+        "LOCUST_SEED": str(seed_file),
+        "LOCUST_TALLY": str(tally_file),
+        "LOCUST_RUN_SECONDS": str(seconds),
+        "PYTHONPATH": pythonpath,
+    }
     # locust exits 1 when any request failed; the reconciliation below reports that itself.
     with (work / "locust.log").open("wb") as out:
         subprocess.run(cmd, env=env, timeout=seconds + 120, check=False, stdout=out, stderr=subprocess.STDOUT)
@@ -207,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         failures = next((r["failures"] for r in stats if r["name"] == "Aggregated"), 0)
         t = report["totals"]
         print(
-            f"\nsent: {tally['human_302']} human 302s, {tally['bot_302']} bot 302s, "
+            f"\nsent: {tally['human_302']} human 302s, {tally['bot_302']} bot 302s (server counted {served}), "
             f"{tally['postbacks_accepted']} postbacks accepted ({len(tally['orders'])} orders, "
             f"{tally['duplicates']} duplicates answered as such)"
         )
