@@ -71,7 +71,7 @@ def _postback_routes() -> list[BaseRoute]:
 
 
 def _routes() -> list[BaseRoute]:
-    from tracker import obs, openapi, registry_api, reports_api
+    from tracker import dashboard, obs, openapi, registry_api, reports_api
 
     routes: list[BaseRoute] = [
         Route("/healthz", healthz, methods=["GET"]),
@@ -81,6 +81,7 @@ def _routes() -> list[BaseRoute]:
         *registry_api.routes(),
         *_postback_routes(),
         *reports_api.routes(),
+        *dashboard.routes(),
     ]
     return routes
 
