@@ -153,9 +153,21 @@ def wait_for_ingest(base: str, api_key: str, expected: dict[str, Any], timeout: 
     return report
 
 
-def reconcile(report: dict[str, Any], expected: dict[str, Any]) -> list[str]:
+def server_302s(base: str) -> int | None:
+    """The server's own count of 302s sent (tracker_redirects_total), from /metrics."""
+    text = httpx.get(f"{base}/metrics", timeout=30).text
+    for line in text.splitlines():
+        if line.startswith('tracker_redirects_total{status="302"} '):
+            return int(float(line.rsplit(" ", 1)[1]))
+    return None
+
+
+def reconcile(report: dict[str, Any], expected: dict[str, Any], served: int | None = None) -> list[str]:
     t = report["totals"]
     problems = []
+    sent = expected["clicks"] + expected["bot_clicks"]
+    if served is not None and served != sent:
+        problems.append(f"server sent {served} 302s, locust received {sent}")
     for key in ("clicks", "bot_clicks", "conversions", "unattributed_conversions"):
         if int(t[key]) != expected[key]:
             problems.append(f"{key}: report {t[key]}, sent/accepted {expected[key]}")
@@ -200,8 +212,9 @@ def main(argv: list[str] | None = None) -> int:
         stats_csv = run_locust(serve.base, work, args.seconds, args.users, seed_file, tally_file)
         tally = json.loads(tally_file.read_text())
         expected = expected_from(tally)
+        served = server_302s(serve.base)
         report = wait_for_ingest(serve.base, s.brand["api_key"], expected, args.ingest_timeout)
-        problems = reconcile(report, expected)
+        problems = reconcile(report, expected, served)
         stats = endpoint_stats(stats_csv)
 
         print(f"\n{'endpoint':<32} {'requests':>9} {'fail':>5} {'req/s':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7}")

@@ -141,3 +141,9 @@ def test_table_marks_missed_targets() -> None:
     assert "MISSED" in lines["redirect req/s, tracker serve"]
     assert lines["redirect p99, tracker serve"].rstrip(" |").endswith("ok")
     assert "0.60" in lines["tracker / bare Starlette"]
+
+
+def test_reconcile_compares_the_servers_302_count() -> None:
+    assert reconcile(_report(), expected_from(TALLY), served=107) == []
+    problems = reconcile(_report(), expected_from(TALLY), served=108)
+    assert problems == ["server sent 108 302s, locust received 107"]
