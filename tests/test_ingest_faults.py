@@ -150,7 +150,11 @@ def test_workers_killed_at_every_step_lose_nothing_and_count_nothing_twice(
     chunk = len(events) // len(steps)
     for n, step in enumerate(steps):
         produce(r, events[n * chunk : (n + 1) * chunk])
-        proc = IngestProcess(redis_url, f"chdb://{chdb_dir}", tmp_path / "ingest.log", TRACKER_TEST_CRASH_AT=step)
+        # Batches of 1000: each run sees at least four reads and inserts, so every step is reached.
+        proc = IngestProcess(
+            redis_url, f"chdb://{chdb_dir}", tmp_path / "ingest.log",
+            TRACKER_TEST_CRASH_AT=step, TRACKER_INGEST_BATCH_SIZE="1000",
+        )
         code = proc.start().wait(120)
         assert code == 137, f"the worker should have crashed at {step}: {proc.tail()}"
         assert settled(r)["pending"] > 0  # it died holding entries
