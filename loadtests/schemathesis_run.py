@@ -1,11 +1,12 @@
 """Schemathesis against a running embedded `tracker serve`, bounded in time.
 
-    /work/venv/bin/python -m loadtests.schemathesis_run [--max-examples 25] [--max-time 90]
+    /work/venv/bin/python -m loadtests.schemathesis_run [--max-examples 20] [--max-time 60]
 
 Starts `tracker serve` on a temp data dir and a free port, creates a brand with
-the admin token (its API key authenticates the brand routes) and seeds a
-campaign, an influencer, a link and a store so that some generated requests
-reach real rows, then runs `st run` against the server's own /openapi.json
+the admin token (its API key authenticates the brand routes) and seeds
+campaigns, influencers, links and stores; their ids go into schemathesis
+dictionaries (70% of generated ids, codes and coupons are real ones, so requests
+reach real rows and not only 404/422 paths), then runs `st run` against the server's own /openapi.json
 twice: the brand routes with the brand key, the admin routes with the admin
 token. Checks: no 5xx, every status code documented, every content type and
 response body matching the schema. Exits non-zero on any failure; the
@@ -15,13 +16,14 @@ schemathesis reports (JUnit XML, NDJSON) go to --report-dir.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from loadtests.serve import EmbeddedServe, seed
+from loadtests.serve import EmbeddedServe, Seed, seed
 
 CHECKS = ",".join(
     [
@@ -35,10 +37,34 @@ CHECKS = ",".join(
 ADMIN_OPERATIONS = ("createBrand", "listBrands")
 
 
-def st_command(base: str, token: str, args: argparse.Namespace, name: str, admin: bool) -> list[str]:
+def write_config(path: Path, s: Seed) -> Path:
+    """Schemathesis dictionaries of the seeded ids, so generated requests also reach real rows."""
+    values = {
+        "campaign_id": [c["id"] for c in s.campaigns],
+        "influencer_id": [i["id"] for i in s.influencers],
+        "code": [link["code"] for link in s.links],
+        "coupon_code": [link["coupon_code"] for link in s.links if link.get("coupon_code")],
+        "store_id": [st["id"] for st in s.stores],
+    }
+    lines = ["[dictionaries]"]
+    lines += [f"{name} = {{ values = {json.dumps(vals)} }}" for name, vals in values.items() if vals]
+    lines += ["", "[parameters]"]
+    for name, vals in values.items():
+        if vals:
+            binding = f'{{ dictionary = "{name}", probability = 0.7 }}'
+            lines += [f'"{name}" = {binding}', f'"body.{name}" = {binding}']
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def st_command(
+    base: str, token: str, args: argparse.Namespace, name: str, admin: bool, config: Path
+) -> list[str]:
     st = Path(sys.executable).with_name("st")
     cmd = [
         str(st) if st.exists() else "st",
+        "--config-file",
+        str(config),
         "run",
         f"{base}/openapi.json",
         "--url",
@@ -77,8 +103,8 @@ def st_command(base: str, token: str, args: argparse.Namespace, name: str, admin
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m loadtests.schemathesis_run", description=__doc__.split("\n\n")[0])
-    p.add_argument("--max-examples", type=int, default=25, help="Test cases per operation and phase.")
-    p.add_argument("--max-time", type=int, default=90, help="Time budget of each of the two st runs, seconds.")
+    p.add_argument("--max-examples", type=int, default=20, help="Test cases per operation and phase.")
+    p.add_argument("--max-time", type=int, default=60, help="Time budget of each of the two st runs, seconds.")
     p.add_argument("--seed", type=int, default=20261125)
     p.add_argument("--report-dir", type=Path, default=Path("schemathesis-report"))
     p.add_argument("--keep", action="store_true", help="Keep the server's data dir and log.")
@@ -89,11 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     failed = True
     try:
         serve.start()
-        s = seed(serve.base, serve.admin_token, name="Schemathesis Brand")
+        s = seed(serve.base, serve.admin_token, influencers=3, campaigns=2, stores=2, name="Schemathesis Brand")
         print(f"tracker serve at {serve.base}; link /{s.links[0]['code']}, store {s.stores[0]['id']}", flush=True)
+        config = write_config(work / "schemathesis.toml", s)
         codes = []
         for name, token, admin in (("brand", s.brand["api_key"], False), ("admin", serve.admin_token, True)):
-            cmd = st_command(serve.base, token, args, name, admin)
+            cmd = st_command(serve.base, token, args, name, admin, config)
             print(f"\n== schemathesis ({name} routes) ==", flush=True)
             codes.append(subprocess.run(cmd, timeout=args.max_time + 300, check=False).returncode)
         if serve.proc is not None and serve.proc.poll() is not None:
