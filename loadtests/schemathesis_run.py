@@ -44,7 +44,9 @@ def write_config(path: Path, s: Seed) -> Path:
         "influencer_id": [i["id"] for i in s.influencers],
         "code": [link["code"] for link in s.links],
         "coupon_code": [link["coupon_code"] for link in s.links if link.get("coupon_code")],
-        "store_id": [st["id"] for st in s.stores],
+        # One store, so a generated GET /postback pairs its id with its own token and gets through.
+        "store_id": [s.stores[0]["id"]],
+        "token": [s.stores[0]["postback_token"]],
     }
     lines = ["[dictionaries]"]
     lines += [f"{name} = {{ values = {json.dumps(vals)} }}" for name, vals in values.items() if vals]
