@@ -442,6 +442,8 @@ _CONVERSION = {
 }
 _FEE = {"influencer": "influencer_id", "campaign": "campaign_id", "day": "date"}
 _CACHE_KEYS = frozenset(_CLICK_CACHED)
+# Keys whose rows never split a UTC day: the cache serves every full UTC day of any range.
+_WHOLE_DAY_KEYS = frozenset({"influencer", "campaign", "link"})
 _PAIR = ("link_id", "day")
 
 _COUNTED = "status IN ('approved', 'pending')"
@@ -459,8 +461,8 @@ class Plan:
     """
 
     source: str
-    click_rows: Statement | None
-    click_totals: Statement | None
+    click_rows: tuple[Statement, ...] | None
+    click_totals: tuple[Statement, ...] | None
     conversions: Query
     conversion_rows: bool
     fee_rows: Query | None
@@ -474,8 +476,28 @@ def plan(scope: Scope, params: ReportParams, *, allow_cache: bool = True) -> Pla
     keys = params.group_by
     aligned = scope.utc_aligned()
     use_rollup = not (set(keys) & _RAW_ONLY) and scope.whole_hours()
-    cached = allow_cache and use_rollup and aligned and set(keys) <= _CACHE_KEYS
+    # Cached: UTC-aligned ranges for keys up to the day; other whole-hour zones for keys that
+    # never split a day (their full UTC days from the cache, the two partial edge days from
+    # the hourly visitor sets).
+    hybrid = allow_cache and use_rollup and not aligned and set(keys) <= _WHOLE_DAY_KEYS
+    cached = allow_cache and use_rollup and (hybrid or (aligned and set(keys) <= _CACHE_KEYS))
     source = "cached" if cached else "rollup" if use_rollup else "raw"
+    full_days = True
+    full_where: tuple[str, ...] = ()
+    edge_where: tuple[str, ...] | None = None
+    day_params: dict[str, Any] = {}
+    if hybrid:
+        first = scope.start.date() + timedelta(days=0 if scope.start.time() == time(0) else 1)
+        last = scope.end.date() - timedelta(days=1)
+        full_days = first <= last
+        day_params = {
+            "f_first_day": first,
+            "f_last_day": last,
+            "f_full_start": _ts(datetime.combine(first, time(0), UTC))[:19],
+            "f_full_end": _ts(datetime.combine(last + timedelta(days=1), time(0), UTC))[:19],
+        }
+        full_where = ("day >= {f_first_day:Date} AND day <= {f_last_day:Date}",)
+        edge_where = ("hour < {f_full_start:DateTime('UTC')} OR hour >= {f_full_end:DateTime('UTC')}",)
 
     filters: dict[str, Any] = {}
     common: list[str] = []
@@ -508,42 +530,54 @@ def plan(scope: Scope, params: ReportParams, *, allow_cache: bool = True) -> Pla
             scope, CLICKS_DAILY,
             (*_PAIR, "any(campaign_id) AS r_cmp", "any(influencer_id) AS r_inf", "sum(clicks) AS c",
              "sum(bot_clicks) AS b"),
-            tuple(by_id), _PAIR, id_filters,
+            (*by_id, *full_where), _PAIR, {**id_filters, **day_params},
         )
 
     def cache_rows() -> Query:
-        return Query(scope, DAILY_UNIQUES, (*_PAIR, "clicks AS cc", "uniques AS u"), tuple(by_id), (), id_filters)
+        return Query(
+            scope, DAILY_UNIQUES, (*_PAIR, "clicks AS cc", "uniques AS u"), (*by_id, *full_where), (),
+            {**id_filters, **day_params},
+        )
 
-    def clicks(ks: tuple[str, ...]) -> Statement:
+    def clicks(ks: tuple[str, ...]) -> tuple[Statement, ...]:
         if cached:
-            return Join(
-                daily_sums(), cache_rows(), _PAIR,
-                (*aliased(_CLICK_CACHED, ks), "sum(c) AS clicks", "sum(b) AS bot_clicks",
-                 "sum(u) AS unique_clicks", "countIf(cc != c) AS stale"),
-                group_by=names(ks),
-            )
+            out: list[Statement] = []
+            if full_days:
+                out.append(Join(
+                    daily_sums(), cache_rows(), _PAIR,
+                    (*aliased(_CLICK_CACHED, ks), "sum(c) AS clicks", "sum(b) AS bot_clicks",
+                     "sum(u) AS unique_clicks", "countIf(cc != c) AS stale"),
+                    group_by=names(ks),
+                ))
+            if edge_where is not None:
+                out.append(visitor_sets(ks, edge_where))
+            return tuple(out)
         if use_rollup:
-            # Unique clicks are exact per (link, UTC day): merge the visitor sets per pair, then add.
-            inner = (
-                *aliased(_CLICK_ROLLUP, ks),
-                "link_id AS l_id",
-                "toDate(hour, 'UTC') AS u_day",
-                "sum(clicks) AS c",
-                "sum(bot_clicks) AS b",
-                "uniqExactMerge(visitors) AS u",
-            )
-            return Query(
-                scope, CLICKS_HOURLY, inner, tuple(by_id), (*names(ks), "l_id", "u_day"), id_filters,
-                outer=(*names(ks), "sum(c) AS clicks", "sum(b) AS bot_clicks", "sum(u) AS unique_clicks"),
-                outer_group_by=names(ks),
-            )
+            return (visitor_sets(ks, ()),)
         select = (
             *aliased(_CLICK_RAW, ks),
             "countIf(is_bot = 0) AS clicks",
             "countIf(is_bot = 1) AS bot_clicks",
             "uniqExactIf((link_id, visitor_hash, toDate(ts, 'UTC')), is_bot = 0) AS unique_clicks",
         )
-        return Query(scope, CLICKS, select, tuple(by_code), names(ks), filters)
+        return (Query(scope, CLICKS, select, tuple(by_code), names(ks), filters),)
+
+    def visitor_sets(ks: tuple[str, ...], where: tuple[str, ...]) -> Query:
+        # Unique clicks are exact per (link, UTC day): merge the visitor sets per pair, then add.
+        inner = (
+            *aliased(_CLICK_ROLLUP, ks),
+            "link_id AS l_id",
+            "toDate(hour, 'UTC') AS u_day",
+            "sum(clicks) AS c",
+            "sum(bot_clicks) AS b",
+            "uniqExactMerge(visitors) AS u",
+        )
+        return Query(
+            scope, CLICKS_HOURLY, inner, (*by_id, *where), (*names(ks), "l_id", "u_day"),
+            {**id_filters, **(day_params if where else {})},
+            outer=(*names(ks), "sum(c) AS clicks", "sum(b) AS bot_clicks", "sum(u) AS unique_clicks"),
+            outer_group_by=names(ks),
+        )
 
     # Unique clicks add up over rows when no (link, visitor, UTC day) can fall into two rows.
     additive = bool(keys) and set(keys) <= _CACHE_KEYS and ("day" not in keys or aligned)
@@ -569,7 +603,7 @@ def plan(scope: Scope, params: ReportParams, *, allow_cache: bool = True) -> Pla
             fee_totals = Query(scope, FEES, ("sum(amount) AS fees",), tuple(common), (), id_filters)
 
     stale_days = refresh = None
-    if cached:
+    if cached and full_days:
         stale_days = Join(
             daily_sums(), cache_rows(), _PAIR, ("DISTINCT day",), where=("cc != c",)
         )
@@ -680,24 +714,34 @@ def run_report(ch: ClickHouse, brand: Mapping[str, Any], params: ReportParams, m
             out.append(str(v))
         return tuple(out)
 
-    def click_query(q: Statement) -> list[dict[str, Any]]:
+    def cached_rows(q: Join) -> list[dict[str, Any]] | None:
+        """The join's rows once no (link, day) in it is stale; None if the cache cannot follow."""
         result = fetch(ch, bind(q))
-        if p.stale_days is None or p.refresh is None:
-            return result
         for _ in range(_REFRESH_ROUNDS):
             if not any(int(r["stale"]) for r in result):
                 return result
+            assert p.stale_days is not None and p.refresh is not None
             days = [r["day"] for r in fetch(ch, bind(p.stale_days))]
             if days:
                 refresh_uniques(ch, p.refresh.with_params(f_days=days, **extra))
             result = fetch(ch, bind(q))
-        if any(int(r["stale"]) for r in result):
-            # Clicks kept arriving faster than the cache could follow: merge the sets directly.
-            fallback = plan(scope, params, allow_cache=False)
-            target = fallback.click_rows if keys else fallback.click_totals
-            assert target is not None
-            return fetch(ch, bind(target))
-        return result
+        return None if any(int(r["stale"]) for r in result) else result
+
+    def click_query(statements: tuple[Statement, ...], rows: bool) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for q in statements:
+            if isinstance(q, Join):
+                result = cached_rows(q)
+                if result is None:
+                    # Clicks kept arriving faster than the cache could follow: merge the sets directly.
+                    fallback = plan(scope, params, allow_cache=False)
+                    target = fallback.click_rows if rows else fallback.click_totals
+                    assert target is not None
+                    return [r for f in target for r in fetch(ch, bind(f))]
+                out.extend(result)
+            else:
+                out.extend(fetch(ch, bind(q)))
+        return out
 
     acc: dict[tuple[str, ...], dict[str, Any]] = {}
 
@@ -711,16 +755,16 @@ def run_report(ch: ClickHouse, brand: Mapping[str, Any], params: ReportParams, m
     totals["unattributed_revenue"] = money.ZERO
 
     if p.click_rows is not None:
-        for r in click_query(p.click_rows):
+        for r in click_query(p.click_rows, rows=True):
             s = slot(key_of(r, p.source != "raw"))
             for m in ("clicks", "bot_clicks", "unique_clicks"):
                 s[m] += int(r[m])
                 if p.click_totals is None:
                     totals[m] += int(r[m])
     if p.click_totals is not None:
-        for r in click_query(p.click_totals):
+        for r in click_query(p.click_totals, rows=False):
             for m in ("clicks", "bot_clicks", "unique_clicks"):
-                totals[m] = int(r[m])
+                totals[m] += int(r[m])
 
     for r in fetch(ch, p.conversions):
         revenue, commission = Decimal(r["revenue"]), Decimal(r["commission"])
