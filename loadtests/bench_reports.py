@@ -66,6 +66,7 @@ def main() -> None:
     parser.add_argument("--n-extra", type=int, default=10, help="reports per other case (raw ones take seconds)")
     parser.add_argument("--days", type=int, default=30, help="report range in days")
     parser.add_argument("--clicks", type=int, default=gen_data.Shape.clicks)
+    parser.add_argument("--goal-only", action="store_true", help="run only the two goal cases")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     args = parser.parse_args()
 
@@ -83,6 +84,8 @@ def main() -> None:
 
     results: dict[str, dict[str, Any]] = {}
     for name, group_by, tz, goal in CASES:
+        if args.goal_only and not goal:
+            continue
         n = args.n if goal else args.n_extra
         params = ReportParams(date_from, date_to, group_by, tz)
         for _ in range(3):  # warm-up
