@@ -1,17 +1,25 @@
 """Reports: every metric of DESIGN.md per group, exact, from rollups where they answer right.
 
-The gate: every statement is a ``Query``, and a ``Query`` needs a ``Scope`` (one brand and
-one half-open UTC time range, checked when the scope is made). Its SQL is assembled here
-from the gate condition first (``brand_id = {brand:String}`` plus the table's time column
-inside the range; registry tables, which have no time, get the brand alone), then the
-filters, each bound server-side. Request data never reaches the SQL text.
+The gate: every statement is a ``Query`` (or a ``Join`` of two), and a ``Query`` needs a
+``Scope`` (one brand and one half-open UTC time range, checked when the scope is made). Its
+SQL is assembled here from the gate condition first (``brand_id = {brand:String}`` plus the
+table's time column inside the range; registry tables, which have no time, get the brand
+alone), then the filters, each bound server-side. Request data never reaches the SQL text.
 
-Where the numbers come from:
-- clicks, bot_clicks, unique_clicks: the hourly rollup ``clicks_hourly`` when the time zone's
-  offset is whole hours over the range (then every UTC hour falls into one local hour and day)
-  and no country/device grouping is asked; else raw ``clicks`` (FINAL). unique_clicks is the
-  number of distinct (link, visitor, UTC day) among non-bot clicks, so on the rollup it is
-  the sum over (link, UTC day) of ``uniqExactMerge(visitors)``, exact.
+Where the numbers come from (``source`` in the answer's ``meta``):
+- ``cached``: clicks and bot clicks from the daily rollup ``clicks_daily``, unique clicks
+  from ``report_daily_uniques``, exact unique counts per (link, UTC day) that reports
+  compute from the hourly visitor sets and keep. A cached count is used only while that
+  (link, day)'s click count still equals the one it was computed with (clicks are only ever
+  added), else the day is recomputed first, so the cache never changes an answer. Used for
+  UTC-aligned ranges grouped by influencer, campaign, link or day, and for any whole-hour
+  zone grouped by influencer, campaign or link (the two partial UTC days at the edges of
+  the range then come from the hourly visitor sets).
+- ``rollup``: ``clicks_hourly`` when the zone's offset is whole hours over the range (every
+  UTC hour falls into one local hour and day): unique clicks are the sum over (link, UTC
+  day) of ``uniqExactMerge(visitors)``.
+- ``raw``: ``clicks`` (FINAL) for country and device groupings and for zones with
+  half-hour offsets (Asia/Kolkata): ``uniqExact((link, visitor, UTC day))``.
 - conversions, revenue, commission: ``conversions`` FINAL, attributed, status approved or
   pending, by ``occurred_at``. Conversions carry no country or device: rows grouped by
   country or device show 0 for them, and the totals carry them.
@@ -19,8 +27,9 @@ Where the numbers come from:
   an influencer and a campaign on a date; rows grouped by link, hour, country or device
   show 0 fees, and the totals carry them. With a ``link`` filter fees are 0 everywhere:
   a fee cannot be attributed to one link.
-- Totals are queried on their own (not summed from rows): a visitor's UTC day can span two
-  local days, so unique clicks of rows do not add up to the total.
+- Totals are added up from the rows when every click, conversion and fee falls in exactly
+  one row; otherwise they are queried on their own (a visitor's UTC day can span two local
+  days or hours, so unique clicks of such rows do not add up to the total).
 """
 
 from __future__ import annotations
