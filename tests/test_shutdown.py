@@ -183,7 +183,7 @@ def test_sigterm_during_traffic_finishes_in_flight_and_loses_no_click(
         poster = threading.Thread(target=send_postback)
         poster.start()
         assert first_chunk.wait(10)
-        time.sleep(0.1)  # the request is in the server, its body half read
+        time.sleep(0.3)  # the request is in the server (headers parsed), its body a third read
         serve.proc.send_signal(signal.SIGTERM)
         exit_code = serve.proc.wait(60)
         poster.join(30)
