@@ -19,7 +19,7 @@ Where the numbers come from (``source`` in the answer's ``meta``):
   UTC hour falls into one local hour and day): unique clicks are the sum over (link, UTC
   day) of ``uniqExactMerge(visitors)``.
 - ``raw``: ``clicks`` (FINAL) for country and device groupings and for zones with
-  half-hour offsets (Asia/Kolkata): ``uniqExact((link, visitor, UTC day))``.
+  half-hour offsets (Asia/Kolkata): distinct visitors per (link, UTC day), added up.
 - conversions, revenue, commission: ``conversions`` FINAL, attributed, status approved or
   pending, by ``occurred_at``. Conversions carry no country or device: rows grouped by
   country or device show 0 for them, and the totals carry them.
@@ -563,13 +563,23 @@ def plan(scope: Scope, params: ReportParams, *, allow_cache: bool = True) -> Pla
             return tuple(out)
         if use_rollup:
             return (visitor_sets(ks, ()),)
-        select = (
+        # Distinct visitors per (link, UTC day), then added up: a set of UInt64 per pair is ~3x
+        # cheaper than one set of (link, visitor, day) tuples per row, and the same number.
+        inner = (
             *aliased(_CLICK_RAW, ks),
-            "countIf(is_bot = 0) AS clicks",
-            "countIf(is_bot = 1) AS bot_clicks",
-            "uniqExactIf((link_id, visitor_hash, toDate(ts, 'UTC')), is_bot = 0) AS unique_clicks",
+            "link_id AS l_id",
+            "toDate(ts, 'UTC') AS u_day",
+            "countIf(is_bot = 0) AS c",
+            "countIf(is_bot = 1) AS b",
+            "uniqExactIf(visitor_hash, is_bot = 0) AS u",
         )
-        return (Query(scope, CLICKS, select, tuple(by_code), names(ks), filters),)
+        return (
+            Query(
+                scope, CLICKS, inner, tuple(by_code), (*names(ks), "l_id", "u_day"), filters,
+                outer=(*names(ks), "sum(c) AS clicks", "sum(b) AS bot_clicks", "sum(u) AS unique_clicks"),
+                outer_group_by=names(ks),
+            ),
+        )
 
     def visitor_sets(ks: tuple[str, ...], where: tuple[str, ...]) -> Query:
         # Unique clicks are exact per (link, UTC day): merge the visitor sets per pair, then add.
