@@ -830,3 +830,16 @@ def test_a_retried_ingest_block_counts_once_in_the_daily_rollup(ch: ClickHouse) 
     daily = ch.query("SELECT sum(clicks) + sum(bot_clicks) FROM clicks_daily")[0][0]
     hourly = ch.query("SELECT sum(clicks) + sum(bot_clicks) FROM clicks_hourly")[0][0]
     assert daily == hourly == 50
+
+
+@pytest.mark.parametrize(
+    ("tz", "group_by", "rows_source"),
+    [("UTC", ("country",), "raw"), ("America/New_York", ("day",), "rollup"), ("Asia/Tokyo", ("hour",), "rollup")],
+)
+def test_totals_use_the_cache_when_the_rows_cannot(tz: str, group_by: tuple[str, ...], rows_source: str) -> None:
+    scope = Scope.of("brd_x", D_FROM, D_TO, tz, 400)
+    plan = reports.plan(scope, ReportParams(D_FROM, D_TO, group_by, tz))
+    assert plan.source == rows_source
+    assert plan.click_totals is not None
+    assert any(isinstance(q, reports.Join) for q in plan.click_totals)
+    assert plan.stale_days is not None and plan.refresh is not None

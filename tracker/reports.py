@@ -484,18 +484,26 @@ class Plan:
 def plan(scope: Scope, params: ReportParams, *, allow_cache: bool = True) -> Plan:
     keys = params.group_by
     aligned = scope.utc_aligned()
-    use_rollup = not (set(keys) & _RAW_ONLY) and scope.whole_hours()
-    # Cached: UTC-aligned ranges for keys up to the day; other whole-hour zones for keys that
-    # never split a day (their full UTC days from the cache, the two partial edge days from
-    # the hourly visitor sets).
-    hybrid = allow_cache and use_rollup and not aligned and set(keys) <= _WHOLE_DAY_KEYS
-    cached = allow_cache and use_rollup and (hybrid or (aligned and set(keys) <= _CACHE_KEYS))
-    source = "cached" if cached else "rollup" if use_rollup else "raw"
+    whole = scope.whole_hours()
+
+    def mode(ks: tuple[str, ...]) -> str:
+        # Cached: UTC-aligned ranges for keys up to the day; other whole-hour zones for keys
+        # that never split a day (their full UTC days from the cache, the partial edge days
+        # from the hourly visitor sets). The totals (no keys) qualify in any whole-hour zone.
+        if set(ks) & _RAW_ONLY or not whole:
+            return "raw"
+        if allow_cache and (set(ks) <= _WHOLE_DAY_KEYS or (aligned and set(ks) <= _CACHE_KEYS)):
+            return "cached"
+        return "rollup"
+
+    source = mode(keys)
+    use_rollup = source != "raw"
+    any_cached = "cached" in (source, mode(()))
     full_days = True
     full_where: tuple[str, ...] = ()
     edge_where: tuple[str, ...] | None = None
     day_params: dict[str, Any] = {}
-    if hybrid:
+    if whole and not aligned:
         first = scope.start.date() + timedelta(days=0 if scope.start.time() == time(0) else 1)
         last = scope.end.date() - timedelta(days=1)
         full_days = first <= last
@@ -549,7 +557,8 @@ def plan(scope: Scope, params: ReportParams, *, allow_cache: bool = True) -> Pla
         )
 
     def clicks(ks: tuple[str, ...]) -> tuple[Statement, ...]:
-        if cached:
+        m = mode(ks)
+        if m == "cached":
             out: list[Statement] = []
             if full_days:
                 out.append(Join(
@@ -561,7 +570,7 @@ def plan(scope: Scope, params: ReportParams, *, allow_cache: bool = True) -> Pla
             if edge_where is not None:
                 out.append(visitor_sets(ks, edge_where))
             return tuple(out)
-        if use_rollup:
+        if m == "rollup":
             return (visitor_sets(ks, ()),)
         # Distinct visitors per (link, UTC day), then added up: a set of UInt64 per pair is ~3x
         # cheaper than one set of (link, visitor, day) tuples per row, and the same number.
@@ -622,7 +631,7 @@ def plan(scope: Scope, params: ReportParams, *, allow_cache: bool = True) -> Pla
             fee_totals = Query(scope, FEES, ("sum(amount) AS fees",), tuple(common), (), id_filters)
 
     stale_days = refresh = None
-    if cached and full_days:
+    if any_cached and full_days:
         stale_days = Join(
             daily_sums(), cache_rows(), _PAIR, ("DISTINCT day",), where=("cc != c",)
         )
@@ -641,7 +650,7 @@ def plan(scope: Scope, params: ReportParams, *, allow_cache: bool = True) -> Pla
         conversion_rows=conversion_rows,
         fee_rows=fee_rows,
         fee_totals=fee_totals,
-        link_ids=link_ids if use_rollup else None,
+        link_ids=link_ids if use_rollup or any_cached else None,
         stale_days=stale_days,
         refresh=refresh,
     )
