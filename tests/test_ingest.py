@@ -179,6 +179,10 @@ def test_entries_of_a_dead_worker_are_claimed(
         dead.drain()
     monkeypatch.setattr(Worker, "_ack", original)
     time.sleep(0.25)
+    live = worker(settings, redis_client, ch, name="other", ingest_claim_idle_seconds=0.2)
+    live.drain()
+    assert pending(redis_client) == 1500  # the lease of "dead" has not expired: it may still be working
+    redis_client.delete(keys.heartbeat("dead"))  # now it has
     other = worker(settings, redis_client, ch, name="other", ingest_claim_idle_seconds=0.2)
     other.drain()
     assert oracle(ch, expected(events)["ids"]) == []
@@ -324,7 +328,7 @@ def test_a_replay_waits_for_an_older_entry_another_worker_holds(
     produce(redis_client, events)
     redis_client.xgroup_create(keys.CLICK_STREAM, keys.INGEST_GROUP, id="0", mkstream=True)
     slow = worker(settings, redis_client, ch, name="slow")
-    slow._create_groups()
+    slow.start()
     slow._read(block_ms=None)  # holds all 50 originals, not inserted yet
     produce(redis_client, events[:10], replay=True)
     fast = worker(settings, redis_client, ch, name="fast")
@@ -334,12 +338,36 @@ def test_a_replay_waits_for_an_older_entry_another_worker_holds(
         fast.drain()
         done.set()
 
-    thread = threading.Thread(target=replay)
+    thread = threading.Thread(target=replay, daemon=True)
     thread.start()
     time.sleep(0.5)
     assert not done.is_set()  # waiting for the slow worker's older entries
     slow._flush(force=True)
+    slow._wait_inflight()
     thread.join(20)
     assert done.is_set()
+    assert oracle(ch, expected(events)["ids"]) == []
+    assert pending(redis_client) == 0
+
+
+def test_a_worker_whose_lease_lapsed_does_not_insert(
+    settings: Settings, ch: ClickHouse, redis_client: redis.Redis
+) -> None:
+    """A stall past the heartbeat: others may claim the entries, so the stalled worker backs out."""
+    from tracker.ingest import LeaseLost
+
+    events = make_clicks(300)
+    produce(redis_client, events)
+    stalled = worker(settings, redis_client, ch, name="stalled")
+    stalled.start()
+    stalled._read(block_ms=None)
+    redis_client.delete(keys.heartbeat("stalled"))  # its lease expired during the stall
+    stalled._flush(force=True)
+    with pytest.raises(LeaseLost):
+        stalled._wait_inflight()
+    assert ch.query("SELECT count() FROM clicks")[0][0] == 0
+    assert pending(redis_client) == 300
+    time.sleep(0.25)
+    worker(settings, redis_client, ch, name="other", ingest_claim_idle_seconds=0.2).drain()
     assert oracle(ch, expected(events)["ids"]) == []
     assert pending(redis_client) == 0

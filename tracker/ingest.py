@@ -15,11 +15,13 @@ A batch goes through fixed steps, each safe to crash in:
 
 After a crash the entries are still pending. A restarted worker takes its own
 consumer name back and first re-forms its pending entries into the recorded
-batches; other workers claim entries a dead worker left idle (``XAUTOCLAIM``)
-and re-form them the same way. A re-formed batch has the same rows and the
-same token, so an insert that had landed is dropped by ClickHouse, in the raw
-table and in the rollups alike. Entries without a manifest were never inserted
-and form new batches.
+batches; other workers claim the entries of a worker whose heartbeat lease
+expired (once idle) and re-form them the same way. A re-formed batch has the
+same rows and the same token, so an insert that had landed is dropped by
+ClickHouse, in the raw table and in the rollups alike. Entries without a
+manifest were never inserted and form new batches. A live worker's entries are
+never claimed, however slow it is; one that stalled past its lease checks it
+before inserting and starts over instead.
 
 A batch that keeps failing (its manifest counts attempts, a crash included) is
 split in halves until the bad entry is alone, and that entry is dead-lettered
@@ -89,6 +91,10 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+
+
+class LeaseLost(Exception):
+    """This worker stalled past its heartbeat; it must not insert what others may have claimed."""
 
 
 class Abandon(Exception):
@@ -246,6 +252,7 @@ class Worker:
         self._deadline: float | None = None  # set when stopping: the grace period's end
         self._crash = _crash_points()
         self._next_heartbeat = 0.0
+        self._lease_lost = False
         self._next_maintain = 0.0
         self._next_claim = 0.0
         self.ch_error: str | None = None
@@ -278,6 +285,9 @@ class Worker:
             while not stop.is_set():
                 try:
                     self._tick()
+                except LeaseLost as exc:
+                    log.warning("%s Starting over.", exc)
+                    self._renew_lease()
                 except _REDIS_ERRORS as exc:
                     log.warning("redis error in ingest loop, retrying: %s", exc)
                     self._sleep(self._backoff(1))
@@ -406,7 +416,7 @@ class Worker:
 
         A restarted worker gets the name its dead predecessor held (its pid is gone),
         so it finds that predecessor's pending entries at once instead of waiting
-        for another worker's ``XAUTOCLAIM``.
+        for another worker to claim them.
         """
         host = socket.gethostname()
         for n in range(1024):
@@ -425,15 +435,37 @@ class Worker:
         raise StorageUnavailable(f"No free ingest consumer name on host {host}.")
 
     def _heartbeat(self, force: bool = False) -> None:
-        if not self._fixed_name:
-            ok = self.r.eval(_REFRESH, 1, keys.heartbeat(self.name), self._token, HEARTBEAT_SECONDS)
-            if not ok:
-                # Lost to a stall longer than the heartbeat: hold the name again if it is free.
-                self.r.set(keys.heartbeat(self.name), self._token, nx=True, ex=HEARTBEAT_SECONDS)
+        """Refresh this consumer's lease; while it lives, no other worker claims our entries."""
+        key = keys.heartbeat(self.name)
+        if force and self._fixed_name:
+            self.r.set(key, self._token, ex=HEARTBEAT_SECONDS)
+        elif not self.r.eval(_REFRESH, 1, key, self._token, HEARTBEAT_SECONDS):
+            # A stall longer than the lease: other workers may have claimed what we hold.
+            self._lease_lost = True
         self._next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS / 3
 
+    def _check_lease(self) -> None:
+        """Right before an insert: the entries must still be ours (see ``LeaseLost``)."""
+        self._heartbeat()
+        if self._lease_lost:
+            raise LeaseLost(f"The lease of ingest consumer {self.name} lapsed; its batches may be claimed.")
+
+    def _renew_lease(self) -> None:
+        """After a lapse: drop what we hold (others may finish it), take a name, recover."""
+        with contextlib.suppress(LeaseLost):
+            self._wait_inflight()
+        for buf in self._buffers.values():
+            buf.entries = []
+        self._lease_lost = False
+        self._token = f"{os.getpid()}:{uuid.uuid4().hex}"
+        if self._fixed_name:
+            self._retry_redis(lambda: self._heartbeat(force=True))
+        else:
+            self.name = self._retry_redis(self._take_name)
+        self._recover_own()
+
     def _release_name(self) -> None:
-        if not self._fixed_name and self.name:
+        if self.name:
             self.r.eval(_REFRESH, 1, keys.heartbeat(self.name), self._token, 1)
 
     # ---- reading ---------------------------------------------------------------
@@ -589,6 +621,7 @@ class Worker:
         self._crash_point("before_insert")
         attempt = 0
         while True:
+            self._retry_redis(self._check_lease)
             try:
                 self.ch.insert_arrow(batch.kind.table, batch.kind.arrow(batch.cols), dedup_token=batch.token)
                 self._ch_ok()
@@ -763,24 +796,41 @@ class Worker:
         return out
 
     def _claim_idle(self) -> None:
-        """Take over entries another (dead) consumer left idle too long."""
+        """Take over the pending entries of dead consumers (lease expired, entries idle).
+
+        Not ``XAUTOCLAIM``: it claims by idle time alone, and an entry can sit idle in a
+        live worker's buffer or slow insert; claiming it then would insert it twice.
+        Only a consumer whose heartbeat lease expired is dead; its entries are claimed
+        once idle for ``ingest_claim_idle_seconds``.
+        """
         self._wait_inflight()
         idle_ms = int(self.settings.ingest_claim_idle_seconds * 1000)
         for stream in self.kinds:
-            start = "0-0"
-            for _ in range(1000):
-                reply = self._retry_redis(
-                    partial(
-                        self.r.xautoclaim, stream, keys.INGEST_GROUP, self.name, idle_ms, start_id=start, count=1000
+            consumers = self._retry_redis(partial(self.r.xinfo_consumers, stream, keys.INGEST_GROUP))
+            for consumer in consumers:
+                name = _id(consumer["name"])
+                if name == self.name or not int(consumer["pending"]):
+                    continue
+                if self._retry_redis(partial(self.r.exists, keys.heartbeat(name))):
+                    continue  # alive
+                for _ in range(10_000):
+                    held = self._retry_redis(
+                        partial(
+                            self.r.xpending_range, stream, keys.INGEST_GROUP, "-", "+", 1000,
+                            consumername=name, idle=idle_ms,
+                        )
                     )
-                )
-                start = _id(reply[0])
-                entries = [(_id(i), f or {}) for i, f in reply[1]]
-                if entries:
-                    log.info("claimed %d idle entries of %s", len(entries), stream)
+                    ids = [_id(item["message_id"]) for item in held]
+                    if not ids:
+                        break
+                    claimed = self._retry_redis(
+                        partial(self.r.xclaim, stream, keys.INGEST_GROUP, self.name, idle_ms, ids)
+                    )
+                    entries = [(_id(i), f or {}) for i, f in claimed]
+                    if not entries:
+                        break
+                    log.info("claimed %d entries of dead consumer %s on %s", len(entries), name, stream)
                     self._recover(stream, entries, min_idle_ms=idle_ms)
-                if start == "0-0":
-                    break
 
     def _recover(self, stream: str, entries: list[Entry], min_idle_ms: int) -> None:
         manifests = self._retry_redis(lambda: self._manifests(stream))
