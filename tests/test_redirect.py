@@ -367,3 +367,37 @@ def test_redis_down_still_redirects_and_loses_nothing(
     assert len(ids) == len(set(ids)) == 7
     assert set(sent) <= set(ids)
     assert {e.click_id for e, f in got if f.get(b"r") == b"1"} == set(sent)
+
+
+def test_redirect_metrics(settings: Settings, ch: ClickHouse, redis_client: redis.Redis) -> None:
+    from prometheus_client import REGISTRY
+
+    def value(name: str, labels: dict[str, str] | None = None) -> float:
+        return REGISTRY.get_sample_value(name, labels or {}) or 0.0
+
+    put_link(redis_client)
+    before = (
+        value("tracker_redirects_total", {"status": "302"}),
+        value("tracker_redirect_seconds_count"),
+        value("tracker_redirect_seconds_bucket", {"le": "+Inf"}),
+        value("tracker_redirects_total", {"status": "404"}),
+        value("tracker_clicks_enqueued_total"),
+    )
+    with TestClient(create_app(settings), follow_redirects=False) as client:
+        for _ in range(7):
+            assert client.get("/abc123").status_code == 302
+        assert client.get("/nope123").status_code == 404
+        deadline = time.monotonic() + 5  # flushed into the series every 0.2 s
+        while value("tracker_redirects_total", {"status": "302"}) - before[0] < 7 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        metrics_text = client.get("/metrics").text
+    after = (
+        value("tracker_redirects_total", {"status": "302"}),
+        value("tracker_redirect_seconds_count"),
+        value("tracker_redirect_seconds_bucket", {"le": "+Inf"}),
+        value("tracker_redirects_total", {"status": "404"}),
+        value("tracker_clicks_enqueued_total"),
+    )
+    assert [a - b for a, b in zip(after, before, strict=True)] == [7, 7, 7, 1, 7]
+    assert value("tracker_redirect_seconds_sum") > 0
+    assert 'tracker_redirects_total{status="302"}' in metrics_text
