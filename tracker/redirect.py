@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import re
 import time
 from bisect import bisect_left
@@ -171,6 +172,10 @@ class Redirector:
         await self.clicklog.start()
         await self.links.start()
         self._stats_task = asyncio.create_task(self._flush_stats(), name="redirect-stats")
+        # Everything loaded so far (the app, chDB, geoip data) lives for the whole process: keep
+        # it out of the collector's full passes, which otherwise stall every in-flight redirect
+        # for tens of milliseconds (they showed up as the p99 under load).
+        gc.freeze()
 
     async def stop(self) -> None:
         if self._stats_task is not None:
