@@ -120,7 +120,14 @@ def migrate(ch: ClickHouse, directory: Path | None = None, *, retention_months: 
 
 # Tables whose rows expire after the click retention, and their time expression.
 # Conversions are never expired.
-_RETENTION = {"clicks": "toDateTime(ts)", "clicks_hourly": "hour"}
+# Every table derived from raw clicks expires with them, so reports never mix a rollup
+# that still has a day with a raw table that no longer does.
+_RETENTION = {
+    "clicks": "toDateTime(ts)",
+    "clicks_hourly": "hour",
+    "clicks_daily": "day",
+    "report_daily_uniques": "day",
+}
 _TTL_MONTHS = re.compile(r"\bTTL .*?toIntervalMonth\((\d+)\)")
 
 
