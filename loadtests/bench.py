@@ -140,9 +140,13 @@ def bench_tracker(workdir: Path, seconds: int, connections: int) -> dict[str, An
             raise RuntimeError(f"GET /{code} answered {first.status_code}, not 302: {first.text[:300]}")
         rss_idle = serve.rss()
         wrk(url, 2, connections)  # warm-up: caches, connection pools
+        # The redirect counters are summed in process and published every 0.2 s: let the
+        # warm-up's (and then the run's) last clicks reach /metrics before reading it.
+        time.sleep(1.0)
         before = httpx.get(f"{serve.base}/metrics", timeout=10).text
         with RssSampler(serve.proc.pid if serve.proc else 0) as sampler:
             result = wrk(url, seconds, connections)
+        time.sleep(1.0)
         after = httpx.get(f"{serve.base}/metrics", timeout=10).text
         sent = _counter(after, "tracker_redirects_total", '{status="302"}') - _counter(
             before, "tracker_redirects_total", '{status="302"}'
