@@ -120,13 +120,7 @@ class ClickHouse:
         *,
         dedup_token: str | None = None,
     ) -> None:
-        # The token makes a retried block a no-op; the second setting extends that
-        # to the rollups fed by materialized views (checked on chDB 26.9).
-        settings = (
-            {"insert_deduplication_token": dedup_token, "deduplicate_blocks_in_dependent_materialized_views": 1}
-            if dedup_token
-            else None
-        )
+        settings = _dedup_settings(dedup_token)
         self._call(self.client.insert, table, rows, column_names=list(column_names), settings=settings)
 
     def insert_arrow(self, table: str, arrow_table: Any, *, dedup_token: str | None = None) -> None:
@@ -135,12 +129,7 @@ class ClickHouse:
         Several times faster than ``insert`` for large batches: pyarrow encodes the
         columns in C, where ``insert`` encodes every value in Python.
         """
-        settings = (
-            {"insert_deduplication_token": dedup_token, "deduplicate_blocks_in_dependent_materialized_views": 1}
-            if dedup_token
-            else None
-        )
-        self._call(self.client.insert_arrow, table, arrow_table, settings=settings)
+        self._call(self.client.insert_arrow, table, arrow_table, settings=_dedup_settings(dedup_token))
 
     def ping(self) -> bool:
         try:
@@ -161,6 +150,14 @@ class ClickHouse:
             raise StorageUnavailable(f"ClickHouse is unreachable: {_short(exc)}") from exc
         except DatabaseError as exc:
             raise QueryError(f"ClickHouse rejected the statement: {_short(exc)}") from exc
+
+
+def _dedup_settings(dedup_token: str | None) -> dict[str, Any] | None:
+    """Insert settings for a deduplication token: a retried block becomes a no-op, and the
+    second setting extends that to the rollups fed by materialized views (checked on chDB 26.9)."""
+    if not dedup_token:
+        return None
+    return {"insert_deduplication_token": dedup_token, "deduplicate_blocks_in_dependent_materialized_views": 1}
 
 
 async def run_sync(fn: Callable[..., T], *args: Any) -> T:
