@@ -6,8 +6,9 @@ production topology here anyway (several `tracker serve` workers, separate
 `tracker ingest` processes, all with `CLICKHOUSE_URL=http://...`), this process
 owns the chDB engine and answers the subset of ClickHouse's HTTP interface that
 clickhouse-connect uses: `/ping`, queries and commands (SQL in the `query`
-parameter and/or the body, `param_*` bound server-side by the engine, other URL
-parameters applied as settings) and inserts (`INSERT ... FORMAT <fmt>` followed by
+parameter and/or the body, or form-encoded in the body as clickhouse-connect does
+when the bound parameters are large; `param_*` bound server-side by the engine, other
+URL parameters applied as settings) and inserts (`INSERT ... FORMAT <fmt>` followed by
 the data, in the body). The SQL runs on the real ClickHouse engine; only the
 transport is ours. Not a production server: no auth, no compression, no sessions.
 
@@ -17,6 +18,8 @@ transport is ours. Not a production server: no auth, no compression, no sessions
 from __future__ import annotations
 
 import argparse
+import email.parser
+import email.policy
 import json
 import os
 import re
@@ -132,9 +135,30 @@ def _handler(engine: Engine) -> type[BaseHTTPRequestHandler]:
                 parts.append(self.rfile.read(size))
                 self.rfile.readline()
 
+        def _form(self, body: bytes) -> dict[str, str] | None:
+            """The fields of a form-encoded body (query and parameters), else None."""
+            ctype = self.headers.get("Content-Type", "")
+            if ctype.startswith("application/x-www-form-urlencoded"):
+                return dict(parse_qsl(body.decode(), keep_blank_values=True))
+            if not ctype.startswith("multipart/form-data"):
+                return None
+            head = f"Content-Type: {ctype}\r\n\r\n".encode()
+            msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
+            fields: dict[str, str] = {}
+            for part in msg.iter_parts():
+                name = part.get_param("name", header="content-disposition")
+                payload = part.get_payload(decode=True)
+                if isinstance(name, str) and isinstance(payload, bytes):
+                    fields[name] = payload.decode()
+            return fields
+
         def _handle(self, body: bytes) -> None:
             url = urlsplit(self.path)
             args = dict(parse_qsl(url.query, keep_blank_values=True))
+            form = self._form(body)
+            if form is not None:
+                args.update(form)
+                body = b""
             database = args.get("database") or None
             params = {k: v for k, v in args.items() if k.startswith("param_")}
             settings = {k: v for k, v in args.items() if k not in _TRANSPORT and not k.startswith("param_")}

@@ -5,7 +5,8 @@ Workers are real ``tracker ingest`` subprocesses. They are killed hard (the
 at random moments), ClickHouse goes away and comes back, Redis restarts from its
 AOF. Afterwards the oracle compares ClickHouse with what was *produced*: every
 click id once in ``clicks`` (count, not FINAL), and the ``clicks_hourly`` rollup
-sums equal to the raw table. It runs in another process than the workers (chDB
+(a projection inside the raw parts, read through its view) sums equal to the raw
+table. It runs in another process than the workers (chDB
 has one owner process): through ``loadtests.chdb_http`` on the same directory.
 """
 
@@ -140,11 +141,6 @@ def chdb_dir(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="Open bug (issue 4): in about 1 run of 3, a batch retried after a hard exit is in clicks_hourly but "
-    "missing from clicks (1,000 of 24,000). Kept running so the result shows in every CI log.",
-)
 def test_workers_killed_at_every_step_lose_nothing_and_count_nothing_twice(
     redis_url: str, r: redis.Redis, chdb_dir: Path, tmp_path: Path
 ) -> None:

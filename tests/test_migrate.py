@@ -22,7 +22,7 @@ EXPECTED_TABLES = {
     "clicks",
     "conversions",
     "clicks_hourly",
-    "clicks_hourly_mv",
+    "clicks_daily",
     "schema_migrations",
 }
 
@@ -37,6 +37,22 @@ def test_fresh_database_gets_every_table(ch: ClickHouse) -> None:
     recorded = migrate.applied(ch)
     assert sorted(recorded) == [m.version for m in migrate.discover()]
     assert migrate.missing(ch) == []
+
+
+def test_click_rollups_are_projections_inside_the_raw_parts(ch: ClickHouse) -> None:
+    """Migration 0023: a batch and its rollups are one part, so they land or vanish together."""
+    projections = ch.query(
+        "SELECT name FROM system.projections WHERE database = {db:String} AND table = 'clicks' ORDER BY name",
+        {"db": ch.database},
+    )
+    assert [p[0] for p in projections] == ["daily", "hourly"]
+    engines = dict(
+        ch.query(
+            "SELECT name, engine FROM system.tables WHERE database = {db:String} AND name LIKE 'clicks%'",
+            {"db": ch.database},
+        )
+    )
+    assert engines == {"clicks": "ReplacingMergeTree", "clicks_hourly": "View", "clicks_daily": "View"}
 
 
 def test_rerun_is_a_noop(ch: ClickHouse) -> None:

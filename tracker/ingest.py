@@ -10,7 +10,8 @@ A batch goes through fixed steps, each safe to crash in:
 3. write the batch's *manifest* to Redis: the ids whose rows are inserted, the
    ids only acknowledged, and the insert deduplication token (a hash of the ids);
 4. insert with that token (``insert_deduplication_token``; the tables keep a
-   ``non_replicated_deduplication_window`` and the rollup views deduplicate too);
+   ``non_replicated_deduplication_window``); the click rollups are projections,
+   stored inside the same parts, so they land exactly when the rows do;
 5. acknowledge the ids and delete the manifest in one ``MULTI``.
 
 After a crash the entries are still pending. A restarted worker takes its own
@@ -18,8 +19,12 @@ consumer name back and first re-forms its pending entries into the recorded
 batches; other workers claim the entries of a worker whose heartbeat lease
 expired (once idle) and re-form them the same way. A re-formed batch has the
 same rows and the same token, so an insert that had landed is dropped by
-ClickHouse, in the raw table and in the rollups alike. Entries without a
-manifest were never inserted and form new batches. A live worker's entries are
+ClickHouse. The token alone is not trusted: a MergeTree that is not replicated
+records it before it commits the part, so a kill in between (chDB inside the
+embedded worker) keeps the token and loses the rows. After any retried insert
+the worker checks the batch's keys in ClickHouse and inserts what is missing
+under a fresh token (``_settle``). Entries without a manifest were never
+inserted and form new batches. A live worker's entries are
 never claimed, however slow it is; one that stalled past its lease checks it
 before inserting and starts over instead.
 
@@ -50,7 +55,7 @@ from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import pyarrow as pa
 import redis
@@ -619,6 +624,8 @@ class Worker:
             self._give_up(batch, f"the batch failed {batch.attempts - 1} times")
             return
         self._crash_point("before_insert")
+        # A batch resumed after a crash, or retried after an error, may have half-landed.
+        uncertain = batch.attempts > 1
         attempt = 0
         while True:
             self._retry_redis(self._check_lease)
@@ -629,6 +636,7 @@ class Worker:
             except (StorageUnavailable, QueryError) as exc:
                 # Unreachable, or refused for every row alike (schema, disk): wait, the stream holds.
                 attempt += 1
+                uncertain = True
                 metrics.INGEST_RETRIES.labels(batch.kind.name).inc()
                 self._ch_failed(exc)
                 self._sleep(self._backoff(attempt))
@@ -645,12 +653,52 @@ class Worker:
                 if batch.attempts > self.settings.ingest_max_deliveries:
                     self._give_up(batch, f"insert failed: {exc}")
                     return
+        if uncertain:
+            self._settle(batch)
         self._crash_point("after_insert")
         self._retry_redis(lambda: self._ack(batch))
         metrics.INGEST_ROWS.labels(batch.kind.name).inc(len(batch.row_ids))
         metrics.INGEST_BATCHES.labels(batch.kind.name).inc()
         self.rows_inserted += len(batch.row_ids)
         self.batches += 1
+
+    def _settle(self, batch: Batch) -> None:
+        """Make sure ClickHouse holds every row of a batch whose earlier insert may have half-landed.
+
+        The retry above carries the batch's token, so rows that landed are not inserted twice.
+        But a MergeTree that is not replicated records a token before it commits the part:
+        a process killed in between (chDB runs inside the embedded worker) leaves a token
+        without its rows, and every retry with that token is dropped. So the rows are checked
+        by key, and the missing ones go in again under a token of their own (the click
+        rollups are projections inside the same parts, migration 0023: they follow exactly).
+        """
+        for repair in range(1, 1000):
+            landed = set(self._landed(batch))
+            missing = [i for i, k in enumerate(batch.kind.keys_of(batch.cols)) if k not in landed]
+            if not missing:
+                return
+            log.warning(
+                "batch %s of %s: %d of %d rows are not in ClickHouse after a retried insert "
+                "(its deduplication token outlived an uncommitted part); inserting them again",
+                batch.first_id, batch.stream, len(missing), len(batch.row_ids),
+            )
+            metrics.INGEST_REPAIRED.labels(batch.kind.name).inc(len(missing))
+            token = f"{batch.token}:repair:{batch.attempts}:{repair}"
+            part = batch.kind.arrow(take(batch.cols, missing))
+            attempt = 0
+            while True:
+                self._retry_redis(self._check_lease)
+                try:
+                    self.ch.insert_arrow(batch.kind.table, part, dedup_token=token)
+                    self._ch_ok()
+                    break
+                except (StorageUnavailable, QueryError) as exc:
+                    attempt += 1
+                    metrics.INGEST_RETRIES.labels(batch.kind.name).inc()
+                    self._ch_failed(exc)
+                    self._sleep(self._backoff(attempt))
+                    self._retry_redis(lambda: self._touch(batch))
+        raise RuntimeError(f"batch {batch.first_id} of {batch.stream} could not be settled")
 
     def _ack(self, batch: Batch) -> None:
         with self.r.pipeline(transaction=True) as p:
@@ -717,20 +765,35 @@ class Worker:
             self._complete(sub)
 
     def _landed(self, batch: Batch) -> list[Hashable]:
-        """Keys of the batch's rows ClickHouse already has (before splitting a batch)."""
+        """Keys of the batch's rows ClickHouse already has (settling or splitting a batch)."""
+        out: list[Hashable] = []
+        keys_ = batch.kind.keys_of(batch.cols)
+        step = 5000  # bound parameters travel in the URL of an HTTP ClickHouse
         if batch.kind is CLICKS:
-            return list(
+            times = [_ms(t) for t in batch.cols["ts"]]
+            for start in range(0, len(keys_), step):
+                part = slice(start, start + step)
+                out.extend(
+                    self._query_ch(
+                        "SELECT click_id FROM clicks WHERE brand_id IN {brands:Array(String)} "
+                        "AND ts >= fromUnixTimestamp64Milli({t0:Int64}, 'UTC') "
+                        "AND ts <= fromUnixTimestamp64Milli({t1:Int64}, 'UTC') AND click_id IN {ids:Array(String)}",
+                        {
+                            "brands": sorted(set(batch.cols["brand_id"][part])),
+                            "t0": min(times[part]), "t1": max(times[part]), "ids": keys_[part],
+                        },
+                    )
+                )
+            return out
+        for start in range(0, len(keys_), step):
+            out.extend(
                 self._query_ch(
-                    "SELECT click_id FROM clicks WHERE click_id IN {ids:Array(String)}",
-                    {"ids": batch.cols["click_id"]},
+                    "SELECT (brand_id, order_id, version) FROM conversions "
+                    "WHERE (brand_id, order_id, version) IN {keys:Array(Tuple(String, String, UInt64))}",
+                    {"keys": keys_[start : start + step]},
                 )
             )
-        rows = self.ch.query(
-            "SELECT brand_id, order_id, version FROM conversions "
-            "WHERE (brand_id, order_id, version) IN {keys:Array(Tuple(String, String, UInt64))}",
-            {"keys": batch.kind.keys_of(batch.cols)},
-        )
-        return [tuple(row) for row in rows]
+        return [tuple(cast(Sequence[Any], k)) for k in out]
 
     def _dead_letter(
         self, stream: str, entries: list[tuple[str, Fields, str]], batch: Batch | None = None

@@ -32,6 +32,11 @@ POSTBACKS = Counter("tracker_postbacks_total", "Conversion postbacks by outcome.
 INGEST_ROWS = Counter("tracker_ingest_rows_total", "Rows inserted into ClickHouse.", ["stream"])
 INGEST_BATCHES = Counter("tracker_ingest_batches_total", "Batches inserted into ClickHouse.", ["stream"])
 INGEST_RETRIES = Counter("tracker_ingest_retries_total", "Insert attempts that failed and were retried.", ["stream"])
+INGEST_REPAIRED = Counter(
+    "tracker_ingest_repaired_rows_total",
+    "Rows inserted again because a retried batch's token outlived an uncommitted part.",
+    ["stream"],
+)
 INGEST_DEAD_LETTERS = Counter(
     "tracker_ingest_dead_letters_total", "Entries moved to the dead-letter stream.", ["stream"]
 )

@@ -95,7 +95,7 @@ def migrate(ch: ClickHouse, directory: Path | None = None, *, retention_months: 
     """Apply pending migrations in order; return the names applied now.
 
     ``retention_months`` (``settings.click_retention_months``) then sets the TTL of
-    the raw clicks and their hourly rollup when it differs from the tables'.
+    the raw clicks (their rollups are projections of it) and of the report cache.
     """
     done = applied(ch)
     names: list[str] = []
@@ -119,13 +119,11 @@ def migrate(ch: ClickHouse, directory: Path | None = None, *, retention_months: 
 
 
 # Tables whose rows expire after the click retention, and their time expression.
-# Conversions are never expired.
-# Every table derived from raw clicks expires with them, so reports never mix a rollup
-# that still has a day with a raw table that no longer does.
+# Conversions are never expired. The hourly and daily click rollups are projections
+# inside ``clicks`` (migration 0023) and expire with its rows; the uniques cache
+# expires with them, so reports never mix a day a rollup has with one raw clicks lost.
 _RETENTION = {
     "clicks": "toDateTime(ts)",
-    "clicks_hourly": "hour",
-    "clicks_daily": "day",
     "report_daily_uniques": "day",
 }
 _TTL_MONTHS = re.compile(r"\bTTL .*?toIntervalMonth\((\d+)\)")

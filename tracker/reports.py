@@ -7,7 +7,8 @@ table's time column inside the range; registry tables, which have no time, get t
 alone), then the filters, each bound server-side. Request data never reaches the SQL text.
 
 Where the numbers come from (``source`` in the answer's ``meta``):
-- ``cached``: clicks and bot clicks from the daily rollup ``clicks_daily``, unique clicks
+- ``cached``: clicks and bot clicks from the daily rollup ``clicks_daily`` (a view that reads
+  the ``daily`` projection of ``clicks``, migration 0023), unique clicks
   from ``report_daily_uniques``, exact unique counts per (link, UTC day) that reports
   compute from the hourly visitor sets and keep. A cached count is used only while that
   (link, day)'s click count still equals the one it was computed with (clicks are only ever
@@ -15,9 +16,9 @@ Where the numbers come from (``source`` in the answer's ``meta``):
   UTC-aligned ranges grouped by influencer, campaign, link or day, and for any whole-hour
   zone grouped by influencer, campaign or link (the two partial UTC days at the edges of
   the range then come from the hourly visitor sets).
-- ``rollup``: ``clicks_hourly`` when the zone's offset is whole hours over the range (every
-  UTC hour falls into one local hour and day): unique clicks are the sum over (link, UTC
-  day) of ``uniqExactMerge(visitors)``.
+- ``rollup``: ``clicks_hourly`` (the view over the ``hourly`` projection) when the zone's
+  offset is whole hours over the range (every UTC hour falls into one local hour and day):
+  unique clicks are the sum over (link, UTC day) of ``uniqExactMerge(visitors)``.
 - ``raw``: ``clicks`` (FINAL) for country and device groupings and for zones with
   half-hour offsets (Asia/Kolkata): distinct visitors per (link, UTC day), added up.
 - conversions, revenue, commission: ``conversions`` FINAL, attributed, status approved or
