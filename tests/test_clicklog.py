@@ -130,6 +130,38 @@ def test_redis_down_spools_then_replays_everything_once(
     assert list((tmp_path / "spool").iterdir()) == []
 
 
+def test_a_redis_restart_between_batches_spools_nothing(
+    settings: Settings, own_redis: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """The flusher holds its connection across batches; one Redis closed meanwhile is
+    replaced before the next batch is written, so a restart while idle costs no spool trip."""
+    settings = settings.with_(redis_url=own_redis.url, spool_dir=tmp_path / "spool")
+    client = redis.Redis.from_url(own_redis.url)
+    spooled_before = sample("tracker_clicks_spooled_total")
+
+    async def scenario() -> None:
+        log = ClickLog(settings)
+        await log.start()
+        try:
+            for wave in range(3):  # three batches over one held connection
+                await asyncio.gather(*(log.log(event(wave * 10 + i)) for i in range(10)))
+            own_redis.stop()
+            own_redis.start()  # same socket path, AOF restores the first 30
+            await asyncio.sleep(0.2)  # the event loop sees the old connection's end of file
+            await asyncio.gather(*(log.log(event(30 + i)) for i in range(10)))
+            assert log.redis_up
+        finally:
+            await log.stop()
+
+    asyncio.run(scenario())
+    entries = stream_entries(client)
+    client.close()
+    assert [e.click_id for e, _ in entries] == [event(i).click_id for i in range(40)]
+    assert not any(replayed for _, replayed in entries)
+    assert sample("tracker_clicks_spooled_total") == spooled_before
+    assert not list((tmp_path / "spool").glob("*.jsonl"))
+
+
 def _spool_file(directory: Path, name: str, events: list[ClickEvent], tail: bytes = b"") -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / name

@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import redis.asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
@@ -146,6 +147,8 @@ class ClickLog:
         self._replay_heads = [_command_head(k, 7) for k in streams]
         self._rr = 0
         self.spool = Spool(settings.spool_path)
+        # The flusher's own connection, held across batches (see ``_flusher_connection``).
+        self._conn: AbstractConnection | None = None
         self._batch: list[bytes] = []
         self._batch_done: asyncio.Future[None] | None = None
         self._wake = asyncio.Event()
@@ -175,6 +178,7 @@ class ClickLog:
             self._recovery = None
         async with self.spool.lock:
             self.spool.close()
+        await self._drop_connection()
         if self._own_redis:
             await self._redis.aclose()
 
@@ -229,8 +233,8 @@ class ClickLog:
             return
         CLICKS_SPOOLED.inc(len(batch))
 
-    async def _xadd(self, batch: list[bytes], replayed: bool) -> None:
-        """XADD every click in one write and read the replies (a non-transactional pipeline).
+    def _pack(self, batch: list[bytes], replayed: bool) -> bytes:
+        """The RESP of one ``XADD`` per click, as one buffer.
 
         The commands are packed here rather than by redis-py's Pipeline: same wire bytes,
         half the client CPU per click, which is most of what a click costs us.
@@ -238,28 +242,80 @@ class ClickLog:
         heads = self._replay_heads if replayed else self._heads
         tail = _REPLAY_TAIL if replayed else b"\r\n"
         n = len(heads)
+        if n == 1:
+            head = heads[0]
+            return b"".join([b"%s$%d\r\n%s%s" % (head, len(data), data, tail) for data in batch])
         parts = []
         for data in batch:
-            if n == 1:
-                head = heads[0]
-            else:
-                self._rr += 1
-                head = heads[self._rr % n]
-            parts.append(b"%s$%d\r\n%s%s" % (head, len(data), data, tail))
+            self._rr += 1
+            parts.append(b"%s$%d\r\n%s%s" % (heads[self._rr % n], len(data), data, tail))
+        return b"".join(parts)
+
+    async def _flusher_connection(self) -> AbstractConnection:
+        """The flusher's connection: made once and held across batches, not taken from and
+        returned to the pool per batch (the pool's lock, bookkeeping and observability hooks
+        cost more than a small batch's own work). It has no socket timeout of its own (that
+        would run every write in a task): ``_send`` puts one deadline on the whole batch.
+        Checked before each batch the way the pool checks a connection it hands out: a
+        closed or dirty one (Redis restarted meanwhile) is replaced, not written to.
+        """
+        conn = self._conn
+        if conn is not None:
+            try:
+                if not await conn.can_read():
+                    return conn
+            except (RedisError, OSError):
+                pass
+            await self._drop_connection()
         pool = self._redis.connection_pool
-        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        conn = pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
         try:
-            # One deadline for the batch instead of redis-py's timeout context per reply.
             async with asyncio.timeout(self._io_timeout):
-                await conn.send_packed_command(b"".join(parts))
-                for _ in batch:
-                    await conn.read_response(timeout=math.inf)  # raises ResponseError on an error reply
+                await conn.connect()  # type: ignore[no-untyped-call]
         except BaseException:
-            # Replies may be left unread on it: never hand this connection out again.
             await conn.disconnect()
             raise
+        self._conn = conn
+        return conn
+
+    async def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.disconnect()
+
+    async def _send(self, conn: AbstractConnection, payload: bytes, replies: int) -> None:
+        """Write the packed commands and read every reply, under one deadline for the batch
+        (instead of redis-py's timeout context per reply)."""
+        async with asyncio.timeout(self._io_timeout):
+            await conn.send_packed_command(payload, check_health=False)
+            for _ in range(replies):
+                await conn.read_response(timeout=math.inf)  # raises ResponseError on an error reply
+
+    async def _xadd(self, batch: list[bytes], replayed: bool) -> None:
+        """XADD every click in one write and read the replies (a non-transactional pipeline).
+
+        Live batches go over the flusher's held connection; replays (another task, running
+        at the same time) take a connection from the pool.
+        """
+        payload = self._pack(batch, replayed)
+        if not replayed:
+            conn = await self._flusher_connection()
+            try:
+                await self._send(conn, payload, len(batch))
+            except BaseException:
+                # Replies may be left unread on it: never write to this connection again.
+                await self._drop_connection()
+                raise
+            return
+        pool = self._redis.connection_pool
+        pooled = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            await self._send(pooled, payload, len(batch))
+        except BaseException:
+            await pooled.disconnect()
+            raise
         finally:
-            await pool.release(conn)
+            await pool.release(pooled)
 
     # --- recovery ----------------------------------------------------------------------------
 
