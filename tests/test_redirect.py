@@ -267,6 +267,25 @@ def test_routes_are_never_taken_as_codes(app_client: TestClient, redis_client: r
     assert resp.status_code != 302
 
 
+def test_an_unexpected_error_answers_the_json_500(
+    app_client: TestClient, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redirects skip Starlette's middleware stack; its error handling is kept: a JSON 500."""
+    put_link(redis_client)
+    redirector = app_client.app.state.services.named["redirect"]  # type: ignore[attr-defined]
+
+    def broken(link_id: int, ts_ms: int) -> str:
+        raise RuntimeError("click id minting broke")
+
+    monkeypatch.setattr(redirector.click_ids, "mint", broken)
+    resp = app_client.get("/abc123")
+    assert resp.status_code == 500
+    assert resp.json()["error"]["code"] == "internal_error"
+    assert redis_client.xlen(keys.CLICK_STREAM) == 0
+    monkeypatch.undo()
+    assert app_client.get("/abc123").status_code == 302
+
+
 def test_repeated_404s_from_one_address_are_limited(app_client: TestClient, redis_client: redis.Redis) -> None:
     put_link(redis_client)
     assert asgi_get(app_client, "/abc123", peer="203.0.113.5")[0] == 302

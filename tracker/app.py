@@ -22,7 +22,7 @@ from tracker import http, migrate, redis_client
 from tracker.clickhouse import ClickHouse, describe, run_sync
 from tracker.errors import SettingsError, StorageUnavailable, TrackerError
 from tracker.obs import RequestIdMiddleware
-from tracker.redirect import RedirectMiddleware
+from tracker.redirect import RedirectMiddleware, TrackerStarlette
 from tracker.services import Services, services
 from tracker.settings import Settings
 
@@ -149,7 +149,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings) -> Starlette:
-    app = Starlette(
+    app = TrackerStarlette(
         routes=_routes(),
         # The redirect fast path answers /{code} before the router: every route wins over it.
         middleware=[Middleware(RequestIdMiddleware), Middleware(RedirectMiddleware)],
