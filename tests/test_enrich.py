@@ -292,3 +292,181 @@ def test_the_batch_path_refuses_what_the_row_path_refuses(bad: bytes) -> None:
     with pytest.raises(ValueError):
         enrich.click_columns([good, bad, good])
     assert len(enrich.click_columns([good, good])["click_id"]) == 2
+
+
+# ---- the Arrow path (click_table) ------------------------------------------------------
+
+def row_path(payloads: list[bytes]) -> list[dict[str, Any]] | None:
+    """What today's row path stores for these payloads, or None when any of them is poison."""
+    try:
+        return [dict(zip(CLICK_COLUMNS, enrich.decode_click(p), strict=True)) for p in payloads]
+    except ValueError:
+        return None
+
+
+def arrow_path(payloads: list[bytes]) -> list[dict[str, Any]] | None:
+    try:
+        return list(enrich.click_table(payloads).to_pylist())
+    except ValueError:
+        return None
+
+
+UNICODE_UA = "Mozilla/5.0 (Linux; Android 14; Pixel 8) Chrome/120.0 Mobile Safari/537.36 Ünïcödé ☃ 😀 中文 עברית"
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        click(),
+        click(user_agent=UNICODE_UA, utm=("😀", "é", "中文", "a,b", "x y")),
+        click(referer="https://www.Instagram.com/p/abc?x=1"),
+        click(referer="https://user:pw@Example.ORG:8443/path"),
+        click(referer="android-app://com.google.android.gm/"),
+        click(referer="l.facebook.com/l.php"),
+        click(referer="https://[::1]:80/"),
+        click(referer="https://[::1/"),
+        click(referer="https://example.com./"),
+        click(referer="   "),
+        click(referer="not a url at all"),
+        click(referer="https://bücher.de/straße"),
+        click(brand_id="", campaign_id="", influencer_id="", link_code="", country="", referer="", utm=("",) * 5),
+        click(user_agent=""),
+        click(user_agent="   "),
+        click(user_agent="Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"),
+        click(user_agent="facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)"),
+        click(user_agent="curl/8.4.0", hint="head"),
+        click(hint="head"),
+        click(hint="prefetch"),
+        click(hint="something-else"),
+        click(visitor_hash=2**64 - 1, link_id=2**64 - 1),
+        click(visitor_hash=0, link_id=0),
+        click(ts_ms=946_684_800_000),  # 2000-01-01, the first accepted millisecond
+        click(ts_ms=7_258_118_399_999),  # the last millisecond of 2199
+        click(user_agent="DEL \x7f char", utm=("\x7f", "", "", "", "")),
+        click(click_id="x" * 500, user_agent="A" * 5000),
+    ],
+    ids=lambda ev: ev.encode().decode()[:60],
+)
+def test_the_arrow_path_stores_what_the_row_path_stores(event: ClickEvent) -> None:
+    payloads = [event.encode()]
+    expected = row_path(payloads)
+    assert expected is not None
+    assert arrow_path(payloads) == expected
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        # Values the encoder escapes: the row path stores them, the Arrow path leaves them to it.
+        click(user_agent='Mozilla "quoted" ua').encode(),
+        click(user_agent="back\\slash").encode(),
+        click(referer="https://a.com/\n").encode(),
+        click(utm=("tab\there", "", "", "", "")).encode(),
+        click(utm=("nul\x00", "", "", "", "")).encode(),
+        # Other spellings of valid JSON than the encoder's.
+        b'[1, "c",1764000000000,"b","c","i",1,"L",1,"US","ua","","","","","","",""]',
+        b'[true,"c",1764000000000,"b","c","i",1,"L",1,"US","ua","","","","","","",""]',
+        b'[1.0,"c",1764000000000,"b","c","i",1,"L",1,"US","ua","","","","","","",""]',
+        b'[1,"\\u0063",1764000000000,"b","c","i",1,"L",1,"US","ua","","","","","","",""]',
+        b'[1,"c",1764000000000,"b","c","i",1,"L",1,"US","\\ud83d\\ude00","","","","","","",""]',
+        b'[1,"c",1764000000000,"b","c","i",1,"L",1,"US","ua","","","","","","",""]\n',
+        b'\xef\xbb\xbf[1,"c",1764000000000,"b","c","i",1,"L",1,"US","ua","","","","","","",""]',
+        # Poison: the row path refuses them too.
+        b"nope",
+        b"",
+        b"[1]",
+        b'[1,"",1764000000000,"b","c","i",1,"L",1,"US","ua","","","","","","",""]',
+        b'[1,"c",1764000000000.0,"b","c","i",1,"L",1,"US","ua","","","","","","",""]',
+        b'[1,"c",01764000000000,"b","c","i",1,"L",1,"US","ua","","","","","","",""]',
+        b'[1,"c",+1764000000000,"b","c","i",1,"L",1,"US","ua","","","","","","",""]',
+        b'[1,"c",-1764000000000,"b","c","i",1,"L",1,"US","ua","","","","","","",""]',
+        b'[1,"c","1764000000000","b","c","i",1,"L",1,"US","ua","","","","","","",""]',
+        b'[1,"c",1764000000000,"b","c","i",true,"L",1,"US","ua","","","","","","",""]',
+        b'[1,"c",1764000000000,"b","c","i",1,"L",1,"US",null,"","","","","","",""]',
+        b'[1,"c",1764000000000,"b","c","i",1,"L",1,"US",5,"","","","","","",""]',
+        b'[1,"c",5,"b","c","i",1,"L",1,"US","ua","","","","","","",""]',
+        b'[1,"c",7258118400000,"b","c","i",1,"L",1,"US","ua","","","","","","",""]',
+        b'[1,"c",99999999999999999999999,"b","c","i",1,"L",1,"US","ua","","","","","","",""]',
+        b'[1,"c",1764000000000,"b","c","i",18446744073709551616,"L",1,"US","ua","","","","","","",""]',
+        b'[1,"c",1764000000000,"b","c","i",1,"L",18446744073709551616,"US","ua","","","","","","",""]',
+        b'[2,"c",1764000000000,"b","c","i",1,"L",1,"US","ua","","","","","","",""]',
+        b'[1,"c",1764000000000,"b","c","i",1,"L",1,"US","ua","","","","","",""]',
+        b'[1,"c",1764000000000,"b","c","i",1,"L",1,"US","ua","","","","","","","",""]',
+        b'[1,"c",1764000000000,"b","c","i",1,"L",1,"US","ua","","","","","","",""',
+        b'[1,"c",1764000000000,"b","c","i",1,"L",1,"US","u\xffa","","","","","","",""]',
+        b'[1,"c",1764000000000,"b","c","i",1,"L",1,"US","u\xed\xa0\x80a","","","","","","",""]',
+        b'[1,"c",1764000000000,"b","c","i",1,"L",1,"US","ua","","","","","","",""][1]',
+    ],
+)
+def test_the_arrow_path_leaves_anything_else_to_the_row_path(payload: bytes) -> None:
+    good = click().encode()
+    with pytest.raises(ValueError):
+        enrich.click_table([payload])
+    with pytest.raises(ValueError):
+        enrich.click_table([good, payload, good])  # one such entry sends the whole batch to the row path
+
+
+def test_a_click_id_twice_sends_the_batch_to_the_row_path() -> None:
+    payloads = [click().encode(), click(click_id="other").encode(), click().encode()]
+    with pytest.raises(ValueError, match="twice"):
+        enrich.click_table(payloads)
+    assert enrich.click_table(payloads[:2]).num_rows == 2
+
+
+def test_the_arrow_path_matches_the_batch_path_on_a_realistic_batch() -> None:
+    import pyarrow as pa
+
+    from tests.ingest_helpers import make_clicks
+
+    payloads = [ev.encode() for ev in make_clicks(3000, agents=40, links=200, seed=5)]
+    table = enrich.click_table(payloads)
+    cols = enrich.click_columns(payloads)
+    types = {
+        "ts": pa.timestamp("ms", tz="UTC"), "link_id": pa.uint64(), "visitor_hash": pa.uint64(), "is_bot": pa.uint8(),
+    }
+    expected = pa.table({c: pa.array(cols[c], type=types.get(c, pa.string())) for c in CLICK_COLUMNS})
+    assert table.equals(expected)
+    assert table.column("is_bot").to_pylist().count(1) > 0
+
+
+# Characters that stress JSON and the Arrow kernels: quotes and backslashes (escaped), control
+# characters, the split character, non-ASCII of every UTF-8 length, commas and brackets.
+NASTY = ['"', "\\", "\n", "\t", "\x00", "\x1f", "\x7f", ",", "[", "]", " ", "é", "€", "😀", "a", "/", ":", "@"]
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_the_arrow_path_never_disagrees_with_the_row_path(seed: int) -> None:
+    import random
+
+    rnd = random.Random(seed)
+
+    def text(n: int) -> str:
+        return "".join(rnd.choice(NASTY) if rnd.random() < 0.3 else rnd.choice("abcXYZ09.-") for _ in range(n))
+
+    events = [
+        click(
+            click_id=f"id{seed}-{i}-" + text(3).replace('"', "").replace("\\", ""),
+            user_agent=rnd.choice([IPHONE_IG, CHROME_WIN, "", text(rnd.randrange(12))]),
+            referer=rnd.choice(["", "https://" + text(5) + "/" + text(3), text(6)]),
+            utm=tuple(text(rnd.randrange(4)) for _ in range(5)),
+            hint=rnd.choice(["", "", "head", "prefetch"]),
+            country=rnd.choice(["", "DE", "US"]),
+        )
+        for i in range(rnd.randrange(1, 8))
+    ]
+    payloads = [ev.encode() for ev in events]
+    fast = arrow_path(payloads)
+    if fast is not None:
+        assert fast == row_path(payloads)
+    # Without the characters the encoder escapes, every batch takes the Arrow path.
+    plain = {ord(c): "_" for c in '"\\\n\t\x00\x1f'}
+    for ev in events:
+        ev.click_id = ev.click_id.translate(plain)
+        ev.user_agent = ev.user_agent.translate(plain)
+        ev.referer = ev.referer.translate(plain)
+        u = [x.translate(plain) for x in ev.utm]
+        ev.utm = (u[0], u[1], u[2], u[3], u[4])
+    payloads = [ev.encode() for ev in events]
+    fast = arrow_path(payloads)
+    assert fast is not None
+    assert fast == row_path(payloads)
