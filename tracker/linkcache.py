@@ -25,6 +25,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
+from json.encoder import encode_basestring as _json_string  # C-accelerated, ensure_ascii=False
 from typing import Any, Literal
 from urllib.parse import quote, quote_from_bytes, unquote_to_bytes, urlsplit
 
@@ -87,10 +88,15 @@ def query_value(piece: bytes) -> str:
 class Target:
     """A link record prepared for redirects: the Location header in pieces."""
 
-    __slots__ = ("dest_pairs", "fragment", "head", "param", "param_eq", "prefix", "record")
+    __slots__ = ("dest_pairs", "event_link", "fragment", "head", "param", "param_eq", "prefix", "record")
 
     def __init__(self, record: LinkRecord) -> None:
         self.record = record
+        # The click event's link fields, JSON-encoded once (see ``redirect.encode_click``).
+        self.event_link = (
+            f",{_json_string(record.brand_id)},{_json_string(record.campaign_id)},"
+            f"{_json_string(record.influencer_id)},{int(record.id)},{_json_string(record.code)},"
+        )
         url = record.destination_url
         if not url.isascii() or _UNSAFE_URL_CHAR.search(url):
             url = _ascii_url(url)  # also keeps CR/LF and spaces out of the Location header

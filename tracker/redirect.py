@@ -27,6 +27,7 @@ import logging
 import re
 import time
 from bisect import bisect_left
+from json.encoder import encode_basestring as _json_string  # C-accelerated, ensure_ascii=False
 from typing import Any
 
 from redis.asyncio.retry import Retry
@@ -39,9 +40,9 @@ from tracker.clickid import ClickIds
 from tracker.clicklog import ClickLog
 from tracker.codes import RESERVED
 from tracker.errors import SettingsError, StorageUnavailable
-from tracker.events import HINT_HEAD, HINT_NONE, HINT_PREFETCH, UTM_KEYS, ClickEvent
+from tracker.events import CLICK_VERSION, HINT_HEAD, HINT_NONE, HINT_PREFETCH, UTM_KEYS
 from tracker.http import dumps
-from tracker.linkcache import LinkCache, parse_query, query_value
+from tracker.linkcache import LinkCache, Target, parse_query, query_value
 from tracker.metrics import REDIRECT_SECONDS, REDIRECTS
 from tracker.services import Services
 from tracker.visitor import DAY_MS, Countries, TrustedProxies, VisitorHasher, client_ip, normalize_country
@@ -60,12 +61,30 @@ _EMPTY = (b"content-length", b"0")
 _JSON = (b"content-type", b"application/json")
 _BODY: Message = {"type": "http.response.body", "body": b""}
 _UTM_INDEX = {k: i for i, k in enumerate(UTM_KEYS)}
+_NO_UTM = ',"","","","",""'
 _PURPOSE_HEADERS = (b"sec-purpose", b"purpose", b"x-purpose", b"x-moz")
 
 log = logging.getLogger("tracker.redirect")
 
 _R302 = REDIRECTS.labels("302")
 METRICS_FLUSH_SECONDS = 0.2
+
+
+def encode_click(
+    target: Target, click_id: str, ts_ms: int, visitor_hash: int, country: str, user_agent: str, referer: str,
+    utm: list[str] | None, hint: str,
+) -> bytes:
+    """Byte for byte ``ClickEvent(...).encode()`` of a redirect's click, at a third of its cost:
+    the link's fields come encoded from the Target; the click id (base64url) and the
+    hint (one of the ``HINT_*`` words) need no escaping; no utm values is one constant."""
+    s = _json_string
+    utm_json = (
+        _NO_UTM if utm is None else f",{s(utm[0])},{s(utm[1])},{s(utm[2])},{s(utm[3])},{s(utm[4])}"
+    )
+    return (
+        f'[{CLICK_VERSION},"{click_id}",{ts_ms}{target.event_link}{visitor_hash},{s(country)},'
+        f'{s(user_agent)},{s(referer)}{utm_json},"{hint}"]'
+    ).encode()
 
 
 class RedirectStats:
@@ -262,17 +281,18 @@ class Redirector:
             visitor_hash = await self.visitors.hash(day, ip, user_agent)
         click_id = self.click_ids.mint(record.id, now_ms)
         query = parse_query(scope["query_string"])
-        utm = ["", "", "", "", ""]
+        utm: list[str] | None = None
         for name, piece in query:
             i = _UTM_INDEX.get(name)
-            if i is not None and not utm[i]:
-                utm[i] = query_value(piece)[:MAX_UTM]
+            if i is not None:
+                if utm is None:
+                    utm = ["", "", "", "", ""]
+                if not utm[i]:
+                    utm[i] = query_value(piece)[:MAX_UTM]
         location = target.location(click_id, query)
-        event = ClickEvent(
-            click_id, now_ms, record.brand_id, record.campaign_id, record.influencer_id, record.id, record.code,
-            visitor_hash, country, user_agent, referer, (utm[0], utm[1], utm[2], utm[3], utm[4]), hint,
+        await self.clicklog.log_encoded(
+            encode_click(target, click_id, now_ms, visitor_hash, country, user_agent, referer, utm, hint)
         )
-        await self.clicklog.log(event)
         await send(
             {"type": "http.response.start", "status": 302, "headers": [(b"location", location), _NO_STORE, _EMPTY]}
         )
