@@ -92,7 +92,9 @@ class ClickIds:
             pos = 0
         self._rand_pos = pos + _RAND_LEN
         payload = prefix + ts_ms.to_bytes(6, "big") + self._rand[pos : pos + _RAND_LEN]
-        raw = binascii.b2a_base64(payload + self._mac(payload), newline=False)
+        h = self._keyed.copy()  # _mac, inlined: this runs once per click
+        h.update(payload)
+        raw = binascii.b2a_base64(payload + h.digest(), newline=False)
         return raw.translate(_B64URL).rstrip(b"=").decode("ascii")
 
     def parse(self, click_id: object) -> ClickRef | None:

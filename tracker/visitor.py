@@ -177,9 +177,8 @@ class VisitorHasher:
         if state is None:
             return None
         h = state.copy()
-        h.update(ip.encode())
-        h.update(b"\x00")
-        h.update(user_agent.encode("utf-8", "surrogateescape"))
+        # One update of ip NUL user agent (an IP is ASCII, so this is their bytes joined).
+        h.update(f"{ip}\x00{user_agent}".encode("utf-8", "surrogateescape"))
         return int.from_bytes(h.digest(), "big")
 
     async def hash(self, day: int, ip: str, user_agent: str) -> int:
