@@ -123,13 +123,22 @@ class ClickHouse:
         settings = _dedup_settings(dedup_token)
         self._call(self.client.insert, table, rows, column_names=list(column_names), settings=settings)
 
-    def insert_arrow(self, table: str, arrow_table: Any, *, dedup_token: str | None = None) -> None:
+    def insert_arrow(
+        self,
+        table: str,
+        arrow_table: Any,
+        *,
+        dedup_token: str | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> None:
         """Insert a pyarrow Table (its column names are the explicit column list).
 
         Several times faster than ``insert`` for large batches: pyarrow encodes the
-        columns in C, where ``insert`` encodes every value in Python.
+        columns in C, where ``insert`` encodes every value in Python. ``settings`` are
+        further insert settings; the deduplication token's settings always apply.
         """
-        self._call(self.client.insert_arrow, table, arrow_table, settings=_dedup_settings(dedup_token))
+        merged = {**(settings or {}), **(_dedup_settings(dedup_token) or {})}
+        self._call(self.client.insert_arrow, table, arrow_table, settings=merged or None)
 
     def ping(self) -> bool:
         try:
