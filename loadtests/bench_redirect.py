@@ -33,6 +33,7 @@ import contextlib
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -42,6 +43,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +73,12 @@ class Result:
     # Server CPU per answered request (python processes, and valkey for tracker): a figure the
     # other jobs on a shared box do not distort the way they distort req/s.
     cpu_us_per_request: dict[str, float] = field(default_factory=dict)
+    # wrk's own CPU per request (it shares the two cores with the server).
+    wrk_cpu_us_per_request: float = 0.0
+    # CPU that neither the server nor wrk used during the run, in cores (0 to the CPU
+    # count): other jobs on a shared box, plus kernel network work not charged to a process.
+    # Compare runs by it: a run with other jobs at 0.5 cores is not a quiet-box figure.
+    other_cpu_cores: float = 0.0
 
     @property
     def errors(self) -> int:
@@ -203,6 +211,31 @@ def run_wrk(name: str, port: int, script: Path, connections: int, seconds: int) 
     )
 
 
+def _box_busy_seconds() -> float:
+    """CPU seconds all CPUs spent busy so far (user, nice, system, irq, softirq), from /proc/stat."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in fields[:7])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def measured_run(
+    name: str, port: int, script: Path, connections: int, seconds: int, server_cpu: Callable[[], dict[str, float]]
+) -> Result:
+    """``run_wrk`` plus where the CPU went: the server's per request, wrk's, and everyone else's."""
+    box0, cpu0 = _box_busy_seconds(), server_cpu()
+    wrk0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = run_wrk(name, port, script, connections, seconds)
+    wrk1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu1, box1 = server_cpu(), _box_busy_seconds()
+    n = max(result.requests, 1)
+    result.cpu_us_per_request = _cpu_per_request(cpu0, cpu1, n)
+    wrk_cpu = (wrk1.ru_utime - wrk0.ru_utime) + (wrk1.ru_stime - wrk0.ru_stime)
+    result.wrk_cpu_us_per_request = round(wrk_cpu / n * 1e6, 1)
+    ours = sum(cpu1.values()) - sum(cpu0.values()) + wrk_cpu
+    result.other_cpu_cores = round(max(0.0, (box1 - box0) - ours) / max(result.seconds, 1e-9), 2)
+    return result
+
+
 def _proc_cpu() -> dict[int, tuple[int, str, float]]:
     """pid -> (parent pid, command name, CPU seconds used so far) for every process."""
     tick = os.sysconf("SC_CLK_TCK")
@@ -316,9 +349,7 @@ def bench_tracker(args: argparse.Namespace, work: Path) -> tuple[Result, dict[st
         roots = [server.pid]
         if valkey is not None:  # production mode: our Valkey is not the server's child
             roots.append(int(valkey.pidfile.read_text().strip()))
-        cpu0 = _sum_cpu(roots)
-        result = run_wrk("tracker", port, script, args.connections, args.duration)
-        result.cpu_us_per_request = _cpu_per_request(cpu0, _sum_cpu(roots), result.requests)
+        result = measured_run("tracker", port, script, args.connections, args.duration, lambda: _sum_cpu(roots))
         time.sleep(0.5)
         added = _entries_added(client) - added0
         served = _redirects_302(base) - served0
@@ -353,9 +384,9 @@ def bench_bare(args: argparse.Namespace, work: Path) -> Result:
             _wait_port(port, 30, proc)
             script = _lua([f"bench{i:02d}" for i in range(LINKS)], work)
             run_wrk("warm-up", port, script, args.connections, 2)
-            cpu0 = tree_cpu(proc.pid)
-            result = run_wrk("bare starlette", port, script, args.connections, args.duration)
-            result.cpu_us_per_request = _cpu_per_request(cpu0, tree_cpu(proc.pid), result.requests)
+            result = measured_run(
+                "bare starlette", port, script, args.connections, args.duration, lambda: tree_cpu(proc.pid)
+            )
             return result
         finally:
             _stop(proc)
@@ -398,10 +429,13 @@ def main(argv: list[str] | None = None) -> int:
     ratio = tracker.rps / bare.rps if bare.rps else float("nan")
     mode = f"production, {args.workers} worker(s)" if args.production else "embedded, 1 process"
     print(f"\nRedirect benchmark ({mode}; wrk -t1 -c{args.connections} -d{args.duration}s, {os.cpu_count()} CPUs)")
-    print(f"{'server':<16}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}   server CPU us/request")
+    print(f"{'server':<16}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'other jobs':>12}"
+          "   CPU us/request (server; wrk)")
     for r in (tracker, bare):
         cpu = ", ".join(f"{k} {v}" for k, v in sorted(r.cpu_us_per_request.items()))
-        print(f"{r.name:<16}{r.rps:>10.0f}{r.p50_ms:>9.2f}{r.p99_ms:>9.2f}{r.errors:>8}   {cpu}")
+        other = f"{r.other_cpu_cores:.2f} cores"
+        print(f"{r.name:<16}{r.rps:>10.0f}{r.p50_ms:>9.2f}{r.p99_ms:>9.2f}{r.errors:>8}{other:>12}"
+              f"   {cpu}; wrk {r.wrk_cpu_us_per_request}")
     print(f"load average at the end: {os.getloadavg()[0]:.2f} (other jobs on the box distort req/s)")
     print(f"ratio tracker/bare: {ratio:.2f}")
     print(f"durability: {durability}")
