@@ -50,7 +50,7 @@ def ensure_data(path: str, shape: gen_data.Shape) -> tuple[Any, dict[str, float]
     have = ch.query("SELECT count() FROM clicks WHERE brand_id = {b:String}", {"b": shape.brand_id})[0][0]
     if have == shape.clicks:
         return ch, None
-    for table in ("clicks", "clicks_hourly", "clicks_daily", "report_daily_uniques", "conversions", "fees",
+    for table in ("clicks", "report_daily_uniques", "conversions", "fees",
                   "influencers", "campaigns", "links"):
         ch.command(f"TRUNCATE TABLE {table}")
     t = time.perf_counter()

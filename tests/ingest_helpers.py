@@ -118,7 +118,7 @@ def expected(events: Iterable[ClickEvent]) -> dict[str, Any]:
 ORACLE_SQL = {
     "count": "SELECT count() FROM clicks",
     "distinct": "SELECT uniqExact(click_id) FROM clicks",
-    "rollup": "SELECT sum(clicks), sum(bot_clicks) FROM clicks_hourly",
+    "rollup": "SELECT sum(clicks), sum(bot_clicks) FROM clicks_daily",
     "raw": "SELECT countIf(is_bot = 0), countIf(is_bot = 1) FROM clicks",
 }
 
@@ -144,7 +144,7 @@ def oracle(ch: Any, produced_ids: set[str]) -> list[str]:
     humans, bots = ch.query(ORACLE_SQL["raw"])[0]
     r_humans, r_bots = ch.query(ORACLE_SQL["rollup"])[0]
     if (r_humans or 0, r_bots or 0) != (humans, bots):
-        problems.append(f"clicks_hourly sums {r_humans}+{r_bots}, clicks has {humans}+{bots}")
+        problems.append(f"clicks_daily sums {r_humans}+{r_bots}, clicks has {humans}+{bots}")
     return problems
 
 

@@ -35,7 +35,7 @@ def test_drain_inserts_every_click_once(settings: Settings, ch: ClickHouse, redi
     assert w.batches == 3
     assert oracle(ch, expected(events)["ids"]) == []
     exp = expected(events)
-    assert ch.query("SELECT sum(clicks), sum(bot_clicks) FROM clicks_hourly")[0] == (exp["clicks"], exp["bot_clicks"])
+    assert ch.query("SELECT sum(clicks), sum(bot_clicks) FROM clicks_daily")[0] == (exp["clicks"], exp["bot_clicks"])
     assert pending(redis_client) == 0
     assert redis_client.scard(keys.ingest_batches(keys.CLICK_STREAM)) == 0
 
@@ -354,7 +354,7 @@ def test_run_loop_ingests_until_stopped(settings: Settings, ch: ClickHouse, redi
 def test_click_retention_is_applied_after_migrations(ch: ClickHouse, months: int) -> None:
     from tracker import migrate
 
-    # The hourly and daily rollups are projections of clicks: they expire with its rows.
+    # The daily rollup is a projection of clicks: it expires with its rows.
     tables = ("clicks", "report_daily_uniques")
     assert migrate.retention(ch) == dict.fromkeys(tables, 13)
     changed = migrate.migrate(ch, retention_months=months)
@@ -376,7 +376,7 @@ def test_embedded_app_ingests_in_the_background(settings: Settings, ch: ClickHou
     with TestClient(app) as client:
         produce(redis_client, events)
         deadline = time.monotonic() + 20
-        while ch.query("SELECT sum(clicks) + sum(bot_clicks) FROM clicks_hourly")[0][0] < 500:
+        while ch.query("SELECT sum(clicks) + sum(bot_clicks) FROM clicks_daily")[0][0] < 500:
             assert time.monotonic() < deadline, "clicks did not reach the rollup"
             time.sleep(0.05)
         ready = client.get("/readyz")

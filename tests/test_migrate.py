@@ -21,7 +21,6 @@ EXPECTED_TABLES = {
     "fx_rates",
     "clicks",
     "conversions",
-    "clicks_hourly",
     "clicks_daily",
     "schema_migrations",
 }
@@ -45,14 +44,14 @@ def test_click_rollups_are_projections_inside_the_raw_parts(ch: ClickHouse) -> N
         "SELECT name FROM system.projections WHERE database = {db:String} AND table = 'clicks' ORDER BY name",
         {"db": ch.database},
     )
-    assert [p[0] for p in projections] == ["daily", "hourly"]
+    assert [p[0] for p in projections] == ["daily"]
     engines = dict(
         ch.query(
             "SELECT name, engine FROM system.tables WHERE database = {db:String} AND name LIKE 'clicks%'",
             {"db": ch.database},
         )
     )
-    assert engines == {"clicks": "ReplacingMergeTree", "clicks_hourly": "View", "clicks_daily": "View"}
+    assert engines == {"clicks": "ReplacingMergeTree", "clicks_daily": "View"}
 
 
 def test_rerun_is_a_noop(ch: ClickHouse) -> None:

@@ -268,8 +268,8 @@ def loaded(chdb_dir: Path, data: Data) -> Iterator[ClickHouse]:
     settings = Settings(clickhouse_url=f"chdb://{chdb_dir}", clickhouse_database="r_" + uuid.uuid4().hex[:12])
     client = ClickHouse.connect(settings)
     migrate.migrate(client)
-    # Parts stay unmerged, so FINAL and the rollup's merge functions do the work.
-    for table in ("clicks", "clicks_hourly", "conversions", "fees"):
+    # Parts stay unmerged, so FINAL and the rollup's merge step do the work.
+    for table in ("clicks", "conversions", "fees"):
         client.command(f"SYSTEM STOP MERGES {table}")
     load(client, data)
     try:
@@ -547,13 +547,13 @@ def test_rows_carry_names_and_current_versions(loaded: ClickHouse) -> None:
         ("UTC", ("day", "link"), "cached"),
         ("UTC", (), "cached"),
         ("Europe/London", ("campaign", "day"), "cached"),  # GMT in November
-        ("UTC", ("hour",), "rollup"),
-        ("America/New_York", ("day",), "rollup"),
+        ("UTC", ("hour",), "raw"),
+        ("America/New_York", ("day",), "raw"),
         ("America/New_York", ("influencer",), "cached"),  # full UTC days cached, edge days merged
         ("Asia/Tokyo", ("campaign", "link"), "cached"),
-        ("Asia/Tokyo", ("hour", "link"), "rollup"),
+        ("Asia/Tokyo", ("hour", "link"), "raw"),
         ("Asia/Kolkata", ("influencer",), "raw"),
-        ("Australia/Lord_Howe", ("day",), "rollup"),  # +11:00 in its summer
+        ("Australia/Lord_Howe", ("day",), "raw"),  # +11:00 in its summer
         ("UTC", ("country",), "raw"),
         ("UTC", ("device", "day"), "raw"),
     ],
@@ -579,7 +579,7 @@ def test_whole_hour_offsets(tz: str, d_from: date, d_to: date, whole: bool) -> N
 
 
 def test_the_cache_follows_new_clicks(ch: ClickHouse) -> None:
-    """Cached daily uniques are checked against the rollup's click count on every read."""
+    """Cached daily uniques are checked against the daily rollup's click count on every read."""
     data = build_data(seed=11)
     load(ch, data)
     params = ReportParams(D_FROM, D_TO, ("influencer", "day"), "UTC")
@@ -741,10 +741,10 @@ def test_a_join_needs_one_scope() -> None:
         reports.Join("SELECT 1", Query(b, reports.CLICKS, ("1",)), ("x",), ("1",))  # type: ignore[arg-type]
 
 
-def test_the_cache_is_filled_from_a_gated_rollup_query_only(loaded: ClickHouse) -> None:
+def test_the_cache_is_filled_from_a_gated_clicks_query_only(loaded: ClickHouse) -> None:
     scope = Scope.of("brd_x", D_FROM, D_TO, "UTC", 400)
     with pytest.raises(TypeError):
-        reports.refresh_uniques(loaded, Query(scope, reports.CLICKS, ("1",)))
+        reports.refresh_uniques(loaded, Query(scope, reports.CLICKS_DAILY, ("1",)))
     with pytest.raises(TypeError):
         reports.refresh_uniques(loaded, "SELECT 1")  # type: ignore[arg-type]
 
@@ -828,13 +828,13 @@ def test_a_retried_ingest_block_counts_once_in_the_daily_rollup(ch: ClickHouse) 
     for _ in range(2):
         ch.insert("clicks", [[c[k] for k in CLICK_COLUMNS] for c in block], CLICK_COLUMNS, dedup_token="batch-1")
     daily = ch.query("SELECT sum(clicks) + sum(bot_clicks) FROM clicks_daily")[0][0]
-    hourly = ch.query("SELECT sum(clicks) + sum(bot_clicks) FROM clicks_hourly")[0][0]
-    assert daily == hourly == 50
+    raw = ch.query("SELECT count() FROM clicks")[0][0]
+    assert daily == raw == 50
 
 
 @pytest.mark.parametrize(
     ("tz", "group_by", "rows_source"),
-    [("UTC", ("country",), "raw"), ("America/New_York", ("day",), "rollup"), ("Asia/Tokyo", ("hour",), "rollup")],
+    [("UTC", ("country",), "raw"), ("America/New_York", ("day",), "raw"), ("Asia/Tokyo", ("hour",), "raw")],
 )
 def test_totals_use_the_cache_when_the_rows_cannot(tz: str, group_by: tuple[str, ...], rows_source: str) -> None:
     scope = Scope.of("brd_x", D_FROM, D_TO, tz, 400)

@@ -119,8 +119,8 @@ def migrate(ch: ClickHouse, directory: Path | None = None, *, retention_months: 
 
 
 # Tables whose rows expire after the click retention, and their time expression.
-# Conversions are never expired. The hourly and daily click rollups are projections
-# inside ``clicks`` (migration 0023) and expire with its rows; the uniques cache
+# Conversions are never expired. The daily click rollup is a projection
+# inside ``clicks`` (migration 0023) and expires with its rows; the uniques cache
 # expires with them, so reports never mix a day a rollup has with one raw clicks lost.
 _RETENTION = {
     "clicks": "toDateTime(ts)",
