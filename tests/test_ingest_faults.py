@@ -311,3 +311,65 @@ def test_redis_restarted_from_its_aof_mid_run(chdb_dir: Path, tmp_path: Path) ->
         r.close()
         server.stop()
     assert check(ChdbHttpServer(chdb_dir), expected(events)["ids"]) == []
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _scrape(url: str) -> dict[str, float]:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        text = resp.read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def test_a_separate_ingest_worker_serves_its_own_metrics(
+    redis_url: str, r: redis.Redis, shared_clickhouse: ChdbHttpServer, tmp_path: Path
+) -> None:
+    """Production runs `tracker ingest` on its own: its counters and stream gauges are scraped from it."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    log = tmp_path / "ingest.log"
+    worker = IngestProcess(redis_url, shared_clickhouse.url, log, TRACKER_INGEST_METRICS=f"127.0.0.1:{port}").start()
+    try:
+        events = make_clicks(3000, seed=21)
+        produce(r, events)
+        wait_settled(r, 60, worker)
+        stream = keys.CLICK_STREAM
+        deadline = time.monotonic() + 20
+        seen: dict[str, float] = {}
+        while time.monotonic() < deadline:
+            try:
+                seen = _scrape(url)
+            except OSError:
+                seen = {}
+            if seen.get(f'tracker_stream_pending{{stream="{stream}"}}') == 0 and seen.get(
+                'tracker_ingest_rows_total{stream="clicks"}'
+            ) == 3000:
+                break
+            time.sleep(0.2)
+        assert seen.get('tracker_ingest_rows_total{stream="clicks"}') == 3000, seen
+        assert seen.get('tracker_ingest_batches_total{stream="clicks"}', 0) >= 1
+        assert f'tracker_stream_length{{stream="{stream}"}}' in seen
+        assert seen.get(f'tracker_stream_lag{{stream="{stream}"}}') == 0
+        # A second worker asked to serve on the same address says so in one line and exits.
+        second = IngestProcess(
+            redis_url, shared_clickhouse.url, tmp_path / "second.log", TRACKER_INGEST_METRICS=f"127.0.0.1:{port}"
+        ).start()
+        assert second.wait(60) == 2
+        assert "TRACKER_INGEST_METRICS=127.0.0.1:" in second.tail()
+        worker.signal(signal.SIGTERM)
+        assert worker.wait(30) == 0, worker.tail()
+    finally:
+        worker.stop()

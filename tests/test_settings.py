@@ -58,12 +58,28 @@ def test_production_mode_reads_both_urls() -> None:
         ({"TRACKER_LOG_LEVEL": "LOUD"}, "TRACKER_LOG_LEVEL"),
         ({"TRACKER_CLICKHOUSE_DATABASE": "drop table"}, "TRACKER_CLICKHOUSE_DATABASE"),
         ({"TRACKER_STREAM_SHARDS": "-1"}, "TRACKER_STREAM_SHARDS"),
+        ({"TRACKER_INGEST_METRICS": "9464"}, "TRACKER_INGEST_METRICS"),
+        ({"TRACKER_INGEST_METRICS": "0.0.0.0:"}, "TRACKER_INGEST_METRICS"),
+        ({"TRACKER_INGEST_METRICS": ":9464"}, "TRACKER_INGEST_METRICS"),
+        ({"TRACKER_INGEST_METRICS": "0.0.0.0:70000"}, "TRACKER_INGEST_METRICS"),
+        ({"TRACKER_INGEST_METRICS": "0.0.0.0:0"}, "TRACKER_INGEST_METRICS"),
+        ({"TRACKER_INGEST_METRICS": "bad host!:9464"}, "TRACKER_INGEST_METRICS"),
     ],
 )
 def test_bad_setting_names_the_variable(env: dict[str, str], variable: str) -> None:
     with pytest.raises(SettingsError) as info:
         Settings.from_env(env)
     assert variable in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("raw", "parsed"),
+    [("127.0.0.1:9464", ("127.0.0.1", 9464)), ("0.0.0.0:1", ("0.0.0.0", 1)), ("[::1]:9464", ("::1", 9464)),
+     ("ingest-1.internal:65535", ("ingest-1.internal", 65535))],
+)
+def test_ingest_metrics_address(raw: str, parsed: tuple[str, int]) -> None:
+    assert Settings.from_env({"TRACKER_INGEST_METRICS": raw}).ingest_metrics == parsed
+    assert Settings.from_env({}).ingest_metrics is None
 
 
 def test_every_variable_is_documented_in_readme() -> None:

@@ -57,12 +57,13 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, cast
 
+import prometheus_client
 import pyarrow as pa
 import redis
 
 from tracker import enrich, keys, metrics, redis_client
 from tracker.clickhouse import ClickHouse, describe
-from tracker.errors import QueryError, StorageUnavailable
+from tracker.errors import QueryError, SettingsError, StorageUnavailable
 from tracker.events import CLICK_COLUMNS, CONVERSION_COLUMNS
 from tracker.settings import Settings
 
@@ -1230,6 +1231,18 @@ def run_worker(settings: Settings, once: bool) -> int:
                 return 0
     r = redis_client.connect_sync(settings)
     worker = Worker(settings, r, ch)
+    server = None
+    if settings.ingest_metrics is not None and not once:
+        # This process's counters (rows, batches, retries, repairs, dead letters) and the stream
+        # gauges its maintenance refreshes every few seconds, for a Prometheus on another host.
+        host, port = settings.ingest_metrics
+        try:
+            server, _ = prometheus_client.start_http_server(port, addr=host)
+        except OSError as exc:
+            r.close()
+            ch.close()
+            raise SettingsError(f"TRACKER_INGEST_METRICS={host}:{port} cannot be served: {exc.strerror}.") from None
+        log.info("ingest metrics on http://%s:%d/metrics", host, port)
     try:
         if once:
             worker._stop = stop
@@ -1240,6 +1253,8 @@ def run_worker(settings: Settings, once: bool) -> int:
     except Abandon:
         return 0
     finally:
+        if server is not None:
+            server.shutdown()
         r.close()
         ch.close()
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -42,6 +43,10 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "TRACKER_INGEST_BATCH_SECONDS": ("1.0", "Longest wait before a partial batch is inserted."),
     "TRACKER_INGEST_MAX_DELIVERIES": ("5", "Deliveries before an entry goes to the dead-letter stream."),
     "TRACKER_INGEST_CLAIM_IDLE_SECONDS": ("30", "Idle time after which another worker's entries are claimed."),
+    "TRACKER_INGEST_METRICS": (
+        "(off)",
+        "`host:port` where `tracker ingest` serves its own Prometheus `/metrics` (e.g. `0.0.0.0:9464`).",
+    ),
     "TRACKER_CLICK_RETENTION_MONTHS": ("13", "TTL of raw clicks (conversions are never expired)."),
     "TRACKER_LINK_CACHE_SECONDS": ("2.0", "In-process link cache lifetime (link changes reach redirects within)."),
     "TRACKER_SPOOL_DIR": ("<data-dir>/spool", "Local append-only spool for clicks while Redis is down."),
@@ -74,6 +79,7 @@ class Settings:
     ingest_batch_seconds: float = 1.0
     ingest_max_deliveries: int = 5
     ingest_claim_idle_seconds: float = 30.0
+    ingest_metrics: tuple[str, int] | None = None  # (host, port) of `tracker ingest`'s /metrics
     click_retention_months: int = 13
     link_cache_seconds: float = 2.0
     spool_dir: Path | None = None
@@ -111,6 +117,7 @@ class Settings:
             ingest_batch_seconds=_float(env, "TRACKER_INGEST_BATCH_SECONDS", 1.0, 0.01, 60.0),
             ingest_max_deliveries=_int(env, "TRACKER_INGEST_MAX_DELIVERIES", 5, 1, 1000),
             ingest_claim_idle_seconds=_float(env, "TRACKER_INGEST_CLAIM_IDLE_SECONDS", 30.0, 0.1, 86400.0),
+            ingest_metrics=_listen(env, "TRACKER_INGEST_METRICS"),
             click_retention_months=_int(env, "TRACKER_CLICK_RETENTION_MONTHS", 13, 1, 1200),
             link_cache_seconds=_float(env, "TRACKER_LINK_CACHE_SECONDS", 2.0, 0.0, 5.0),
             spool_dir=Path(v) if (v := _str(env, "TRACKER_SPOOL_DIR")) else None,
@@ -226,6 +233,22 @@ def _clickhouse_url(env: Mapping[str, str]) -> str | None:
             raise SettingsError(f"CLICKHOUSE_URL={raw!r}: a chdb URL needs an absolute path, chdb:///abs/dir.")
         return raw
     raise SettingsError(f"CLICKHOUSE_URL={raw!r} must start with http://, https:// or chdb:///.")
+
+
+def _listen(env: Mapping[str, str], name: str) -> tuple[str, int] | None:
+    raw = _str(env, name)
+    if raw is None:
+        return None
+    host, sep, port = raw.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise SettingsError(f"{name}={raw!r} must be host:port, e.g. 127.0.0.1:9464.")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not re.fullmatch(r"[A-Za-z0-9.-]+", host):
+            raise SettingsError(f"{name}={raw!r} has a host that is neither an IP address nor a name.") from None
+    return host, int(port)
 
 
 def _public_url(env: Mapping[str, str]) -> str | None:
