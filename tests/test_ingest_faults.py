@@ -354,9 +354,11 @@ def test_a_separate_ingest_worker_serves_its_own_metrics(
                 seen = _scrape(url)
             except OSError:
                 seen = {}
-            if seen.get(f'tracker_stream_pending{{stream="{stream}"}}') == 0 and seen.get(
-                'tracker_ingest_rows_total{stream="clicks"}'
-            ) == 3000:
+            # The gauges are refreshed every couple of seconds by the worker's maintenance.
+            settled_gauges = all(
+                seen.get(f'tracker_stream_{g}{{stream="{stream}"}}') == 0 for g in ("pending", "lag")
+            )
+            if settled_gauges and seen.get('tracker_ingest_rows_total{stream="clicks"}') == 3000:
                 break
             time.sleep(0.2)
         assert seen.get('tracker_ingest_rows_total{stream="clicks"}') == 3000, seen
