@@ -441,7 +441,11 @@ def _outputs() -> dict[str, Schema]:
                         "tz": string(),
                         "group_by": array(string()),
                         "currency": CURRENCY,
-                        "source": string("Which table answered: the rollup or raw clicks."),
+                        "source": string(
+                            "Where the click figures came from: `cached` (the daily rollup and the cache of "
+                            "exact daily unique counts) or `raw` (raw clicks).",
+                            enum=["cached", "raw"],
+                        ),
                     }
                 ),
             },
