@@ -32,6 +32,7 @@ import argparse
 import contextlib
 import json
 import os
+import platform
 import re
 import resource
 import shutil
@@ -54,7 +55,10 @@ from tracker import keys
 from tracker.records import LinkRecord
 
 PY = sys.executable
-TRACKER = str(Path(PY).with_name("tracker"))
+# The ``tracker`` command of this interpreter; ``python -m tracker.cli`` when it has none (an
+# interpreter that runs the package from PYTHONPATH, e.g. to compare Python builds).
+_SCRIPT = Path(PY).with_name("tracker")
+TRACKER = [str(_SCRIPT)] if _SCRIPT.exists() else [PY, "-m", "tracker.cli"]
 ADMIN = "tka_bench_admin_token_0123456789"
 SECRET = "bench-secret-key-0123456789abcdefghijklmnopqrstuv"
 LINKS = 16
@@ -328,15 +332,15 @@ def bench_tracker(args: argparse.Namespace, work: Path) -> tuple[Result, dict[st
             ))
             env = _server_env({"REDIS_URL": redis_url, "CLICKHOUSE_URL": f"http://127.0.0.1:{ch_port}/bench"})
             deadline = time.monotonic() + 60
-            while subprocess.run([TRACKER, "migrate"], env=env, stdout=log, stderr=log).returncode != 0:
+            while subprocess.run([*TRACKER, "migrate"], env=env, stdout=log, stderr=log).returncode != 0:
                 if time.monotonic() > deadline:
                     raise RuntimeError("tracker migrate kept failing; see tracker.log")
                 time.sleep(0.5)
-            cmd = [TRACKER, "serve", "--port", str(port), "--workers", str(args.workers)]
+            cmd = [*TRACKER, "serve", "--port", str(port), "--workers", str(args.workers)]
         else:
             env = _server_env({})
             redis_url = f"unix://{data / 'redis' / 'valkey.sock'}"
-            cmd = [TRACKER, "serve", "--port", str(port), "--data-dir", str(data)]
+            cmd = [*TRACKER, "serve", "--port", str(port), "--data-dir", str(data)]
         server = subprocess.Popen(cmd, env=env, stdout=log, stderr=log)
         procs.append(server)
         _wait_http(base + "/healthz", 90, server)
@@ -428,7 +432,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"work directory kept: {work}", file=sys.stderr)
     ratio = tracker.rps / bare.rps if bare.rps else float("nan")
     mode = f"production, {args.workers} worker(s)" if args.production else "embedded, 1 process"
-    print(f"\nRedirect benchmark ({mode}; wrk -t1 -c{args.connections} -d{args.duration}s, {os.cpu_count()} CPUs)")
+    print(f"\nRedirect benchmark ({mode}; wrk -t1 -c{args.connections} -d{args.duration}s, {os.cpu_count()} CPUs, "
+          f"Python {platform.python_version()} at {PY})")
     print(f"{'server':<16}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'other jobs':>12}"
           "   CPU us/request (server; wrk)")
     for r in (tracker, bare):
@@ -451,6 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({
             "benchmark": "redirect", "mode": mode, "connections": args.connections, "duration_s": args.duration,
             "cpus": os.cpu_count(), "load_average": os.getloadavg()[0],
+            "python": f"{platform.python_version()} {PY}",
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "tracker": {**asdict(tracker), "errors": tracker.errors},
             "bare": {**asdict(bare), "errors": bare.errors},
