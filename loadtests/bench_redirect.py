@@ -85,6 +85,14 @@ class Result:
     other_cpu_cores: float = 0.0
 
     @property
+    def cpu_vs_wrk(self) -> float:
+        """Server CPU per request (all its processes) in units of wrk's CPU per request: a cost
+        figure that the shared host's varying CPU speed moves far less than req/s or us."""
+        if not self.wrk_cpu_us_per_request:
+            return float("nan")
+        return round(sum(self.cpu_us_per_request.values()) / self.wrk_cpu_us_per_request, 2)
+
+    @property
     def errors(self) -> int:
         return self.non_3xx + self.socket_errors
 
@@ -434,13 +442,14 @@ def main(argv: list[str] | None = None) -> int:
     mode = f"production, {args.workers} worker(s)" if args.production else "embedded, 1 process"
     print(f"\nRedirect benchmark ({mode}; wrk -t1 -c{args.connections} -d{args.duration}s, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()} at {PY})")
-    print(f"{'server':<16}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'other jobs':>12}"
+    print(f"{'server':<16}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'other jobs':>12}{'x wrk':>7}"
           "   CPU us/request (server; wrk)")
     for r in (tracker, bare):
         cpu = ", ".join(f"{k} {v}" for k, v in sorted(r.cpu_us_per_request.items()))
         other = f"{r.other_cpu_cores:.2f} cores"
         print(f"{r.name:<16}{r.rps:>10.0f}{r.p50_ms:>9.2f}{r.p99_ms:>9.2f}{r.errors:>8}{other:>12}"
-              f"   {cpu}; wrk {r.wrk_cpu_us_per_request}")
+              f"{r.cpu_vs_wrk:>7.2f}   {cpu}; wrk {r.wrk_cpu_us_per_request}")
+    print("x wrk: server CPU per request over wrk's; the host's varying CPU speed scales both alike")
     print(f"load average at the end: {os.getloadavg()[0]:.2f} (other jobs on the box distort req/s)")
     print(f"ratio tracker/bare: {ratio:.2f}")
     print(f"durability: {durability}")
@@ -458,8 +467,8 @@ def main(argv: list[str] | None = None) -> int:
             "cpus": os.cpu_count(), "load_average": os.getloadavg()[0],
             "python": f"{platform.python_version()} {PY}",
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "tracker": {**asdict(tracker), "errors": tracker.errors},
-            "bare": {**asdict(bare), "errors": bare.errors},
+            "tracker": {**asdict(tracker), "errors": tracker.errors, "cpu_vs_wrk": tracker.cpu_vs_wrk},
+            "bare": {**asdict(bare), "errors": bare.errors, "cpu_vs_wrk": bare.cpu_vs_wrk},
             "ratio": ratio, "durability": durability, "goals": goals,
         }))
     return 0
