@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import shutil
 import tempfile
 import time
@@ -24,6 +25,7 @@ from tracker.clickhouse import ClickHouse
 from tracker.clickid import ClickIds
 from tracker.embedded import EmbeddedRedis
 from tracker.events import ClickEvent
+from tracker.logs import REQUEST_ID
 from tracker.records import LinkRecord
 from tracker.settings import Settings
 from tracker.visitor import day_key
@@ -317,10 +319,23 @@ def test_an_unexpected_error_answers_the_json_500(
     def broken(link_id: int, ts_ms: int) -> str:
         raise RuntimeError("click id minting broke")
 
+    seen: list[tuple[str, str | None]] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append((record.getMessage(), REQUEST_ID.get()))
+
+    handler = Capture()
+    logging.getLogger("tracker.redirect").addHandler(handler)
     monkeypatch.setattr(redirector.click_ids, "mint", broken)
-    resp = app_client.get("/abc123")
+    try:
+        resp = app_client.get("/abc123", headers={"X-Request-Id": "proxy-req-42"})
+    finally:
+        logging.getLogger("tracker.redirect").removeHandler(handler)
     assert resp.status_code == 500
     assert resp.json()["error"]["code"] == "internal_error"
+    assert "x-request-id" not in resp.headers
+    assert seen == [("redirect of /abc123 failed", "proxy-req-42")]
     assert redis_client.xlen(keys.CLICK_STREAM) == 0
     monkeypatch.undo()
     assert app_client.get("/abc123").status_code == 302

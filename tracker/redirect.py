@@ -43,6 +43,7 @@ from tracker.errors import SettingsError, StorageUnavailable
 from tracker.events import CLICK_VERSION, HINT_HEAD, HINT_NONE, HINT_PREFETCH, UTM_KEYS
 from tracker.http import dumps
 from tracker.linkcache import LinkCache, Target, parse_query, query_value
+from tracker.logs import REQUEST_ID
 from tracker.metrics import REDIRECT_SECONDS, REDIRECTS
 from tracker.services import Services
 from tracker.visitor import DAY_MS, Countries, TrustedProxies, VisitorHasher, client_ip, normalize_country
@@ -50,6 +51,7 @@ from tracker.visitor import DAY_MS, Countries, TrustedProxies, VisitorHasher, cl
 # The cheap shape check (no storage access for garbage). 3, not 4: the registry accepts
 # vanity codes of 3 characters (``codes._VANITY``).
 _CODE = re.compile(r"[A-Za-z0-9_-]{3,64}")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # as tracker.obs accepts a proxy's id
 MAX_USER_AGENT = 512
 MAX_REFERER = 1024
 MAX_UTM = 256
@@ -366,9 +368,9 @@ class TrackerStarlette(Starlette):
     middlewares, five coroutine frames and a wrapped ``send``): a few microseconds,
     which is a tenth of a redirect's own cost. What the stack would add is done
     here: an unexpected error is logged and answered with the JSON 500 of every
-    other route; a proxy's ``X-Request-Id`` is not echoed on redirects (the
-    request-id middleware does not echo it there either). Before the lifespan has
-    started the redirect (or for other paths) the request takes the normal stack.
+    other route, the log line carrying a proxy's ``X-Request-Id`` (which, as
+    before, is not echoed on redirects). Before the lifespan has started the
+    redirect (or for other paths) the request takes the normal stack.
     """
 
     _redirect_reserved: frozenset[str] | None = None
@@ -388,12 +390,23 @@ class TrackerStarlette(Starlette):
                         try:
                             await redirector.handle(scope, receive, send)
                         except Exception:
+                            _note_request_id(scope)  # what the request-id middleware gives log lines
                             log.exception("redirect of %s failed", path[:80])
                             with contextlib.suppress(Exception):  # the response may be under way already
                                 await _error(send, 500, "internal_error",
                                              "The server failed to handle the request; it was logged.")
                         return
         await super().__call__(scope, receive, send)
+
+
+def _note_request_id(scope: Scope) -> None:
+    """Put a proxy's ``X-Request-Id`` on this request's log lines (the request's own task context)."""
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            text = value.decode("latin-1")
+            if _REQUEST_ID.fullmatch(text):
+                REQUEST_ID.set(text)
+            return
 
 
 def register(svc: Services) -> None:
