@@ -779,24 +779,13 @@ class Worker:
         self._crash_point("before_insert")
         # A batch resumed after a crash, or retried after an error, may have half-landed.
         uncertain = batch.attempts > 1
-        attempt = 0
         while True:
-            self._retry_redis(self._check_lease)
             try:
-                self.ch.insert_arrow(
-                    batch.kind.table, batch.kind.arrow(batch.cols), dedup_token=batch.token,
-                    settings=batch.kind.insert_settings,
-                )
-                self._ch_ok()
+                if self._insert(batch, batch.kind.arrow(batch.cols), batch.token):
+                    uncertain = True
                 break
-            except (StorageUnavailable, QueryError) as exc:
-                # Unreachable, or refused for every row alike (schema, disk): wait, the stream holds.
-                attempt += 1
-                uncertain = True
-                metrics.INGEST_RETRIES.labels(batch.kind.name).inc()
-                self._ch_failed(exc)
-                self._sleep(self._backoff(attempt))
-                self._retry_redis(lambda: self._touch(batch))
+            except (LeaseLost, Abandon):
+                raise
             except Exception as exc:
                 # Refused before sending (a value the driver cannot encode): the rows' fault.
                 metrics.INGEST_RETRIES.labels(batch.kind.name).inc()
@@ -840,21 +829,28 @@ class Worker:
             )
             metrics.INGEST_REPAIRED.labels(batch.kind.name).inc(len(missing))
             token = f"{batch.token}:repair:{batch.attempts}:{repair}"
-            part = batch.kind.arrow(take(batch.cols, missing))
-            attempt = 0
-            while True:
-                self._retry_redis(self._check_lease)
-                try:
-                    self.ch.insert_arrow(batch.kind.table, part, dedup_token=token)
-                    self._ch_ok()
-                    break
-                except (StorageUnavailable, QueryError) as exc:
-                    attempt += 1
-                    metrics.INGEST_RETRIES.labels(batch.kind.name).inc()
-                    self._ch_failed(exc)
-                    self._sleep(self._backoff(attempt))
-                    self._retry_redis(lambda: self._touch(batch))
+            self._insert(batch, batch.kind.arrow(take(batch.cols, missing)), token)
         raise RuntimeError(f"batch {batch.first_id} of {batch.stream} could not be settled")
+
+    def _insert(self, batch: Batch, data: pa.Table, token: str) -> bool:
+        """Insert ``data`` for ``batch`` under ``token`` until ClickHouse takes it; True if it retried.
+
+        Unreachable, or refused for every row alike (schema, disk): wait, the stream holds.
+        Anything else (a value the driver cannot encode) is the rows' fault and is raised.
+        """
+        attempt = 0
+        while True:
+            self._retry_redis(self._check_lease)
+            try:
+                self.ch.insert_arrow(batch.kind.table, data, dedup_token=token, settings=batch.kind.insert_settings)
+                self._ch_ok()
+                return attempt > 0
+            except (StorageUnavailable, QueryError) as exc:
+                attempt += 1
+                metrics.INGEST_RETRIES.labels(batch.kind.name).inc()
+                self._ch_failed(exc)
+                self._sleep(self._backoff(attempt))
+                self._retry_redis(lambda: self._touch(batch))
 
     def _ack(self, batch: Batch) -> None:
         with self.r.pipeline(transaction=True) as p:
