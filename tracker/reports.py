@@ -570,29 +570,19 @@ def plan(scope: Scope, params: ReportParams, *, allow_cache: bool = True) -> Pla
             if edge_where is not None:
                 out.append(edge_days(ks, edge_where))
             return tuple(out)
-        # Distinct visitors per (link, UTC day), then added up: a set of UInt64 per pair is ~3x
-        # cheaper than one set of (link, visitor, day) tuples per row, and the same number.
-        inner = (
-            *aliased(_CLICK_RAW, ks),
-            "link_id AS l_id",
-            "toDate(ts, 'UTC') AS u_day",
-            "countIf(is_bot = 0) AS c",
-            "countIf(is_bot = 1) AS b",
-            "uniqExactIf(visitor_hash, is_bot = 0) AS u",
-        )
-        return (
-            Query(
-                scope, CLICKS, inner, tuple(by_code), (*names(ks), "l_id", "u_day"), filters,
-                outer=(*names(ks), "sum(c) AS clicks", "sum(b) AS bot_clicks", "sum(u) AS unique_clicks"),
-                outer_group_by=names(ks),
-            ),
-        )
+        return (link_days(_CLICK_RAW, ks, tuple(by_code), filters),)
 
     def edge_days(ks: tuple[str, ...], where: tuple[str, ...]) -> Query:
-        # The partial UTC days at the edges of a whole-hour zone's range, from raw clicks:
-        # distinct visitors per (link, UTC day), then added up, keyed like the cache.
+        # The partial UTC days at the edges of a whole-hour zone's range, keyed like the cache.
+        return link_days(_CLICK_BY_ID, ks, (*by_id, *where), {**id_filters, **day_params})
+
+    def link_days(
+        exprs: Mapping[str, str], ks: tuple[str, ...], where: tuple[str, ...], params: Mapping[str, Any]
+    ) -> Query:
+        # Distinct visitors per (link, UTC day) from raw clicks, then added up: a set of UInt64 per
+        # pair is ~3x cheaper than one set of (link, visitor, day) tuples per row, and the same number.
         inner = (
-            *aliased(_CLICK_BY_ID, ks),
+            *aliased(exprs, ks),
             "link_id AS l_id",
             "toDate(ts, 'UTC') AS u_day",
             "countIf(is_bot = 0) AS c",
@@ -600,8 +590,7 @@ def plan(scope: Scope, params: ReportParams, *, allow_cache: bool = True) -> Pla
             "uniqExactIf(visitor_hash, is_bot = 0) AS u",
         )
         return Query(
-            scope, CLICKS, inner, (*by_id, *where), (*names(ks), "l_id", "u_day"),
-            {**id_filters, **day_params},
+            scope, CLICKS, inner, where, (*names(ks), "l_id", "u_day"), params,
             outer=(*names(ks), "sum(c) AS clicks", "sum(b) AS bot_clicks", "sum(u) AS unique_clicks"),
             outer_group_by=names(ks),
         )
@@ -730,12 +719,12 @@ def run_report(ch: ClickHouse, brand: Mapping[str, Any], params: ReportParams, m
     if p.source != "raw" and "link" in keys:
         link_code_of = {int(r["id"]): str(r["code"]) for r in fetch(ch, Query(scope, LINKS, ("id", "code")))}
 
-    def key_of(row: Mapping[str, Any], by_id: bool) -> tuple[str, ...]:
+    def key_of(row: Mapping[str, Any]) -> tuple[str, ...]:
         out: list[str] = []
         for k in keys:
             v = row[f"g_{k}"]
-            # Cached rows carry link ids; rows of the uncached fallback carry codes already.
-            if k == "link" and by_id and not isinstance(v, str):
+            # Cached click rows carry link ids; raw click rows, conversions and fees carry codes.
+            if k == "link" and not isinstance(v, str):
                 v = link_code_of.get(int(v), "")
             elif isinstance(v, date):
                 v = v.isoformat()
@@ -784,7 +773,7 @@ def run_report(ch: ClickHouse, brand: Mapping[str, Any], params: ReportParams, m
 
     if p.click_rows is not None:
         for r in click_query(p.click_rows, rows=True):
-            s = slot(key_of(r, p.source != "raw"))
+            s = slot(key_of(r))
             for m in ("clicks", "bot_clicks", "unique_clicks"):
                 s[m] += int(r[m])
                 if p.click_totals is None:
@@ -800,14 +789,14 @@ def run_report(ch: ClickHouse, brand: Mapping[str, Any], params: ReportParams, m
             totals["unattributed_conversions"] += int(r["conversions"])
             totals["unattributed_revenue"] += revenue
             continue
-        targets = [totals, slot(key_of(r, False))] if p.conversion_rows else [totals]
+        targets = [totals, slot(key_of(r))] if p.conversion_rows else [totals]
         for t in targets:
             t["conversions"] += int(r["conversions"])
             t["revenue"] += revenue
             t["commission"] += commission
     if p.fee_rows is not None:
         for r in fetch(ch, p.fee_rows):
-            slot(key_of(r, False))["fees"] += Decimal(r["fees"])
+            slot(key_of(r))["fees"] += Decimal(r["fees"])
             totals["fees"] += Decimal(r["fees"])
     if p.fee_totals is not None:
         for r in fetch(ch, p.fee_totals):
