@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ import redis
 import uvicorn
 from starlette.testclient import TestClient
 
+from loadtests.serve import free_port
 from tests import reports_world
 from tests.reports_world import EXPECTED_CAMPAIGNS, EXPECTED_INFLUENCERS, EXPECTED_TOTALS
 from tracker import dashboard
@@ -53,12 +53,6 @@ def test_nothing_is_loaded_from_another_origin(name: str) -> None:
     assert "@import" not in text and "fonts.googleapis" not in text
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
 
 @pytest.fixture
 def live_world(
@@ -67,7 +61,7 @@ def live_world(
     """The world sent through the API, then a real uvicorn server for the browser."""
     with TestClient(create_app(settings), follow_redirects=False) as c:
         world = reports_world.build(c, redis_client, ch, settings)
-    port = _free_port()
+    port = free_port()
     config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 import redis
 
+from loadtests.serve import free_port
 from tests.chdb_server import ChdbHttpServer
 from tests.ingest_helpers import expected, make_clicks, oracle, produce
 from tracker import enrich, keys
@@ -313,14 +314,6 @@ def test_redis_restarted_from_its_aof_mid_run(chdb_dir: Path, tmp_path: Path) ->
     assert check(ChdbHttpServer(chdb_dir), expected(events)["ids"]) == []
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _scrape(url: str) -> dict[str, float]:
     import urllib.request
 
@@ -338,7 +331,7 @@ def test_a_separate_ingest_worker_serves_its_own_metrics(
     redis_url: str, r: redis.Redis, shared_clickhouse: ChdbHttpServer, tmp_path: Path
 ) -> None:
     """Production runs `tracker ingest` on its own: its counters and stream gauges are scraped from it."""
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/metrics"
     log = tmp_path / "ingest.log"
     worker = IngestProcess(redis_url, shared_clickhouse.url, log, TRACKER_INGEST_METRICS=f"127.0.0.1:{port}").start()

@@ -13,7 +13,6 @@ import hmac
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ import httpx
 import pytest
 import redis
 
+from loadtests.serve import free_port
 from tests.chdb_server import ChdbHttpServer
 
 pytestmark = pytest.mark.slow
@@ -32,11 +32,6 @@ pytestmark = pytest.mark.slow
 ADMIN = "tka_production_admin_token_0123456789"
 SECRET = "production-secret-key-0123456789abcdefghij"
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -66,7 +61,7 @@ def _run(args: list[str], env: dict[str, str], timeout: float = 180) -> subproce
 
 def test_two_http_workers_and_a_separate_ingest(stack: dict[str, str], tmp_path: Path) -> None:
     env = stack
-    refused = _run(["serve", "--port", str(_free_port())], env, timeout=60)
+    refused = _run(["serve", "--port", str(free_port())], env, timeout=60)
     assert refused.returncode == 2
     assert "tracker migrate" in refused.stderr
 
@@ -74,7 +69,7 @@ def test_two_http_workers_and_a_separate_ingest(stack: dict[str, str], tmp_path:
     assert migrated.returncode == 0, migrated.stderr
     assert "0009_clicks.sql" in migrated.stdout
 
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     with open(tmp_path / "serve.log", "wb") as log:
         serve = subprocess.Popen(
