@@ -12,10 +12,10 @@ import pytest
 import redis
 
 from tests.ingest_helpers import expected, make_clicks, oracle, produce, produce_raw
-from tracker import keys
+from tracker import delivery, keys
 from tracker.clickhouse import ClickHouse
 from tracker.events import CONVERSION_COLUMNS, encode_conversion
-from tracker.ingest import Worker, batch_token, stream_stats
+from tracker.ingest import Worker, stream_stats
 from tracker.settings import Settings
 
 
@@ -24,7 +24,12 @@ def worker(settings: Settings, redis_client: redis.Redis, ch: ClickHouse, name: 
 
 
 def pending(r: redis.Redis, stream: str = keys.CLICK_STREAM) -> int:
-    return int(r.xpending(stream, keys.INGEST_GROUP)["pending"])
+    """Entries read by a worker and not yet in ClickHouse (held in ranges, or legacy pending)."""
+    return int(stream_stats(r, stream)["pending"])
+
+
+def ranges(r: redis.Redis, stream: str = keys.CLICK_STREAM) -> int:
+    return len(delivery.ranges(r, stream))
 
 
 def test_drain_inserts_every_click_once(settings: Settings, ch: ClickHouse, redis_client: redis.Redis) -> None:
@@ -37,7 +42,7 @@ def test_drain_inserts_every_click_once(settings: Settings, ch: ClickHouse, redi
     exp = expected(events)
     assert ch.query("SELECT sum(clicks), sum(bot_clicks) FROM clicks_daily")[0] == (exp["clicks"], exp["bot_clicks"])
     assert pending(redis_client) == 0
-    assert redis_client.scard(keys.ingest_batches(keys.CLICK_STREAM)) == 0
+    assert ranges(redis_client) == 0
 
 
 def test_oracle_sees_a_double_delivery(settings: Settings, ch: ClickHouse, redis_client: redis.Redis) -> None:
@@ -64,7 +69,7 @@ def test_same_token_is_dropped_in_table_and_rollup(
 
     events = make_clicks(100)
     rows = [enrich.click_row(ev) for ev in events]
-    token = batch_token(keys.CLICK_STREAM, [f"1-{i}" for i in range(100)])
+    token = "clicks:1-0:100:abc"
     ch.insert("clicks", rows, CLICK_COLUMNS, dedup_token=token)
     ch.insert("clicks", rows, CLICK_COLUMNS, dedup_token=token)
     assert oracle(ch, expected(events)["ids"]) == []
@@ -128,21 +133,21 @@ class Crash(BaseException):  # not caught by the worker, like a kill
     pass
 
 
-@pytest.mark.parametrize("where", ["before_insert", "after_insert", "before_manifest"])
+@pytest.mark.parametrize("where", ["before_decode", "before_insert", "after_insert"])
 def test_a_batch_cut_short_is_finished_exactly_once(
     settings: Settings, ch: ClickHouse, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
-    """A worker that dies at a step leaves pending entries; its successor re-forms the same batches."""
+    """A worker that dies at a step leaves its ranges held; its successor finishes them, each row once."""
     events = make_clicks(2500)
     produce(redis_client, events)
     w = worker(settings, redis_client, ch, ingest_batch_size=1000)
     calls = {"n": 0}
-    if where == "before_manifest":
-        target, method = Worker, "_write_manifest"
+    if where == "before_decode":
+        target, method = Worker, "_process"
     elif where == "before_insert":
         target, method = ch, "insert_arrow"
     else:
-        target, method = Worker, "_ack"
+        target, method = Worker, "_finish"
     original = getattr(target, method)
 
     def dying(*args: Any, **kw: Any) -> Any:
@@ -156,15 +161,15 @@ def test_a_batch_cut_short_is_finished_exactly_once(
         w.drain()
     # A dead process has no threads left: let the batch the dead worker was inserting in the
     # background finish before the successor starts, as it would have before the death. Left
-    # running, it acks under the successor's feet, which no real crash can do.
+    # running, it finishes ranges under the successor's feet, which no real crash can do.
     w._close_pool()
     monkeypatch.setattr(target, method, original)
     assert pending(redis_client) >= 1000
-    # The successor takes the same consumer name (a restarted worker) and drains its pending first.
+    # The successor takes the same consumer name (a restarted worker) and finishes its ranges first.
     worker(settings, redis_client, ch, name="w1").drain()
     assert oracle(ch, expected(events)["ids"]) == []
     assert pending(redis_client) == 0
-    assert redis_client.scard(keys.ingest_batches(keys.CLICK_STREAM)) == 0
+    assert ranges(redis_client) == 0
 
 
 def _conversion(order: int) -> dict[str, Any]:
@@ -186,13 +191,11 @@ def test_a_token_that_outlived_its_part_does_not_lose_the_batch(
 ) -> None:
     """A non-replicated MergeTree records an insert's token before it commits the part.
 
-    A process killed in between (embedded chDB) keeps the token and loses the rows, so the
-    retry with the same token is dropped. Here the first batch lands, the worker dies before
-    its ack, and the batch's rows are then deleted (the token stays in the deduplication
-    log): the successor must find them missing by key and insert them again, once.
+    A process killed in between (embedded chDB) keeps the token and loses the rows, so a
+    retry with the same token would be dropped. Here the first batch lands, the worker dies
+    before it drops its ranges, and the batch's rows are then deleted (the token stays in the
+    deduplication log): the successor must find them missing by key and insert them again, once.
     """
-    from tracker import metrics
-
     table = "clicks" if stream == keys.CLICK_STREAM else "conversions"
     if table == "clicks":
         events = make_clicks(2500)
@@ -203,9 +206,9 @@ def test_a_token_that_outlived_its_part_does_not_lose_the_batch(
     w = worker(settings, redis_client, ch, ingest_batch_size=1000)
 
     def dying(*args: Any, **kw: Any) -> Any:
-        raise Crash("after the insert, before the ack")
+        raise Crash("after the insert, before the ranges are dropped")
 
-    monkeypatch.setattr(Worker, "_ack", dying)
+    monkeypatch.setattr(Worker, "_finish", dying)
     with pytest.raises(Crash):
         w.drain()
     w._close_pool()
@@ -214,7 +217,6 @@ def test_a_token_that_outlived_its_part_does_not_lose_the_batch(
     assert first > 0
     ch.command(f"ALTER TABLE {table} DELETE WHERE 1 SETTINGS mutations_sync = 2")
     assert ch.query(f"SELECT count() FROM {table}")[0][0] == 0
-    repaired = metrics.INGEST_REPAIRED.labels(table)._value.get()
 
     worker(settings, redis_client, ch, name="w1").drain()
 
@@ -224,9 +226,7 @@ def test_a_token_that_outlived_its_part_does_not_lose_the_batch(
         rows = ch.query("SELECT order_id, count() FROM conversions GROUP BY order_id")
         assert sorted(rows) == sorted((f"o-{n}", 1) for n in range(40))
     assert pending(redis_client, stream) == 0
-    assert redis_client.scard(keys.ingest_batches(stream)) == 0
-    # The retried insert carried the batch's token and was dropped; the rows came back by key.
-    assert metrics.INGEST_REPAIRED.labels(table)._value.get() - repaired == first
+    assert ranges(redis_client, stream) == 0
 
 
 def test_entries_of_a_dead_worker_are_claimed(
@@ -235,15 +235,16 @@ def test_entries_of_a_dead_worker_are_claimed(
     events = make_clicks(1500)
     produce(redis_client, events)
     dead = worker(settings, redis_client, ch, name="dead", ingest_batch_size=1000)
-    original = Worker._ack
+    original = Worker._finish
 
     def dying(self: Worker, batch: Any) -> None:
         raise Crash("after insert")
 
-    monkeypatch.setattr(Worker, "_ack", dying)
+    monkeypatch.setattr(Worker, "_finish", dying)
     with pytest.raises(Crash):
         dead.drain()
-    monkeypatch.setattr(Worker, "_ack", original)
+    dead._close_pool()
+    monkeypatch.setattr(Worker, "_finish", original)
     time.sleep(0.25)
     live = worker(settings, redis_client, ch, name="other", ingest_claim_idle_seconds=0.2)
     live.drain()
@@ -279,22 +280,39 @@ def test_stream_is_trimmed_below_what_is_still_needed(
 ) -> None:
     events = make_clicks(3000)
     produce(redis_client, events[:2000])
-    # Another consumer holds 10 entries unacknowledged: they and everything after them stay.
-    redis_client.xgroup_create(keys.CLICK_STREAM, keys.INGEST_GROUP, id="0", mkstream=True)
-    held = redis_client.xreadgroup(keys.INGEST_GROUP, "slow", {keys.CLICK_STREAM: ">"}, count=10)
-    held_ids = [i.decode() for i, _ in held[0][1]]
+    # Another worker holds the first 10 entries, not inserted yet: they and everything after stay.
+    slow = worker(settings, redis_client, ch, name="slow", ingest_batch_size=10)
+    slow.start()
+    slow._read(block_ms=None)
     w = worker(settings, redis_client, ch)
     w.drain()
     assert redis_client.xlen(keys.CLICK_STREAM) == 2000
-    redis_client.xack(keys.CLICK_STREAM, keys.INGEST_GROUP, *held_ids)
+    slow._shutdown()  # finishes what it holds (its full buffer sent the next read ahead: that too)
     produce(redis_client, events[2000:])
     w.drain()
-    # The held entries were acknowledged without being inserted: the rest must all be there.
-    assert ch.query("SELECT count() FROM clicks")[0][0] == 2990
+    assert oracle(ch, expected(events)["ids"]) == []
     assert redis_client.xlen(keys.CLICK_STREAM) < 1000
     st = stream_stats(redis_client, keys.CLICK_STREAM)
     assert st["pending"] == 0
     assert st["lag"] == 0
+
+
+def test_entries_another_group_still_needs_are_not_trimmed(
+    settings: Settings, ch: ClickHouse, redis_client: redis.Redis
+) -> None:
+    events = make_clicks(2000)
+    produce(redis_client, events)
+    redis_client.xgroup_create(keys.CLICK_STREAM, "audit", id="0")
+    held = redis_client.xreadgroup("audit", "a1", {keys.CLICK_STREAM: ">"}, count=10)
+    worker(settings, redis_client, ch).drain()
+    assert redis_client.xlen(keys.CLICK_STREAM) == 2000  # "audit" holds entries: nothing goes
+    redis_client.xack(keys.CLICK_STREAM, "audit", *[i for i, _ in held[0][1]])
+    more = redis_client.xreadgroup("audit", "a1", {keys.CLICK_STREAM: ">"}, count=1500)
+    redis_client.xack(keys.CLICK_STREAM, "audit", *[i for i, _ in more[0][1]])
+    worker(settings, redis_client, ch).drain()
+    # Below what "audit" has read and acknowledged only (approximate trimming: whole nodes).
+    assert 490 <= redis_client.xlen(keys.CLICK_STREAM) < 1000
+    assert oracle(ch, expected(events)["ids"]) == []
 
 
 def test_conversions_are_typed_and_versions_deduplicated(
@@ -439,3 +457,142 @@ def test_a_worker_whose_lease_lapsed_does_not_insert(
     worker(settings, redis_client, ch, name="other", ingest_claim_idle_seconds=0.2).drain()
     assert oracle(ch, expected(events)["ids"]) == []
     assert pending(redis_client) == 0
+
+
+def test_a_read_and_its_range_are_recorded_together_without_a_pending_list(
+    settings: Settings, ch: ClickHouse, redis_client: redis.Redis
+) -> None:
+    ids = produce(redis_client, make_clicks(120))
+    w = worker(settings, redis_client, ch, ingest_batch_size=50)
+    w.start()
+    assert w._read(block_ms=None) == 50
+    # The buffer is full: the next read was sent ahead (its range is recorded, its reply unread).
+    held, ahead = delivery.ranges(redis_client, keys.CLICK_STREAM)
+    assert (held.start, held.first, held.end, held.n) == ("0-0", ids[0], ids[49], 50)
+    assert (held.consumer, held.owner, held.attempts) == ("w1", w._token, 0)
+    assert (ahead.start, ahead.first, ahead.end, ahead.n) == (ids[49], ids[50], ids[99], 50)
+    # NOACK: Redis keeps no per-entry pending list; the ranges are what is held.
+    assert redis_client.xpending(keys.CLICK_STREAM, keys.INGEST_GROUP)["pending"] == 0
+    st = stream_stats(redis_client, keys.CLICK_STREAM)
+    assert (st["pending"], st["lag"], st["trim_below"]) == (100, 20, None)
+    w._flush(force=True)
+    w._wait_inflight()
+    assert [r.start for r in delivery.ranges(redis_client, keys.CLICK_STREAM)] == [ids[49]]
+    assert stream_stats(redis_client, keys.CLICK_STREAM)["trim_below"] == ids[49]
+    assert w._read(block_ms=None) == 50  # the reply of the read sent ahead (which sends the next)
+    w._flush(force=True)
+    w._wait_inflight()
+    assert w._read(block_ms=None) == 20
+    w._flush(force=True)
+    w._wait_inflight()
+    assert (pending(redis_client), ranges(redis_client)) == (0, 0)
+    assert ch.query("SELECT uniqExact(click_id), count() FROM clicks") == [(120, 120)]
+
+
+def test_a_dead_lettered_entry_is_not_sent_twice_when_its_range_is_resumed(
+    settings: Settings, ch: ClickHouse, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events = make_clicks(60)
+    produce(redis_client, events[:30])
+    [bad] = produce_raw(redis_client, [b"not json"])
+    produce(redis_client, events[30:])
+    w = worker(settings, redis_client, ch)
+
+    def dying(*args: Any, **kw: Any) -> Any:
+        raise Crash("before the insert")
+
+    monkeypatch.setattr(ch, "insert_arrow", dying)
+    with pytest.raises(Crash):
+        w.drain()
+    w._close_pool()
+    monkeypatch.undo()
+    [held] = delivery.ranges(redis_client, keys.CLICK_STREAM)
+    assert held.skip == {bad}
+    worker(settings, redis_client, ch).drain()
+    assert oracle(ch, expected(events)["ids"]) == []
+    assert [f[b"id"].decode() for _, f in redis_client.xrange(keys.DEAD_LETTER_STREAM)] == [bad]
+    assert ranges(redis_client) == 0
+
+
+def test_a_row_clickhouse_keeps_refusing_is_isolated_and_dead_lettered(
+    settings: Settings, ch: ClickHouse, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One bad row never stalls the others: the batch is split until it is alone, then dead-lettered."""
+    events = make_clicks(200)
+    ids = produce(redis_client, events)
+    bad = events[123].click_id
+    original = ch.insert_arrow
+
+    def refusing(table: str, data: Any, **kw: Any) -> Any:
+        if table == "clicks" and bad in data.column("click_id").to_pylist():
+            raise ValueError(f"cannot encode click {bad}")
+        return original(table, data, **kw)
+
+    monkeypatch.setattr(ch, "insert_arrow", refusing)
+    w = worker(settings, redis_client, ch, ingest_max_deliveries=2)
+    w.drain()
+    good = expected(events)["ids"] - {bad}
+    assert oracle(ch, good) == []
+    [dead] = redis_client.xrange(keys.DEAD_LETTER_STREAM)
+    assert dead[1][b"id"].decode() == ids[123]
+    assert b"cannot encode" in dead[1][b"reason"]
+    assert w.dead_lettered == 1
+    assert (pending(redis_client), ranges(redis_client)) == (0, 0)
+
+
+def test_a_range_that_crashes_every_worker_is_isolated_after_the_delivery_limit(
+    settings: Settings, ch: ClickHouse, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A row that kills the process at each insert: each restart counts an attempt, then the range is split."""
+    events = make_clicks(40)
+    ids = produce(redis_client, events)
+    bad = events[7].click_id
+    original = ch.insert_arrow
+
+    def killing(table: str, data: Any, **kw: Any) -> Any:
+        if bad in data.column("click_id").to_pylist():
+            raise Crash("the insert took the process down")
+        return original(table, data, **kw)
+
+    monkeypatch.setattr(ch, "insert_arrow", killing)
+    crashes = 0
+    for _ in range(60):  # a crash loop: each restart resumes the range and counts an attempt
+        w = worker(settings, redis_client, ch, ingest_max_deliveries=2)
+        try:
+            w.drain()
+            break
+        except Crash:
+            crashes += 1
+        finally:
+            w._close_pool()
+    # Three deliveries of the whole range, then of each half holding the row, down to the row alone.
+    assert 3 <= crashes < 60
+    assert oracle(ch, expected(events)["ids"] - {bad}) == []
+    [dead] = redis_client.xrange(keys.DEAD_LETTER_STREAM)
+    assert dead[1][b"id"].decode() == ids[7]
+    assert (pending(redis_client), ranges(redis_client)) == (0, 0)
+
+
+def test_entries_pending_from_the_ingest_before_ranges_are_finished_once(
+    settings: Settings, ch: ClickHouse, redis_client: redis.Redis
+) -> None:
+    """An upgrade mid-flight: entries an old worker read (pending list) and may have inserted."""
+    from tracker import enrich
+    from tracker.events import CLICK_COLUMNS
+
+    events = make_clicks(300)
+    produce(redis_client, events)
+    redis_client.xgroup_create(keys.CLICK_STREAM, keys.INGEST_GROUP, id="0", mkstream=True)
+    old = redis_client.xreadgroup(keys.INGEST_GROUP, "old-1", {keys.CLICK_STREAM: ">"}, count=100)
+    assert len(old[0][1]) == 100
+    # It inserted half of them before it died, and left its manifest behind.
+    ch.insert("clicks", [enrich.click_row(ev) for ev in events[:50]], CLICK_COLUMNS, dedup_token="old")
+    redis_client.sadd(keys.legacy_ingest_batches(keys.CLICK_STREAM), "1-0")
+    redis_client.hset(keys.legacy_ingest_batch(keys.CLICK_STREAM, "1-0"), "rows", "1-0")
+    w = worker(settings, redis_client, ch, ingest_claim_idle_seconds=0.1)
+    time.sleep(0.2)
+    w.drain()
+    assert oracle(ch, expected(events)["ids"]) == []
+    assert redis_client.xpending(keys.CLICK_STREAM, keys.INGEST_GROUP)["pending"] == 0
+    assert not redis_client.exists(keys.legacy_ingest_batches(keys.CLICK_STREAM))
+    assert not redis_client.exists(keys.legacy_ingest_batch(keys.CLICK_STREAM, "1-0"))

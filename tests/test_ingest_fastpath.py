@@ -16,7 +16,7 @@ from tests.ingest_helpers import expected, make_clicks, oracle, produce, produce
 from tracker import enrich, keys
 from tracker.clickhouse import ClickHouse
 from tracker.events import CLICK_COLUMNS, ClickEvent
-from tracker.ingest import CLICKS, TableColumns, Worker, batch_token, decode_entries, raw_entries
+from tracker.ingest import CLICKS, TableColumns, Worker, decode_raw, range_token, raw_entries
 from tracker.settings import Settings
 
 UNICODE_UA = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148 Ünïcödé ☃ 😀 中文"
@@ -91,19 +91,19 @@ def test_the_worker_stores_the_row_paths_rows(
 
 
 def test_canonical_entries_take_the_arrow_path_and_others_the_row_path() -> None:
-    canonical = [(f"1-{i}", {b"e": event(i).encode()}) for i in range(5)]
-    ids, cols, poison = decode_entries(CLICKS, canonical)
+    canonical = [[f"1-{i}".encode(), [b"e", event(i).encode()]] for i in range(5)]
+    rows, cols, poison = decode_raw(CLICKS, canonical)
     assert isinstance(cols, TableColumns) and not poison
-    assert ids == [i for i, _ in canonical]
+    assert rows is None  # every entry is a row
     assert cols["click_id"] == [f"click-{i:06d}" for i in range(5)]
-    escaped = [*canonical, ("1-9", {b"e": event(9, user_agent='a "b"').encode()})]
-    ids, cols, poison = decode_entries(CLICKS, escaped)
+    escaped = [*canonical, [b"1-9", [b"e", event(9, user_agent='a "b"').encode()]]]
+    rows, cols, poison = decode_raw(CLICKS, escaped)
     assert not isinstance(cols, TableColumns) and not poison
-    assert len(ids) == len(cols["click_id"]) == 6
-    bad = [*canonical, ("1-8", {b"e": b"nope"}), ("1-7", {b"x": b"1"})]
-    ids, cols, poison = decode_entries(CLICKS, bad)
-    assert len(ids) == 5 and [p[0] for p in poison] == ["1-8", "1-7"]
-    assert CLICKS.arrow(decode_entries(CLICKS, canonical)[1]).equals(CLICKS.arrow(decode_entries(CLICKS, bad)[1]))
+    assert rows is None and len(cols["click_id"]) == 6  # the column path
+    bad = [*canonical, [b"1-8", [b"e", b"nope"]], [b"1-7", [b"x", b"1"]], [b"1-6", None]]
+    rows, cols, poison = decode_raw(CLICKS, bad)
+    assert rows == list(range(5)) and [p[0] for p in poison] == ["1-8", "1-7", "1-6"]
+    assert CLICKS.arrow(decode_raw(CLICKS, canonical)[1]).equals(CLICKS.arrow(decode_raw(CLICKS, bad)[1]))
 
 
 @pytest.mark.parametrize(
@@ -138,15 +138,21 @@ def test_the_raw_read_sees_replays_and_extra_fields(
     assert ch.query("SELECT count() FROM clicks FINAL") == [(300,)]
 
 
-def test_the_batch_token_is_unchanged() -> None:
-    """Tokens recorded in manifests before an upgrade must still match the batches they name."""
-    import hashlib
+def test_the_batch_token_names_the_ranges_and_nothing_else() -> None:
+    """Equal ranges give equal tokens (a retried insert is dropped); any other range, another token."""
+    from tracker.delivery import Range
 
-    ids = [f"{1_764_000_000_000 + i}-{i % 3}" for i in range(1000)]
-    h = hashlib.blake2b(digest_size=16)
-    h.update(keys.CLICK_STREAM.encode())
-    for i in ids:
-        h.update(b"," + i.encode())
-    assert batch_token(keys.CLICK_STREAM, ids) == f"{keys.CLICK_STREAM}:{ids[0]}:1000:{h.hexdigest()}"
-    empty = hashlib.blake2b(keys.CLICK_STREAM.encode(), digest_size=16).hexdigest()
-    assert batch_token(keys.CLICK_STREAM, []) == f"{keys.CLICK_STREAM}:-:0:{empty}"
+    def rng(start: str, end: str, n: int = 10) -> Range:
+        return Range(keys.CLICK_STREAM, start, end, end, n, "w1", "token-a")
+
+    one = range_token(keys.CLICK_STREAM, [rng("1-0", "5-0"), rng("9-0", "12-0")])
+    again = Range(keys.CLICK_STREAM, "1-0", "5-0", "5-0", 10, "w2", "token-b", attempts=3)  # owner is no part
+    assert range_token(keys.CLICK_STREAM, [again, rng("9-0", "12-0")]) == one
+    assert one.startswith(f"{keys.CLICK_STREAM}:5-0:20:")
+    others = [
+        range_token(keys.CLICK_STREAM, [rng("1-0", "5-0")]),
+        range_token(keys.CLICK_STREAM, [rng("1-0", "5-1"), rng("9-0", "12-0")]),
+        range_token(keys.CONVERSION_STREAM, [rng("1-0", "5-0"), rng("9-0", "12-0")]),
+        range_token(keys.CLICK_STREAM, [], ["1-0", "5-0"]),
+    ]
+    assert len({one, *others}) == 5

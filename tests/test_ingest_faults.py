@@ -29,7 +29,7 @@ import redis
 from loadtests.serve import free_port
 from tests.chdb_server import ChdbHttpServer
 from tests.ingest_helpers import expected, make_clicks, oracle, produce
-from tracker import enrich, keys
+from tracker import delivery, enrich, keys
 from tracker.clickhouse import ClickHouse
 from tracker.embedded import EmbeddedRedis
 from tracker.events import CLICK_COLUMNS
@@ -100,15 +100,18 @@ def http_clickhouse(server: ChdbHttpServer) -> ClickHouse:
 
 
 def settled(r: redis.Redis) -> dict[str, Any]:
-    """Group state after the run: nothing may be pending, undelivered or left in a manifest."""
-    groups = {g["name"].decode(): g for g in r.xinfo_groups(keys.CLICK_STREAM)}
-    g = groups.get(keys.INGEST_GROUP)  # None until the worker has started
+    """Group state after the run: nothing may be held by a worker, undelivered, or left pending."""
+    st = delivery.stats(r, keys.CLICK_STREAM, keys.INGEST_GROUP)
     return {
-        "pending": int(g["pending"]) if g else 0,
-        "lag": int(g["lag"] or 0) if g else int(r.xlen(keys.CLICK_STREAM)),
-        "manifests": int(r.scard(keys.ingest_batches(keys.CLICK_STREAM))),
+        "pending": st["held"],
+        "lag": st["lag"] if st["cursor"] else int(r.xlen(keys.CLICK_STREAM)),  # no group until a worker starts
+        "ranges": st["ranges"],
+        "legacy_pending": st["legacy_pending"],
         "dead_letters": int(r.xlen(keys.DEAD_LETTER_STREAM)),
     }
+
+
+SETTLED = {"pending": 0, "lag": 0, "ranges": 0, "legacy_pending": 0, "dead_letters": 0}
 
 
 def wait_settled(r: redis.Redis, timeout: float, proc: IngestProcess | None = None) -> None:
@@ -145,7 +148,7 @@ def chdb_dir(tmp_path: Path) -> Path:
 def test_workers_killed_at_every_step_lose_nothing_and_count_nothing_twice(
     redis_url: str, r: redis.Redis, chdb_dir: Path, tmp_path: Path
 ) -> None:
-    """Hard exits before the insert, after it (before the ack), and mid-batch, several times each."""
+    """Hard exits before the insert, after it (before its ranges are dropped), and mid-batch, several times each."""
     events = make_clicks(24_000, seed=11)
     produced = expected(events)["ids"]
     steps = ["before_insert:2", "after_insert:2", "mid_batch:3", "after_insert:1", "before_insert:3", "mid_batch:2"]
@@ -162,7 +165,7 @@ def test_workers_killed_at_every_step_lose_nothing_and_count_nothing_twice(
         assert settled(r)["pending"] > 0  # it died holding entries
     final = IngestProcess(redis_url, f"chdb://{chdb_dir}", tmp_path / "ingest.log")
     assert final.start("--once").wait(180) == 0, final.tail()
-    assert settled(r) == {"pending": 0, "lag": 0, "manifests": 0, "dead_letters": 0}
+    assert settled(r) == SETTLED
     assert check(ChdbHttpServer(chdb_dir), produced) == []
 
 
@@ -209,7 +212,7 @@ def test_sigkilled_workers_during_traffic_and_a_double_delivery_is_caught(
     try:
         kills = 0
         while not done.is_set() or kills < 4:
-            time.sleep(rnd.uniform(0.2, 1.2))  # somewhere in a read, an insert or an ack
+            time.sleep(rnd.uniform(0.2, 1.2))  # somewhere in a read, an insert or dropping a range
             victim = workers[kills % 2]
             victim.signal(signal.SIGKILL)
             victim.wait(10)
@@ -225,7 +228,7 @@ def test_sigkilled_workers_during_traffic_and_a_double_delivery_is_caught(
     finally:
         for w in workers:
             w.stop()
-    assert settled(r) == {"pending": 0, "lag": 0, "manifests": 0, "dead_letters": 0}
+    assert settled(r) == SETTLED
     ch = http_clickhouse(shared_clickhouse)
     assert oracle(ch, produced) == []
     # The oracle can fail: the same clicks delivered again under another token are caught.
@@ -283,7 +286,7 @@ def test_sigterm_while_clickhouse_is_down_exits_within_the_grace_period(
     assert settled(r)["pending"] + settled(r)["lag"] == 5000
     final = IngestProcess(redis_url, f"chdb://{chdb_dir}", tmp_path / "ingest.log")
     assert final.start("--once").wait(180) == 0, final.tail()
-    assert settled(r) == {"pending": 0, "lag": 0, "manifests": 0, "dead_letters": 0}
+    assert settled(r) == SETTLED
     assert check(ChdbHttpServer(chdb_dir), expected(events)["ids"]) == []
 
 
@@ -306,7 +309,7 @@ def test_redis_restarted_from_its_aof_mid_run(chdb_dir: Path, tmp_path: Path) ->
         wait_settled(r, 120, worker)
         worker.signal(signal.SIGTERM)
         assert worker.wait(30) == 0, worker.tail()
-        assert settled(r) == {"pending": 0, "lag": 0, "manifests": 0, "dead_letters": 0}
+        assert settled(r) == SETTLED
     finally:
         worker.stop()
         r.close()

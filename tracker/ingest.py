@@ -1,42 +1,44 @@
 """Ingest: Redis streams -> ClickHouse, nothing lost and nothing counted twice.
 
 Workers share the click and conversion streams through one consumer group.
-A batch goes through fixed steps, each safe to crash in:
+Entries are delivered as *ranges* (``tracker.delivery``): each read takes the
+next entries of a stream with ``XREADGROUP ... NOACK`` and records, in the same
+``MULTI``, that this worker holds them; Redis keeps no per-entry pending list.
+A batch (one or more ranges of one stream) goes through fixed steps, each safe
+to crash in:
 
-1. read entries (``XREADGROUP``), decode and enrich them (``tracker.enrich``);
-   a malformed entry goes to the dead-letter stream at once;
+1. read ranges, decode and enrich their entries (``tracker.enrich``); a
+   malformed entry goes to the dead-letter stream at once (and is noted in its
+   range, so a resumed range does not send it twice);
 2. drop duplicates inside the batch (click id, or brand + order + version) and
    replayed clicks (``r=1``) whose click id ClickHouse already has;
-3. write the batch's *manifest* to Redis: the ids whose rows are inserted, the
-   ids only acknowledged, and the insert deduplication token (a hash of the ids);
-4. insert with that token (``insert_deduplication_token``; the tables keep a
+3. insert with a deduplication token derived from the ranges
+   (``insert_deduplication_token``; the tables keep a
    ``non_replicated_deduplication_window``); the click rollups are projections,
    stored inside the same parts, so they land exactly when the rows do;
-5. acknowledge the ids and delete the manifest in one ``MULTI``.
+4. drop the ranges (their entries are then only trimmed).
 
-After a crash the entries are still pending. A restarted worker takes its own
-consumer name back and first re-forms its pending entries into the recorded
-batches; other workers claim the entries of a worker whose heartbeat lease
-expired (once idle) and re-form them the same way. A re-formed batch has the
-same rows and the same token, so an insert that had landed is dropped by
-ClickHouse. The token alone is not trusted: a MergeTree that is not replicated
-records it before it commits the part, so a kill in between (chDB inside the
-embedded worker) keeps the token and loses the rows. After any retried insert
-the worker checks the batch's keys in ClickHouse and inserts what is missing
-under a fresh token (``_settle``). Entries without a manifest were never
-inserted and form new batches. A live worker's entries are
-never claimed, however slow it is; one that stalled past its lease checks it
-before inserting and starts over instead.
+After a crash the ranges are still recorded. A restarted worker takes its
+consumer name back and first finishes the ranges its predecessor held; other
+workers take over the ranges of a worker whose heartbeat lease expired (once
+idle). A resumed range is read back from the stream and checked against
+ClickHouse *before* inserting: only the rows ClickHouse lacks go in. So a batch
+that landed, half-landed, or whose token outlived an uncommitted part (a
+MergeTree that is not replicated records the token first; a kill in between, as
+with chDB inside the embedded worker, keeps the token and loses the rows) ends
+up exactly once. A live worker's ranges are never taken, however slow it is;
+one that stalled past its lease checks it before inserting and starts over.
 
-A batch that keeps failing (its manifest counts attempts, a crash included) is
+A batch that keeps failing (its ranges count attempts, a crash included) is
 split in halves until the bad entry is alone, and that entry is dead-lettered
 after ``ingest_max_deliveries`` attempts. ClickHouse being unreachable or
 rejecting a statement for every row (schema, disk) is not the entries' fault:
 the worker backs off and retries, and the stream holds the backlog.
 
 Streams are trimmed below the oldest entry any group still needs (Redis 7.0
-has no ``XTRIM ... ACKED``): the smaller of each group's oldest pending id and
-its last-delivered id.
+has no ``XTRIM ... ACKED``): the smaller of the ingest group's cursor and the
+start of its oldest range. Entries left in the pending list by the ingest
+before ranges (an upgrade mid-flight) are finished once, then acknowledged.
 """
 
 from __future__ import annotations
@@ -64,8 +66,9 @@ import prometheus_client
 import pyarrow as pa
 import redis
 
-from tracker import enrich, keys, metrics, redis_client
+from tracker import delivery, enrich, keys, metrics, redis_client
 from tracker.clickhouse import ClickHouse, describe
+from tracker.delivery import Range, id_key
 from tracker.errors import QueryError, SettingsError, StorageUnavailable
 from tracker.events import CLICK_COLUMNS, CONVERSION_COLUMNS
 from tracker.settings import Settings
@@ -79,6 +82,12 @@ DEAD_LETTER_MAXLEN = 100_000
 # Readiness: reports are stale when the oldest entry not yet in ClickHouse is older than this.
 LAG_PROBLEM_SECONDS = 60.0
 BACKOFF_MAX_SECONDS = 5.0
+# After a read found nothing although a wait said entries had arrived (another worker took
+# them first), wait this long before the next wait, so busy neighbours do not make us spin.
+CONTENDED_SLEEP_SECONDS = 0.02
+_INSERT_THREAD = "tracker-ingest-insert"
+# A stream slower than the batch size is read this many times per batch window (each read is a range).
+READS_PER_BATCH = 4
 
 _REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
 
@@ -188,94 +197,110 @@ CONVERSIONS = Kind(
 
 
 def take(cols: Columns, idx: Sequence[int]) -> Columns:
+    if isinstance(cols, TableColumns):
+        return TableColumns(cols.table.take(pa.array(idx, pa.int64())))
     return {c: [v[i] for i in idx] for c, v in cols.items()}
 
 
-def decode_entries(kind: Kind, entries: Sequence[Entry]) -> tuple[list[str], Columns, list[tuple[str, Fields, str]]]:
-    """Entries -> (ids of good rows, their columns, poison entries with the reason)."""
-    if kind.decode_table is not None:
-        try:
-            payloads = [f[b"e"] for _, f in entries]
-            return [e[0] for e in entries], TableColumns(kind.decode_table(payloads)), []
-        except (KeyError, TypeError, ValueError):
-            pass  # not every line is canonical: the Python paths below decide
-    if kind.decode_many is not None:
-        try:
-            payloads = [f[b"e"] for _, f in entries]
-            return [e[0] for e in entries], kind.decode_many(payloads), []
-        except (KeyError, TypeError, ValueError):
-            pass  # some entry is malformed: find it below
-    ids: list[str] = []
-    rows: list[list[Any]] = []
+def n_rows(cols: Columns) -> int:
+    if isinstance(cols, TableColumns):
+        return int(cols.table.num_rows)
+    return len(next(iter(cols.values()), ()))
+
+
+def decode_raw(kind: Kind, raw: Sequence[Any]) -> tuple[list[int] | None, Columns, list[tuple[str, Fields, str]]]:
+    """Raw stream entries -> (indices of the entries that became rows, None for all; their columns;
+    poison entries with the reason).
+
+    Entries whose first field is ``e`` (every entry the redirect and the postbacks write)
+    take the kind's fast paths: the Arrow path, then the column path; a batch either path
+    refuses (an escaped character, a malformed entry) is decoded one entry at a time.
+    """
+    fields = list(map(itemgetter(1), raw))
+    if (kind.decode_table or kind.decode_many) and all(fields) and set(map(itemgetter(0), fields)) == {b"e"}:
+        payloads = list(map(itemgetter(1), fields))
+        if kind.decode_table is not None:
+            with contextlib.suppress(TypeError, ValueError):
+                return None, TableColumns(kind.decode_table(payloads)), []
+        if kind.decode_many is not None:
+            with contextlib.suppress(TypeError, ValueError):
+                return None, kind.decode_many(payloads), []
+    rows: list[int] = []
+    values: list[list[Any]] = []
     poison: list[tuple[str, Fields, str]] = []
-    for entry_id, fields in entries:
+    for i, (entry_id, f) in enumerate(raw_entries(raw)):
         try:
-            rows.append(kind.decode(fields[b"e"]))
-            ids.append(entry_id)
+            values.append(kind.decode(f[b"e"]))
+            rows.append(i)
         except KeyError:
-            poison.append((entry_id, fields, "malformed entry: no field e"))
+            poison.append((entry_id, f, "malformed entry: no field e"))
         except ValueError as exc:
-            poison.append((entry_id, fields, f"malformed entry: {exc}"))
+            poison.append((entry_id, f, f"malformed entry: {exc}"))
     cols: Columns = {c: [] for c in kind.columns}
-    if rows:
-        cols = dict(zip(kind.columns, zip(*rows, strict=True), strict=True))
-    return ids, cols, poison
+    if values:
+        cols = dict(zip(kind.columns, zip(*values, strict=True), strict=True))
+    return rows, cols, poison
+
+
+def _is_replay(fields: Sequence[bytes] | None) -> bool:
+    if not fields:
+        return False
+    return dict(zip(fields[::2], fields[1::2], strict=False)).get(b"r") == b"1"
 
 
 @dataclass
 class Batch:
+    """Rows of one stream's ranges (or of legacy pending entries) on their way to ClickHouse."""
+
     stream: str
     kind: Kind
-    first_id: str
-    row_ids: list[str]
-    skip_ids: list[str]
+    ranges: list[Range]
+    raw: list[Any]  # the raw entries the rows come from, in stream order
+    rows: list[int] | None  # indices into ``raw`` of the rows to insert; None: every entry
     cols: Columns
     token: str
-    attempts: int = 1
+    # > 0: resumed or retried; its rows may be in ClickHouse already, so they are checked first.
+    attempts: int = 0
+    legacy: list[str] = field(default_factory=list)  # pending-list ids, acknowledged when done
 
-    @property
-    def ids(self) -> list[str]:
-        return self.row_ids + self.skip_ids
+    def row_ids(self) -> list[str]:
+        idx = range(len(self.raw)) if self.rows is None else self.rows
+        return [_id(self.raw[i][0]) for i in idx]
 
 
 @dataclass
 class Buffer:
-    entries: list[Entry] = field(default_factory=list)
+    ranges: list[Range] = field(default_factory=list)
+    raw: list[Any] = field(default_factory=list)
     since: float = 0.0
 
 
-def batch_token(stream: str, ids: Sequence[str]) -> str:
-    """Insert deduplication token of a batch: a hash of its stream and entry ids."""
+def range_token(stream: str, ranges: Sequence[Range], legacy: Sequence[str] = ()) -> str:
+    """Insert deduplication token of a batch: a hash of its stream and its ranges (or entry ids)."""
     h = hashlib.blake2b(digest_size=16)
     h.update(stream.encode())
-    if ids:
-        h.update(("," + ",".join(ids)).encode())  # the bytes of one update per ",id"
-    return f"{stream}:{ids[0] if ids else '-'}:{len(ids)}:{h.hexdigest()}"
+    h.update("".join(f",({r.start},{r.end}]" for r in ranges).encode())
+    h.update("".join("," + i for i in legacy).encode())
+    first = ranges[0].first if ranges else (legacy[0] if legacy else "-")
+    return f"{stream}:{first}:{sum(r.n for r in ranges) + len(legacy)}:{h.hexdigest()}"
 
 
 _E = (b"e",)
 
 
 def raw_entries(entries: Sequence[Any]) -> Iterable[Entry]:
-    """XREADGROUP's raw entries ``[[id, [field, value, ...]], ...]`` as ``(id, fields)``.
+    """Raw entries ``[[id, [field, value, ...]], ...]`` as ``(id, fields)``.
 
     The usual entry has the one field ``e``: its dict is built by C calls only.
     """
+    if not entries:
+        return []
     ids, fields = zip(*entries, strict=True)
     if None not in fields and set(map(len, fields)) == {2} and set(map(itemgetter(0), fields)) == {b"e"}:
         dicts: Iterable[Fields] = map(dict.fromkeys, repeat(_E), map(itemgetter(1), fields))
     else:
         dicts = (dict(zip(f[::2], f[1::2], strict=True)) if f else {} for f in fields)
     return zip(map(_id, ids), dicts, strict=True)
-
-
-def _stream_replies(reply: Any) -> list[tuple[Any, Sequence[Any]]]:
-    """The raw XREADGROUP reply per stream: a RESP3 map, or RESP2 ``[[stream, entries], ...]``."""
-    if not reply:
-        return []
-    if isinstance(reply, dict):
-        return list(reply.items())
-    return [(item[0], item[1]) for item in reply]
 
 
 @contextlib.contextmanager
@@ -335,11 +360,16 @@ class Worker:
         self._fixed_name = name is not None
         self._token = f"{os.getpid()}:{uuid.uuid4().hex}"
         self._buffers: dict[str, Buffer] = {s: Buffer() for s in self.kinds}
-        # New entries are read without redis-py's reply callback, which builds every entry in
-        # Python (more than the rest of a batch cost): a client on the same pool, raw replies.
+        # Entries read back (resuming a range) as Redis sends them: a client on the same
+        # pool without redis-py's reply callback, like the reads' own replies.
         self._raw: Any = redis.Redis(connection_pool=r.connection_pool)
-        self._raw.set_response_callback("XREADGROUP", lambda response, **options: response)
-        self._prefetched: Any = None  # a connection awaiting the reply of a read sent ahead
+        self._raw.set_response_callback("XRANGE", lambda response, **options: response)
+        self._cursors: dict[str, str] = {}  # each stream's group cursor as the last read left it
+        self._contended = False
+        # After a read that emptied the streams, the next waits a little (see _tick), so a
+        # slow stream's batch is a few ranges, not one per click.
+        self._read_after = 0.0
+        self._prefetched: tuple[Any, list[str]] | None = None  # a read sent ahead, its reply unread
         self._read_lost = False
         self._stop = threading.Event()
         self._deadline: float | None = None  # set when stopping: the grace period's end
@@ -362,7 +392,7 @@ class Worker:
     # ---- lifecycle -------------------------------------------------------------
 
     def start(self) -> None:
-        """Create the groups, take a consumer name, and finish what a crash left pending."""
+        """Create the groups, take a consumer name, and finish what a crash left held."""
         self._retry_redis(self._create_groups)
         if not self._fixed_name:
             self.name = self._retry_redis(self._take_name)
@@ -371,7 +401,7 @@ class Worker:
         self._recover_own()
 
     def run(self, stop: threading.Event) -> None:
-        """Ingest until ``stop`` is set, then flush and acknowledge within the grace period."""
+        """Ingest until ``stop`` is set, then flush within the grace period."""
         self._stop = stop
         try:
             self.start()
@@ -391,7 +421,7 @@ class Worker:
             self._close_pool()
 
     def drain(self) -> int:
-        """Drain-once mode: recover, claim idle entries, read until the streams are empty."""
+        """Drain-once mode: recover, take over dead workers' ranges, read until the streams are empty."""
         before = self.rows_inserted
         self.start()
         self._claim_idle()
@@ -421,6 +451,9 @@ class Worker:
         if now >= self._next_maintain:
             self._maintain()
             self._next_maintain = now + MAINTAIN_SECONDS
+        pause = self._read_after - time.monotonic()
+        if pause > 0:
+            self._sleep(min(pause, self._block_ms() / 1000))
         self._read(block_ms=self._block_ms())
         self._flush(force=False)
 
@@ -428,29 +461,31 @@ class Worker:
         self._deadline = time.monotonic() + self.grace_seconds
         try:
             if self._prefetched is not None:
-                self._absorb(self._take_prefetched())  # delivered already: finish them too
+                self._absorb(self._take_prefetched())  # recorded already: finish them too
             self._flush(force=True)
             self._wait_inflight()
             self._maintain()
             self._release_name()
         except (Abandon, *_REDIS_ERRORS) as exc:
-            log.warning("ingest stopped with entries left pending (they are recovered on the next start): %s", exc)
+            log.warning("ingest stopped with ranges left held (they are resumed on the next start): %s", exc)
         log.info("ingest worker %s stopped", self.name)
 
     def _submit(self, batch: Batch) -> None:
         self._wait_inflight()
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tracker-ingest-insert")
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=_INSERT_THREAD)
         self._inflight = self._pool.submit(self._complete, batch)
 
     def _wait_inflight(self) -> None:
         """Finish the batch inserting in the background (its errors surface here)."""
+        if threading.current_thread().name.startswith(_INSERT_THREAD):
+            return  # splitting a failed batch: this thread runs the batch in flight
         future, self._inflight = self._inflight, None
         if future is not None:
             future.result()
 
     def _close_pool(self) -> None:
-        self._inflight = None  # done or abandoned: its entries stay pending either way
+        self._inflight = None  # done or abandoned: its ranges stay held either way
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
@@ -510,8 +545,8 @@ class Worker:
         """A consumer name of this host that no live process holds.
 
         A restarted worker gets the name its dead predecessor held (its pid is gone),
-        so it finds that predecessor's pending entries at once instead of waiting
-        for another worker to claim them.
+        so it finds that predecessor's ranges at once instead of waiting for another
+        worker to take them over.
         """
         host = socket.gethostname()
         for n in range(1024):
@@ -530,29 +565,28 @@ class Worker:
         raise StorageUnavailable(f"No free ingest consumer name on host {host}.")
 
     def _heartbeat(self, force: bool = False) -> None:
-        """Refresh this consumer's lease; while it lives, no other worker claims our entries."""
+        """Refresh this consumer's lease; while it lives, no other worker takes our ranges."""
         key = keys.heartbeat(self.name)
         if force and self._fixed_name:
             self.r.set(key, self._token, ex=HEARTBEAT_SECONDS)
         elif not self.r.eval(_REFRESH, 1, key, self._token, HEARTBEAT_SECONDS):
-            # A stall longer than the lease: other workers may have claimed what we hold.
+            # A stall longer than the lease: other workers may have taken what we hold.
             self._lease_lost = True
         self._next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS / 3
 
     def _check_lease(self) -> None:
-        """Right before an insert: the entries must still be ours (see ``LeaseLost``)."""
+        """Right before an insert: the ranges must still be ours (see ``LeaseLost``)."""
         self._heartbeat()
         if self._lease_lost:
-            raise LeaseLost(f"The lease of ingest consumer {self.name} lapsed; its batches may be claimed.")
+            raise LeaseLost(f"The lease of ingest consumer {self.name} lapsed; its ranges may be taken over.")
 
     def _renew_lease(self) -> None:
         """After a lapse: drop what we hold (others may finish it), take a name, recover."""
         with contextlib.suppress(LeaseLost):
             self._wait_inflight()
         with contextlib.suppress(*_REDIS_ERRORS):
-            self._take_prefetched()  # those entries are pending: recovered below with the rest
-        for buf in self._buffers.values():
-            buf.entries = []
+            self._take_prefetched()  # recorded ranges: recovered below with the rest
+        self._buffers = {s: Buffer() for s in self.kinds}
         self._lease_lost = False
         self._token = f"{os.getpid()}:{uuid.uuid4().hex}"
         if self._fixed_name:
@@ -568,165 +602,234 @@ class Worker:
     # ---- reading ---------------------------------------------------------------
 
     def _block_ms(self) -> int:
-        waiting = [b.since for b in self._buffers.values() if b.entries]
+        waiting = [b.since for b in self._buffers.values() if b.raw or b.ranges]
         if not waiting:
             return 1000
         due = min(waiting) + self.settings.ingest_batch_seconds - time.monotonic()
         return max(1, int(due * 1000))
 
+    def _room(self, ahead: bool = False) -> dict[str, int]:
+        """How many entries to ask of each stream; ``ahead``: as if full buffers were flushed already."""
+        size = self.settings.ingest_batch_size
+        out = {}
+        for stream, buf in self._buffers.items():
+            held = len(buf.raw)
+            if ahead and held >= size:
+                held = 0
+            if held < size:
+                out[stream] = size - held
+        return out
+
     def _read(self, block_ms: int | None) -> int:
-        """Read new entries into the buffers; returns how many arrived."""
+        """Read new ranges into the buffers; returns how many entries arrived."""
         if self._read_lost:
             self._recover_lost_read()
-        room = self.settings.ingest_batch_size - max(len(b.entries) for b in self._buffers.values())
-        if room <= 0:
-            return 0
         try:
             with _gc_paused():
-                reply = self._take_prefetched()
-                if reply is None:
-                    reply = self._raw.xreadgroup(
-                        keys.INGEST_GROUP, self.name, dict.fromkeys(self.kinds, ">"), count=room, block=block_ms
-                    )
-                n = self._absorb(reply)
-                del reply
+                replies = self._take_prefetched()
+                asked = 0
+                if replies is None:
+                    room = self._room()
+                    if not room:
+                        return 0
+                    asked = sum(room.values())
+                    replies = self._receive(self._send_reads(room))
+                n = self._absorb(replies)
+                del replies
         except _REDIS_ERRORS:
-            # Redis may have delivered the entries before the reply was lost: they are pending
-            # for this consumer now, and no later read returns them.
+            # Redis may have recorded the ranges before the reply was lost: they are ours
+            # now, and no later read returns their entries.
             self._read_lost = True
             raise
         if n:
+            self._contended = False
+            if n < asked:
+                self._read_after = time.monotonic() + self.settings.ingest_batch_seconds / READS_PER_BATCH
             self._crash_point("mid_batch")
             self._prefetch()
+        elif block_ms:
+            self._wait_for_entries(block_ms)
         return n
 
-    def _absorb(self, reply: Any) -> int:
-        """Add the entries of a raw XREADGROUP reply to the buffers; returns how many."""
+    def _send_reads(self, room: Mapping[str, int]) -> tuple[Any, list[str]]:
+        """Send one ``MULTI`` read per stream (``delivery.read_commands``) in one round trip."""
+        pool = self.r.connection_pool
+        conn = pool.get_connection()
+        try:
+            commands: list[tuple[Any, ...]] = []
+            for stream, count in room.items():
+                commands.append(("MULTI",))
+                commands.extend(delivery.read_commands(stream, keys.INGEST_GROUP, self.name, self._token, count))
+                commands.append(("EXEC",))
+            conn.send_packed_command(conn.pack_commands(commands))
+        except BaseException:
+            conn.disconnect()
+            pool.release(conn)
+            raise
+        return conn, list(room)
+
+    def _receive(self, sent: tuple[Any, list[str]]) -> list[tuple[str, Any]]:
+        """The EXEC replies of ``_send_reads``, raw (no redis-py parsing of the entries)."""
+        conn, streams = sent
+        pool = self.r.connection_pool
+        out = []
+        try:
+            for stream in streams:
+                for _ in range(4):  # MULTI's OK and three QUEUED
+                    conn.read_response()
+                out.append((stream, conn.read_response()))
+        except BaseException:
+            conn.disconnect()
+            raise
+        finally:
+            pool.release(conn)
+        return out
+
+    def _absorb(self, replies: Sequence[tuple[str, Any]] | None) -> int:
+        """Add the ranges of EXEC replies to the buffers; returns how many entries."""
         n = 0
         now = time.monotonic()
-        for stream_raw, entries in _stream_replies(reply):
-            if not entries:
+        for stream, reply in replies or ():
+            errors = [x for x in reply if isinstance(x, Exception)]
+            if errors:
+                if any("NOGROUP" in str(e) for e in errors):
+                    self._create_groups()  # the stream or its group vanished (Redis lost its data)
+                    continue
+                raise redis.ResponseError(f"Reading {stream} failed: {errors[0]}")
+            cursor, rng, entries = delivery.sealed(stream, self.name, self._token, reply)
+            if cursor:
+                self._cursors[stream] = cursor
+            if rng is None:
                 continue
-            buf = self._buffers[_id(stream_raw)]
-            if not buf.entries:
+            if int(reply[2][3]) < 0:  # Redis could not count them (its counter is unknown after trims)
+                self.r.hset(rng.key, "n", rng.n)
+            buf = self._buffers[stream]
+            if not buf.raw and not buf.ranges:
                 buf.since = now
-            buf.entries.extend(raw_entries(entries))
+            buf.ranges.append(rng)
+            buf.raw.extend(entries)
             n += len(entries)
         return n
+
+    def _wait_for_entries(self, block_ms: int) -> None:
+        """Block until an entry arrives after a stream's cursor (or ``block_ms`` passed)."""
+        if self._contended:
+            self._contended = False
+            self._sleep(CONTENDED_SLEEP_SECONDS)
+            return
+        streams = [s for s in self.kinds if s in self._cursors]
+        if not streams:
+            self._sleep(min(block_ms, 100) / 1000)
+            return
+        got = self.r.xread({s: self._cursors[s] for s in streams}, count=1, block=block_ms)
+        self._contended = bool(got)
 
     def _recover_lost_read(self) -> None:
         """After a read whose reply may be lost: take back everything this consumer holds, as at start."""
         self._wait_inflight()
-        for buf in self._buffers.values():
-            buf.entries = []  # pending too: recovered with the lost ones
+        self._buffers = {s: Buffer() for s in self.kinds}  # recorded too: recovered with the lost ones
         self._recover_own()
         self._read_lost = False
 
     def _prefetch(self) -> None:
         """Ask for the next entries before this batch is decoded, when a buffer is full.
 
-        Redis builds the reply (its costliest step of a batch: every entry enters the
-        pending list, and the AOF) while this batch is decoded and the last one inserted.
-        The entries are pending from then on, exactly as after a plain read.
+        Redis builds the reply while this batch is decoded and the last one inserted.
+        The ranges are recorded from then on, exactly as after a plain read.
         """
         size = self.settings.ingest_batch_size
-        if self._prefetched is not None or max(len(b.entries) for b in self._buffers.values()) < size:
+        if self._prefetched is not None or max(len(b.raw) for b in self._buffers.values()) < size:
             return
-        room = size - max((len(b.entries) for b in self._buffers.values() if len(b.entries) < size), default=0)
-        conn = self._raw.connection_pool.get_connection()
-        try:
-            args: list[Any] = ["XREADGROUP", "GROUP", keys.INGEST_GROUP, self.name, "COUNT", room, "STREAMS"]
-            conn.send_command(*args, *self.kinds, *([">"] * len(self.kinds)))
-        except BaseException:
-            conn.disconnect()
-            self._raw.connection_pool.release(conn)
-            raise
-        self._prefetched = conn
+        self._prefetched = self._send_reads(self._room(ahead=True))
 
-    def _take_prefetched(self) -> Any:
-        """The reply of the read ``_prefetch`` sent, or None when none was sent."""
-        conn, self._prefetched = self._prefetched, None
-        if conn is None:
-            return None
-        try:
-            return conn.read_response()
-        except BaseException:
-            conn.disconnect()
-            raise
-        finally:
-            self._raw.connection_pool.release(conn)
+    def _take_prefetched(self) -> list[tuple[str, Any]] | None:
+        """The replies of the read ``_prefetch`` sent, or None when none was sent."""
+        sent, self._prefetched = self._prefetched, None
+        return None if sent is None else self._receive(sent)
 
     def _flush(self, force: bool) -> None:
         now = time.monotonic()
         for stream, buf in self._buffers.items():
-            if not buf.entries:
+            if not buf.ranges:
                 continue
-            full = len(buf.entries) >= self.settings.ingest_batch_size
+            full = len(buf.raw) >= self.settings.ingest_batch_size
             if force or full or now - buf.since >= self.settings.ingest_batch_seconds:
-                entries, buf.entries = buf.entries, []
-                self._process_new(stream, entries, background=True)
+                self._buffers[stream] = Buffer()
+                self._process(stream, buf.ranges, buf.raw, background=True)
 
     # ---- batches ---------------------------------------------------------------
 
-    def _process_new(self, stream: str, entries: list[Entry], background: bool = False) -> None:
-        """Decode, dead-letter the malformed, drop duplicates, record the manifest, insert."""
+    def _process(
+        self, stream: str, ranges: list[Range], raw: list[Any], *, attempts: int = 0,
+        legacy: Sequence[str] = (), background: bool = False,
+    ) -> None:
+        """Decode, dead-letter the malformed, drop duplicates and landed replays, then insert."""
         kind = self.kinds[stream]
-        # An entry trimmed while pending has no fields: nothing left to insert.
-        skip_ids = [i for i, f in entries if not f]
-        live = [e for e in entries if e[1]] if skip_ids else entries
-        row_ids, cols, poison = decode_entries(kind, live)
+        skip = frozenset().union(*(r.skip for r in ranges))
+        if skip:
+            raw = [e for e in raw if _id(e[0]) not in skip]
+        rows, cols, poison = decode_raw(kind, raw)
         if poison:
-            self._retry_redis(lambda: self._dead_letter(stream, poison))
-        fields_of = dict(live)
-        keep: list[int] | None = None
+            ack = [p[0] for p in poison] if legacy else []
+            self._retry_redis(lambda: self._dead_letter(stream, poison, ranges, ack=ack))
+        keep: list[int] | None = None  # positions in cols of the rows kept
         row_keys = kind.keys_of(cols)
         if len(set(row_keys)) != len(row_keys):
             seen: set[Hashable] = set()
             keep = []
             for i, k in enumerate(row_keys):
-                if k in seen:
-                    skip_ids.append(row_ids[i])
-                else:
+                if k not in seen:
                     seen.add(k)
                     keep.append(i)
         if kind.replays:
-            candidates = keep if keep is not None else range(len(row_ids))
-            # Only replays carry a second field; most batches have none (checked in one C pass).
-            has_more = set(map(len, fields_of.values())) != {1}
-            replayed = [i for i in candidates if fields_of[row_ids[i]].get(b"r") == b"1"] if has_more else []
-            if replayed:
-                self._wait_inflight()  # our own previous batch may hold the originals
-                newest = max((row_ids[i] for i in replayed), key=_id_key)
-                self._retry_redis(lambda: self._wait_for_older(stream, newest))
-                landed = self._landed_replays(cols, replayed)
-                if landed:
-                    skip_ids.extend(row_ids[i] for i in replayed if i in landed)
-                    keep = [i for i in candidates if i not in landed]
+            keep = self._drop_landed_replays(stream, raw, rows, cols, keep)
         if keep is not None:
             cols = take(cols, keep)
-            row_ids = [row_ids[i] for i in keep]
-        if not row_ids:
-            if skip_ids:
-                self._retry_redis(lambda: self.r.xack(stream, keys.INGEST_GROUP, *skip_ids))
-            return
-        batch = Batch(stream, kind, row_ids[0], row_ids, skip_ids, cols, batch_token(stream, row_ids))
-        self._retry_redis(lambda: self._write_manifest(batch))
-        if background:
+            rows = [rows[i] if rows is not None else i for i in keep]
+        token = range_token(stream, ranges, legacy)
+        batch = Batch(stream, kind, ranges, raw, rows, cols, token, attempts, list(legacy))
+        if not n_rows(cols):
+            self._retry_redis(lambda: self._finish(batch))
+        elif background:
             self._submit(batch)
         else:
             self._complete(batch)
+
+    def _drop_landed_replays(
+        self, stream: str, raw: list[Any], rows: list[int] | None, cols: Columns, keep: list[int] | None
+    ) -> list[int] | None:
+        """Leave out clicks replayed from a redirect's spool (``r=1``) that reached ClickHouse before."""
+        fields = list(map(itemgetter(1), raw))
+        if set(map(len, filter(None, fields))) <= {2}:
+            return keep  # only replays carry a second field; most batches have none (one C pass)
+        candidates = keep if keep is not None else list(range(n_rows(cols)))
+        entry_of = (lambda i: i) if rows is None else rows.__getitem__
+        replayed = [i for i in candidates if _is_replay(fields[entry_of(i)])]
+        if not replayed:
+            return keep
+        self._wait_inflight()  # our own previous batch may hold the originals
+        newest = max((_id(raw[entry_of(i)][0]) for i in replayed), key=id_key)
+        self._retry_redis(lambda: self._wait_for_older(stream, newest))
+        landed = self._landed_replays(cols, replayed)
+        if not landed:
+            return keep
+        return [i for i in candidates if i not in landed]
 
     def _wait_for_older(self, stream: str, entry_id: str) -> None:
         """Let other workers finish the entries older than a replay: its original may be among them.
 
         The original XADD of a replayed click comes before the replay in the stream, so
-        once no other consumer holds an older entry, ClickHouse has the answer.
-        Bounded by the claim timeout: a dead holder's entries are claimed after it anyway.
+        once no other worker holds an older entry, ClickHouse has the answer.
+        Bounded by the claim timeout: a dead holder's ranges are taken over after it anyway.
         """
         deadline = time.monotonic() + self.settings.ingest_claim_idle_seconds
         while time.monotonic() < deadline:
-            held = self.r.xpending_range(stream, keys.INGEST_GROUP, min="-", max="(" + entry_id, count=100)
-            if all(_id(item["consumer"]) == self.name for item in held):
+            older = [
+                r for r in delivery.ranges(self.r, stream)
+                if r.owner != self._token and id_key(r.first) < id_key(entry_id)
+            ]
+            legacy = self.r.xpending_range(stream, keys.INGEST_GROUP, min="-", max="(" + entry_id, count=100)
+            if not older and all(_id(item["consumer"]) == self.name for item in legacy):
                 return
             self._sleep(0.05)
 
@@ -755,62 +858,57 @@ class Worker:
                 self._ch_failed(exc)
                 self._sleep(self._backoff(attempt))
 
-    def _write_manifest(self, batch: Batch) -> None:
-        key = keys.ingest_batch(batch.stream, batch.first_id)
-        with self.r.pipeline(transaction=True) as p:
-            p.delete(key)
-            p.hset(
-                key,
-                mapping={
-                    "rows": ",".join(batch.row_ids),
-                    "skip": ",".join(batch.skip_ids),
-                    "token": batch.token,
-                    "attempts": batch.attempts,
-                },
-            )
-            p.sadd(keys.ingest_batches(batch.stream), batch.first_id)
-            p.execute()
-
     def _complete(self, batch: Batch) -> None:
-        """Insert a batch whose manifest is recorded, then acknowledge it."""
+        """Insert a batch (only what ClickHouse lacks, when resumed), then drop its ranges."""
         if batch.attempts > self.settings.ingest_max_deliveries:
-            self._give_up(batch, f"the batch failed {batch.attempts - 1} times")
+            self._give_up(batch, f"the batch failed {batch.attempts} times")
             return
         self._crash_point("before_insert")
-        # A batch resumed after a crash, or retried after an error, may have half-landed.
-        uncertain = batch.attempts > 1
-        while True:
+        cols, token = batch.cols, batch.token
+        if batch.attempts:
+            # Resumed after a crash or retried after an error: its rows may have landed, all,
+            # some, or none (a token recorded without its part). Insert what is missing.
+            landed = set(self._landed(batch.kind, cols))
+            if landed:
+                cols = take(cols, [i for i, k in enumerate(batch.kind.keys_of(cols)) if k not in landed])
+            token = f"{batch.token}:attempt:{batch.attempts}"
+        uncertain = False
+        while n_rows(cols):
             try:
-                if self._insert(batch, batch.kind.arrow(batch.cols), batch.token):
-                    uncertain = True
+                uncertain = self._insert(batch, batch.kind.arrow(cols), token)
                 break
             except (LeaseLost, Abandon):
                 raise
             except Exception as exc:
                 # Refused before sending (a value the driver cannot encode): the rows' fault.
                 metrics.INGEST_RETRIES.labels(batch.kind.name).inc()
-                log.warning("batch %s of %s failed: %s", batch.first_id, batch.stream, exc)
-                batch.attempts = int(
-                    self._retry_redis(
-                        lambda: self.r.hincrby(keys.ingest_batch(batch.stream, batch.first_id), "attempts", 1)
-                    )
-                )
+                log.warning("batch %s of %s failed: %s", batch.token, batch.stream, exc)
+                batch.attempts = int(self._retry_redis(lambda: self._count_attempt(batch)))
                 if batch.attempts > self.settings.ingest_max_deliveries:
                     self._give_up(batch, f"insert failed: {exc}")
                     return
         if uncertain:
-            self._settle(batch)
+            self._settle(batch, cols, token)
         self._crash_point("after_insert")
-        self._retry_redis(lambda: self._ack(batch))
-        metrics.INGEST_ROWS.labels(batch.kind.name).inc(len(batch.row_ids))
+        self._retry_redis(lambda: self._finish(batch))
+        rows = n_rows(batch.cols)
+        metrics.INGEST_ROWS.labels(batch.kind.name).inc(rows)
         metrics.INGEST_BATCHES.labels(batch.kind.name).inc()
-        self.rows_inserted += len(batch.row_ids)
+        self.rows_inserted += rows
         self.batches += 1
 
-    def _settle(self, batch: Batch) -> None:
-        """Make sure ClickHouse holds every row of a batch whose earlier insert may have half-landed.
+    def _count_attempt(self, batch: Batch) -> int:
+        if not batch.ranges:
+            return batch.attempts + 1
+        with self.r.pipeline(transaction=True) as p:
+            for rng in batch.ranges:
+                p.hincrby(rng.key, "attempts", 1)
+            return max(int(x) for x in p.execute())
 
-        The retry above carries the batch's token, so rows that landed are not inserted twice.
+    def _settle(self, batch: Batch, cols: Columns, token: str) -> None:
+        """Make sure ClickHouse holds every row of an insert that was retried.
+
+        The retry carries the same token, so rows that landed are not inserted twice.
         But a MergeTree that is not replicated records a token before it commits the part:
         a process killed in between (chDB runs inside the embedded worker) leaves a token
         without its rows, and every retry with that token is dropped. So the rows are checked
@@ -818,19 +916,18 @@ class Worker:
         rollups are projections inside the same parts, migration 0023: they follow exactly).
         """
         for repair in range(1, 1000):
-            landed = set(self._landed(batch))
-            missing = [i for i, k in enumerate(batch.kind.keys_of(batch.cols)) if k not in landed]
+            landed = set(self._landed(batch.kind, cols))
+            missing = [i for i, k in enumerate(batch.kind.keys_of(cols)) if k not in landed]
             if not missing:
                 return
             log.warning(
                 "batch %s of %s: %d of %d rows are not in ClickHouse after a retried insert "
                 "(its deduplication token outlived an uncommitted part); inserting them again",
-                batch.first_id, batch.stream, len(missing), len(batch.row_ids),
+                batch.token, batch.stream, len(missing), n_rows(cols),
             )
             metrics.INGEST_REPAIRED.labels(batch.kind.name).inc(len(missing))
-            token = f"{batch.token}:repair:{batch.attempts}:{repair}"
-            self._insert(batch, batch.kind.arrow(take(batch.cols, missing)), token)
-        raise RuntimeError(f"batch {batch.first_id} of {batch.stream} could not be settled")
+            self._insert(batch, batch.kind.arrow(take(cols, missing)), f"{token}:repair:{repair}")
+        raise RuntimeError(f"batch {batch.token} of {batch.stream} could not be settled")
 
     def _insert(self, batch: Batch, data: pa.Table, token: str) -> bool:
         """Insert ``data`` for ``batch`` under ``token`` until ClickHouse takes it; True if it retried.
@@ -852,77 +949,81 @@ class Worker:
                 self._sleep(self._backoff(attempt))
                 self._retry_redis(lambda: self._touch(batch))
 
-    def _ack(self, batch: Batch) -> None:
+    def _finish(self, batch: Batch) -> None:
         with self.r.pipeline(transaction=True) as p:
-            p.xack(batch.stream, keys.INGEST_GROUP, *batch.ids)
-            p.delete(keys.ingest_batch(batch.stream, batch.first_id))
-            p.srem(keys.ingest_batches(batch.stream), batch.first_id)
+            delivery.finish(p, batch.ranges)
+            if batch.legacy:
+                p.xack(batch.stream, keys.INGEST_GROUP, *batch.legacy)
             p.execute()
 
     def _touch(self, batch: Batch) -> None:
-        """Reset the idle time of a batch being retried, so no other worker claims it."""
-        self.r.xclaim(batch.stream, keys.INGEST_GROUP, self.name, 0, batch.ids, justid=True)
+        """Mark a batch being retried as worked on, so no other worker takes it over."""
+        delivery.touch(self.r, batch.ranges, self._token)
+        if batch.legacy:
+            self.r.xclaim(batch.stream, keys.INGEST_GROUP, self.name, 0, batch.legacy, justid=True)
 
     def _give_up(self, batch: Batch, reason: str) -> None:
-        """A batch failed too often: dead-letter a lone entry, else split it in halves."""
-        landed = set(self._landed(batch))
-        keep = [i for i, k in enumerate(batch.kind.keys_of(batch.cols)) if k not in landed]
-        kept = set(keep)
-        skip = batch.skip_ids + [batch.row_ids[i] for i in range(len(batch.row_ids)) if i not in kept]
-        if len(keep) <= 1:
-            lone = [batch.row_ids[i] for i in keep]
-            entries = self._retry_redis(lambda: self._fetch(batch.stream, lone))
-            poison = [(i, f, reason) for i, f in entries]
+        """A batch failed too often: dead-letter a lone entry, else split its ranges in halves."""
+        landed = set(self._landed(batch.kind, batch.cols))
+        ids = batch.row_ids()
+        todo = [ids[i] for i, k in enumerate(batch.kind.keys_of(batch.cols)) if k not in landed]
+        fields = {_id(e[0]): e[1] for e in batch.raw}
+        groups: list[tuple[Range | None, list[str]]] = [
+            (rng, [i for i in todo if rng.holds(i)]) for rng in batch.ranges
+        ]
+        if batch.legacy:
+            groups = [(None, todo)]
+        for rng, mine in groups:
+            if len(mine) <= 1:
+                poison = [(i, dict(raw_entries([[i, fields[i]]]))[i], reason) for i in mine]
 
-            def finish() -> None:
-                if poison:
-                    self._dead_letter(batch.stream, poison, batch=batch)
-                else:
-                    self._ack(batch)
+                def bury(rng: Range | None = rng, poison: list[tuple[str, Fields, str]] = poison) -> None:
+                    whole = Batch(batch.stream, batch.kind, [rng] if rng else [], [], [], {}, "", 0, batch.legacy)
+                    self._dead_letter(batch.stream, poison, finish=whole)
 
-            self._retry_redis(finish)
-            return
-        half = len(keep) // 2
-        parts = [keep[:half], keep[half:]]
+                self._retry_redis(bury)
+                continue
+            half = mine[: len(mine) // 2]
+            log.warning("splitting a batch of %s (%d rows): %s", batch.stream, len(mine), reason)
+            if rng is None:
+                landed_ids = [i for i in batch.legacy if i not in set(mine)]
+                if landed_ids:
+                    self._retry_redis(partial(self.r.xack, batch.stream, keys.INGEST_GROUP, *landed_ids))
+                for part in (half, mine[len(half) :]):
+                    self._process(batch.stream, [], [[i, fields[i]] for i in part], attempts=1, legacy=part)
+                continue
+            subs = self._split(rng, half[-1], [e for e in batch.raw if rng.holds(_id(e[0]))])
+            for sub, raw in subs:
+                self._process(batch.stream, [sub], raw, attempts=sub.attempts)
+
+    def _split(self, rng: Range, last: str, raw: list[Any]) -> list[tuple[Range, list[Any]]]:
+        """Replace a range by (start, last] and (last, end], both to be checked against ClickHouse."""
+        head = [e for e in raw if id_key(_id(e[0])) <= id_key(last)]
+        tail = raw[len(head) :]
         subs = []
-        for n, part in enumerate(parts):
-            ids = [batch.row_ids[i] for i in part]
-            subs.append(
-                Batch(
-                    batch.stream, batch.kind, ids[0], ids, skip if n == 0 else [],
-                    take(batch.cols, part), batch_token(batch.stream, ids),
-                )
-            )
-        log.warning("splitting batch %s of %s (%d rows): %s", batch.first_id, batch.stream, len(keep), reason)
+        for start, end, part in ((rng.start, last, head), (last, rng.end, tail)):
+            first = _id(part[0][0]) if part else end
+            sub = Range(rng.stream, start, end, first, len(part), self.name, self._token, 1, rng.skip)
+            subs.append((sub, part))
 
-        def split() -> None:
+        def write() -> None:
             with self.r.pipeline(transaction=True) as p:
-                p.delete(keys.ingest_batch(batch.stream, batch.first_id))
-                p.srem(keys.ingest_batches(batch.stream), batch.first_id)
-                for sub in subs:
-                    key = keys.ingest_batch(sub.stream, sub.first_id)
-                    p.delete(key)
-                    p.hset(
-                        key,
-                        mapping={
-                            "rows": ",".join(sub.row_ids), "skip": ",".join(sub.skip_ids),
-                            "token": sub.token, "attempts": 1,
-                        },
-                    )
-                    p.sadd(keys.ingest_batches(sub.stream), sub.first_id)
+                delivery.finish(p, [rng])
+                for sub, _ in subs:
+                    delivery.record(p, sub, touched_ms=int(time.time() * 1000))
                 p.execute()
 
-        self._retry_redis(split)
-        for sub in subs:
-            self._complete(sub)
+        self._retry_redis(write)
+        return subs
 
-    def _landed(self, batch: Batch) -> list[Hashable]:
-        """Keys of the batch's rows ClickHouse already has (settling or splitting a batch)."""
+    def _landed(self, kind: Kind, cols: Columns) -> list[Hashable]:
+        """Keys of rows ClickHouse already has (resuming, settling or splitting a batch)."""
         out: list[Hashable] = []
-        keys_ = batch.kind.keys_of(batch.cols)
+        keys_ = kind.keys_of(cols)
         step = 5000  # bound parameters travel in the URL of an HTTP ClickHouse
-        if batch.kind is CLICKS:
-            times = [_ms(t) for t in batch.cols["ts"]]
+        if kind is CLICKS:
+            times = [_ms(t) for t in cols["ts"]]
+            brands = cols["brand_id"]
             for start in range(0, len(keys_), step):
                 part = slice(start, start + step)
                 out.extend(
@@ -931,7 +1032,7 @@ class Worker:
                         "AND ts >= fromUnixTimestamp64Milli({t0:Int64}, 'UTC') "
                         "AND ts <= fromUnixTimestamp64Milli({t1:Int64}, 'UTC') AND click_id IN {ids:Array(String)}",
                         {
-                            "brands": sorted(set(batch.cols["brand_id"][part])),
+                            "brands": sorted(set(brands[part])),
                             "t0": min(times[part]), "t1": max(times[part]), "ids": keys_[part],
                         },
                     )
@@ -948,32 +1049,32 @@ class Worker:
         return [tuple(cast(Sequence[Any], k)) for k in out]
 
     def _dead_letter(
-        self, stream: str, entries: list[tuple[str, Fields, str]], batch: Batch | None = None
+        self, stream: str, entries: list[tuple[str, Fields, str]], ranges: Sequence[Range] = (),
+        ack: Sequence[str] = (), finish: Batch | None = None,
     ) -> None:
+        """Send entries to the dead-letter stream and note them in their ranges (or acknowledge them)."""
+        dead = {e[0] for e in entries}
         with self.r.pipeline(transaction=True) as p:
             for entry_id, fields, reason in entries:
                 record: dict[Any, Any] = dict(fields)
                 record.update({b"stream": stream, b"id": entry_id, b"reason": reason[:1000]})
                 p.xadd(keys.DEAD_LETTER_STREAM, record, maxlen=DEAD_LETTER_MAXLEN, approximate=True)
-            ids = [e[0] for e in entries]
-            if batch is not None:
-                ids = batch.ids
-                p.delete(keys.ingest_batch(batch.stream, batch.first_id))
-                p.srem(keys.ingest_batches(batch.stream), batch.first_id)
-            p.xack(stream, keys.INGEST_GROUP, *ids)
+            for rng in ranges:
+                mine = {i for i in dead if rng.holds(i)}
+                if mine:
+                    rng.skip = rng.skip | mine
+                    delivery.note_skip(p, rng)
+            if ack:
+                p.xack(stream, keys.INGEST_GROUP, *ack)
+            if finish is not None:
+                delivery.finish(p, finish.ranges)
+                if finish.legacy:
+                    p.xack(stream, keys.INGEST_GROUP, *finish.legacy)
             p.execute()
         metrics.INGEST_DEAD_LETTERS.labels(self.kinds[stream].name).inc(len(entries))
         self.dead_lettered += len(entries)
         for entry_id, _, reason in entries:
             log.warning("dead-lettered entry %s of %s: %s", entry_id, stream, reason)
-
-    def _fetch(self, stream: str, ids: list[str]) -> list[Entry]:
-        out: list[Entry] = []
-        for i in ids:
-            got = self.r.xrange(stream, i, i)
-            if got:
-                out.append((_id(got[0][0]), got[0][1]))
-        return out
 
     def _ch_ok(self) -> None:
         if self.ch_failing_since is not None:
@@ -991,177 +1092,103 @@ class Worker:
     # ---- recovery --------------------------------------------------------------
 
     def _recover_own(self) -> None:
-        """Re-form the entries this consumer name left pending into their recorded batches."""
+        """Finish the ranges this consumer name held before (a crash, a lost reply, a lapsed lease)."""
         for stream in self.kinds:
-            cursor = "0"
-            while True:
-                entries = self._retry_redis(partial(self._own_pending, stream, cursor))
-                if not entries:
-                    break
-                cursor = entries[-1][0]
-                self._recover(stream, entries, min_idle_ms=0)
-
-    def _own_pending(self, stream: str, after: str) -> list[Entry]:
-        reply = self.r.xreadgroup(
-            keys.INGEST_GROUP, self.name, {stream: after}, count=self.settings.ingest_batch_size
-        )
-        out: list[Entry] = []
-        for _, entries in reply or []:
-            out.extend((_id(i), f or {}) for i, f in entries)
-        return out
+            held: list[Range] = self._retry_redis(partial(delivery.ranges, self.r, stream))
+            self._resume(stream, [r for r in held if r.consumer == self.name], min_idle_ms=0)
+        self._recover_legacy(own_only=True)
 
     def _claim_idle(self) -> None:
-        """Take over the pending entries of dead consumers (lease expired, entries idle).
+        """Take over the ranges of dead workers (lease expired, ranges idle), and finish them.
 
-        Not ``XAUTOCLAIM``: it claims by idle time alone, and an entry can sit idle in a
-        live worker's buffer or slow insert; claiming it then would insert it twice.
-        Only a consumer whose heartbeat lease expired is dead; its entries are claimed
-        once idle for ``ingest_claim_idle_seconds``.
+        Only a worker whose heartbeat lease expired (or was taken by its successor) is
+        dead; its ranges are taken once idle for ``ingest_claim_idle_seconds``. Idle time
+        alone would let a slow but live worker's batch be taken and counted twice.
         """
         self._wait_inflight()
         idle_ms = int(self.settings.ingest_claim_idle_seconds * 1000)
         for stream in self.kinds:
-            consumers = self._retry_redis(partial(self.r.xinfo_consumers, stream, keys.INGEST_GROUP))
-            for consumer in consumers:
-                name = _id(consumer["name"])
-                if name == self.name or not int(consumer["pending"]):
+            held: list[Range] = self._retry_redis(partial(delivery.ranges, self.r, stream))
+            leases: dict[str, str | None] = {}
+            dead = []
+            for rng in held:
+                if rng.consumer == self.name:
                     continue
-                if self._retry_redis(partial(self.r.exists, keys.heartbeat(name))):
-                    continue  # alive
-                for _ in range(10_000):
-                    held = self._retry_redis(
-                        partial(
-                            self.r.xpending_range, stream, keys.INGEST_GROUP, "-", "+", 1000,
-                            consumername=name, idle=idle_ms,
-                        )
-                    )
-                    ids = [_id(item["message_id"]) for item in held]
-                    if not ids:
-                        break
-                    claimed = self._retry_redis(
-                        partial(self.r.xclaim, stream, keys.INGEST_GROUP, self.name, idle_ms, ids)
-                    )
-                    entries = [(_id(i), f or {}) for i, f in claimed]
-                    if not entries:
-                        break
-                    log.info("claimed %d entries of dead consumer %s on %s", len(entries), name, stream)
-                    self._recover(stream, entries, min_idle_ms=idle_ms)
+                if rng.consumer not in leases:
+                    raw = self._retry_redis(partial(self.r.get, keys.heartbeat(rng.consumer)))
+                    leases[rng.consumer] = None if raw is None else _id(raw)
+                if leases[rng.consumer] != rng.owner:
+                    dead.append(rng)
+            self._resume(stream, dead, min_idle_ms=idle_ms)
+        self._recover_legacy(own_only=False)
 
-    def _recover(self, stream: str, entries: list[Entry], min_idle_ms: int) -> None:
-        manifests = self._retry_redis(lambda: self._manifests(stream))
-        where: dict[str, str] = {}
-        for first_id, m in manifests.items():
-            for i in m["ids"]:
-                where[i] = first_id
-        orphans: list[Entry] = []
-        resumed: set[str] = set()
-        for entry in entries:
-            first_id = where.get(entry[0])
-            if first_id is None:
-                orphans.append(entry)
-            elif first_id not in resumed:
-                resumed.add(first_id)
-                self._resume(stream, first_id, manifests[first_id], min_idle_ms)
-        if orphans:
-            self._recover_orphans(stream, orphans)
-
-    def _manifests(self, stream: str) -> dict[str, dict[str, Any]]:
-        firsts = sorted(_id(x) for x in self.r.smembers(keys.ingest_batches(stream)))
-        with self.r.pipeline(transaction=False) as p:
-            for first_id in firsts:
-                p.hgetall(keys.ingest_batch(stream, first_id))
-            found = p.execute()
-        out: dict[str, dict[str, Any]] = {}
-        for first_id, raw in zip(firsts, found, strict=True):
-            if not raw:
-                continue
-            rows = [x for x in _id(raw[b"rows"]).split(",") if x]
-            skip = [x for x in _id(raw.get(b"skip", b"")).split(",") if x]
-            out[first_id] = {
-                "rows": rows, "skip": skip, "ids": rows + skip,
-                "token": _id(raw[b"token"]), "attempts": int(raw.get(b"attempts", 1)),
-            }
-        return out
-
-    def _resume(self, stream: str, first_id: str, m: dict[str, Any], min_idle_ms: int) -> None:
-        """Rebuild a recorded batch with the same rows and token, and finish it."""
-        kind = self.kinds[stream]
-        ids: list[str] = m["ids"]
-        got = self._retry_redis(lambda: self._claim_batch(stream, ids, min_idle_ms))
-        if len(got) < len(ids):
-            if not got and not self._retry_redis(lambda: self._any_pending(stream, ids)):
-                # Acknowledged already (the worker died after its MULTI): only the manifest is left.
-                self._retry_redis(lambda: self._forget(stream, first_id))
-            else:
-                log.info("batch %s of %s is held by a live worker; leaving it", first_id, stream)
-            return
-        attempts = int(
-            self._retry_redis(lambda: self.r.hincrby(keys.ingest_batch(stream, first_id), "attempts", 1))
-        )
-        # The same entries in the same order through the same code: the same rows.
-        row_ids, cols, poison = decode_entries(kind, [(i, got[i]) for i in m["rows"]])
-        if poison:
-            self._retry_redis(lambda: self._dead_letter(stream, poison))
-        log.info("resuming batch %s of %s (%d rows, attempt %d)", first_id, stream, len(row_ids), attempts)
-        batch = Batch(stream, kind, first_id, row_ids, list(m["skip"]), cols, m["token"], attempts)
-        if not row_ids:
-            self._retry_redis(lambda: self._ack(batch))
-            return
-        self._complete(batch)
-
-    def _claim_batch(self, stream: str, ids: list[str], min_idle_ms: int) -> dict[str, Fields]:
-        """Take every entry of a recorded batch: idle ones, and ones this consumer holds already."""
-        claimed = self.r.xclaim(stream, keys.INGEST_GROUP, self.name, min_idle_ms, ids)
-        got = {_id(i): f for i, f in claimed if f}
-        missing = sorted((i for i in ids if i not in got), key=_id_key)
-        if missing and min_idle_ms > 0:
-            mine = [
-                _id(item["message_id"])
-                for item in self.r.xpending_range(
-                    stream, keys.INGEST_GROUP, min=missing[0], max=missing[-1], count=len(ids) + 10,
-                    consumername=self.name,
-                )
-            ]
-            wanted = set(missing)
-            mine = [i for i in mine if i in wanted]
-            if mine:
-                got.update((_id(i), f) for i, f in self.r.xclaim(stream, keys.INGEST_GROUP, self.name, 0, mine) if f)
-        return got
-
-    def _any_pending(self, stream: str, ids: list[str]) -> bool:
-        got = self.r.xpending_range(stream, keys.INGEST_GROUP, min=ids[0], max=ids[0], count=1)
-        return bool(got)
-
-    def _forget(self, stream: str, first_id: str) -> None:
-        with self.r.pipeline(transaction=True) as p:
-            p.delete(keys.ingest_batch(stream, first_id))
-            p.srem(keys.ingest_batches(stream), first_id)
-            p.execute()
-
-    def _recover_orphans(self, stream: str, entries: list[Entry]) -> None:
-        """Pending entries without a manifest were never inserted; too many deliveries = poison."""
-        ids = [e[0] for e in entries]
-        counts: dict[str, int] = {}
-        for item in self._retry_redis(
-            lambda: self.r.xpending_range(
-                stream, keys.INGEST_GROUP, min=ids[0], max=ids[-1], count=len(ids) * 2 + 10,
-                consumername=self.name,
-            )
-        ):
-            counts[_id(item["message_id"])] = int(item["times_delivered"])
-        limit = self.settings.ingest_max_deliveries
-        poison = [
-            (i, f, f"delivered {counts[i]} times without being ingested")
-            for i, f in entries
-            if counts.get(i, 0) > limit
-        ]
-        if poison:
-            self._retry_redis(lambda: self._dead_letter(stream, poison))
-        bad = {p[0] for p in poison}
-        rest = [e for e in entries if e[0] not in bad]
+    def _resume(self, stream: str, held: list[Range], min_idle_ms: int) -> None:
+        """Take ranges over and finish them, read back from the stream, in batches."""
         size = self.settings.ingest_batch_size
-        for start in range(0, len(rest), size):
-            self._process_new(stream, rest[start : start + size])
+        group: list[Range] = []
+        raw: list[Any] = []
+        for rng in held:
+            if not self._retry_redis(partial(delivery.take, self.r, rng, self._token, self.name, min_idle_ms)):
+                continue  # its owner came back, another worker took it, or it is not idle yet
+            log.info("resuming range (%s, %s] of %s (attempt %d)", rng.start, rng.end, stream, rng.attempts)
+            got: list[Any] = self._retry_redis(partial(delivery.fetch, self._raw, rng))
+            # A range that failed before goes alone: an innocent neighbour is not split with it.
+            if group and (len(raw) + len(got) > size or rng.attempts > 1 or group[-1].attempts > 1):
+                self._process(stream, group, raw, attempts=max(r.attempts for r in group))
+                group, raw = [], []
+            group.append(rng)
+            raw.extend(got)
+        if group:
+            self._process(stream, group, raw, attempts=max(r.attempts for r in group))
+
+    def _recover_legacy(self, own_only: bool) -> None:
+        """Finish entries the ingest before ranges left in the pending list (upgrade mid-flight).
+
+        They are checked against ClickHouse like any resumed batch, then acknowledged.
+        A pending entry of a worker that still runs the old version is left to it.
+        """
+        for stream in self.kinds:
+            summary = self._retry_redis(partial(self.r.xpending, stream, keys.INGEST_GROUP))
+            if not int(summary.get("pending") or 0):
+                self._retry_redis(partial(self._forget_legacy_manifests, stream))
+                continue
+            for consumer in summary.get("consumers") or []:
+                name = _id(consumer["name"])
+                if name == self.name:
+                    self._finish_legacy(stream, name, idle_ms=0)
+                elif not own_only and not self._retry_redis(partial(self.r.exists, keys.heartbeat(name))):
+                    self._finish_legacy(stream, name, idle_ms=int(self.settings.ingest_claim_idle_seconds * 1000))
+            if not int(self._retry_redis(partial(self.r.xpending, stream, keys.INGEST_GROUP)).get("pending") or 0):
+                self._retry_redis(partial(self._forget_legacy_manifests, stream))
+
+    def _finish_legacy(self, stream: str, consumer: str, idle_ms: int) -> None:
+        for _ in range(10_000):
+            listed = self._retry_redis(
+                partial(
+                    self.r.xpending_range, stream, keys.INGEST_GROUP, "-", "+", self.settings.ingest_batch_size,
+                    consumername=consumer, idle=idle_ms,
+                )
+            )
+            ids = [_id(item["message_id"]) for item in listed]
+            if not ids:
+                return
+            claimed = self._retry_redis(partial(self.r.xclaim, stream, keys.INGEST_GROUP, self.name, idle_ms, ids))
+            got = {_id(i): f for i, f in claimed}
+            # An entry trimmed while pending has no fields left: only its acknowledgement.
+            raw: list[Any] = [[i, [x for kv in got[i].items() for x in kv]] for i in ids if got.get(i)]
+            gone = [i for i in ids if i in got and not got[i]]
+            if gone:
+                self._retry_redis(partial(self.r.xack, stream, keys.INGEST_GROUP, *gone))
+            if not raw:
+                return
+            log.info("finishing %d pending entries of %s left by %s", len(raw), stream, consumer)
+            self._process(stream, [], raw, attempts=1, legacy=[e[0] for e in raw])
+
+    def _forget_legacy_manifests(self, stream: str) -> None:
+        firsts = self.r.smembers(keys.legacy_ingest_batches(stream))
+        if firsts:
+            self.r.delete(*(keys.legacy_ingest_batch(stream, _id(f)) for f in firsts))
+            self.r.delete(keys.legacy_ingest_batches(stream))
 
     # ---- trimming, stats -------------------------------------------------------
 
@@ -1206,93 +1233,13 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _decode_group(g: dict[Any, Any]) -> dict[str, Any]:
-    return {_id(k): (_id(v) if isinstance(v, bytes) else v) for k, v in g.items()}
-
-
-def summarize(
-    stream: str, length: int, groups: list[dict[str, Any]], pending: dict[str, Any], first_undelivered: str | None
-) -> dict[str, Any]:
-    """Stats of one stream from XLEN, XINFO GROUPS, the ingest group's XPENDING summary."""
-    now = time.time()
-    ingest = next((g for g in groups if g.get("name") == keys.INGEST_GROUP), None)
-    lag = int(ingest["lag"]) if ingest and ingest.get("lag") is not None else (length if ingest is None else 0)
-    n_pending = int(pending.get("pending", 0)) if pending else 0
-    oldest_pending = _id(pending["min"]) if n_pending and pending.get("min") else None
-    oldest_pending_s = max(0.0, now - stream_time(oldest_pending)) if oldest_pending else 0.0
-    undelivered_s = max(0.0, now - stream_time(first_undelivered)) if first_undelivered else 0.0
-    # Trim below the oldest entry any group still needs: pending, or not yet delivered.
-    floor: str | None = None
-    for g in groups:
-        need = _id(g["last-delivered-id"])
-        if g is ingest and oldest_pending:
-            need = min(need, oldest_pending, key=_id_key)
-        elif int(g.get("pending", 0)):
-            need = "0-0"  # another group's pending min is unknown here: keep everything
-        floor = need if floor is None else min(floor, need, key=_id_key)
-    return {
-        "length": length,
-        "lag": lag,
-        "pending": n_pending,
-        "oldest_pending_seconds": round(oldest_pending_s, 3),
-        "oldest_undelivered_seconds": round(undelivered_s, 3),
-        "trim_below": floor if floor not in (None, "0-0") else None,
-    }
-
-
-def _id_key(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
-
-
 def stream_stats(r: Any, stream: str) -> dict[str, Any]:
-    with r.pipeline(transaction=False) as p:
-        p.xlen(stream)
-        p.xinfo_groups(stream)
-        p.execute_command("XPENDING", stream, keys.INGEST_GROUP)
-        try:
-            length, groups, pending = p.execute()
-        except redis.ResponseError:  # no stream or no group yet
-            return summarize(stream, 0, [], {}, None)
-    groups = [_decode_group(g) for g in groups]
-    pend = _pending_summary(pending)
-    first = _first_undelivered(r, stream, groups)
-    return summarize(stream, int(length), groups, pend, first)
+    """Length, lag, held entries and their age, and the trim floor of one stream."""
+    return delivery.gauges(delivery.stats(r, stream, keys.INGEST_GROUP))
 
 
 async def stream_stats_async(r: Any, stream: str) -> dict[str, Any]:
-    async with r.pipeline(transaction=False) as p:
-        p.xlen(stream)
-        p.xinfo_groups(stream)
-        p.execute_command("XPENDING", stream, keys.INGEST_GROUP)
-        try:
-            length, groups, pending = await p.execute()
-        except redis.ResponseError:
-            return summarize(stream, 0, [], {}, None)
-    groups = [_decode_group(g) for g in groups]
-    first = None
-    ingest = next((g for g in groups if g.get("name") == keys.INGEST_GROUP), None)
-    if ingest:
-        got = await r.xrange(stream, "(" + str(ingest["last-delivered-id"]), "+", count=1)
-        first = _id(got[0][0]) if got else None
-    return summarize(stream, int(length), groups, _pending_summary(pending), first)
-
-
-def _pending_summary(raw: Any) -> dict[str, Any]:
-    # XPENDING summary: [count, min id, max id, [[consumer, count], ...]]
-    if isinstance(raw, dict):
-        return raw
-    if not raw:
-        return {}
-    return {"pending": int(raw[0]), "min": raw[1], "max": raw[2]}
-
-
-def _first_undelivered(r: Any, stream: str, groups: list[dict[str, Any]]) -> str | None:
-    ingest = next((g for g in groups if g.get("name") == keys.INGEST_GROUP), None)
-    if not ingest:
-        return None
-    got: Any = r.xrange(stream, "(" + str(ingest["last-delivered-id"]), "+", count=1)
-    return _id(got[0][0]) if got else None
+    return delivery.gauges(await delivery.stats_async(r, stream, keys.INGEST_GROUP))
 
 
 # ---- embedded component, readiness, CLI ---------------------------------------------

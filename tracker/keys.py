@@ -57,13 +57,30 @@ def rate_limit(scope: str, subject: str, window: int) -> str:
     return f"{PREFIX}rl:{scope}:{subject}:{window}"
 
 
-def ingest_batch(stream: str, first_id: str) -> str:
-    """Manifest of one ingest batch (stream ids), so a retry re-inserts the same block."""
+def ingest_range(tag: str, start: str) -> str:
+    """One range of stream entries held by an ingest worker (``tracker.delivery``).
+
+    ``tag`` is the stream's Redis Cluster hash tag, so the record shares the stream's slot.
+    """
+    return f"{PREFIX}ingest:{tag}:range:{start}"
+
+
+def ingest_ranges(tag: str) -> str:
+    """Set of the starts of a stream's open ranges."""
+    return f"{PREFIX}ingest:{tag}:ranges"
+
+
+def ingest_reading(tag: str, consumer: str) -> str:
+    """Scratch of one read in flight (the group cursor before it), inside its MULTI."""
+    return f"{PREFIX}ingest:{tag}:reading:{consumer}"
+
+
+def legacy_ingest_batch(stream: str, first_id: str) -> str:
+    """Batch manifest of the ingest before ranges (pending-list delivery); removed once drained."""
     return f"{PREFIX}batch:{stream}:{first_id}"
 
 
-def ingest_batches(stream: str) -> str:
-    """Set of the first ids of a stream's open batch manifests (found again after a crash)."""
+def legacy_ingest_batches(stream: str) -> str:
     return f"{PREFIX}batches:{stream}"
 
 

@@ -19,7 +19,6 @@ import os
 import re
 import secrets
 import time
-from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -27,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tracker import keys, metrics
+from tracker import delivery, keys, metrics
 from tracker.codes import RESERVED
 from tracker.logs import REQUEST_ID
 from tracker.services import services
@@ -119,56 +118,33 @@ def _stream_names(shards: int) -> list[tuple[str, str]]:
     return names
 
 
-def _entry_ms(entry_id: Any) -> int | None:
-    if entry_id is None:
-        return None
-    text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-    head = text.split("-", 1)[0]
-    return int(head) if head.isdigit() else None
-
-
 async def refresh_stream_gauges(request: Request) -> None:
     """Set the stream gauges from Redis (one pipeline); a Redis outage leaves them as they were."""
     svc = services(request)
     streams = _stream_names(svc.settings.stream_shards)
     try:
         async with svc.redis.pipeline(transaction=False) as pipe:
-            for _, key in streams:
-                pipe.xlen(key)
-                pipe.xinfo_groups(key)
-                pipe.xpending(key, keys.INGEST_GROUP)
+            for label, key in streams:
+                if label == keys.DEAD_LETTER_STREAM:
+                    pipe.xlen(key)
+                else:
+                    delivery.queue_stats(pipe, key, keys.INGEST_GROUP)
             results = await pipe.execute(raise_on_error=False)
     except Exception as exc:
         log.warning("stream gauges not refreshed: Redis is unreachable (%s)", type(exc).__name__)
         return
-    now_ms = time.time() * 1000
-    for i, (label, _) in enumerate(streams):
-        length, groups, pending = results[3 * i : 3 * i + 3]
-        if isinstance(length, Exception):
+    for (label, _), result in zip(streams, results, strict=True):
+        if isinstance(result, Exception):
             continue
-        metrics.STREAM_LENGTH.labels(label).set(length)
         if label == keys.DEAD_LETTER_STREAM:
-            continue  # nobody consumes the dead letters: their length is the signal
-        group = None
-        if not isinstance(groups, Exception):
-            group = next((g for g in groups if _text(g.get("name")) == keys.INGEST_GROUP), None)
-        if group is None:
-            # No consumer group yet: everything in the stream still waits for ingest.
-            metrics.STREAM_LAG.labels(label).set(length)
-            metrics.STREAM_PENDING.labels(label).set(0)
-            metrics.STREAM_OLDEST_PENDING_SECONDS.labels(label).set(0)
+            # Nobody consumes the dead letters: their length is the signal.
+            metrics.STREAM_LENGTH.labels(label).set(result)
             continue
-        lag = group.get("lag")
-        # Redis answers a null lag when it cannot tell (entries deleted mid-range): fall back to length.
-        metrics.STREAM_LAG.labels(label).set(length if lag is None else int(lag))
-        metrics.STREAM_PENDING.labels(label).set(int(group.get("pending") or 0))
-        oldest = None if isinstance(pending, Exception) else _entry_ms(pending.get("min"))
-        age = 0.0 if oldest is None else max(0.0, (now_ms - oldest) / 1000)
-        metrics.STREAM_OLDEST_PENDING_SECONDS.labels(label).set(age)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+        st = delivery.gauges(delivery.summarize(result))
+        metrics.STREAM_LENGTH.labels(label).set(st["length"])
+        metrics.STREAM_LAG.labels(label).set(st["lag"])
+        metrics.STREAM_PENDING.labels(label).set(st["pending"])
+        metrics.STREAM_OLDEST_PENDING_SECONDS.labels(label).set(st["oldest_pending_seconds"])
 
 
 def render_metrics() -> bytes:
