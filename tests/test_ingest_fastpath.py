@@ -16,7 +16,7 @@ from tests.ingest_helpers import expected, make_clicks, oracle, produce, produce
 from tracker import enrich, keys
 from tracker.clickhouse import ClickHouse
 from tracker.events import CLICK_COLUMNS, ClickEvent
-from tracker.ingest import CLICKS, TableColumns, Worker, decode_raw, range_token, raw_entries
+from tracker.ingest import CLICKS, Entries, TableColumns, Worker, decode, range_token
 from tracker.settings import Settings
 
 UNICODE_UA = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148 Ünïcödé ☃ 😀 中文"
@@ -92,36 +92,40 @@ def test_the_worker_stores_the_row_paths_rows(
 
 def test_canonical_entries_take_the_arrow_path_and_others_the_row_path() -> None:
     canonical = [[f"1-{i}".encode(), [b"e", event(i).encode()]] for i in range(5)]
-    rows, cols, poison = decode_raw(CLICKS, canonical)
+    rows, cols, poison = decode(CLICKS, Entries.from_raw(canonical))
     assert isinstance(cols, TableColumns) and not poison
     assert rows is None  # every entry is a row
     assert cols["click_id"] == [f"click-{i:06d}" for i in range(5)]
     escaped = [*canonical, [b"1-9", [b"e", event(9, user_agent='a "b"').encode()]]]
-    rows, cols, poison = decode_raw(CLICKS, escaped)
+    rows, cols, poison = decode(CLICKS, Entries.from_raw(escaped))
     assert not isinstance(cols, TableColumns) and not poison
     assert rows is None and len(cols["click_id"]) == 6  # the column path
     bad = [*canonical, [b"1-8", [b"e", b"nope"]], [b"1-7", [b"x", b"1"]], [b"1-6", None]]
-    rows, cols, poison = decode_raw(CLICKS, bad)
+    rows, cols, poison = decode(CLICKS, Entries.from_raw(bad))
     assert rows == list(range(5)) and [p[0] for p in poison] == ["1-8", "1-7", "1-6"]
-    assert CLICKS.arrow(decode_raw(CLICKS, canonical)[1]).equals(CLICKS.arrow(decode_raw(CLICKS, bad)[1]))
+    good = CLICKS.arrow(decode(CLICKS, Entries.from_raw(canonical))[1])
+    assert good.equals(CLICKS.arrow(decode(CLICKS, Entries.from_raw(bad))[1]))
 
 
 @pytest.mark.parametrize(
-    ("raw", "want"),
+    ("raw", "values", "plain"),
     [
-        ([[b"1-0", [b"e", b"x"]], [b"1-1", [b"e", b"y"]]], [("1-0", {b"e": b"x"}), ("1-1", {b"e": b"y"})]),
-        ([[b"1-0", [b"e", b"x", b"r", b"1"]]], [("1-0", {b"e": b"x", b"r": b"1"})]),
-        (
-            [[b"1-0", [b"e", b"x"]], [b"1-1", [b"r", b"1", b"e", b"y"]]],
-            [("1-0", {b"e": b"x"}), ("1-1", {b"r": b"1", b"e": b"y"})],
-        ),
-        ([[b"1-0", [b"x", b"1"]]], [("1-0", {b"x": b"1"})]),
-        ([[b"1-0", None], [b"1-1", [b"e", b"y"]]], [("1-0", {}), ("1-1", {b"e": b"y"})]),
-        ([[b"1-0", []]], [("1-0", {})]),
+        ([[b"1-0", [b"e", b"x"]], [b"1-1", [b"e", b"y"]]], [b"x", b"y"], True),
+        ([[b"1-0", [b"e", b"x", b"r", b"1"]]], [[b"e", b"x", b"r", b"1"]], False),
+        ([[b"1-0", [b"e", b"x"]], [b"1-1", [b"r", b"1", b"e", b"y"]]], [b"x", [b"r", b"1", b"e", b"y"]], False),
+        ([[b"1-0", [b"x", b"1"]]], [[b"x", b"1"]], False),
+        ([[b"1-0", None], [b"1-1", [b"e", b"y"]]], [[], b"y"], False),
+        ([[b"1-0", []]], [[]], False),
     ],
 )
-def test_raw_entries_are_the_entries_redis_py_would_give(raw: list[Any], want: list[Any]) -> None:
-    assert list(raw_entries(raw)) == want
+def test_entries_keep_a_plain_entry_as_its_payload_and_any_other_as_its_fields(
+    raw: list[Any], values: list[Any], plain: bool
+) -> None:
+    entries = Entries.from_raw(raw)
+    assert entries.values == values
+    assert entries.plain() is plain
+    assert [entries.id(i) for i in range(len(entries))] == [e[0].decode() for e in raw]
+    assert [entries.fields(i) for i in range(len(entries))] == [list(e[1] or []) for e in raw]
 
 
 def test_the_raw_read_sees_replays_and_extra_fields(

@@ -58,7 +58,6 @@ from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Seq
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from itertools import repeat
 from operator import itemgetter
 from typing import Any, cast
 
@@ -88,6 +87,8 @@ CONTENDED_SLEEP_SECONDS = 0.02
 _INSERT_THREAD = "tracker-ingest-insert"
 # A stream slower than the batch size is read this many times per batch window (each read is a range).
 READS_PER_BATCH = 4
+# Nice value of the ingest threads inside `tracker serve` (embedded): below the event loop's.
+EMBEDDED_NICE = 10
 
 _REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
 
@@ -208,44 +209,99 @@ def n_rows(cols: Columns) -> int:
     return len(next(iter(cols.values()), ()))
 
 
-def decode_raw(kind: Kind, raw: Sequence[Any]) -> tuple[list[int] | None, Columns, list[tuple[str, Fields, str]]]:
-    """Raw stream entries -> (indices of the entries that became rows, None for all; their columns;
+class Entries:
+    """Stream entries as a worker holds them: their ids, and per entry the value of its field
+    ``e`` when that is its only field (bytes: what the redirect and postbacks write), else its
+    whole field list (a replay's ``r=1``, a malformed entry).
+
+    Compact on purpose: a reply's nested lists are dropped as soon as it is read, so a
+    buffered batch holds no object the garbage collector tracks per entry. (Held as lists
+    they made full collections walk every buffered entry, under the GIL, inside the
+    embedded server's process: a stall of the redirects there.)
+    """
+
+    __slots__ = ("ids", "values")
+
+    def __init__(self, ids: list[Any] | None = None, values: list[Any] | None = None) -> None:
+        self.ids: list[Any] = ids if ids is not None else []
+        self.values: list[Any] = values if values is not None else []
+
+    @classmethod
+    def from_raw(cls, raw: Sequence[Any]) -> Entries:
+        """From Redis's raw entries ``[[id, [field, value, ...]], ...]``."""
+        if not raw:
+            return cls()
+        ids = list(map(itemgetter(0), raw))
+        fields = list(map(itemgetter(1), raw))
+        if all(fields) and set(map(len, fields)) == {2} and set(map(itemgetter(0), fields)) == {b"e"}:
+            return cls(ids, list(map(itemgetter(1), fields)))  # C calls only
+        return cls(ids, [f[1] if f and len(f) == 2 and f[0] == b"e" else list(f or ()) for f in fields])
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def extend(self, other: Entries) -> None:
+        self.ids.extend(other.ids)
+        self.values.extend(other.values)
+
+    def subset(self, idx: Iterable[int]) -> Entries:
+        idx = list(idx)
+        return Entries([self.ids[i] for i in idx], [self.values[i] for i in idx])
+
+    def id(self, i: int) -> str:
+        return _id(self.ids[i])
+
+    def fields(self, i: int) -> list[bytes]:
+        v = self.values[i]
+        return [b"e", v] if isinstance(v, bytes) else list(v)
+
+    def plain(self) -> bool:
+        """Every entry has the one field ``e``."""
+        return set(map(type, self.values)) <= {bytes}
+
+
+def decode(kind: Kind, entries: Entries) -> tuple[list[int] | None, Columns, list[tuple[str, Fields, str]]]:
+    """Entries -> (indices of the entries that became rows, None for all; their columns;
     poison entries with the reason).
 
     Entries whose first field is ``e`` (every entry the redirect and the postbacks write)
     take the kind's fast paths: the Arrow path, then the column path; a batch either path
     refuses (an escaped character, a malformed entry) is decoded one entry at a time.
     """
-    fields = list(map(itemgetter(1), raw))
-    if (kind.decode_table or kind.decode_many) and all(fields) and set(map(itemgetter(0), fields)) == {b"e"}:
-        payloads = list(map(itemgetter(1), fields))
-        if kind.decode_table is not None:
+    if kind.decode_table or kind.decode_many:
+        payloads: list[Any] | None = entries.values
+        if not entries.plain():  # replays carry r=1 after e; anything else is decoded one by one
+            led = all(isinstance(v, bytes) or (len(v) >= 2 and v[0] == b"e") for v in entries.values)
+            payloads = [v if isinstance(v, bytes) else v[1] for v in entries.values] if led else None
+        if payloads is not None and kind.decode_table is not None:
             with contextlib.suppress(TypeError, ValueError):
                 return None, TableColumns(kind.decode_table(payloads)), []
-        if kind.decode_many is not None:
+        if payloads is not None and kind.decode_many is not None:
             with contextlib.suppress(TypeError, ValueError):
                 return None, kind.decode_many(payloads), []
     rows: list[int] = []
     values: list[list[Any]] = []
     poison: list[tuple[str, Fields, str]] = []
-    for i, (entry_id, f) in enumerate(raw_entries(raw)):
+    for i in range(len(entries)):
+        f = entries.fields(i)
+        fields = dict(zip(f[::2], f[1::2], strict=False))
         try:
-            values.append(kind.decode(f[b"e"]))
+            values.append(kind.decode(fields[b"e"]))
             rows.append(i)
         except KeyError:
-            poison.append((entry_id, f, "malformed entry: no field e"))
+            poison.append((entries.id(i), fields, "malformed entry: no field e"))
         except ValueError as exc:
-            poison.append((entry_id, f, f"malformed entry: {exc}"))
+            poison.append((entries.id(i), fields, f"malformed entry: {exc}"))
     cols: Columns = {c: [] for c in kind.columns}
     if values:
         cols = dict(zip(kind.columns, zip(*values, strict=True), strict=True))
     return rows, cols, poison
 
 
-def _is_replay(fields: Sequence[bytes] | None) -> bool:
-    if not fields:
+def _is_replay(value: bytes | list[bytes]) -> bool:
+    if isinstance(value, bytes):
         return False
-    return dict(zip(fields[::2], fields[1::2], strict=False)).get(b"r") == b"1"
+    return dict(zip(value[::2], value[1::2], strict=False)).get(b"r") == b"1"
 
 
 @dataclass
@@ -255,8 +311,8 @@ class Batch:
     stream: str
     kind: Kind
     ranges: list[Range]
-    raw: list[Any]  # the raw entries the rows come from, in stream order
-    rows: list[int] | None  # indices into ``raw`` of the rows to insert; None: every entry
+    entries: Entries  # the entries the rows come from, in stream order
+    rows: list[int] | None  # indices into ``entries`` of the rows to insert; None: every entry
     cols: Columns
     token: str
     # > 0: resumed or retried; its rows may be in ClickHouse already, so they are checked first.
@@ -264,14 +320,14 @@ class Batch:
     legacy: list[str] = field(default_factory=list)  # pending-list ids, acknowledged when done
 
     def row_ids(self) -> list[str]:
-        idx = range(len(self.raw)) if self.rows is None else self.rows
-        return [_id(self.raw[i][0]) for i in idx]
+        idx = range(len(self.entries)) if self.rows is None else self.rows
+        return [self.entries.id(i) for i in idx]
 
 
 @dataclass
 class Buffer:
     ranges: list[Range] = field(default_factory=list)
-    raw: list[Any] = field(default_factory=list)
+    entries: Entries = field(default_factory=Entries)
     since: float = 0.0
 
 
@@ -283,24 +339,6 @@ def range_token(stream: str, ranges: Sequence[Range], legacy: Sequence[str] = ()
     h.update("".join("," + i for i in legacy).encode())
     first = ranges[0].first if ranges else (legacy[0] if legacy else "-")
     return f"{stream}:{first}:{sum(r.n for r in ranges) + len(legacy)}:{h.hexdigest()}"
-
-
-_E = (b"e",)
-
-
-def raw_entries(entries: Sequence[Any]) -> Iterable[Entry]:
-    """Raw entries ``[[id, [field, value, ...]], ...]`` as ``(id, fields)``.
-
-    The usual entry has the one field ``e``: its dict is built by C calls only.
-    """
-    if not entries:
-        return []
-    ids, fields = zip(*entries, strict=True)
-    if None not in fields and set(map(len, fields)) == {2} and set(map(itemgetter(0), fields)) == {b"e"}:
-        dicts: Iterable[Fields] = map(dict.fromkeys, repeat(_E), map(itemgetter(1), fields))
-    else:
-        dicts = (dict(zip(f[::2], f[1::2], strict=True)) if f else {} for f in fields)
-    return zip(map(_id, ids), dicts, strict=True)
 
 
 @contextlib.contextmanager
@@ -348,8 +386,10 @@ class Worker:
         *,
         name: str | None = None,
         grace_seconds: float = GRACE_SECONDS,
+        nice: int = 0,
     ) -> None:
         self.settings = settings
+        self.nice = nice
         # redis-py's typed overloads cover sync and async at once; replies are parsed here.
         self.r: Any = r
         self.ch = ch
@@ -403,6 +443,7 @@ class Worker:
     def run(self, stop: threading.Event) -> None:
         """Ingest until ``stop`` is set, then flush within the grace period."""
         self._stop = stop
+        lower_priority(self.nice)
         try:
             self.start()
             while not stop.is_set():
@@ -473,7 +514,9 @@ class Worker:
     def _submit(self, batch: Batch) -> None:
         self._wait_inflight()
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=_INSERT_THREAD)
+            self._pool = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix=_INSERT_THREAD, initializer=lower_priority, initargs=(self.nice,)
+            )
         self._inflight = self._pool.submit(self._complete, batch)
 
     def _wait_inflight(self) -> None:
@@ -602,7 +645,7 @@ class Worker:
     # ---- reading ---------------------------------------------------------------
 
     def _block_ms(self) -> int:
-        waiting = [b.since for b in self._buffers.values() if b.raw or b.ranges]
+        waiting = [b.since for b in self._buffers.values() if b.ranges]
         if not waiting:
             return 1000
         due = min(waiting) + self.settings.ingest_batch_seconds - time.monotonic()
@@ -613,7 +656,7 @@ class Worker:
         size = self.settings.ingest_batch_size
         out = {}
         for stream, buf in self._buffers.items():
-            held = len(buf.raw)
+            held = len(buf.entries)
             if ahead and held >= size:
                 held = 0
             if held < size:
@@ -704,10 +747,10 @@ class Worker:
             if int(reply[2][3]) < 0:  # Redis could not count them (its counter is unknown after trims)
                 self.r.hset(rng.key, "n", rng.n)
             buf = self._buffers[stream]
-            if not buf.raw and not buf.ranges:
+            if not buf.ranges:
                 buf.since = now
             buf.ranges.append(rng)
-            buf.raw.extend(entries)
+            buf.entries.extend(Entries.from_raw(entries))
             n += len(entries)
         return n
 
@@ -738,7 +781,7 @@ class Worker:
         The ranges are recorded from then on, exactly as after a plain read.
         """
         size = self.settings.ingest_batch_size
-        if self._prefetched is not None or max(len(b.raw) for b in self._buffers.values()) < size:
+        if self._prefetched is not None or max(len(b.entries) for b in self._buffers.values()) < size:
             return
         self._prefetched = self._send_reads(self._room(ahead=True))
 
@@ -752,42 +795,43 @@ class Worker:
         for stream, buf in self._buffers.items():
             if not buf.ranges:
                 continue
-            full = len(buf.raw) >= self.settings.ingest_batch_size
+            full = len(buf.entries) >= self.settings.ingest_batch_size
             if force or full or now - buf.since >= self.settings.ingest_batch_seconds:
                 self._buffers[stream] = Buffer()
-                self._process(stream, buf.ranges, buf.raw, background=True)
+                self._process(stream, buf.ranges, buf.entries, background=True)
 
     # ---- batches ---------------------------------------------------------------
 
     def _process(
-        self, stream: str, ranges: list[Range], raw: list[Any], *, attempts: int = 0,
+        self, stream: str, ranges: list[Range], entries: Entries, *, attempts: int = 0,
         legacy: Sequence[str] = (), background: bool = False,
     ) -> None:
         """Decode, dead-letter the malformed, drop duplicates and landed replays, then insert."""
         kind = self.kinds[stream]
         skip = frozenset().union(*(r.skip for r in ranges))
         if skip:
-            raw = [e for e in raw if _id(e[0]) not in skip]
-        rows, cols, poison = decode_raw(kind, raw)
+            entries = entries.subset(i for i in range(len(entries)) if entries.id(i) not in skip)
+        rows, cols, poison = decode(kind, entries)
         if poison:
             ack = [p[0] for p in poison] if legacy else []
             self._retry_redis(lambda: self._dead_letter(stream, poison, ranges, ack=ack))
         keep: list[int] | None = None  # positions in cols of the rows kept
-        row_keys = kind.keys_of(cols)
-        if len(set(row_keys)) != len(row_keys):
-            seen: set[Hashable] = set()
-            keep = []
-            for i, k in enumerate(row_keys):
-                if k not in seen:
-                    seen.add(k)
-                    keep.append(i)
-        if kind.replays:
-            keep = self._drop_landed_replays(stream, raw, rows, cols, keep)
+        if not isinstance(cols, TableColumns):  # the Arrow path refuses a batch with a key twice
+            row_keys = kind.keys_of(cols)
+            if len(set(row_keys)) != len(row_keys):
+                seen: set[Hashable] = set()
+                keep = []
+                for i, k in enumerate(row_keys):
+                    if k not in seen:
+                        seen.add(k)
+                        keep.append(i)
+        if kind.replays and not entries.plain():
+            keep = self._drop_landed_replays(stream, entries, rows, cols, keep)
         if keep is not None:
             cols = take(cols, keep)
             rows = [rows[i] if rows is not None else i for i in keep]
         token = range_token(stream, ranges, legacy)
-        batch = Batch(stream, kind, ranges, raw, rows, cols, token, attempts, list(legacy))
+        batch = Batch(stream, kind, ranges, entries, rows, cols, token, attempts, list(legacy))
         if not n_rows(cols):
             self._retry_redis(lambda: self._finish(batch))
         elif background:
@@ -796,19 +840,16 @@ class Worker:
             self._complete(batch)
 
     def _drop_landed_replays(
-        self, stream: str, raw: list[Any], rows: list[int] | None, cols: Columns, keep: list[int] | None
+        self, stream: str, entries: Entries, rows: list[int] | None, cols: Columns, keep: list[int] | None
     ) -> list[int] | None:
         """Leave out clicks replayed from a redirect's spool (``r=1``) that reached ClickHouse before."""
-        fields = list(map(itemgetter(1), raw))
-        if set(map(len, filter(None, fields))) <= {2}:
-            return keep  # only replays carry a second field; most batches have none (one C pass)
         candidates = keep if keep is not None else list(range(n_rows(cols)))
         entry_of = (lambda i: i) if rows is None else rows.__getitem__
-        replayed = [i for i in candidates if _is_replay(fields[entry_of(i)])]
+        replayed = [i for i in candidates if _is_replay(entries.values[entry_of(i)])]
         if not replayed:
             return keep
         self._wait_inflight()  # our own previous batch may hold the originals
-        newest = max((_id(raw[entry_of(i)][0]) for i in replayed), key=id_key)
+        newest = max((entries.id(entry_of(i)) for i in replayed), key=id_key)
         self._retry_redis(lambda: self._wait_for_older(stream, newest))
         landed = self._landed_replays(cols, replayed)
         if not landed:
@@ -967,7 +1008,12 @@ class Worker:
         landed = set(self._landed(batch.kind, batch.cols))
         ids = batch.row_ids()
         todo = [ids[i] for i, k in enumerate(batch.kind.keys_of(batch.cols)) if k not in landed]
-        fields = {_id(e[0]): e[1] for e in batch.raw}
+        where = {batch.entries.id(i): i for i in range(len(batch.entries))}
+
+        def fields(entry_id: str) -> Fields:
+            f = batch.entries.fields(where[entry_id])
+            return dict(zip(f[::2], f[1::2], strict=False))
+
         groups: list[tuple[Range | None, list[str]]] = [
             (rng, [i for i in todo if rng.holds(i)]) for rng in batch.ranges
         ]
@@ -975,10 +1021,12 @@ class Worker:
             groups = [(None, todo)]
         for rng, mine in groups:
             if len(mine) <= 1:
-                poison = [(i, dict(raw_entries([[i, fields[i]]]))[i], reason) for i in mine]
+                poison = [(i, fields(i), reason) for i in mine]
 
                 def bury(rng: Range | None = rng, poison: list[tuple[str, Fields, str]] = poison) -> None:
-                    whole = Batch(batch.stream, batch.kind, [rng] if rng else [], [], [], {}, "", 0, batch.legacy)
+                    whole = Batch(
+                        batch.stream, batch.kind, [rng] if rng else [], Entries(), [], {}, "", 0, batch.legacy
+                    )
                     self._dead_letter(batch.stream, poison, finish=whole)
 
                 self._retry_redis(bury)
@@ -990,19 +1038,20 @@ class Worker:
                 if landed_ids:
                     self._retry_redis(partial(self.r.xack, batch.stream, keys.INGEST_GROUP, *landed_ids))
                 for part in (half, mine[len(half) :]):
-                    self._process(batch.stream, [], [[i, fields[i]] for i in part], attempts=1, legacy=part)
+                    sub = batch.entries.subset(where[i] for i in part)
+                    self._process(batch.stream, [], sub, attempts=1, legacy=part)
                 continue
-            subs = self._split(rng, half[-1], [e for e in batch.raw if rng.holds(_id(e[0]))])
-            for sub, raw in subs:
-                self._process(batch.stream, [sub], raw, attempts=sub.attempts)
+            inside = batch.entries.subset(i for i in range(len(batch.entries)) if rng.holds(batch.entries.id(i)))
+            for sub_range, sub in self._split(rng, half[-1], inside):
+                self._process(batch.stream, [sub_range], sub, attempts=sub_range.attempts)
 
-    def _split(self, rng: Range, last: str, raw: list[Any]) -> list[tuple[Range, list[Any]]]:
+    def _split(self, rng: Range, last: str, entries: Entries) -> list[tuple[Range, Entries]]:
         """Replace a range by (start, last] and (last, end], both to be checked against ClickHouse."""
-        head = [e for e in raw if id_key(_id(e[0])) <= id_key(last)]
-        tail = raw[len(head) :]
+        cut = sum(1 for i in range(len(entries)) if id_key(entries.id(i)) <= id_key(last))
+        head, tail = entries.subset(range(cut)), entries.subset(range(cut, len(entries)))
         subs = []
         for start, end, part in ((rng.start, last, head), (last, rng.end, tail)):
-            first = _id(part[0][0]) if part else end
+            first = part.id(0) if len(part) else end
             sub = Range(rng.stream, start, end, first, len(part), self.name, self._token, 1, rng.skip)
             subs.append((sub, part))
 
@@ -1126,20 +1175,20 @@ class Worker:
         """Take ranges over and finish them, read back from the stream, in batches."""
         size = self.settings.ingest_batch_size
         group: list[Range] = []
-        raw: list[Any] = []
+        entries = Entries()
         for rng in held:
             if not self._retry_redis(partial(delivery.take, self.r, rng, self._token, self.name, min_idle_ms)):
                 continue  # its owner came back, another worker took it, or it is not idle yet
             log.info("resuming range (%s, %s] of %s (attempt %d)", rng.start, rng.end, stream, rng.attempts)
-            got: list[Any] = self._retry_redis(partial(delivery.fetch, self._raw, rng))
+            got = Entries.from_raw(self._retry_redis(partial(delivery.fetch, self._raw, rng)))
             # A range that failed before goes alone: an innocent neighbour is not split with it.
-            if group and (len(raw) + len(got) > size or rng.attempts > 1 or group[-1].attempts > 1):
-                self._process(stream, group, raw, attempts=max(r.attempts for r in group))
-                group, raw = [], []
+            if group and (len(entries) + len(got) > size or rng.attempts > 1 or group[-1].attempts > 1):
+                self._process(stream, group, entries, attempts=max(r.attempts for r in group))
+                group, entries = [], Entries()
             group.append(rng)
-            raw.extend(got)
+            entries.extend(got)
         if group:
-            self._process(stream, group, raw, attempts=max(r.attempts for r in group))
+            self._process(stream, group, entries, attempts=max(r.attempts for r in group))
 
     def _recover_legacy(self, own_only: bool) -> None:
         """Finish entries the ingest before ranges left in the pending list (upgrade mid-flight).
@@ -1182,7 +1231,7 @@ class Worker:
             if not raw:
                 return
             log.info("finishing %d pending entries of %s left by %s", len(raw), stream, consumer)
-            self._process(stream, [], raw, attempts=1, legacy=[e[0] for e in raw])
+            self._process(stream, [], Entries.from_raw(raw), attempts=1, legacy=[e[0] for e in raw])
 
     def _forget_legacy_manifests(self, stream: str) -> None:
         firsts = self.r.smembers(keys.legacy_ingest_batches(stream))
@@ -1219,6 +1268,17 @@ class Worker:
 def _ms(ts: Any) -> int:
     """Epoch milliseconds of a click time (the fast path keeps ms, the row path datetimes)."""
     return ts if isinstance(ts, int) else int(ts.timestamp() * 1000)
+
+
+def lower_priority(nice: int) -> None:
+    """Raise the calling thread's nice value (Linux schedules threads one by one).
+
+    In embedded mode ingest shares the process, and the two cores, with the redirect's
+    event loop: background work should give way to a follower waiting for a 302.
+    """
+    if nice > 0:
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -1258,7 +1318,7 @@ class IngestComponent:
 
     async def start(self) -> None:
         self._redis = redis_client.connect_sync(self.settings)
-        self.worker = Worker(self.settings, self._redis, self.ch)
+        self.worker = Worker(self.settings, self._redis, self.ch, nice=EMBEDDED_NICE)
         self._thread = threading.Thread(target=self._run, name="tracker-ingest", daemon=True)
         self._thread.start()
 
