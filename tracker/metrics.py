@@ -53,13 +53,13 @@ STREAM_LAG = Gauge(
 )
 STREAM_PENDING = Gauge(
     "tracker_stream_pending",
-    "Entries delivered but not acknowledged.",
+    "Entries read by an ingest worker and not yet in ClickHouse (held in ranges).",
     ["stream"],
     multiprocess_mode="mostrecent",
 )
 STREAM_OLDEST_PENDING_SECONDS = Gauge(
     "tracker_stream_oldest_pending_seconds",
-    "Age of the oldest unacknowledged entry.",
+    "Age of the oldest entry read by an ingest worker and not yet in ClickHouse.",
     ["stream"],
     multiprocess_mode="mostrecent",
 )
