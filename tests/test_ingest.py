@@ -596,3 +596,50 @@ def test_entries_pending_from_the_ingest_before_ranges_are_finished_once(
     assert redis_client.xpending(keys.CLICK_STREAM, keys.INGEST_GROUP)["pending"] == 0
     assert not redis_client.exists(keys.legacy_ingest_batches(keys.CLICK_STREAM))
     assert not redis_client.exists(keys.legacy_ingest_batch(keys.CLICK_STREAM, "1-0"))
+
+
+def test_entries_read_without_a_recorded_range_are_finished_at_once(
+    settings: Settings, ch: ClickHouse, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Should the script that records a range fail after the read, nobody else could find its entries."""
+    events = make_clicks(300)
+    produce(redis_client, events)
+    monkeypatch.setattr(delivery, "SEAL", "return redis.error_reply('ERR the range script failed')")
+    w = worker(settings, redis_client, ch, ingest_batch_size=100)
+    w.drain()
+    monkeypatch.undo()
+    assert oracle(ch, expected(events)["ids"]) == []
+    assert (pending(redis_client), ranges(redis_client)) == (0, 0)
+
+
+def test_the_run_loop_outlives_a_refused_command(
+    settings: Settings, ch: ClickHouse, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tracker import ingest
+
+    monkeypatch.setattr(ingest, "BACKOFF_MAX_SECONDS", 0.05)
+    events = make_clicks(500)
+    w = worker(settings, redis_client, ch)
+    original = Worker._read
+    refusals = {"n": 0}
+
+    def refusing(self: Worker, block_ms: int | None) -> int:
+        if refusals["n"] < 3:
+            refusals["n"] += 1
+            raise redis.ResponseError("OOM command not allowed when used memory > 'maxmemory'.")
+        return original(self, block_ms)
+
+    monkeypatch.setattr(Worker, "_read", refusing)
+    stop = threading.Event()
+    thread = threading.Thread(target=w.run, args=(stop,))
+    thread.start()
+    try:
+        produce(redis_client, events)
+        deadline = time.monotonic() + 20
+        while ch.query("SELECT count() FROM clicks")[0][0] < 500 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join(30)
+    assert refusals["n"] == 3
+    assert oracle(ch, expected(events)["ids"]) == []

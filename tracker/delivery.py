@@ -228,15 +228,21 @@ def sealed(stream: str, consumer: str, owner: str, reply: Sequence[Any]) -> tupl
     """The EXEC reply of ``read_commands`` -> (group cursor, the range read or None, its raw entries)."""
     _, read, seal = reply
     cursor, start, first, n = (text(seal[0]), text(seal[1]), text(seal[2]), int(seal[3]))
-    entries: list[Any] = []
-    if isinstance(read, dict):
-        read = list(read.items())
-    for _, got in read or []:
-        entries.extend(got)
+    entries = entries_of(read)
     if not start:
         return cursor, None, entries
     rng = Range(stream, start, cursor, first, n if n >= 0 else len(entries), consumer, owner)
     return cursor, rng, entries
+
+
+def entries_of(read: Any) -> list[Any]:
+    """The raw entries of an XREADGROUP reply (RESP2 ``[[stream, entries]]`` or a RESP3 map)."""
+    if isinstance(read, dict):
+        read = list(read.items())
+    entries: list[Any] = []
+    for _, got in read or []:
+        entries.extend(got)
+    return entries
 
 
 def parse(stream: str, raw: dict[Any, Any]) -> Range | None:

@@ -455,6 +455,11 @@ class Worker:
                 except _REDIS_ERRORS as exc:
                     log.warning("redis error in ingest loop, retrying: %s", exc)
                     self._sleep(self._backoff(1))
+                except redis.ResponseError as exc:
+                    # Redis refuses a command (out of memory, a key of the wrong type): nothing
+                    # was taken, so waiting loses nothing; dying would stop ingest for good.
+                    log.error("redis refused a command in the ingest loop, retrying: %s", exc)
+                    self._sleep(BACKOFF_MAX_SECONDS)
         except Abandon:
             pass
         finally:
@@ -733,12 +738,23 @@ class Worker:
         n = 0
         now = time.monotonic()
         for stream, reply in replies or ():
-            errors = [x for x in reply if isinstance(x, Exception)]
-            if errors:
-                if any("NOGROUP" in str(e) for e in errors):
+            mark, read, seal = reply
+            if isinstance(read, Exception):
+                if "NOGROUP" in str(read):
                     self._create_groups()  # the stream or its group vanished (Redis lost its data)
                     continue
-                raise redis.ResponseError(f"Reading {stream} failed: {errors[0]}")
+                raise redis.ResponseError(f"Reading {stream} failed: {read}")
+            if isinstance(seal, Exception) or isinstance(mark, Exception):
+                # Delivered without a record: no other worker can ever see these entries, so they
+                # are finished here and now (checked against ClickHouse first, as if resumed).
+                log.error("reading %s: the range was not recorded (%s); finishing its entries now",
+                          stream, seal if isinstance(seal, Exception) else mark)
+                got = delivery.entries_of(read)
+                if got:
+                    self._wait_inflight()
+                    self._process(stream, [], Entries.from_raw(got), attempts=1)
+                    n += len(got)
+                continue
             cursor, rng, entries = delivery.sealed(stream, self.name, self._token, reply)
             if cursor:
                 self._cursors[stream] = cursor
@@ -830,7 +846,9 @@ class Worker:
         if keep is not None:
             cols = take(cols, keep)
             rows = [rows[i] if rows is not None else i for i in keep]
-        token = range_token(stream, ranges, legacy)
+        # A batch without ranges (legacy pending entries, an unrecorded read) is named by its ids.
+        named = [] if ranges else [entries.id(i) for i in range(len(entries))]
+        token = range_token(stream, ranges, named)
         batch = Batch(stream, kind, ranges, entries, rows, cols, token, attempts, list(legacy))
         if not n_rows(cols):
             self._retry_redis(lambda: self._finish(batch))
