@@ -23,6 +23,7 @@ from operator import itemgetter
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import ua_parser
@@ -309,7 +310,7 @@ def click_table(payloads: Sequence[bytes]) -> pa.Table:
     if not pc.all(pc.match_substring_regex(lines, CANONICAL_CLICK)).as_py():
         raise ValueError("a click entry is not in canonical form")
     flat = pc.split_pattern(lines, '"').flatten()
-    starts = pa.array(range(0, len(flat), _PIECES), pa.int64())
+    starts = pa.array(np.arange(0, len(flat), _PIECES, dtype=np.int64))
 
     def piece(k: int) -> pa.Array:
         return flat.take(pc.add(starts, k))

@@ -220,11 +220,12 @@ class Entries:
     embedded server's process: a stall of the redirects there.)
     """
 
-    __slots__ = ("ids", "values")
+    __slots__ = ("_plain", "ids", "values")
 
     def __init__(self, ids: list[Any] | None = None, values: list[Any] | None = None) -> None:
         self.ids: list[Any] = ids if ids is not None else []
         self.values: list[Any] = values if values is not None else []
+        self._plain: bool | None = None if self.values else True
 
     @classmethod
     def from_raw(cls, raw: Sequence[Any]) -> Entries:
@@ -234,15 +235,19 @@ class Entries:
         ids = list(map(itemgetter(0), raw))
         fields = list(map(itemgetter(1), raw))
         if all(fields) and set(map(len, fields)) == {2} and set(map(itemgetter(0), fields)) == {b"e"}:
-            return cls(ids, list(map(itemgetter(1), fields)))  # C calls only
+            plain = cls(ids, list(map(itemgetter(1), fields)))  # C calls only
+            plain._plain = True
+            return plain
         return cls(ids, [f[1] if f and len(f) == 2 and f[0] == b"e" else list(f or ()) for f in fields])
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def extend(self, other: Entries) -> None:
+        plain = self._plain and other._plain  # known without a pass when both are known
         self.ids.extend(other.ids)
         self.values.extend(other.values)
+        self._plain = plain if plain is not None else None
 
     def subset(self, idx: Iterable[int]) -> Entries:
         idx = list(idx)
@@ -257,7 +262,9 @@ class Entries:
 
     def plain(self) -> bool:
         """Every entry has the one field ``e``."""
-        return set(map(type, self.values)) <= {bytes}
+        if self._plain is None:
+            self._plain = set(map(type, self.values)) <= {bytes}
+        return self._plain
 
 
 def decode(kind: Kind, entries: Entries) -> tuple[list[int] | None, Columns, list[tuple[str, Fields, str]]]:
