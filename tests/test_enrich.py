@@ -470,3 +470,39 @@ def test_the_arrow_path_never_disagrees_with_the_row_path(seed: int) -> None:
     fast = arrow_path(payloads)
     assert fast is not None
     assert fast == row_path(payloads)
+
+
+def _crawler_corpus() -> list[str]:
+    """User agents on both sides of crawlerdetect's line: every literal pattern of its lists inside
+    realistic agents, its one lookahead pattern around its boundary, people's agents and the tables above."""
+    import re
+    import secrets
+
+    from tests.ingest_helpers import USER_AGENTS
+
+    literal = re.compile(r"[\w .;:/+-]+")
+    crawlers = [p.strip("^$") for p in enrich.CRAWLER_PATTERNS if literal.fullmatch(p.strip("^$"))]
+    excluded = [p.strip("^$") for p in enrich.EXCLUSION_PATTERNS if literal.fullmatch(p.strip("^$"))]
+    people = [IPHONE_IG, FB_IAB, FB_IOS, TIKTOK, TIKTOK_ANDROID, CHROME_WIN, SAFARI_MAC, *USER_AGENTS]
+    corpus = list(people)
+    for i, name in enumerate(crawlers):
+        corpus += [name, f"Mozilla/5.0 (compatible; {name}/2.1; +https://example.org/bot)", f"{people[i % 7]} {name}"]
+        corpus.append(f"{people[i % 7]} {name.lower()}")  # crawlerdetect ignores case
+    for i, name in enumerate(excluded):
+        corpus += [name, f"{people[i % 7]} {name}", f"{name} {crawlers[i]}"]
+    corpus += ["YandexBot/3.0", "YandexSearch/1.0", "Mozilla/5.0 (compatible; YandexSearchBot)", "yandexsearch yandex"]
+    corpus += [f"{p} {secrets.token_hex(4)}" for p in people]  # versions and build ids vary
+    return corpus
+
+
+def test_crawlers_give_crawlerdetects_verdict() -> None:
+    """The RE2 matcher of crawlerdetect's patterns agrees with crawlerdetect itself."""
+    from crawlerdetect import CrawlerDetect
+
+    reference = CrawlerDetect()
+    fast = enrich.Crawlers()
+    corpus = _crawler_corpus()
+    disagree = [ua for ua in corpus if fast(ua.strip()) != reference.is_crawler(ua.strip())]
+    assert disagree == []
+    verdicts = [fast(ua) for ua in corpus]
+    assert sum(verdicts) > 4000 and verdicts.count(False) > 100  # the corpus holds both kinds

@@ -3,9 +3,9 @@
 The redirect stores only what the response or privacy needs; this module adds
 what reports need: device type, browser and OS family (``ua-parser``), the bot
 verdict (request hints, an empty user agent, social link-preview fetchers, then
-``crawlerdetect``) and the referer host. Parsing a user agent takes about a
-millisecond, so the verdict is cached per distinct user agent (LRU): real
-traffic repeats a few thousand agents.
+``crawlerdetect``'s patterns) and the referer host. A new user agent costs ~40 us
+(ua-parser's Rust matcher, crawlerdetect's patterns run by RE2), and verdicts are
+cached per distinct user agent (LRU): real traffic repeats most agents.
 
 Conversions arrive complete from the postback helper; they are only decoded
 to typed values (Decimal, datetime UTC, ints) in ``events.CONVERSION_COLUMNS``
@@ -15,6 +15,7 @@ order. Anything malformed raises ``ValueError``: the worker dead-letters it.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -26,8 +27,10 @@ from urllib.parse import urlsplit
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import re2
 import ua_parser
-from crawlerdetect import CrawlerDetect
+from crawlerdetect.providers.crawlers import data as CRAWLER_PATTERNS
+from crawlerdetect.providers.exclusions import data as EXCLUSION_PATTERNS
 
 from tracker.events import CLICK_COLUMNS, CLICK_VERSION, CONVERSION_COLUMNS, HINT_HEAD, HINT_PREFETCH, ClickEvent
 
@@ -90,7 +93,40 @@ _MAX_TS_MS = int(datetime(2200, 1, 1, tzinfo=UTC).timestamp() * 1000)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_HOST = 253
 
-_crawlers = CrawlerDetect()
+
+
+class Crawlers:
+    """``crawlerdetect``'s verdict from its maintained pattern lists, matched by RE2.
+
+    crawlerdetect strips its exclusion patterns from the agent, then searches one
+    alternation of ~1,500 crawler patterns with Python's backtracking ``re``: ~400 us
+    per new user agent, which made ingest of traffic with many distinct agents 2.5
+    times slower. RE2 runs the same alternations in linear time (~15 us). It has no
+    lookaround; the few patterns with one keep Python's ``re`` (no crawler pattern
+    matches the empty string, so "any pattern matches" is exactly crawlerdetect's
+    test, however the alternation is split). Tests compare it with crawlerdetect.
+    """
+
+    def __init__(self, crawlers: Sequence[str] = CRAWLER_PATTERNS, exclusions: Sequence[str] = EXCLUSION_PATTERNS):
+        options = re2.Options()
+        options.case_sensitive = False
+        options.max_mem = 256 << 20  # the crawler alternation's automaton outgrows RE2's 8 MB default
+        lookaround = [p for p in crawlers if "(?=" in p or "(?!" in p or "(?<" in p]
+        linear = [p for p in crawlers if p not in set(lookaround)]
+        self._exclusions = re2.compile("|".join(exclusions), options)
+        self._crawlers = re2.compile("|".join(linear), options)
+        self._rest = re.compile("|".join(lookaround), re.IGNORECASE) if lookaround else None
+
+    def __call__(self, user_agent: str) -> bool:
+        agent = self._exclusions.sub("", user_agent)
+        if not agent:
+            return False
+        return self._crawlers.search(agent) is not None or (
+            self._rest is not None and self._rest.search(agent) is not None
+        )
+
+
+_is_crawler = Crawlers()
 
 
 class Agent(NamedTuple):
@@ -115,7 +151,7 @@ def classify_agent(user_agent: str) -> Agent:
     if any(name in low for name in PREVIEW_AGENTS):
         return Agent(DEVICE_BOT, browser, os_family, REASON_PREVIEW)
     spider = result.device is not None and result.device.family == "Spider"
-    if spider or _crawlers.is_crawler(ua):
+    if spider or _is_crawler(ua):
         return Agent(DEVICE_BOT, browser, os_family, REASON_CRAWLER)
     return Agent(_device_type(low, result, os_family), browser, os_family, "")
 
