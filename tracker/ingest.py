@@ -93,7 +93,6 @@ EMBEDDED_NICE = 10
 _REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
 
 Fields = dict[bytes, bytes]
-Entry = tuple[str, Fields]
 
 # The Lua script takes a consumer name over when its holder is the dead process that
 # left it (same host): compare-and-set, so two starting workers cannot both take it.
@@ -361,11 +360,6 @@ def _gc_paused() -> Iterator[None]:
         yield
     finally:
         gc.enable()
-
-
-def stream_time(entry_id: str) -> float:
-    """Unix time (s) at which an entry was added: the milliseconds part of its id."""
-    return int(entry_id.split("-", 1)[0]) / 1000.0
 
 
 def _id(raw: bytes | str) -> str:
