@@ -67,6 +67,13 @@ def _gauge(metrics_text: str, name: str, stream: str) -> float | None:
     return None
 
 
+def _counter(metrics_text: str, name: str) -> float:
+    for line in metrics_text.splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 def wait_drained(serve: EmbeddedServe, timeout: float = 60) -> None:
     """Until ingest has read and acknowledged everything in the click and conversion streams."""
     deadline = time.monotonic() + timeout
@@ -247,6 +254,11 @@ def test_sigterm_keeps_the_spool_and_the_next_start_replays_it(served: tuple[Emb
     assert all(cid in spool_text for cid in spooled), "the spool was not kept on disk at shutdown"
 
     serve.start()  # Valkey comes back from its AOF; the spool is replayed into the stream
+    # The replay runs in the background after the start: the streams look drained until it has run.
+    deadline = time.monotonic() + 60
+    while _counter(httpx.get(f"{serve.base}/metrics", timeout=10).text, "tracker_clicks_replayed_total") < 40:
+        assert time.monotonic() < deadline, "the spool was not replayed"
+        time.sleep(0.2)
     wait_drained(serve)
     assert serve.stop() == 0
     got = stored(serve.data_dir)
