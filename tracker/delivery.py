@@ -30,14 +30,21 @@ from typing import Any
 
 from tracker import keys
 
-# Lua helpers shared by the scripts: the ingest group's cursor, server time, id order.
+# Lua helpers shared by the scripts: a stream's groups, server time, id order.
 _LIB = """
-local function group_info(stream, group)
+local function groups_of(stream)
   local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', stream)
   if not ok then return nil end
+  local out = {}
   for _, g in ipairs(groups) do
     local f = {}
     for i = 1, #g, 2 do f[g[i]] = g[i + 1] end
+    table.insert(out, f)
+  end
+  return out
+end
+local function group_info(stream, group)
+  for _, f in ipairs(groups_of(stream) or {}) do
     if f['name'] == group then return f end
   end
   return nil
@@ -107,22 +114,27 @@ end
 return 1
 """
 
+# Note entries of a range that were dead-lettered, if the range is still this owner's.
+# KEYS: range. ARGV: owner, skip list.
+SKIP = """
+if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then redis.call('HSET', KEYS[1], 'skip', ARGV[2]) end
+return 1
+"""
+
 # Everything an operator and the trimmer need about one stream, in one call.
 # KEYS: stream, ranges set. ARGV: group, range key prefix.
 # Returns {length, lag (-1 unknown), cursor, first undelivered id, held entries,
 #          oldest held id, trim floor, legacy pending count, ranges}.
 STATS = _LIB + """
 local len = redis.call('XLEN', KEYS[1])
-local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', KEYS[1])
-if not ok then return {len, len, '', '', 0, '', '', 0, 0} end
+local groups = groups_of(KEYS[1])
+if not groups then return {len, len, '', '', 0, '', '', 0, 0} end
 local mine, floor = nil, nil
 local function lower(id)
   if floor == nil or id_lt(id, floor) then floor = id end
 end
 local keep_all = false
-for _, g in ipairs(groups) do
-  local f = {}
-  for i = 1, #g, 2 do f[g[i]] = g[i + 1] end
+for _, f in ipairs(groups) do
   if f['name'] == ARGV[1] then mine = f else
     lower(f['last-delivered-id'])
     if tonumber(f['pending']) > 0 then keep_all = true end
@@ -347,14 +359,6 @@ def summarize(raw: Sequence[Any]) -> dict[str, Any]:
         "legacy_pending": int(legacy),
         "ranges": int(n_ranges),
     }
-
-
-# Note entries of a range that were dead-lettered, if the range is still this owner's.
-# KEYS: range. ARGV: owner, skip list.
-SKIP = """
-if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then redis.call('HSET', KEYS[1], 'skip', ARGV[2]) end
-return 1
-"""
 
 
 def note_skip(p: Any, rng: Range) -> None:

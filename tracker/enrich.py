@@ -94,7 +94,6 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_HOST = 253
 
 
-
 class Crawlers:
     """``crawlerdetect``'s verdict from its maintained pattern lists, matched by RE2.
 
@@ -112,7 +111,7 @@ class Crawlers:
         options.case_sensitive = False
         options.max_mem = 256 << 20  # the crawler alternation's automaton outgrows RE2's 8 MB default
         lookaround = [p for p in crawlers if "(?=" in p or "(?!" in p or "(?<" in p]
-        linear = [p for p in crawlers if p not in set(lookaround)]
+        linear = [p for p in crawlers if p not in lookaround]  # one or two patterns: a list is fine
         self._exclusions = re2.compile("|".join(exclusions), options)
         self._crawlers = re2.compile("|".join(linear), options)
         self._rest = re.compile("|".join(lookaround), re.IGNORECASE) if lookaround else None

@@ -67,7 +67,7 @@ import redis
 
 from tracker import delivery, enrich, keys, metrics, redis_client
 from tracker.clickhouse import ClickHouse, describe
-from tracker.delivery import Range, id_key
+from tracker.delivery import Range, id_key, text
 from tracker.errors import QueryError, SettingsError, StorageUnavailable
 from tracker.events import CLICK_COLUMNS, CONVERSION_COLUMNS
 from tracker.settings import Settings
@@ -243,17 +243,16 @@ class Entries:
         return len(self.ids)
 
     def extend(self, other: Entries) -> None:
-        plain = self._plain and other._plain  # known without a pass when both are known
+        self._plain = self._plain and other._plain  # known without a pass when both are known
         self.ids.extend(other.ids)
         self.values.extend(other.values)
-        self._plain = plain if plain is not None else None
 
     def subset(self, idx: Iterable[int]) -> Entries:
         idx = list(idx)
         return Entries([self.ids[i] for i in idx], [self.values[i] for i in idx])
 
     def id(self, i: int) -> str:
-        return _id(self.ids[i])
+        return text(self.ids[i])
 
     def fields(self, i: int) -> list[bytes]:
         v = self.values[i]
@@ -289,8 +288,7 @@ def decode(kind: Kind, entries: Entries) -> tuple[list[int] | None, Columns, lis
     values: list[list[Any]] = []
     poison: list[tuple[str, Fields, str]] = []
     for i in range(len(entries)):
-        f = entries.fields(i)
-        fields = dict(zip(f[::2], f[1::2], strict=False))
+        fields = _pairs(entries.fields(i))
         try:
             values.append(kind.decode(fields[b"e"]))
             rows.append(i)
@@ -304,10 +302,13 @@ def decode(kind: Kind, entries: Entries) -> tuple[list[int] | None, Columns, lis
     return rows, cols, poison
 
 
+def _pairs(fields: Sequence[bytes]) -> Fields:
+    """A raw field list ``[field, value, ...]`` as a dict."""
+    return dict(zip(fields[::2], fields[1::2], strict=False))
+
+
 def _is_replay(value: bytes | list[bytes]) -> bool:
-    if isinstance(value, bytes):
-        return False
-    return dict(zip(value[::2], value[1::2], strict=False)).get(b"r") == b"1"
+    return not isinstance(value, bytes) and _pairs(value).get(b"r") == b"1"
 
 
 @dataclass
@@ -360,10 +361,6 @@ def _gc_paused() -> Iterator[None]:
         yield
     finally:
         gc.enable()
-
-
-def _id(raw: bytes | str) -> str:
-    return raw.decode() if isinstance(raw, bytes) else raw
 
 
 def _crash_points() -> dict[str, int]:
@@ -606,7 +603,7 @@ class Worker:
             raw = self.r.get(key)
             if raw is None:
                 continue
-            holder = _id(raw)
+            holder = text(raw)
             pid = int(holder.split(":", 1)[0]) if holder.split(":", 1)[0].isdigit() else -1
             dead = pid == os.getpid() or not _pid_alive(pid)
             if dead and self.r.eval(_TAKE_OVER, 1, key, holder, self._token, HEARTBEAT_SECONDS):
@@ -761,7 +758,7 @@ class Worker:
                 self._cursors[stream] = cursor
             if rng is None:
                 continue
-            if int(reply[2][3]) < 0:  # Redis could not count them (its counter is unknown after trims)
+            if int(seal[3]) < 0:  # Redis could not count them (its counter is unknown after trims)
                 self.r.hset(rng.key, "n", rng.n)
             buf = self._buffers[stream]
             if not buf.ranges:
@@ -889,7 +886,7 @@ class Worker:
                 if r.owner != self._token and id_key(r.first) < id_key(entry_id)
             ]
             legacy = self.r.xpending_range(stream, keys.INGEST_GROUP, min="-", max="(" + entry_id, count=100)
-            if not older and all(_id(item["consumer"]) == self.name for item in legacy):
+            if not older and all(text(item["consumer"]) == self.name for item in legacy):
                 return
             self._sleep(0.05)
 
@@ -1030,8 +1027,7 @@ class Worker:
         where = {batch.entries.id(i): i for i in range(len(batch.entries))}
 
         def fields(entry_id: str) -> Fields:
-            f = batch.entries.fields(where[entry_id])
-            return dict(zip(f[::2], f[1::2], strict=False))
+            return _pairs(batch.entries.fields(where[entry_id]))
 
         groups: list[tuple[Range | None, list[str]]] = [
             (rng, [i for i in todo if rng.holds(i)]) for rng in batch.ranges
@@ -1053,7 +1049,8 @@ class Worker:
             half = mine[: len(mine) // 2]
             log.warning("splitting a batch of %s (%d rows): %s", batch.stream, len(mine), reason)
             if rng is None:
-                landed_ids = [i for i in batch.legacy if i not in set(mine)]
+                unlanded = set(mine)
+                landed_ids = [i for i in batch.legacy if i not in unlanded]
                 if landed_ids:
                     self._retry_redis(partial(self.r.xack, batch.stream, keys.INGEST_GROUP, *landed_ids))
                 for part in (half, mine[len(half) :]):
@@ -1184,7 +1181,7 @@ class Worker:
                     continue
                 if rng.consumer not in leases:
                     raw = self._retry_redis(partial(self.r.get, keys.heartbeat(rng.consumer)))
-                    leases[rng.consumer] = None if raw is None else _id(raw)
+                    leases[rng.consumer] = None if raw is None else text(raw)
                 if leases[rng.consumer] != rng.owner:
                     dead.append(rng)
             self._resume(stream, dead, min_idle_ms=idle_ms)
@@ -1221,7 +1218,7 @@ class Worker:
                 self._retry_redis(partial(self._forget_legacy_manifests, stream))
                 continue
             for consumer in summary.get("consumers") or []:
-                name = _id(consumer["name"])
+                name = text(consumer["name"])
                 if name == self.name:
                     self._finish_legacy(stream, name, idle_ms=0)
                 elif not own_only and not self._retry_redis(partial(self.r.exists, keys.heartbeat(name))):
@@ -1237,11 +1234,11 @@ class Worker:
                     consumername=consumer, idle=idle_ms,
                 )
             )
-            ids = [_id(item["message_id"]) for item in listed]
+            ids = [text(item["message_id"]) for item in listed]
             if not ids:
                 return
             claimed = self._retry_redis(partial(self.r.xclaim, stream, keys.INGEST_GROUP, self.name, idle_ms, ids))
-            got = {_id(i): f for i, f in claimed}
+            got = {text(i): f for i, f in claimed}
             # An entry trimmed while pending has no fields left: only its acknowledgement.
             raw: list[Any] = [[i, [x for kv in got[i].items() for x in kv]] for i in ids if got.get(i)]
             gone = [i for i in ids if i in got and not got[i]]
@@ -1255,7 +1252,7 @@ class Worker:
     def _forget_legacy_manifests(self, stream: str) -> None:
         firsts = self.r.smembers(keys.legacy_ingest_batches(stream))
         if firsts:
-            self.r.delete(*(keys.legacy_ingest_batch(stream, _id(f)) for f in firsts))
+            self.r.delete(*(keys.legacy_ingest_batch(stream, text(f)) for f in firsts))
             self.r.delete(keys.legacy_ingest_batches(stream))
 
     # ---- trimming, stats -------------------------------------------------------
