@@ -1264,10 +1264,7 @@ class Worker:
             self.stats[stream] = st
             if st["trim_below"] is not None:
                 self.r.xtrim(stream, minid=st["trim_below"], approximate=True)
-            metrics.STREAM_LENGTH.labels(stream).set(st["length"])
-            metrics.STREAM_LAG.labels(stream).set(st["lag"])
-            metrics.STREAM_PENDING.labels(stream).set(st["pending"])
-            metrics.STREAM_OLDEST_PENDING_SECONDS.labels(stream).set(st["oldest_pending_seconds"])
+            metrics.set_stream_gauges(stream, st)
 
     def status(self) -> dict[str, Any]:
         failing = self.ch_failing_since

@@ -63,3 +63,11 @@ STREAM_OLDEST_PENDING_SECONDS = Gauge(
     ["stream"],
     multiprocess_mode="mostrecent",
 )
+
+
+def set_stream_gauges(stream: str, st: dict[str, float]) -> None:
+    """The four gauges of one stream from ``delivery.gauges``' answer (HTTP scrape and ingest alike)."""
+    STREAM_LENGTH.labels(stream).set(st["length"])
+    STREAM_LAG.labels(stream).set(st["lag"])
+    STREAM_PENDING.labels(stream).set(st["pending"])
+    STREAM_OLDEST_PENDING_SECONDS.labels(stream).set(st["oldest_pending_seconds"])

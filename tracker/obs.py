@@ -140,11 +140,7 @@ async def refresh_stream_gauges(request: Request) -> None:
             # Nobody consumes the dead letters: their length is the signal.
             metrics.STREAM_LENGTH.labels(label).set(result)
             continue
-        st = delivery.gauges(delivery.summarize(result))
-        metrics.STREAM_LENGTH.labels(label).set(st["length"])
-        metrics.STREAM_LAG.labels(label).set(st["lag"])
-        metrics.STREAM_PENDING.labels(label).set(st["pending"])
-        metrics.STREAM_OLDEST_PENDING_SECONDS.labels(label).set(st["oldest_pending_seconds"])
+        metrics.set_stream_gauges(label, delivery.gauges(delivery.summarize(result)))
 
 
 def render_metrics() -> bytes:
