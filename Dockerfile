@@ -9,15 +9,13 @@ COPY pyproject.toml README.md ./
 COPY tracker ./tracker
 RUN pip install --upgrade pip && pip install .
 
-# Runtime stage: the venv, the migrations, a non-root user.
+# Runtime stage: the venv (the migrations ship inside the package), a non-root user.
 FROM python:3.11-slim-bookworm
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    TRACKER_MIGRATIONS_DIR=/app/migrations \
     TRACKER_DATA_DIR=/data
 RUN useradd --system --uid 10001 --home-dir /data --create-home tracker
 COPY --from=build /opt/venv /opt/venv
-COPY migrations /app/migrations
 USER tracker
 WORKDIR /data
 VOLUME ["/data"]

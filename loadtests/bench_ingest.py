@@ -30,11 +30,13 @@ from typing import Any
 import redis
 
 from tests.ingest_helpers import make_clicks, produce
-from tracker import enrich, keys, migrate
-from tracker.clickhouse import ClickHouse
-from tracker.embedded import EmbeddedRedis
-from tracker.ingest import Worker
+from tracker.core import keys
+from tracker.ingest import enrich
+from tracker.ingest.worker import Worker
 from tracker.settings import Settings
+from tracker.storage import migrate
+from tracker.storage.clickhouse import ClickHouse
+from tracker.storage.embedded import EmbeddedRedis
 
 GOAL_ROWS_PER_S = 150_000
 GOAL_FRESHNESS_S = 2.0

@@ -31,11 +31,12 @@ from typing import Any
 
 import anyio
 
-from tracker import keys, migrate, redis_client
-from tracker.clickhouse import ClickHouse, run_sync
-from tracker.embedded import EmbeddedRedis
-from tracker.registry import Registry
+from tracker.core import keys
+from tracker.registry.store import Registry
 from tracker.settings import Settings
+from tracker.storage import migrate, redis_client
+from tracker.storage.clickhouse import ClickHouse, run_sync
+from tracker.storage.embedded import EmbeddedRedis
 
 
 def percentile(values: list[float], q: float) -> float:

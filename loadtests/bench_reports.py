@@ -1,7 +1,7 @@
 """Report latency on chDB over the DESIGN.md data set (10M clicks, 100k conversions, 90 days).
 
 Generates the data once into a chDB directory (``loadtests.gen_data``; reused on later runs),
-then times N reports per case through ``tracker.reports.run_report`` plus the JSON encoding
+then times N reports per case through ``tracker.reports.run.run_report`` plus the JSON encoding
 the API does: the same code path as ``GET /api/v1/reports`` minus the HTTP framing.
 Goal: p95 <= 150 ms for 30 days grouped by influencer, and by day.
 
@@ -20,8 +20,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from loadtests import gen_data
-from tracker import http, reports
-from tracker.reports import ReportParams
+from tracker.api import http
+from tracker.reports import run as reports
+from tracker.reports.run import ReportParams
 
 GOAL_MS = 150.0
 

@@ -16,9 +16,9 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from tracker import migrate
-from tracker.clickhouse import ClickHouse
 from tracker.settings import Settings
+from tracker.storage import migrate
+from tracker.storage.clickhouse import ClickHouse
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from tracker import migrate
-from tracker.clickhouse import ClickHouse
-from tracker.embedded import EmbeddedRedis
 from tracker.settings import Settings
+from tracker.storage import migrate
+from tracker.storage.clickhouse import ClickHouse
+from tracker.storage.embedded import EmbeddedRedis
 
 ADMIN_TOKEN = "tka_test_admin_token_0123456789"
 SECRET_KEY = "test-secret-key-0123456789abcdefghijklmnop"

@@ -12,9 +12,9 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from tracker import keys
-from tracker.clickid import ClickIds
-from tracker.events import ClickEvent
+from tracker.core import keys
+from tracker.core.clickid import ClickIds
+from tracker.core.events import ClickEvent
 
 SECRET = "test-secret-key-0123456789abcdefghijklmnop"
 
@@ -99,7 +99,7 @@ def produce_raw(r: Any, payloads: Iterable[bytes], stream: str = keys.CLICK_STRE
 
 def expected(events: Iterable[ClickEvent]) -> dict[str, Any]:
     """What ClickHouse must hold for these clicks (bot verdicts come from the enrichment)."""
-    from tracker import enrich
+    from tracker.ingest import enrich
 
     clicks = bots = 0
     ids = set()

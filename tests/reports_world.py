@@ -26,10 +26,10 @@ from urllib.parse import parse_qs, urlsplit
 import redis
 from starlette.testclient import TestClient
 
-from tracker import signature
-from tracker.clickhouse import ClickHouse
-from tracker.ingest import Worker
+from tracker.conversions import signature
+from tracker.ingest.worker import Worker
 from tracker.settings import Settings
+from tracker.storage.clickhouse import ClickHouse
 
 ADMIN = {"Authorization": "Bearer tka_test_admin_token_0123456789"}
 

@@ -1,8 +1,9 @@
-"""The package's import graph: leaf modules stay leaves and data flows one way (STYLE.md).
+"""The package's import graph: leaves stay leaves and data flows one way (STYLE.md).
 
 Read from the source with ``ast`` (imports inside functions count too), so a
 shortcut from the redirect to the reports, or a leaf that grows a dependency,
-fails here rather than in review.
+fails here rather than in review. Modules are named by their dotted path under
+``tracker`` (``redirect.handler``); a stage is a top-level package (``redirect``).
 """
 
 from __future__ import annotations
@@ -14,22 +15,47 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "tracker"
+MAX_LINES = 450
+
+
+def _name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE).with_suffix("")
+    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+    return ".".join(parts)
+
+
+@cache
+def modules() -> dict[str, Path]:
+    return {_name(p): p for p in sorted(PACKAGE.rglob("*.py")) if _name(p)}
+
+
+def _resolve(target: str) -> str | None:
+    """The project module an import names (``tracker.core.errors`` -> ``core.errors``)."""
+    if not target.startswith("tracker."):
+        return None
+    name = target.removeprefix("tracker.")
+    while name and name not in modules():
+        name = name.rpartition(".")[0]
+    return name or None
 
 
 @cache
 def graph() -> dict[str, frozenset[str]]:
     """Module -> the project's modules it imports."""
     out = {}
-    for path in sorted(PACKAGE.glob("*.py")):
+    for name, path in modules().items():
         deps: set[str] = set()
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.ImportFrom) and node.module == "tracker":
-                deps |= {alias.name for alias in node.names if (PACKAGE / f"{alias.name}.py").exists()}
-            elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("tracker."):
-                deps.add(node.module.split(".")[1])
+            if isinstance(node, ast.ImportFrom) and node.module and (
+                node.module == "tracker" or node.module.startswith("tracker.")
+            ):
+                for alias in node.names:
+                    dep = _resolve(f"{node.module}.{alias.name}") or _resolve(node.module)
+                    if dep:
+                        deps.add(dep)
             elif isinstance(node, ast.Import):
-                deps |= {a.name.split(".")[1] for a in node.names if a.name.startswith("tracker.")}
-        out[path.stem] = frozenset(deps - {path.stem})
+                deps |= {d for a in node.names if (d := _resolve(a.name))}
+        out[name] = frozenset(deps - {name})
     return out
 
 
@@ -44,33 +70,40 @@ def reach(module: str) -> set[str]:
     return seen
 
 
-LEAVES = ["keys", "errors", "events", "metrics", "records", "money", "ids", "codes", "clickid", "signature", "logs"]
+def stages(names: set[str]) -> set[str]:
+    return {n.split(".")[0] for n in names}
 
 
-@pytest.mark.parametrize("module", LEAVES)
-def test_leaf_modules_import_nothing_of_the_project(module: str) -> None:
-    assert graph()[module] == frozenset()
+CORE = sorted(m for m in modules() if m.startswith("core."))
 
 
-@pytest.mark.parametrize(("module", "allowed"), [("settings", {"errors"}), ("delivery", {"keys"})])
-def test_near_leaves_import_only_leaves(module: str, allowed: set[str]) -> None:
-    assert graph()[module] <= allowed
+@pytest.mark.parametrize("module", CORE)
+def test_core_modules_are_leaves(module: str) -> None:
+    assert graph()[module] <= {m for m in CORE}
+
+
+def test_settings_imports_only_core() -> None:
+    assert stages(set(graph()["settings"])) <= {"core"}
 
 
 @pytest.mark.parametrize(
     ("stage", "never"),
     [
         # The redirect knows nothing of what happens to a click after the stream.
-        ("redirect", {"reports", "reports_api", "ingest", "enrich", "delivery", "postbacks", "registry"}),
+        ("redirect", {"reports", "ingest", "conversions", "registry"}),
         # Reports read ClickHouse; they know nothing of how rows got there.
-        ("reports_api", {"redirect", "clicklog", "ingest", "delivery", "enrich", "postbacks"}),
+        ("reports", {"redirect", "ingest", "conversions"}),
         # Ingest moves streams into ClickHouse; it answers no request.
-        ("ingest", {"redirect", "reports", "reports_api", "postbacks", "registry", "services", "http"}),
-        ("postbacks", {"redirect", "reports", "ingest", "delivery", "enrich"}),
+        ("ingest", {"redirect", "reports", "conversions", "registry", "services", "api", "web"}),
+        ("conversions", {"redirect", "reports", "ingest"}),
+        ("storage", {"redirect", "reports", "ingest", "conversions", "registry", "api", "web"}),
     ],
 )
 def test_data_flows_one_way(stage: str, never: set[str]) -> None:
-    assert reach(stage) & never == set()
+    members = [m for m in modules() if m.split(".")[0] == stage]
+    assert members, stage
+    for module in members:
+        assert stages(reach(module)) & never == set(), module
 
 
 def test_no_import_cycles() -> None:
@@ -78,7 +111,14 @@ def test_no_import_cycles() -> None:
     assert cyclic == []
 
 
+@pytest.mark.parametrize("module", sorted(modules()))
+def test_no_file_is_too_long(module: str) -> None:
+    lines = len(modules()[module].read_text(encoding="utf-8").splitlines())
+    if lines > MAX_LINES:
+        pytest.xfail(f"{module} has {lines} lines (limit {MAX_LINES}); being split")  # TODO(#12): make this a failure
+
+
 def test_the_graph_is_read() -> None:
     """The reader works: it sees known edges (a test of the test)."""
-    assert "delivery" in graph()["ingest"]
-    assert "reports" in reach("app")
+    assert "ingest.delivery" in graph()["ingest.worker"]
+    assert "reports.run" in reach("app")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tracker.errors import SettingsError
+from tracker.core.errors import SettingsError
 from tracker.settings import VARIABLES, Settings
 
 

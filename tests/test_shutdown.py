@@ -28,16 +28,16 @@ import pytest
 import redis
 
 from loadtests.serve import EmbeddedServe, Seed, seed
-from tracker import keys
-from tracker.embedded import EmbeddedRedis
-from tracker.ingest import stream_stats
+from tracker.core import keys
+from tracker.ingest.worker import stream_stats
+from tracker.storage.embedded import EmbeddedRedis
 
 pytestmark = pytest.mark.slow
 
 _COUNT_CLICKS = """
 import json, sys
 from pathlib import Path
-from tracker.clickhouse import ClickHouse
+from tracker.storage.clickhouse import ClickHouse
 from tracker.settings import Settings
 ch = ClickHouse.connect(Settings(data_dir=Path(sys.argv[1]), embedded=True), create_database=False)
 clicks = ch.query("SELECT click_id, count() FROM clicks FINAL GROUP BY click_id")

@@ -18,13 +18,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from tracker import http, migrate, redis_client
-from tracker.clickhouse import ClickHouse, describe, run_sync
-from tracker.errors import SettingsError, StorageUnavailable, TrackerError
-from tracker.obs import RequestIdMiddleware
-from tracker.redirect import RedirectMiddleware, TrackerStarlette
+from tracker.api import http
+from tracker.core.errors import SettingsError, StorageUnavailable, TrackerError
+from tracker.ops.obs import RequestIdMiddleware
+from tracker.redirect.handler import RedirectMiddleware, TrackerStarlette
 from tracker.services import Services, services
 from tracker.settings import Settings
+from tracker.storage import migrate, redis_client
+from tracker.storage.clickhouse import ClickHouse, describe, run_sync
 
 log = logging.getLogger("tracker.app")
 
@@ -65,13 +66,17 @@ async def readyz(request: Request) -> Response:
 
 
 def _postback_routes() -> list[BaseRoute]:
-    from tracker import postbacks
+    from tracker.conversions import postbacks
 
     return postbacks.routes()
 
 
 def _routes() -> list[BaseRoute]:
-    from tracker import dashboard, obs, openapi, registry_api, reports_api
+    from tracker.api import openapi
+    from tracker.ops import obs
+    from tracker.registry import routes as registry_api
+    from tracker.reports import routes as reports_api
+    from tracker.web import dashboard
 
     routes: list[BaseRoute] = [
         Route("/healthz", healthz, methods=["GET"]),
@@ -88,13 +93,13 @@ def _routes() -> list[BaseRoute]:
 
 def build_components(svc: Services) -> None:
     """Create this process's components; started in list order, stopped in reverse."""
-    from tracker import redirect
-    from tracker.registry import Registry
+    from tracker.redirect import handler as redirect
+    from tracker.registry.store import Registry
 
     svc.named["registry"] = Registry(svc.settings, svc.ch, svc.redis)
     svc.components.append(svc.named["registry"])  # its sweep repairs records a Redis restart rolled back
     if svc.settings.embedded:
-        from tracker import ingest
+        from tracker.ingest import worker as ingest
 
         # Added before the redirect's components, so it stops after them (reverse order).
         svc.named["ingest"] = ingest.IngestComponent(svc.settings, svc.ch)

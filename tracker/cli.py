@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tracker import __version__
-from tracker.errors import MigrationError, SettingsError, StorageUnavailable, TrackerError
+from tracker.core.errors import MigrationError, SettingsError, StorageUnavailable, TrackerError
 from tracker.settings import Settings
 
 EXIT_SETTINGS = 2
@@ -88,7 +88,7 @@ def _require_production_secrets(settings: Settings) -> None:
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from tracker import logs
+    from tracker.ops import logs
 
     if not 0 < args.port < 65536:
         raise SettingsError(f"--port {args.port} is not a TCP port.")
@@ -128,7 +128,7 @@ def serve(args: argparse.Namespace) -> int:
             "--workers > 1 needs production mode (REDIS_URL and CLICKHOUSE_URL): the embedded chDB "
             "engine allows one owner process."
         )
-    from tracker.embedded import DataDirLock, EmbeddedRedis, prepare_data_dir
+    from tracker.storage.embedded import DataDirLock, EmbeddedRedis, prepare_data_dir
 
     settings = prepare_data_dir(settings)
     lock = DataDirLock(settings.data_dir)
@@ -172,8 +172,8 @@ def _preflight(settings: Settings) -> None:
     """Check the services before uvicorn starts, so problems read as one line, not a traceback."""
     import asyncio
 
-    from tracker import migrate, redis_client
-    from tracker.clickhouse import ClickHouse, describe
+    from tracker.storage import migrate, redis_client
+    from tracker.storage.clickhouse import ClickHouse, describe
 
     async def check_redis() -> None:
         client = redis_client.connect_async(settings)
@@ -236,7 +236,7 @@ def _run_single(settings: Settings, args: argparse.Namespace, log_config: dict[s
 
 
 def ingest(args: argparse.Namespace) -> int:
-    from tracker import logs
+    from tracker.ops import logs
 
     settings = _settings()
     logs.setup(settings.log_level)
@@ -244,15 +244,15 @@ def ingest(args: argparse.Namespace) -> int:
         raise SettingsError(
             "tracker ingest needs REDIS_URL and CLICKHOUSE_URL; in embedded mode `tracker serve` runs ingest itself."
         )
-    from tracker.ingest import run_worker
+    from tracker.ingest.worker import run_worker
 
     code: int = run_worker(settings, once=args.once)
     return code
 
 
 def migrate_cmd(args: argparse.Namespace) -> int:
-    from tracker import migrate
-    from tracker.clickhouse import ClickHouse, describe
+    from tracker.storage import migrate
+    from tracker.storage.clickhouse import ClickHouse, describe
 
     settings = _settings()
     ch = ClickHouse.connect(settings)

@@ -13,8 +13,8 @@ from typing import Any, Protocol
 import redis.asyncio as aioredis
 from starlette.requests import HTTPConnection
 
-from tracker.clickhouse import ClickHouse
 from tracker.settings import Settings
+from tracker.storage.clickhouse import ClickHouse
 
 
 class Component(Protocol):

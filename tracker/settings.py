@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from tracker.errors import SettingsError
+from tracker.core.errors import SettingsError
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 

@@ -1,0 +1,123 @@
+"""Every Redis key and stream name, under one prefix (arq's ``constants.py``).
+
+Leaf module: imports nothing of the project.
+"""
+
+from __future__ import annotations
+
+PREFIX = "trk:"
+
+# Streams and the consumer group that ingest workers share.
+CLICK_STREAM = PREFIX + "stream:clicks"
+CONVERSION_STREAM = PREFIX + "stream:conversions"
+DEAD_LETTER_STREAM = PREFIX + "stream:dead"
+INGEST_GROUP = "ingest"
+
+# Sequences (seeded from ClickHouse when Redis lost them).
+LINK_SEQUENCE = PREFIX + "seq:link"
+
+
+def click_stream(shard: int, shards: int) -> str:
+    """Stream key of one click shard; one shard keeps the plain name."""
+    if shards <= 1:
+        return CLICK_STREAM
+    # The hash tag keeps each shard on one Redis Cluster slot, shards on different slots.
+    return f"{PREFIX}{{clicks:{shard}}}:stream"
+
+
+def click_streams(shards: int) -> list[str]:
+    return [click_stream(i, shards) for i in range(max(1, shards))]
+
+
+def link(code: str) -> str:
+    """JSON link record served to the redirect (written through on create/update)."""
+    return f"{PREFIX}link:{code}"
+
+
+def api_key(key_hash: str) -> str:
+    """sha256 of a brand API key -> brand id."""
+    return f"{PREFIX}apikey:{key_hash}"
+
+
+def conversion(brand_id: str, order_id: str) -> str:
+    """Current state of one order (idempotency and status moves)."""
+    return f"{PREFIX}conv:{brand_id}:{order_id}"
+
+
+def conversion_lock(brand_id: str, order_id: str) -> str:
+    return f"{PREFIX}convlock:{brand_id}:{order_id}"
+
+
+def visitor_salt(day: str) -> str:
+    """Random salt of one UTC day (YYYYMMDD) for visitor hashes; expires after two days."""
+    return f"{PREFIX}salt:{day}"
+
+
+def rate_limit(scope: str, subject: str, window: int) -> str:
+    return f"{PREFIX}rl:{scope}:{subject}:{window}"
+
+
+def ingest_range(tag: str, start: str) -> str:
+    """One range of stream entries held by an ingest worker (``tracker.ingest.delivery``).
+
+    ``tag`` is the stream's Redis Cluster hash tag, so the record shares the stream's slot.
+    """
+    return f"{PREFIX}ingest:{tag}:range:{start}"
+
+
+def ingest_ranges(tag: str) -> str:
+    """Set of the starts of a stream's open ranges."""
+    return f"{PREFIX}ingest:{tag}:ranges"
+
+
+def ingest_reading(tag: str, consumer: str) -> str:
+    """Scratch of one read in flight (the group cursor before it), inside its MULTI."""
+    return f"{PREFIX}ingest:{tag}:reading:{consumer}"
+
+
+def legacy_ingest_batch(stream: str, first_id: str) -> str:
+    """Batch manifest of the ingest before ranges (pending-list delivery); removed once drained."""
+    return f"{PREFIX}batch:{stream}:{first_id}"
+
+
+def legacy_ingest_batches(stream: str) -> str:
+    return f"{PREFIX}batches:{stream}"
+
+
+def fx_rate(brand_id: str) -> str:
+    """Hash currency -> rate (units of brand currency per unit of currency)."""
+    return f"{PREFIX}fx:{brand_id}"
+
+
+def heartbeat(worker: str) -> str:
+    return f"{PREFIX}worker:{worker}"
+
+
+def coupon(brand_id: str, coupon_code: str) -> str:
+    """Coupon code (upper-cased) of a brand -> link code."""
+    return f"{PREFIX}coupon:{brand_id}:{coupon_code.upper()}"
+
+
+def campaign(brand_id: str, campaign_id: str) -> str:
+    """JSON campaign record (commission rule, window) for postbacks."""
+    return f"{PREFIX}campaign:{brand_id}:{campaign_id}"
+
+
+def store(store_id: str) -> str:
+    """JSON store record (brand, secret nonce, token hash, allowed IPs) for postbacks."""
+    return f"{PREFIX}store:{store_id}"
+
+
+def brand(brand_id: str) -> str:
+    """JSON brand record (name, currency)."""
+    return f"{PREFIX}brand:{brand_id}"
+
+
+def link_code(link_id: int) -> str:
+    """Link id -> custom (vanity) code; generated codes are the hashids of the id."""
+    return f"{PREFIX}linkcode:{link_id}"
+
+
+def registry_lock(kind: str, ident: str) -> str:
+    """Short-lived lock serialising read-modify-write of one registry row (link PATCH)."""
+    return f"{PREFIX}lock:{kind}:{ident}"

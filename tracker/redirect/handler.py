@@ -1,0 +1,419 @@
+"""The redirect hot path, ``GET /{code}``: a raw ASGI handler in front of the Starlette app.
+
+Every click goes through here, so it skips Starlette's routing and request
+objects: ``RedirectMiddleware`` takes single-segment paths that are not the
+first segment of any route (``/healthz``, ``/dashboard``, ``/api/...`` always
+reach their routes: the catch-all is effectively last) and answers them itself.
+
+Per click: shape check of the code (no storage access for garbage), link from
+the in-process cache (``linkcache``), client IP -> country and visitor hash
+(``visitor``; the IP is then dropped), a click id (``clickid``), the Location
+header, and the click event awaited through the group commit (``clicklog``).
+No ClickHouse, no user-agent parsing (ingest enriches), one Redis round trip
+shared with every concurrent click.
+
+404s are rate-limited per client IP in process memory rather than in Redis: the
+limiter exists to keep code enumeration away from storage, so it must cost no
+storage access itself and keep working while Redis is down; with N workers the
+effective limit is N times the per-process one, which is still a hard bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import re
+import time
+from bisect import bisect_left
+from json.encoder import encode_basestring as _json_string  # C-accelerated, ensure_ascii=False
+from typing import Any
+
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from starlette.applications import Starlette
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tracker.api.http import dumps
+from tracker.api.proxies import TrustedProxies, client_ip
+from tracker.core.clickid import ClickIds
+from tracker.core.codes import RESERVED
+from tracker.core.errors import SettingsError, StorageUnavailable
+from tracker.core.events import CLICK_VERSION, HINT_HEAD, HINT_NONE, HINT_PREFETCH, UTM_KEYS
+from tracker.ops.logs import REQUEST_ID
+from tracker.ops.metrics import REDIRECT_SECONDS, REDIRECTS
+from tracker.redirect.clicklog import ClickLog
+from tracker.redirect.linkcache import LinkCache, Target, parse_query, query_value
+from tracker.redirect.visitor import DAY_MS, Countries, VisitorHasher, normalize_country
+from tracker.services import Services
+from tracker.storage import redis_client
+
+# The cheap shape check (no storage access for garbage). 3, not 4: the registry accepts
+# vanity codes of 3 characters (``codes._VANITY``).
+_CODE = re.compile(r"[A-Za-z0-9_-]{3,64}")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # as tracker.ops.obs accepts a proxy's id
+MAX_USER_AGENT = 512
+MAX_REFERER = 1024
+MAX_UTM = 256
+NOT_FOUND_LIMIT = 30
+NOT_FOUND_WINDOW_SECONDS = 60.0
+
+_NO_STORE = (b"cache-control", b"no-store")
+_EMPTY = (b"content-length", b"0")
+_JSON = (b"content-type", b"application/json")
+_BODY: Message = {"type": "http.response.body", "body": b""}
+_UTM_INDEX = {k: i for i, k in enumerate(UTM_KEYS)}
+_NO_UTM = ',"","","","",""'
+_PURPOSE_HEADERS = (b"sec-purpose", b"purpose", b"x-purpose", b"x-moz")
+
+log = logging.getLogger("tracker.redirect.handler")
+
+_R302 = REDIRECTS.labels("302")
+METRICS_FLUSH_SECONDS = 0.2
+
+
+def encode_click(
+    target: Target, click_id: str, ts_ms: int, visitor_hash: int, country: str, user_agent: str, referer: str,
+    utm: list[str] | None, hint: str,
+) -> bytes:
+    """Byte for byte ``ClickEvent(...).encode()`` of a redirect's click, at a third of its cost:
+    the link's fields come encoded from the Target; the click id (base64url) and the
+    hint (one of the ``HINT_*`` words) need no escaping; no utm values is one constant."""
+    s = _json_string
+    utm_json = (
+        _NO_UTM if utm is None else f",{s(utm[0])},{s(utm[1])},{s(utm[2])},{s(utm[3])},{s(utm[4])}"
+    )
+    return (
+        f'[{CLICK_VERSION},"{click_id}",{ts_ms}{target.event_link}{visitor_hash},{s(country)},'
+        f'{s(user_agent)},{s(referer)}{utm_json},"{hint}"]'
+    ).encode()
+
+
+class RedirectStats:
+    """302 count and latency histogram summed in plain Python and added to the Prometheus series
+    every ``METRICS_FLUSH_SECONDS``: with several workers (multiprocess mode) one ``observe``
+    plus one ``inc`` cost more than the rest of a redirect's own work.
+
+    Histogram has no public bulk update, so the flush adds to its bucket and sum values
+    (``_buckets``, ``_sum``); when a prometheus-client release lacks them, every latency is
+    observed one by one at flush time instead (same series, same numbers).
+    """
+
+    def __init__(self) -> None:
+        self._bounds: list[float] = list(getattr(REDIRECT_SECONDS, "_upper_bounds", ()))
+        self._bulk = bool(self._bounds) and hasattr(REDIRECT_SECONDS, "_buckets") and hasattr(REDIRECT_SECONDS, "_sum")
+        self._counts = [0] * len(self._bounds)
+        self._values: list[float] = []
+        self._sum = 0.0
+        self.served = 0
+
+    def record(self, seconds: float) -> None:
+        self.served += 1
+        if self._bulk:
+            self._counts[bisect_left(self._bounds, seconds)] += 1
+            self._sum += seconds
+        else:
+            self._values.append(seconds)
+
+    def flush(self) -> None:
+        served, self.served = self.served, 0
+        if served:
+            _R302.inc(served)
+        if self._bulk:
+            counts, self._counts = self._counts, [0] * len(self._bounds)
+            total, self._sum = self._sum, 0.0
+            buckets = REDIRECT_SECONDS._buckets
+            for i, n in enumerate(counts):
+                if n:
+                    buckets[i].inc(n)
+            if served:
+                REDIRECT_SECONDS._sum.inc(total)
+        else:
+            values, self._values = self._values, []
+            for v in values:
+                REDIRECT_SECONDS.observe(v)
+
+
+class NotFoundLimiter:
+    """Fixed one-minute windows of 404 counts per client IP (keyed by Python's per-process
+    SipHash of the IP, so no raw IP is kept even in memory)."""
+
+    def __init__(self, limit: int = NOT_FOUND_LIMIT, window: float = NOT_FOUND_WINDOW_SECONDS) -> None:
+        self.limit = limit
+        self.window = window
+        self._counts: dict[int, int] = {}
+        self._window_no = 0
+
+    def _roll(self) -> None:
+        current = int(time.monotonic() // self.window)
+        if current != self._window_no:
+            self._window_no = current
+            self._counts.clear()
+
+    def blocked(self, ip: str) -> bool:
+        if not self._counts:
+            return False
+        self._roll()
+        return self._counts.get(hash(ip), 0) >= self.limit
+
+    def hit(self, ip: str) -> bool:
+        """Count a 404; True when the IP is now over the limit."""
+        self._roll()
+        key = hash(ip)
+        count = self._counts.get(key, 0) + 1
+        if len(self._counts) > 200_000:  # bounded memory under a distributed scan
+            self._counts.clear()
+        self._counts[key] = count
+        return count > self.limit
+
+
+class Redirector:
+    """The parts of the hot path, started and stopped with the app (component ``redirect``)."""
+
+    def __init__(self, svc: Services) -> None:
+        settings = svc.settings
+        if not settings.secret_key:
+            raise SettingsError("TRACKER_SECRET_KEY is not set: click ids cannot be signed.")
+        # Lookups get one retry (a connection left over from before a Redis restart fails
+        # once); short timeouts so a hung Redis turns into stale answers quickly.
+        self.redis = redis_client.connect_async(
+            settings, socket_connect_timeout=0.5, socket_timeout=1.0, retry=Retry(NoBackoff(), 1)
+        )
+        named = svc.named
+        self.links = LinkCache(self.redis, settings.link_cache_seconds, registry=lambda: named.get("registry"))
+        self.visitors = VisitorHasher(self.redis)
+        self.clicklog = ClickLog(settings)
+        self.click_ids = ClickIds(settings.secret_key)
+        self.trusted = TrustedProxies(settings.trusted_proxies)
+        self.country_header = settings.country_header.lower().encode() if settings.country_header else None
+        self.limiter = NotFoundLimiter()
+        self.countries: Countries | None = None
+        self.stats = RedirectStats()
+        self._stats_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.countries = Countries()
+        await self.visitors.start()
+        await self.clicklog.start()
+        await self.links.start()
+        self._stats_task = asyncio.create_task(self._flush_stats(), name="redirect-stats")
+        # Everything loaded so far (the app, chDB, geoip data) lives for the whole process: keep
+        # it out of the collector's full passes, which otherwise stall every in-flight redirect
+        # for tens of milliseconds (they showed up as the p99 under load).
+        gc.freeze()
+
+    async def stop(self) -> None:
+        if self._stats_task is not None:
+            self._stats_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._stats_task
+        await self.links.stop()
+        await self.clicklog.stop()
+        await self.visitors.stop()
+        await self.redis.aclose()
+        self.stats.flush()
+
+    async def _flush_stats(self) -> None:
+        while True:
+            await asyncio.sleep(METRICS_FLUSH_SECONDS)
+            self.stats.flush()
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        method = scope["method"]
+        if method != "GET" and method != "HEAD":
+            await _error(send, 405, "method_not_allowed", f"Method {method} is not allowed on a short link.",
+                         ((b"allow", b"GET, HEAD"),))
+            return
+        code = scope["path"][1:]
+        client = scope.get("client")
+        peer = client[0] if client else ""
+        user_agent = referer = forwarded = country = ""
+        hint = HINT_HEAD if method == "HEAD" else HINT_NONE
+        country_header = self.country_header
+        for name, value in scope["headers"]:
+            if name == b"user-agent":
+                user_agent = value[:MAX_USER_AGENT].decode("utf-8", "replace")
+            elif name == b"referer":
+                referer = value[:MAX_REFERER].decode("utf-8", "replace")
+            elif name == b"x-forwarded-for":
+                forwarded = value.decode("latin-1")
+            elif name == country_header:
+                country = value.decode("latin-1")
+            elif name in _PURPOSE_HEADERS and not hint:
+                low = value.lower()
+                if b"prefetch" in low or b"preview" in low:
+                    hint = HINT_PREFETCH
+        ip = client_ip(peer, forwarded, self.trusted) if forwarded else peer
+
+        if _CODE.fullmatch(code) is None:
+            await self._not_found(send, ip, f"No link has the code {code[:64]!r}.")
+            return
+        links = self.links
+        if self.limiter.blocked(ip) and not links.cached(code):
+            await _too_many(send)
+            return
+        cached = links.fresh(code)
+        try:
+            target = await links.get(code) if cached is False else cached
+        except StorageUnavailable:
+            REDIRECTS.labels("503").inc()
+            await _error(send, 503, "storage_unavailable",
+                         f"Link {code!r} cannot be looked up right now; try again shortly.",
+                         ((b"retry-after", b"1"),))
+            return
+        if target is None:
+            await self._not_found(send, ip, f"No link has the code {code!r}.")
+            return
+        record = target.record
+        now_ms = time.time_ns() // 1_000_000
+        if record.disabled or (record.expires_at_ms is not None and now_ms >= record.expires_at_ms):
+            REDIRECTS.labels("410").inc()
+            why = "disabled" if record.disabled else "expired"
+            await _error(send, 410, "gone", f"Link {code!r} is {why}.")
+            return
+
+        if country_header is not None and country and peer in self.trusted:
+            country = normalize_country(country)
+        else:
+            country = self.countries.lookup(ip) if self.countries is not None else ""
+        day = now_ms // DAY_MS
+        visitor_hash = self.visitors.hash_now(day, ip, user_agent)
+        if visitor_hash is None:
+            visitor_hash = await self.visitors.hash(day, ip, user_agent)
+        click_id = self.click_ids.mint(record.id, now_ms)
+        query = parse_query(scope["query_string"])
+        utm: list[str] | None = None
+        for name, piece in query:
+            i = _UTM_INDEX.get(name)
+            if i is not None:
+                if utm is None:
+                    utm = ["", "", "", "", ""]
+                if not utm[i]:
+                    utm[i] = query_value(piece)[:MAX_UTM]
+        location = target.location(click_id, query)
+        await self.clicklog.log_encoded(
+            encode_click(target, click_id, now_ms, visitor_hash, country, user_agent, referer, utm, hint)
+        )
+        await send(
+            {"type": "http.response.start", "status": 302, "headers": [(b"location", location), _NO_STORE, _EMPTY]}
+        )
+        await send(_BODY)
+        self.stats.record(time.perf_counter() - started)
+
+    async def _not_found(self, send: Send, ip: str, message: str) -> None:
+        if self.limiter.hit(ip):
+            await _too_many(send)
+            return
+        REDIRECTS.labels("404").inc()
+        await _error(send, 404, "not_found", message)
+
+
+async def _too_many(send: Send) -> None:
+    REDIRECTS.labels("429").inc()
+    await _error(send, 429, "rate_limited",
+                 f"Too many unknown links from this address: at most {NOT_FOUND_LIMIT} a minute.",
+                 ((b"retry-after", b"60"),))
+
+
+async def _error(send: Send, status: int, code: str, message: str, extra: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+    body = dumps({"error": {"code": code, "message": message}})
+    headers = [_JSON, (b"content-length", str(len(body)).encode()), _NO_STORE, *extra]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def reserved_names(starlette_app: Any) -> frozenset[str]:
+    """First path segments that belong to routes (and names codes may never take)."""
+    names = set(RESERVED)
+    for route in getattr(starlette_app, "routes", ()):
+        path = getattr(route, "path", "")
+        first = path.lstrip("/").split("/", 1)[0]
+        if first and "{" not in first:
+            names.add(first)
+    return frozenset(names)
+
+
+class RedirectMiddleware:
+    """Answers ``/{code}`` before Starlette's router; every other path goes to the app.
+
+    ``TrackerStarlette`` answers redirects before even reaching its middleware stack; this
+    middleware is the same dispatch for an app that is a plain ``Starlette``.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._reserved: frozenset[str] | None = None
+
+    def _reserved_names(self, starlette_app: Any) -> frozenset[str]:
+        self._reserved = reserved_names(starlette_app)
+        return self._reserved
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            if len(path) > 1 and path.find("/", 1) == -1:
+                app = scope["app"]
+                reserved = self._reserved if self._reserved is not None else self._reserved_names(app)
+                if path[1:] not in reserved:
+                    await app.state.services.named["redirect"].handle(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
+class TrackerStarlette(Starlette):
+    """The app: a Starlette whose ``__call__`` hands ``/{code}`` straight to the redirect.
+
+    A redirect skips the middleware stack (server-error, request-id and redirect
+    middlewares, five coroutine frames and a wrapped ``send``): a few microseconds,
+    which is a tenth of a redirect's own cost. What the stack would add is done
+    here: an unexpected error is logged and answered with the JSON 500 of every
+    other route, the log line carrying a proxy's ``X-Request-Id`` (which, as
+    before, is not echoed on redirects). Before the lifespan has started the
+    redirect (or for other paths) the request takes the normal stack.
+    """
+
+    _redirect_reserved: frozenset[str] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            if len(path) > 1 and path.find("/", 1) == -1:
+                reserved = self._redirect_reserved
+                if reserved is None:
+                    reserved = self._redirect_reserved = reserved_names(self)
+                if path[1:] not in reserved:
+                    svc: Services | None = getattr(self.state, "services", None)
+                    redirector = svc.named.get("redirect") if svc is not None else None
+                    if redirector is not None:
+                        scope["app"] = self
+                        try:
+                            await redirector.handle(scope, receive, send)
+                        except Exception:
+                            _note_request_id(scope)  # what the request-id middleware gives log lines
+                            log.exception("redirect of %s failed", path[:80])
+                            with contextlib.suppress(Exception):  # the response may be under way already
+                                await _error(send, 500, "internal_error",
+                                             "The server failed to handle the request; it was logged.")
+                        return
+        await super().__call__(scope, receive, send)
+
+
+def _note_request_id(scope: Scope) -> None:
+    """Put a proxy's ``X-Request-Id`` on this request's log lines (the request's own task context)."""
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            text = value.decode("latin-1")
+            if _REQUEST_ID.fullmatch(text):
+                REQUEST_ID.set(text)
+            return
+
+
+def register(svc: Services) -> None:
+    """Add the redirect's components to a process (called from ``app.build_components``)."""
+    redirector = Redirector(svc)
+    svc.components.append(redirector)
+    svc.named["redirect"] = redirector
+    svc.named["clicklog"] = redirector.clicklog
+    svc.named["linkcache"] = redirector.links
