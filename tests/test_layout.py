@@ -39,13 +39,26 @@ def _resolve(target: str) -> str | None:
     return name or None
 
 
+def _without_type_checking(tree: ast.Module) -> ast.Module:
+    """The module minus its ``if TYPE_CHECKING:`` blocks (annotations only, never run)."""
+    for node in ast.walk(tree):
+        for name in ("body", "orelse"):
+            block = getattr(node, name, None)
+            if isinstance(block, list):
+                block[:] = [
+                    b for b in block
+                    if not (isinstance(b, ast.If) and isinstance(b.test, ast.Name) and b.test.id == "TYPE_CHECKING")
+                ]
+    return tree
+
+
 @cache
 def graph() -> dict[str, frozenset[str]]:
     """Module -> the project's modules it imports."""
     out = {}
     for name, path in modules().items():
         deps: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        for node in ast.walk(_without_type_checking(ast.parse(path.read_text(encoding="utf-8")))):
             if isinstance(node, ast.ImportFrom) and node.module and (
                 node.module == "tracker" or node.module.startswith("tracker.")
             ):

@@ -11,6 +11,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -51,9 +52,10 @@ async def readyz(request: Request) -> Response:
     else:
         checks["clickhouse"] = "unreachable"
         problems.append(f"ClickHouse at {describe(svc.settings)} is unreachable.")
-    ingest = svc.named.get("ingest_status")
-    if ingest is not None:
-        status = await ingest(svc)
+    if svc.ingest is not None:
+        from tracker.ingest.worker import ingest_status
+
+        status = await ingest_status(svc.settings, svc.redis, svc.ingest)
         checks["ingest"] = status
         if status.get("problem"):
             problems.append(str(status["problem"]))
@@ -91,21 +93,34 @@ def _routes() -> list[BaseRoute]:
     return routes
 
 
-def build_components(svc: Services) -> None:
-    """Create this process's components; started in list order, stopped in reverse."""
-    from tracker.redirect import handler as redirect
+def build_services(settings: Settings, redis: aioredis.Redis, ch: ClickHouse) -> Services:
+    """This process's services; components start in list order and stop in reverse."""
+    from tracker.api.proxies import TrustedProxies
+    from tracker.conversions.postbacks import Conversions
+    from tracker.redirect.handler import Redirector
     from tracker.registry.store import Registry
 
-    svc.named["registry"] = Registry(svc.settings, svc.ch, svc.redis)
-    svc.components.append(svc.named["registry"])  # its sweep repairs records a Redis restart rolled back
-    if svc.settings.embedded:
-        from tracker.ingest import worker as ingest
+    registry = Registry(settings, ch, redis)
+    ingest = None
+    if settings.embedded:
+        from tracker.ingest.worker import IngestComponent
 
-        # Added before the redirect's components, so it stops after them (reverse order).
-        svc.named["ingest"] = ingest.IngestComponent(svc.settings, svc.ch)
-        svc.components.append(svc.named["ingest"])
-        svc.named["ingest_status"] = ingest.ingest_status
-    redirect.register(svc)
+        ingest = IngestComponent(settings, ch)
+    redirect = Redirector(settings, registry)
+    svc = Services(
+        settings=settings,
+        redis=redis,
+        ch=ch,
+        registry=registry,
+        trusted_proxies=TrustedProxies(settings.trusted_proxies),
+        redirect=redirect,
+        conversions=Conversions(settings, redis, ch, registry),
+        ingest=ingest,
+    )
+    # The registry's sweep repairs records a Redis restart rolled back. Ingest comes
+    # before the redirect, so it stops after it (reverse order) and takes its last clicks.
+    svc.components = [registry, *([ingest] if ingest else []), redirect]
+    return svc
 
 
 @asynccontextmanager
@@ -134,8 +149,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
             raise SettingsError(
                 f"ClickHouse at {describe(settings)} lacks migrations {', '.join(pending)}: run `tracker migrate`."
             )
-    svc = Services(settings=settings, redis=redis, ch=ch)
-    build_components(svc)
+    svc = build_services(settings, redis, ch)
     app.state.services = svc
     started = []
     try:

@@ -1,20 +1,28 @@
-"""The long-lived clients and components of one process, built in the app lifespan.
+"""The long-lived clients and components of one process, built once in the app lifespan.
 
-Nothing is created at import time. Route modules reach the services through
-``services(request)``; components started in the lifespan implement
-``Component`` (``start``/``stop``) and are stopped in reverse order.
+Nothing is created at import time, and nothing is added while serving requests.
+Route modules reach the services through ``services(request)``; components
+started in the lifespan implement ``Component`` (``start``/``stop``) and are
+stopped in reverse order.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import redis.asyncio as aioredis
 from starlette.requests import HTTPConnection
 
 from tracker.settings import Settings
 from tracker.storage.clickhouse import ClickHouse
+
+if TYPE_CHECKING:  # the types only: the stages import this module, not the other way round
+    from tracker.api.proxies import TrustedProxies
+    from tracker.conversions.postbacks import Conversions
+    from tracker.ingest.worker import IngestComponent
+    from tracker.redirect.handler import Redirector
+    from tracker.registry.store import Registry
 
 
 class Component(Protocol):
@@ -28,12 +36,13 @@ class Services:
     settings: Settings
     redis: aioredis.Redis
     ch: ClickHouse
+    registry: Registry
+    trusted_proxies: TrustedProxies
+    redirect: Redirector
+    conversions: Conversions
+    # The in-process ingest worker of the embedded mode (None in production).
+    ingest: IngestComponent | None = None
     components: list[Component] = field(default_factory=list)
-    # Named components route modules look up (e.g. "links", "clicks", "ingest").
-    named: dict[str, Any] = field(default_factory=dict)
-
-    def get(self, name: str) -> Any:
-        return self.named[name]
 
 
 def services(conn: HTTPConnection) -> Services:

@@ -53,7 +53,7 @@ class World:
 
     @property
     def registry(self) -> Any:
-        return self.client.app.state.services.get("registry")  # type: ignore[attr-defined]
+        return self.client.app.state.services.registry  # type: ignore[attr-defined]
 
     def click(self, link: dict[str, Any], ts_ms: int | None = None) -> str:
         return self.click_ids.mint(int(link["id"]), ts_ms if ts_ms is not None else int(time.time() * 1000))
@@ -83,7 +83,7 @@ class World:
 
 def make_world(client: TestClient, settings: Settings, currency: str = "USD") -> World:
     svc = client.app.state.services  # type: ignore[attr-defined]
-    reg = svc.get("registry")
+    reg = svc.registry
 
     def call(fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
         return client.portal.call(functools.partial(fn, *args, **kw))

@@ -313,7 +313,7 @@ def test_an_unexpected_error_answers_the_json_500(
 ) -> None:
     """Redirects skip Starlette's middleware stack; its error handling is kept: a JSON 500."""
     put_link(redis_client)
-    redirector = app_client.app.state.services.named["redirect"]  # type: ignore[attr-defined]
+    redirector = app_client.app.state.services.redirect  # type: ignore[attr-defined]
 
     def broken(link_id: int, ts_ms: int) -> str:
         raise RuntimeError("click id minting broke")
@@ -370,7 +370,7 @@ def test_a_link_change_reaches_the_redirect_within_the_cache_lifetime(
 
 
 def test_links_made_by_the_registry(app_client: TestClient, redis_client: redis.Redis) -> None:
-    registry = app_client.app.state.services.named["registry"]  # type: ignore[attr-defined]
+    registry = app_client.app.state.services.registry  # type: ignore[attr-defined]
     portal = app_client.portal
     assert portal is not None
     brand, _ = portal.call(registry.create_brand, "Brand", "USD")

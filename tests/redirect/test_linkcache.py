@@ -191,7 +191,7 @@ def test_lost_records_are_rebuilt_from_clickhouse(
                 brand["id"], campaign_id=camp["id"], influencer_id=inf["id"], destination_url="https://shop.example/x"
             )
             redis_client.delete(keys.link(link["code"]))  # Redis lost it
-            cache = LinkCache(r, 2.0, registry=lambda: registry)
+            cache = LinkCache(r, 2.0, registry=registry)
             target = await cache.get(link["code"])
             return link, target, redis_client.get(keys.link(link["code"]))
         finally:

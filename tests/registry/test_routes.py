@@ -76,7 +76,7 @@ def link_body(world: dict[str, Any], **fields: Any) -> dict[str, Any]:
 
 
 def registry(client: TestClient) -> Registry:
-    reg: Registry = client.app.state.services.get("registry")  # type: ignore[attr-defined]
+    reg: Registry = client.app.state.services.registry  # type: ignore[attr-defined]
     return reg
 
 

@@ -329,7 +329,7 @@ def test_the_app_runs_the_sweep(ch: ClickHouse, settings: Settings) -> None:
     from tracker.app import create_app
 
     with TestClient(create_app(settings)) as client:
-        registry: Registry = client.app.state.services.get("registry")  # type: ignore[attr-defined]
+        registry: Registry = client.app.state.services.registry  # type: ignore[attr-defined]
         assert registry in client.app.state.services.components  # type: ignore[attr-defined]
         assert registry._sweeper is not None and not registry._sweeper.done()
     assert registry._sweeper is None

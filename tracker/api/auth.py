@@ -68,7 +68,7 @@ async def require_admin(conn: HTTPConnection) -> None:
         raise BearerRequired("This route needs the admin token: send Authorization: Bearer <token>.")
     if not is_admin(conn, token):
         # A valid brand key is authenticated but not allowed (403); anything else is unknown (401).
-        if looks_like_api_key(token) and await services(conn).get("registry").brand_for_key(token) is not None:
+        if looks_like_api_key(token) and await services(conn).registry.brand_for_key(token) is not None:
             raise Forbidden("This route needs the admin token; a brand API key cannot use it.")
         raise BearerRequired("The bearer token is not the admin token.", code="invalid_token")
 
@@ -78,7 +78,7 @@ async def brand_of(conn: HTTPConnection) -> dict[str, Any]:
     token = bearer(conn)
     if token is None:
         raise BearerRequired("This route needs a brand API key: send Authorization: Bearer trk_....")
-    brand: dict[str, Any] | None = await services(conn).get("registry").brand_for_key(token)
+    brand: dict[str, Any] | None = await services(conn).registry.brand_for_key(token)
     if brand is None:
         if is_admin(conn, token):
             raise Forbidden("The admin token only creates and lists brands; use the brand's API key here.")

@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -38,7 +39,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from tracker.api import http
-from tracker.api.proxies import TrustedProxies, client_ip
+from tracker.api.proxies import client_ip
 from tracker.conversions import signature
 from tracker.conversions.attribution import (
     REFUNDED,
@@ -64,8 +65,9 @@ from tracker.core.errors import (
 )
 from tracker.core.events import CONVERSION_COLUMNS, encode_conversion
 from tracker.ops.metrics import POSTBACKS
-from tracker.registry.store import store_secret, token_hash
+from tracker.registry.store import Registry, store_secret, token_hash
 from tracker.services import Services, services
+from tracker.settings import Settings
 from tracker.storage.clickhouse import ClickHouse, run_sync
 
 log = logging.getLogger("tracker.conversions.postbacks")
@@ -376,26 +378,24 @@ def _to_ms(when: datetime) -> int:
 class Conversions:
     """Records postbacks for one process; built on first use from the process's services."""
 
-    def __init__(self, svc: Services) -> None:
-        self.svc = svc
-        assert svc.settings.secret_key is not None
-        self.click_ids = ClickIds(svc.settings.secret_key)
-        self._commit: AsyncScript = svc.redis.register_script(_COMMIT)
-        self.lookups = StateLookups(svc.ch)
-
-    @property
-    def registry(self) -> Any:
-        return self.svc.get("registry")
+    def __init__(self, settings: Settings, redis: aioredis.Redis, ch: ClickHouse, registry: Registry) -> None:
+        assert settings.secret_key is not None
+        self.settings = settings
+        self.redis = redis
+        self.registry = registry
+        self.click_ids = ClickIds(settings.secret_key)
+        self._commit: AsyncScript = redis.register_script(_COMMIT)
+        self.lookups = StateLookups(ch)
 
     async def check_rate(self, store_id: str) -> None:
         now = time.time()
         window = int(now // 60)
         key = keys.rate_limit("postback", store_id, window)
-        async with self.svc.redis.pipeline(transaction=False) as pipe:
+        async with self.redis.pipeline(transaction=False) as pipe:
             pipe.incr(key)
             pipe.expire(key, 120, nx=True)
             count, _ = await pipe.execute()
-        limit = self.svc.settings.postback_rate_limit
+        limit = self.settings.postback_rate_limit
         if int(count) > limit:
             wait = 60 - int(now % 60)
             raise RateLimited(
@@ -408,7 +408,7 @@ class Conversions:
         brand: dict[str, Any] | None = None  # read only for a new order (its currency)
         key = keys.conversion(brand_id, pb.order_id)
         for _ in range(_MAX_ATTEMPTS):
-            raw = await self.svc.redis.get(key)
+            raw = await self.redis.get(key)
             if raw is not None:
                 current: dict[str, Any] | None = decode_state(raw)
             else:
@@ -424,7 +424,7 @@ class Conversions:
                 if change.duplicate:
                     if raw is None:
                         # Redis lost this order: put the rebuilt state back for the next postback.
-                        await self.svc.redis.set(key, encode_conversion(current), nx=True, ex=STATE_TTL_SECONDS)
+                        await self.redis.set(key, encode_conversion(current), nx=True, ex=STATE_TTL_SECONDS)
                     return answer(current, duplicate=True)
                 row = await self._next_version(current, change)
             payload = encode_conversion(row)
@@ -539,14 +539,6 @@ class Conversions:
         return row
 
 
-def conversions(svc: Services) -> Conversions:
-    recorder = svc.named.get("conversions")
-    if recorder is None:
-        recorder = svc.named["conversions"] = Conversions(svc)
-    assert isinstance(recorder, Conversions)
-    return recorder
-
-
 # --- store authentication --------------------------------------------------------------------
 
 
@@ -558,7 +550,7 @@ async def _store_by_signature(svc: Services, request: Request, body: bytes) -> d
         # Nothing about the store is known yet, so this message cannot leak anything.
         raise Unauthorized(str(exc), code="invalid_signature") from None
     store_id = request.headers.get("x-store-id", "")
-    store = await svc.get("registry").get_store(store_id) if ids.looks_like("store", store_id) else None
+    store = await svc.registry.get_store(store_id) if ids.looks_like("store", store_id) else None
     if store is None:
         # Same answer as a wrong signature: a caller cannot probe which store ids exist.
         raise Unauthorized(_BAD_STORE_SIGNATURE, code="invalid_signature")
@@ -570,9 +562,7 @@ async def _store_by_signature(svc: Services, request: Request, body: bytes) -> d
 
 
 def _client_ip(svc: Services, request: Request) -> str:
-    trusted = svc.named.get("trusted_proxies")
-    if not isinstance(trusted, TrustedProxies):
-        trusted = svc.named["trusted_proxies"] = TrustedProxies(svc.settings.trusted_proxies)
+    trusted = svc.trusted_proxies
     peer = request.client.host if request.client else ""
     return client_ip(peer, request.headers.get("x-forwarded-for"), trusted)
 
@@ -597,7 +587,7 @@ def ip_allowed(ip: str, allowed: list[str] | tuple[str, ...]) -> bool:
 async def _store_by_token(svc: Services, request: Request) -> dict[str, Any]:
     store_id = request.query_params.get("store_id", "")
     token = request.query_params.get("token", "")
-    store = await svc.get("registry").get_store(store_id) if ids.looks_like("store", store_id) else None
+    store = await svc.registry.get_store(store_id) if ids.looks_like("store", store_id) else None
     given = token_hash(token) if token else ""
     if store is None or not hmac.compare_digest(given.encode(), str(store["token_hash"]).encode()):
         raise Unauthorized(_BAD_STORE_TOKEN, code="invalid_token")
@@ -639,7 +629,7 @@ async def _post_conversion(request: Request) -> Response:
     svc = services(request)
     body = await http.read_body(request, MAX_BODY_BYTES)
     store = await _store_by_signature(svc, request, body)
-    recorder = conversions(svc)
+    recorder = svc.conversions
     await recorder.check_rate(str(store["id"]))
     data = http.parse_json_object(body)
     unknown = sorted(set(data) - _JSON_FIELDS)
@@ -661,7 +651,7 @@ async def get_postback(request: Request) -> Response:
 async def _get_postback(request: Request) -> Response:
     svc = services(request)
     store = await _store_by_token(svc, request)
-    recorder = conversions(svc)
+    recorder = svc.conversions
     await recorder.check_rate(str(store["id"]))
     result = await recorder.record(store, parse_postback(resolve_aliases(request.query_params), time.time()))
     POSTBACKS.labels(outcome="duplicate" if result["duplicate"] else "accepted").inc()

@@ -1355,20 +1355,18 @@ class IngestComponent:
             self._redis.close()
 
 
-async def ingest_status(svc: Any) -> dict[str, Any]:
+async def ingest_status(settings: Settings, redis: Any, component: IngestComponent) -> dict[str, Any]:
     """Readiness: lag and pending per stream, and a ``problem`` when reports go stale."""
-    settings: Settings = svc.settings
     streams = [*keys.click_streams(settings.stream_shards), keys.CONVERSION_STREAM]
     out: dict[str, Any] = {"streams": {}}
     worst = 0.0
     for stream in streams:
-        st = await stream_stats_async(svc.redis, stream)
+        st = await stream_stats_async(redis, stream)
         st.pop("trim_below")
         out["streams"][stream] = st
         worst = max(worst, st["oldest_pending_seconds"], st["oldest_undelivered_seconds"])
-    component = svc.named.get("ingest")
     problems = []
-    if isinstance(component, IngestComponent) and component.worker is not None:
+    if component.worker is not None:
         ws = component.worker.status()
         out["worker"] = ws
         if ws["clickhouse_error"] and ws["clickhouse_failing_seconds"] >= 5:

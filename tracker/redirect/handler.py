@@ -44,9 +44,10 @@ from tracker.core.events import CLICK_VERSION, HINT_HEAD, HINT_NONE, HINT_PREFET
 from tracker.ops.logs import REQUEST_ID
 from tracker.ops.metrics import REDIRECT_SECONDS, REDIRECTS
 from tracker.redirect.clicklog import ClickLog
-from tracker.redirect.linkcache import LinkCache, Target, parse_query, query_value
+from tracker.redirect.linkcache import LinkCache, LinkSource, Target, parse_query, query_value
 from tracker.redirect.visitor import DAY_MS, Countries, VisitorHasher, normalize_country
 from tracker.services import Services
+from tracker.settings import Settings
 from tracker.storage import redis_client
 
 # The cheap shape check (no storage access for garbage). 3, not 4: the registry accepts
@@ -171,8 +172,7 @@ class NotFoundLimiter:
 class Redirector:
     """The parts of the hot path, started and stopped with the app (component ``redirect``)."""
 
-    def __init__(self, svc: Services) -> None:
-        settings = svc.settings
+    def __init__(self, settings: Settings, registry: LinkSource | None) -> None:
         if not settings.secret_key:
             raise SettingsError("TRACKER_SECRET_KEY is not set: click ids cannot be signed.")
         # Lookups get one retry (a connection left over from before a Redis restart fails
@@ -180,8 +180,7 @@ class Redirector:
         self.redis = redis_client.connect_async(
             settings, socket_connect_timeout=0.5, socket_timeout=1.0, retry=Retry(NoBackoff(), 1)
         )
-        named = svc.named
-        self.links = LinkCache(self.redis, settings.link_cache_seconds, registry=lambda: named.get("registry"))
+        self.links = LinkCache(self.redis, settings.link_cache_seconds, registry=registry)
         self.visitors = VisitorHasher(self.redis)
         self.clicklog = ClickLog(settings)
         self.click_ids = ClickIds(settings.secret_key)
@@ -357,7 +356,7 @@ class RedirectMiddleware:
                 app = scope["app"]
                 reserved = self._reserved if self._reserved is not None else self._reserved_names(app)
                 if path[1:] not in reserved:
-                    await app.state.services.named["redirect"].handle(scope, receive, send)
+                    await app.state.services.redirect.handle(scope, receive, send)
                     return
         await self.app(scope, receive, send)
 
@@ -385,7 +384,7 @@ class TrackerStarlette(Starlette):
                     reserved = self._redirect_reserved = reserved_names(self)
                 if path[1:] not in reserved:
                     svc: Services | None = getattr(self.state, "services", None)
-                    redirector = svc.named.get("redirect") if svc is not None else None
+                    redirector = svc.redirect if svc is not None else None
                     if redirector is not None:
                         scope["app"] = self
                         try:
@@ -408,12 +407,3 @@ def _note_request_id(scope: Scope) -> None:
             if _REQUEST_ID.fullmatch(text):
                 REQUEST_ID.set(text)
             return
-
-
-def register(svc: Services) -> None:
-    """Add the redirect's components to a process (called from ``app.build_components``)."""
-    redirector = Redirector(svc)
-    svc.components.append(redirector)
-    svc.named["redirect"] = redirector
-    svc.named["clicklog"] = redirector.clicklog
-    svc.named["linkcache"] = redirector.links

@@ -19,14 +19,12 @@ is assembled from, so a click costs string concatenation, not URL parsing.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import itertools
 import logging
 import re
 import time
-from collections.abc import Callable
 from json.encoder import encode_basestring as _json_string  # C-accelerated, ensure_ascii=False
-from typing import Any, Literal
+from typing import Literal, Protocol
 from urllib.parse import quote, quote_from_bytes, unquote_to_bytes, urlsplit
 
 import redis.asyncio as aioredis
@@ -35,7 +33,6 @@ from redis.exceptions import RedisError
 from tracker.core import keys
 from tracker.core.errors import StorageUnavailable
 from tracker.core.records import LinkRecord
-from tracker.storage.clickhouse import run_sync
 
 log = logging.getLogger("tracker.redirect.linkcache")
 
@@ -153,6 +150,12 @@ class _Entry:
         self.refreshing = False
 
 
+class LinkSource(Protocol):
+    """Where a link Redis lost is rebuilt from (the registry, reading ClickHouse)."""
+
+    async def link_by_code(self, code: str) -> LinkRecord | None: ...
+
+
 class LinkCache:
     """``await get(code)``: the prepared link, None when no link has this code.
 
@@ -164,12 +167,12 @@ class LinkCache:
         self,
         redis: aioredis.Redis,
         ttl: float,
-        registry: Callable[[], Any] | None = None,
+        registry: LinkSource | None = None,
     ) -> None:
         self._redis = redis
         self._ttl = ttl
         self._grace = max(0.0, MAX_STALENESS_SECONDS - ttl)
-        self._registry = registry or (lambda: None)
+        self._registry = registry
         self._entries: dict[str, _Entry] = {}
         self._inflight: dict[str, asyncio.Future[Target | None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -273,15 +276,9 @@ class LinkCache:
                 return LinkRecord.decode(raw)
             except (ValueError, TypeError) as exc:
                 log.error("link record of %s in Redis is malformed (%s); rebuilding it", code, exc)
-        registry = self._registry()
-        if registry is None:
+        if self._registry is None:
             return None
-        lookup = registry.link_by_code
-        record: LinkRecord | None
-        if inspect.iscoroutinefunction(lookup):
-            record = await lookup(code)
-        else:  # a synchronous ClickHouse read must not block the event loop
-            record = await run_sync(lookup, code)
+        record = await self._registry.link_by_code(code)
         if record is not None:
             try:
                 await self._redis.set(key, record.encode(), nx=True)

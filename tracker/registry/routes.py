@@ -36,8 +36,7 @@ _LAST_INSTANT = datetime(2299, 12, 31, tzinfo=UTC)  # the end of ClickHouse's Da
 
 
 def _registry(request: Request) -> Registry:
-    reg: Registry = services(request).get("registry")
-    return reg
+    return services(request).registry
 
 
 def _kind(value: object) -> str:
