@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, TypeVar
 
@@ -30,6 +30,8 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from tracker.core.errors import BadRequest, Unprocessable
+from tracker.core.text import has_control_chars, is_utf8
+from tracker.core.timeutil import iso
 
 M = TypeVar("M", bound=BaseModel)
 # Error types of validators of ours carry our error code after this prefix.
@@ -66,20 +68,11 @@ def invalid(code: str, message: str) -> PydanticCustomError:
 
 
 def _plain_text(value: str) -> str:
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+    if has_control_chars(value):
         raise invalid("invalid_field", "contains control characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise invalid("invalid_field", "is not valid Unicode text (it holds a lone surrogate)") from None
+    if not is_utf8(value):
+        raise invalid("invalid_field", "is not valid Unicode text (it holds a lone surrogate)")
     return value
-
-
-def iso(value: datetime) -> str:
-    """An instant as ISO 8601 in UTC with milliseconds and ``Z`` (the API's one format)."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 # Printable text without control characters (names, notes).

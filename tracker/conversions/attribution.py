@@ -25,6 +25,7 @@ from tracker.core.clickid import ClickRef
 from tracker.core.errors import Conflict, Unprocessable
 from tracker.core.money import ZERO, round_money
 from tracker.core.records import LinkRecord
+from tracker.core.timeutil import DAY_MS
 
 PENDING = "pending"
 APPROVED = "approved"
@@ -39,7 +40,6 @@ _MOVES: frozenset[tuple[str, str]] = frozenset(
     {(PENDING, APPROVED), (PENDING, REJECTED), (PENDING, REFUNDED), (APPROVED, REFUNDED)}
 )
 
-DAY_MS = 86_400_000
 # A click a little after the order's time still counts: the store's and our clocks differ.
 CLOCK_SKEW_MS = 300_000
 

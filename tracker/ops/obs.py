@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import secrets
 import time
 
@@ -28,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tracker.core import keys
 from tracker.core.codes import RESERVED
+from tracker.core.text import REQUEST_ID as REQUEST_ID_PATTERN
 from tracker.ingest import delivery
 from tracker.ops import metrics
 from tracker.ops.logs import REQUEST_ID
@@ -43,7 +43,7 @@ NON_REDIRECT_PATHS = frozenset("/" + name for name in RESERVED)
 _QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 _REQUEST_ID_HEADER = b"x-request-id"
 # A proxy's id is echoed into logs and headers: accept only short, plain tokens.
-_VALID_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_VALID_ID = REQUEST_ID_PATTERN
 
 
 def is_redirect_path(path: str) -> bool:

@@ -41,11 +41,13 @@ from tracker.core.clickid import ClickIds
 from tracker.core.codes import RESERVED
 from tracker.core.errors import SettingsError, StorageUnavailable
 from tracker.core.events import CLICK_VERSION, HINT_HEAD, HINT_NONE, HINT_PREFETCH, UTM_KEYS
+from tracker.core.text import REQUEST_ID as REQUEST_ID_PATTERN
+from tracker.core.timeutil import DAY_MS
 from tracker.ops.logs import REQUEST_ID
 from tracker.ops.metrics import REDIRECT_SECONDS, REDIRECTS
 from tracker.redirect.clicklog import ClickLog
 from tracker.redirect.linkcache import LinkCache, LinkSource, Target, parse_query, query_value
-from tracker.redirect.visitor import DAY_MS, Countries, VisitorHasher, normalize_country
+from tracker.redirect.visitor import Countries, VisitorHasher, normalize_country
 from tracker.services import Services
 from tracker.settings import Settings
 from tracker.storage import redis_client
@@ -53,7 +55,7 @@ from tracker.storage import redis_client
 # The cheap shape check (no storage access for garbage). 3, not 4: the registry accepts
 # vanity codes of 3 characters (``codes._VANITY``).
 _CODE = re.compile(r"[A-Za-z0-9_-]{3,64}")
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # as tracker.ops.obs accepts a proxy's id
+
 MAX_USER_AGENT = 512
 MAX_REFERER = 1024
 MAX_UTM = 256
@@ -404,6 +406,6 @@ def _note_request_id(scope: Scope) -> None:
     for name, value in scope["headers"]:
         if name == b"x-request-id":
             text = value.decode("latin-1")
-            if _REQUEST_ID.fullmatch(text):
+            if REQUEST_ID_PATTERN.fullmatch(text):
                 REQUEST_ID.set(text)
             return

@@ -22,10 +22,10 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from tracker.core import keys
+from tracker.core.timeutil import DAY_MS
 
 log = logging.getLogger("tracker.redirect.visitor")
 
-DAY_MS = 86_400_000
 SALT_TTL_SECONDS = 48 * 3600
 _SALT_BYTES = 32
 # Salts of today and tomorrow are fetched ahead, so the UTC midnight never waits on Redis.
