@@ -1,4 +1,4 @@
-"""What every store connector produces, and the pieces the three of them share.
+"""What every store connector produces: ``OrderEvent``, and the refund arithmetic on it.
 
 A connector turns one verified platform webhook into an ``OrderEvent``: the order's
 state *now* as that platform reports it, already in the conversion model's terms

@@ -15,11 +15,13 @@ Events, amounts from minor units by Stripe's exponent of the currency:
   ``amount_total``; ``payment_status`` paid or no_payment_required → approved,
   unpaid (a delayed method such as a bank debit) → pending, settled later by
   ``checkout.session.async_payment_succeeded`` (approved) or ``…_failed`` (rejected).
+  With tax-inclusive prices ``amount_subtotal`` carries the tax, and the webhook has
+  no breakdown to take it out (``total_details.breakdown`` needs an API call).
 - ``invoice.paid``: each paid invoice is an order (a subscription's renewals too),
   ``subscription_id`` set. Amount ``total_excluding_tax`` (after discounts, before
   tax) less any invoice shipping, total ``total``.
 - ``charge.refunded``: ``amount_refunded`` is cumulative, so the refund is keyed by
-  the charge id and each event replaces the last figure; the charge is full
+  the charge id and each event replaces the last figure; the charge is fully
   refunded when ``refunded`` is true. Its order: the charge's ``invoice`` when it
   has one (API versions before 2025-03-31), else its payment intent.
 
