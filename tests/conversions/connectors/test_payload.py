@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tracker.conversions.connectors.payload import Fields, load_json, short, verify_base64_hmac
-from tracker.errors import BadRequest, Unauthorized, Unprocessable
+from tracker.core.errors import BadRequest, Unauthorized, Unprocessable
 
 SECRET = "shpss_0123456789abcdef0123456789abcdef"
 BODY = b'{"id":820982911946154508,"total_price":"403.00"}'

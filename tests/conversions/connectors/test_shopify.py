@@ -14,7 +14,7 @@ import pytest
 
 from tests.conversions.connectors.samples import body, data, raw
 from tracker.conversions.connectors import OrderEvent, RefundShare, refund_share, shopify
-from tracker.errors import BadRequest, Unauthorized, Unprocessable
+from tracker.core.errors import BadRequest, Unauthorized, Unprocessable
 
 D = Decimal
 SECRET = "c4e1b0f9a7d3e2f1c0b9a8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7"

@@ -14,7 +14,7 @@ import stripe
 from tests.conversions.connectors.samples import body, data, raw
 from tracker.conversions.connectors import OrderEvent, stripe_
 from tracker.conversions.connectors.payload import load_json
-from tracker.errors import BadRequest, Unauthorized, Unprocessable
+from tracker.core.errors import BadRequest, Unauthorized, Unprocessable
 
 D = Decimal
 SECRET = "whsec_7kQ2mN9pR4sT6vX8zB1cD3fG5hJ7kL9m"

@@ -15,7 +15,7 @@ import pytest
 
 from tests.conversions.connectors.samples import body, data, raw
 from tracker.conversions.connectors import OrderEvent, RefundShare, refund_share, woocommerce
-from tracker.errors import BadRequest, Unauthorized, Unprocessable
+from tracker.core.errors import BadRequest, Unauthorized, Unprocessable
 
 D = Decimal
 SECRET = "wc_9X]p&Qm2;vL7@rT4"  # WooCommerce secrets are free text

@@ -1,7 +1,7 @@
 """Store connectors: a platform's signed order webhook in, an ``OrderEvent`` out.
 
 One module per platform, each with the same shape: ``verify`` (the platform's own
-signature scheme; raises ``tracker.errors.Unauthorized``) and ``parse`` (raw body
+signature scheme; raises ``tracker.core.errors.Unauthorized``) and ``parse`` (raw body
 → ``OrderEvent``, or None for an event it does not handle: answer 200
 ``{"ignored": true}``), plus ``parse_payload``/``parse_event`` for a body already
 decoded with ``payload.load_json``:

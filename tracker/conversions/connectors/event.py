@@ -24,7 +24,7 @@ from fractions import Fraction
 from types import MappingProxyType
 from typing import Final
 
-from tracker.money import ZERO, quantum, round_money
+from tracker.core.money import ZERO, quantum, round_money
 
 PLATFORMS: Final = ("shopify", "woocommerce", "stripe")
 STATUSES: Final = ("pending", "approved", "rejected", "refunded")

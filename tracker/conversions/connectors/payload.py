@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
-from tracker.errors import BadRequest, Unauthorized, Unprocessable
-from tracker.money import MINOR_UNITS
+from tracker.core.errors import BadRequest, Unauthorized, Unprocessable
+from tracker.core.money import MINOR_UNITS
 
 # The postback limits (tracker.postbacks). An order id longer than this is a malformed
 # payload; an over-long click id or coupon is only a useless one and is dropped (see

@@ -42,7 +42,7 @@ from tracker.conversions.connectors.payload import (
     short,
     verify_base64_hmac,
 )
-from tracker.money import ZERO, round_money
+from tracker.core.money import ZERO, round_money
 
 HMAC_HEADER: Final = "X-Shopify-Hmac-Sha256"
 TOPIC_HEADER: Final = "X-Shopify-Topic"

@@ -40,8 +40,8 @@ import stripe
 
 from tracker.conversions.connectors.event import OrderEvent
 from tracker.conversions.connectors.payload import MAX_CLICK_ID, MAX_COUPON, Fields, load_json, short
-from tracker.errors import Unauthorized
-from tracker.money import MINOR_UNITS, round_money
+from tracker.core.errors import Unauthorized
+from tracker.core.money import MINOR_UNITS, round_money
 
 SIGNATURE_HEADER: Final = "Stripe-Signature"
 TOLERANCE_SECONDS: Final = 300

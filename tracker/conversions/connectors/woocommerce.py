@@ -39,7 +39,7 @@ from tracker.conversions.connectors.payload import (
     short,
     verify_base64_hmac,
 )
-from tracker.money import ZERO, round_money
+from tracker.core.money import ZERO, round_money
 
 SIGNATURE_HEADER: Final = "X-WC-Webhook-Signature"
 TOPIC_HEADER: Final = "X-WC-Webhook-Topic"
