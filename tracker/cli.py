@@ -172,7 +172,7 @@ def _preflight(settings: Settings) -> None:
     """Check the services before uvicorn starts, so problems read as one line, not a traceback."""
     import asyncio
 
-    from tracker.storage import migrate, redis_client
+    from tracker.storage import migrate, redis_client, version
     from tracker.storage.clickhouse import ClickHouse, describe
 
     async def check_redis() -> None:
@@ -188,6 +188,7 @@ def _preflight(settings: Settings) -> None:
 
     asyncio.run(check_redis())
     ch = ClickHouse.connect(settings)
+    version.require(ch)
     if settings.embedded:
         migrate.migrate(ch, retention_months=settings.click_retention_months)
     else:
@@ -251,11 +252,12 @@ def ingest(args: argparse.Namespace) -> int:
 
 
 def migrate_cmd(args: argparse.Namespace) -> int:
-    from tracker.storage import migrate
+    from tracker.storage import migrate, version
     from tracker.storage.clickhouse import ClickHouse, describe
 
     settings = _settings()
     ch = ClickHouse.connect(settings)
+    version.require(ch)
     applied = migrate.migrate(ch, retention_months=settings.click_retention_months)
     where = describe(settings)
     if applied:
