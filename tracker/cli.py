@@ -41,7 +41,13 @@ def _parser() -> argparse.ArgumentParser:
     ingest = sub.add_parser("ingest", help="Move clicks and conversions from Redis streams into ClickHouse.")
     ingest.add_argument("--once", action="store_true", help="Drain what is in the streams now and exit.")
 
-    sub.add_parser("migrate", help="Apply pending ClickHouse migrations.")
+    migrate = sub.add_parser("migrate", help="Apply pending ClickHouse migrations.")
+    migrate.add_argument(
+        "--cluster",
+        metavar="NAME",
+        help="Apply them to this ClickHouse cluster as Replicated + Distributed tables "
+        "(default: TRACKER_CLICKHOUSE_CLUSTER).",
+    )
     return p
 
 
@@ -255,11 +261,13 @@ def migrate_cmd(args: argparse.Namespace) -> int:
     from tracker.storage import migrate, version
     from tracker.storage.clickhouse import ClickHouse, describe
 
-    settings = _settings()
+    # --cluster stands for TRACKER_CLICKHOUSE_CLUSTER and is validated the same way.
+    cluster = {"TRACKER_CLICKHOUSE_CLUSTER": args.cluster} if args.cluster is not None else {}
+    settings = Settings.from_env({**os.environ, **cluster})
     ch = ClickHouse.connect(settings)
     version.require(ch)
     applied = migrate.migrate(ch, retention_months=settings.click_retention_months)
-    where = describe(settings)
+    where = describe(settings) + (f" (cluster {settings.clickhouse_cluster})" if settings.clickhouse_cluster else "")
     if applied:
         print(f"Applied {len(applied)} migration(s) to {where}: {', '.join(applied)}")
     else:
