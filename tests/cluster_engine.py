@@ -11,7 +11,9 @@ actually answers (replicas start read-only) and chDB runs no distributed DDL, so
   cluster;
 - Replicated tables are created (the engine checks their arguments, macros, version
   column, sharding key) but stay read-only, so ``ALTER``s of the ``_local`` tables are
-  only parsed, and nothing is inserted.
+  only parsed, and nothing is inserted;
+- then tracker's own reads run through the Distributed tables on tracker's client: the
+  migrations check, a ``FINAL`` read and every report grouping (on empty tables).
 
 chDB allows one engine per process and this one has its own config, hence the
 subprocess; it prints its result and leaves with ``os._exit`` while the session is still
@@ -23,6 +25,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 
 CLUSTER = "tracker_cluster"
@@ -44,27 +48,26 @@ CONFIG = f"""<clickhouse>
 
 
 def main(workdir: Path) -> None:
-    from chdb import session
+    import clickhouse_connect
 
+    from tracker.reports import run as reports
     from tracker.storage import cluster, migrate
-    from tracker.storage.clickhouse import CLUSTER_SETTINGS
+    from tracker.storage.clickhouse import CLUSTER_SETTINGS, ClickHouse
 
     config = workdir / "config.xml"
     config.write_text(CONFIG)
-    db = session.Session(f"{workdir / 'data'}?config-file={config}")
+    path = f"{workdir / 'data'}?config-file={config}"
+    clickhouse_connect.get_client(interface="chdb", path=path).command(f"CREATE DATABASE IF NOT EXISTS {DATABASE}")
+    # tracker's own client, with the settings it sends on a cluster.
+    client = clickhouse_connect.get_client(interface="chdb", path=path, database=DATABASE, settings=CLUSTER_SETTINGS)
+    ch = ClickHouse(client, DATABASE, CLUSTER)
 
-    def run(sql: str) -> str:
-        return str(db.query(sql, "TSV")).strip()
-
-    run(f"CREATE DATABASE IF NOT EXISTS {DATABASE}")
-    run(f"USE {DATABASE}")
-    for name, value in CLUSTER_SETTINGS.items():  # as tracker's client on a cluster sends them
-        run(f"SET {name} = {value!r}")
     executed: list[str] = []
     parsed_only: list[str] = []
     failed: list[str] = []
-    ledger = cluster.render(migrate._LEDGER, cluster=CLUSTER, database=DATABASE, source="The ledger")
-    rendered = [("ledger", sql) for sql in ledger]
+    rendered = [("ledger", sql) for sql in cluster.render(
+        migrate._LEDGER, cluster=CLUSTER, database=DATABASE, source="The ledger"
+    )]
     for m in migrate.discover():
         for statement in m.statements():
             rendered += [(m.name, sql) for sql in cluster.render(
@@ -74,36 +77,42 @@ def main(workdir: Path) -> None:
         node_sql = sql.replace(f" ON CLUSTER {CLUSTER}", "")
         try:
             if node_sql.startswith("ALTER TABLE ") and node_sql.split()[2].endswith(cluster.LOCAL_SUFFIX):
-                run(f"EXPLAIN AST {node_sql}")
+                ch.query(f"EXPLAIN AST {node_sql}")
                 parsed_only.append(f"{source}: {' '.join(node_sql.split()[:5])}")
             else:
-                run(node_sql)
+                ch.command(node_sql)
                 executed.append(source)
         except Exception as exc:  # reported to the test, which names the statement
             failed.append(f"{source}: {' '.join(node_sql.split())[:120]}: {' '.join(str(exc).split())[:300]}")
-    tables = run(
-        f"SELECT name, engine, engine_full FROM system.tables WHERE database = '{DATABASE}' "
-        "ORDER BY name FORMAT JSONCompactEachRow"
+    tables = ch.query(
+        "SELECT name, engine, engine_full FROM system.tables WHERE database = {db:String} ORDER BY name",
+        {"db": DATABASE},
     )
-    reads = {}
-    for query in (
-        "SELECT count() FROM clicks FINAL",
-        "SELECT count() FROM conversions FINAL",
-        "SELECT count() FROM clicks_daily WHERE brand_id = 'b'",
-        "SELECT count() FROM schema_migrations FINAL",
-    ):
+    # Reads through the Distributed tables, as tracker makes them (the tables are empty).
+    reads: dict[str, str] = {}
+
+    def read(name: str, fn: Callable[[], object]) -> None:
         try:
-            reads[query] = run(query)
+            reads[name] = repr(fn())
         except Exception as exc:
-            reads[query] = f"error: {' '.join(str(exc).split())[:300]}"
+            reads[name] = f"error: {' '.join(str(exc).split())[:300]}"
+
+    read("pending migrations", lambda: len(migrate.missing(ch)))
+    read("conversions FINAL", lambda: ch.query("SELECT count() FROM conversions FINAL"))
+    brand = {"id": "brd_cluster", "name": "Cluster", "currency": "USD"}
+    for group_by in ((), *((key,) for key in reports.GROUP_KEYS), ("influencer", "day")):
+        for tz in ("UTC", "Asia/Kolkata"):
+            params = reports.ReportParams(date(2026, 11, 1), date(2026, 11, 30), group_by=group_by, tz=tz)
+            read(f"report {','.join(group_by) or 'totals'} {tz}",
+                 lambda p=params: reports.run_report(ch, brand, p, 400).totals["clicks"])
     result = {
         "executed": len(executed),
         "parsed_only": parsed_only,
         "failed": failed,
-        "tables": [json.loads(line) for line in tables.splitlines()],
+        "tables": [list(row) for row in tables],
         "reads": reads,
     }
-    # Written while the session is open: closing it (or letting it be collected) can hang
+    # Written while the engine is open: closing it (or letting it be collected) can hang
     # or abort on the read-only replicas' background threads.
     sys.stdout.write(json.dumps(result) + "\n")
     sys.stdout.flush()
