@@ -252,7 +252,18 @@ def ingest(args: argparse.Namespace) -> int:
             "tracker ingest needs REDIS_URL and CLICKHOUSE_URL; in embedded mode `tracker serve` runs ingest itself."
         )
     from tracker.ingest.worker import run_worker
+    from tracker.storage import cluster
+    from tracker.storage.clickhouse import ClickHouse
 
+    # A cluster schema needs the cluster's insert settings. Checked when ClickHouse answers
+    # now; when it does not, the worker waits for it as before (the streams hold the rows).
+    try:
+        ch = ClickHouse.connect(settings)
+    except StorageUnavailable:
+        pass
+    else:
+        cluster.check_mode(ch)
+        ch.close()
     code: int = run_worker(settings, once=args.once)
     return code
 

@@ -19,6 +19,7 @@ from typing import Any, cast
 import pytest
 
 from tests.chdb_server import ChdbHttpServer
+from tracker import cli
 from tracker.core.errors import MigrationError
 from tracker.settings import Settings
 from tracker.storage import cluster, migrate
@@ -350,3 +351,23 @@ def test_migrate_cluster_flag_refuses_chdb_and_bad_names_in_one_line(url: str, n
     assert proc.returncode == 2
     assert proc.stderr.startswith(f"tracker: {message}")
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_ingest_refuses_a_cluster_schema_without_the_cluster_setting(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    monkeypatch.setenv("CLICKHOUSE_URL", "http://ch:8123/tracker")
+    monkeypatch.delenv("TRACKER_CLICKHOUSE_CLUSTER", raising=False)
+    monkeypatch.setattr(ClickHouse, "connect", classmethod(
+        lambda cls, settings, **kw: Recorder(settings.clickhouse_cluster, "ReplicatedReplacingMergeTree")
+    ))
+    monkeypatch.setattr(Recorder, "close", lambda self: None, raising=False)
+
+    def never(*args: Any, **kw: Any) -> int:
+        raise AssertionError("the worker started")
+
+    monkeypatch.setattr("tracker.ingest.worker.run_worker", never)
+    monkeypatch.setattr("tracker.ops.logs.setup", lambda level: {})  # keep pytest's log handlers
+    assert cli.main(["ingest", "--once"]) == cli.EXIT_MIGRATION
+    assert "holds a cluster schema" in capsys.readouterr().err

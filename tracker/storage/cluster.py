@@ -293,15 +293,11 @@ def table(ch: ClickHouse, name: str) -> str:
     return name if ch.cluster is None else local_name(name)
 
 
-def prepare_ledger(ch: ClickHouse, ledger: str) -> None:
-    """Create the migrations ledger unless present, after checking the schema's mode is ``ch``'s.
+def check_mode(ch: ClickHouse) -> str | None:
+    """Refuse a cluster schema opened without the cluster setting, and the reverse.
 
-    One node: ``CREATE TABLE IF NOT EXISTS`` as always. A cluster: the database and the
-    ledger are created on every node the first time only, so that ``serve`` and
-    ``ingest`` starting up run no DDL across the cluster. A cluster schema opened
-    without the cluster setting (or the reverse) is refused: migrations applied that
-    way would create one node's tables, and ingest would insert without waiting for
-    the shards.
+    Migrations applied that way would create one node's tables, and ingest would insert
+    without waiting for the shards. Returns the ledger's engine (None: no ledger yet).
     """
     rows = ch.query(
         "SELECT engine FROM system.tables WHERE database = {db:String} AND name = 'schema_migrations'",
@@ -319,6 +315,17 @@ def prepare_ledger(ch: ClickHouse, ledger: str) -> None:
             f"ClickHouse database {ch.database} holds a single-node schema, not one for cluster {ch.cluster}: "
             "unset TRACKER_CLICKHOUSE_CLUSTER, or migrate a new database with --cluster."
         )
+    return engine
+
+
+def prepare_ledger(ch: ClickHouse, ledger: str) -> None:
+    """Create the migrations ledger unless present, after ``check_mode``.
+
+    One node: ``CREATE TABLE IF NOT EXISTS`` as always. A cluster: the database and the
+    ledger are created on every node the first time only, so that ``serve`` starting up
+    runs no DDL across the cluster.
+    """
+    engine = check_mode(ch)
     if ch.cluster is None:
         ch.command(ledger)
     elif engine is None:
