@@ -2,7 +2,7 @@
 
 NOT RUN on the development machine: it has no Docker engine, so this script has never
 been executed there. What was executed there is the schema's test in chDB
-(tests/test_cluster.py). Run this where Docker (with the compose plugin) exists:
+(tests/storage/test_cluster.py). Run this where Docker (with the compose plugin) exists:
 
     python -m loadtests.cluster_smoke            # up, check, down -v
     python -m loadtests.cluster_smoke --keep     # leave the stack running afterwards

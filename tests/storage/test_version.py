@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from tracker import cli
-from tracker.storage.clickhouse import ClickHouse
 from tracker.core.errors import MigrationError
 from tracker.settings import Settings
 from tracker.storage import version
+from tracker.storage.clickhouse import ClickHouse
 
 NEEDS = (
     "projections on a ReplacingMergeTree need the table setting deduplicate_merge_projection_mode, added in 24.8"

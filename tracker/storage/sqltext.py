@@ -3,7 +3,7 @@
 Pure and small: tokens with their positions and parenthesis depth, lookups by
 keyword at a depth, and edits applied to the original text (so a rendered
 statement keeps the migration's layout and comments). It does not validate SQL;
-the ClickHouse parser does that (``tests/test_cluster.py`` runs every rendered
+the ClickHouse parser does that (``tests/storage/test_cluster.py`` runs every rendered
 statement through it).
 """
 
