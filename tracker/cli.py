@@ -41,7 +41,13 @@ def _parser() -> argparse.ArgumentParser:
     ingest = sub.add_parser("ingest", help="Move clicks and conversions from Redis streams into ClickHouse.")
     ingest.add_argument("--once", action="store_true", help="Drain what is in the streams now and exit.")
 
-    sub.add_parser("migrate", help="Apply pending ClickHouse migrations.")
+    migrate = sub.add_parser("migrate", help="Apply pending ClickHouse migrations.")
+    migrate.add_argument(
+        "--cluster",
+        metavar="NAME",
+        help="Apply them to this ClickHouse cluster as Replicated + Distributed tables "
+        "(default: TRACKER_CLICKHOUSE_CLUSTER).",
+    )
     return p
 
 
@@ -172,7 +178,7 @@ def _preflight(settings: Settings) -> None:
     """Check the services before uvicorn starts, so problems read as one line, not a traceback."""
     import asyncio
 
-    from tracker.storage import migrate, redis_client
+    from tracker.storage import migrate, redis_client, version
     from tracker.storage.clickhouse import ClickHouse, describe
 
     async def check_redis() -> None:
@@ -188,6 +194,7 @@ def _preflight(settings: Settings) -> None:
 
     asyncio.run(check_redis())
     ch = ClickHouse.connect(settings)
+    version.require(ch)
     if settings.embedded:
         migrate.migrate(ch, retention_months=settings.click_retention_months)
     else:
@@ -245,19 +252,33 @@ def ingest(args: argparse.Namespace) -> int:
             "tracker ingest needs REDIS_URL and CLICKHOUSE_URL; in embedded mode `tracker serve` runs ingest itself."
         )
     from tracker.ingest.worker import run_worker
+    from tracker.storage import cluster
+    from tracker.storage.clickhouse import ClickHouse
 
+    # A cluster schema needs the cluster's insert settings. Checked when ClickHouse answers
+    # now; when it does not, the worker waits for it as before (the streams hold the rows).
+    try:
+        ch = ClickHouse.connect(settings)
+    except StorageUnavailable:
+        pass
+    else:
+        cluster.check_mode(ch)
+        ch.close()
     code: int = run_worker(settings, once=args.once)
     return code
 
 
 def migrate_cmd(args: argparse.Namespace) -> int:
-    from tracker.storage import migrate
+    from tracker.storage import migrate, version
     from tracker.storage.clickhouse import ClickHouse, describe
 
-    settings = _settings()
+    # --cluster stands for TRACKER_CLICKHOUSE_CLUSTER and is validated the same way.
+    cluster = {"TRACKER_CLICKHOUSE_CLUSTER": args.cluster} if args.cluster is not None else {}
+    settings = Settings.from_env({**os.environ, **cluster})
     ch = ClickHouse.connect(settings)
+    version.require(ch)
     applied = migrate.migrate(ch, retention_months=settings.click_retention_months)
-    where = describe(settings)
+    where = describe(settings) + (f" (cluster {settings.clickhouse_cluster})" if settings.clickhouse_cluster else "")
     if applied:
         print(f"Applied {len(applied)} migration(s) to {where}: {', '.join(applied)}")
     else:

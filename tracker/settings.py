@@ -54,6 +54,11 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "TRACKER_POSTBACK_RATE_LIMIT": ("600", "Postbacks per store per minute."),
     "TRACKER_LOG_LEVEL": ("INFO", "Log level (DEBUG, INFO, WARNING, ERROR)."),
     "TRACKER_CLICKHOUSE_DATABASE": ("tracker", "Database name when CLICKHOUSE_URL names none (and for chDB)."),
+    "TRACKER_CLICKHOUSE_CLUSTER": (
+        "(none: one server)",
+        "ClickHouse cluster name (`remote_servers`): the schema is Replicated + Distributed tables "
+        "(`tracker migrate --cluster`). Same on every process.",
+    ),
 }
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -87,6 +92,7 @@ class Settings:
     postback_rate_limit: int = 600
     log_level: str = "INFO"
     clickhouse_database: str = "tracker"
+    clickhouse_cluster: str | None = None
     # Embedded mode: neither service URL was set, so serve starts both itself (and
     # fills in redis_url once its Valkey runs) and runs ingest in-process.
     embedded: bool = False
@@ -125,6 +131,7 @@ class Settings:
             postback_rate_limit=_int(env, "TRACKER_POSTBACK_RATE_LIMIT", 600, 1, 10_000_000),
             log_level=_choice(env, "TRACKER_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
             clickhouse_database=_identifier(env, "TRACKER_CLICKHOUSE_DATABASE", "tracker"),
+            clickhouse_cluster=_cluster(env),
         )
         s = s.with_(embedded=s.redis_url is None and s.clickhouse_url is None)
         if (s.redis_url is None) != (s.clickhouse_url is None):
@@ -132,6 +139,10 @@ class Settings:
             raise SettingsError(
                 f"{missing} is not set: set both REDIS_URL and CLICKHOUSE_URL (production mode) "
                 "or neither (embedded mode)."
+            )
+        if s.clickhouse_cluster and (s.clickhouse_url is None or s.clickhouse_url.startswith("chdb:")):
+            raise SettingsError(
+                "TRACKER_CLICKHOUSE_CLUSTER needs CLICKHOUSE_URL to name a ClickHouse server: chDB is one node."
             )
         return s.with_(**overrides) if overrides else s
 
@@ -195,6 +206,13 @@ def _identifier(env: Mapping[str, str], name: str, default: str) -> str:
     raw = _str(env, name) or default
     if not raw.replace("_", "").isalnum() or raw[0].isdigit():
         raise SettingsError(f"{name}={raw!r} is not a valid database name (letters, digits, underscore).")
+    return raw
+
+
+def _cluster(env: Mapping[str, str]) -> str | None:
+    raw = _str(env, "TRACKER_CLICKHOUSE_CLUSTER")
+    if raw is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", raw):
+        raise SettingsError(f"TRACKER_CLICKHOUSE_CLUSTER={raw!r} is not a cluster name (letters, digits, underscore).")
     return raw
 
 

@@ -51,6 +51,22 @@ def database_name(settings: Settings) -> str:
     return settings.clickhouse_database
 
 
+# Every query on a cluster (TRACKER_CLICKHOUSE_CLUSTER) carries these; one node gets none.
+# Why they keep ingest exact and FINAL reads exact: tracker/storage/cluster.py.
+CLUSTER_SETTINGS: dict[str, Any] = {
+    # An INSERT into a Distributed table returns once every shard holds its rows, and each
+    # shard's insert carries the query's settings, the deduplication token among them
+    # (named insert_distributed_sync until late 2023, ClickHouse #55978).
+    "distributed_foreground_insert": 1,
+    # One batch is one insert with one token: not queued and merged with others, which
+    # ClickHouse 26.x does by default.
+    "async_insert": 0,
+    # Inserts and the reads that check them go to the same replica of each shard (the
+    # first live one), so a check right after an insert sees it.
+    "load_balancing": "in_order",
+}
+
+
 def _raw_client(settings: Settings, database: str | None) -> Client:
     if is_chdb(settings):
         global _chdb_path
@@ -77,15 +93,17 @@ def _raw_client(settings: Settings, database: str | None) -> Client:
         send_receive_timeout=60,
         autogenerate_session_id=False,
         compress=False,
+        settings=dict(CLUSTER_SETTINGS) if settings.clickhouse_cluster else None,
     )
 
 
 class ClickHouse:
     """A thin wrapper that binds the database and translates driver errors once."""
 
-    def __init__(self, client: Client, database: str) -> None:
+    def __init__(self, client: Client, database: str, cluster: str | None = None) -> None:
         self.client = client
         self.database = database
+        self.cluster = cluster  # the ClickHouse cluster's name when the schema is on one
 
     @classmethod
     def connect(cls, settings: Settings, *, create_database: bool = True) -> ClickHouse:
@@ -96,7 +114,7 @@ class ClickHouse:
                 bootstrap.command(f"CREATE DATABASE IF NOT EXISTS `{database}`")
                 if not is_chdb(settings):
                     bootstrap.close()
-            return cls(_raw_client(settings, database), database)
+            return cls(_raw_client(settings, database), database, settings.clickhouse_cluster)
         except (DatabaseError, OperationalError, OSError) as exc:
             raise StorageUnavailable(f"ClickHouse at {describe(settings)} is unreachable: {_short(exc)}") from exc
 

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tracker.core.errors import MigrationError, QueryError
+from tracker.storage import cluster
 from tracker.storage.clickhouse import ClickHouse
 
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
@@ -86,7 +87,7 @@ def discover(directory: Path | None = None) -> list[Migration]:
 
 
 def applied(ch: ClickHouse) -> dict[int, str]:
-    ch.command(_LEDGER)
+    cluster.prepare_ledger(ch, _LEDGER)
     rows = ch.query("SELECT version, name FROM schema_migrations FINAL ORDER BY version")
     return {int(v): str(n) for v, n in rows}
 
@@ -99,10 +100,14 @@ def migrate(ch: ClickHouse, directory: Path | None = None, *, retention_months: 
     """
     done = applied(ch)
     names: list[str] = []
-    for migration in discover(directory):
-        if migration.version in done:
-            continue
-        for statement in migration.statements():
+    # On a cluster every pending statement is rendered before the first one runs (storage/cluster.py).
+    pending = [
+        (m, [sql for s in m.statements() for sql in cluster.statements(ch, s, f"Migration {m.name}")])
+        for m in discover(directory)
+        if m.version not in done
+    ]
+    for migration, statements in pending:
+        for statement in statements:
             try:
                 ch.command(statement)
             except QueryError as exc:
@@ -131,14 +136,15 @@ _TTL_MONTHS = re.compile(r"\bTTL .*?toIntervalMonth\((\d+)\)")
 
 def retention(ch: ClickHouse) -> dict[str, int | None]:
     """Current TTL in months of each table that has one (None when it has no TTL)."""
+    stored = {cluster.table(ch, name): name for name in _RETENTION}
     rows = ch.query(
         "SELECT name, engine_full FROM system.tables WHERE database = {db:String} AND name IN {names:Array(String)}",
-        {"db": ch.database, "names": list(_RETENTION)},
+        {"db": ch.database, "names": list(stored)},
     )
     out: dict[str, int | None] = {}
     for name, engine in rows:
         m = _TTL_MONTHS.search(engine)
-        out[name] = int(m.group(1)) if m else None
+        out[stored[name]] = int(m.group(1)) if m else None
     return out
 
 
@@ -153,7 +159,9 @@ def apply_retention(ch: ClickHouse, months: int) -> list[str]:
         if current == months:
             continue
         try:
-            ch.command(f"ALTER TABLE {table} MODIFY TTL {_RETENTION[table]} + INTERVAL {months} MONTH")
+            alter = f"ALTER TABLE {table} MODIFY TTL {_RETENTION[table]} + INTERVAL {months} MONTH"
+            for sql in cluster.statements(ch, alter, "The click retention"):
+                ch.command(sql)
         except QueryError as exc:
             raise MigrationError(f"Setting the {table} retention to {months} months failed: {exc.message}") from exc
         changed.append(table)
