@@ -35,7 +35,11 @@ VARIABLES: dict[str, tuple[str, str]] = {
     ),
     "TRACKER_HASHIDS_SALT": ("(derived from the secret key)", "Salt of the short-code alphabet."),
     "TRACKER_PUBLIC_URL": ("http://<host>:<port>", "Base URL used in `short_url`."),
-    "TRACKER_TRUSTED_PROXIES": ("127.0.0.1", "Comma-separated IPs/CIDRs whose X-Forwarded-For is believed."),
+    "TRACKER_TRUSTED_PROXIES": (
+        "127.0.0.1",
+        "Comma-separated IPs/CIDRs of your proxies: behind them the client is the rightmost "
+        "`X-Forwarded-For` address that is not one of them.",
+    ),
     "TRACKER_COUNTRY_HEADER": ("(none)", "Trusted header carrying the visitor country, e.g. `CF-IPCountry`."),
     "TRACKER_ALLOW_VOLATILE_REDIS": ("0", "Set to 1 to start against a Redis without persistence."),
     "TRACKER_STREAM_SHARDS": ("1", "Number of click stream keys (Redis Cluster scale-out)."),

@@ -239,7 +239,8 @@ class Redirector:
             elif name == b"referer":
                 referer = value[:MAX_REFERER].decode("utf-8", "replace")
             elif name == b"x-forwarded-for":
-                forwarded = value.decode("latin-1")
+                # Several header lines are one list (RFC 9110 §5.3); a proxy may add its own line.
+                forwarded = f"{forwarded},{value.decode('latin-1')}" if forwarded else value.decode("latin-1")
             elif name == country_header:
                 country = value.decode("latin-1")
             elif name in _PURPOSE_HEADERS and not hint:
