@@ -15,57 +15,19 @@ import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
 from tracker import startup
 from tracker.api import http
 from tracker.core.errors import TrackerError
 from tracker.ops.obs import RequestIdMiddleware
 from tracker.redirect.handler import TrackerStarlette
-from tracker.services import Component, Services, services
+from tracker.services import Component, Services
 from tracker.settings import Settings
 from tracker.storage import redis_client
-from tracker.storage.clickhouse import ClickHouse, describe, run_sync
+from tracker.storage.clickhouse import ClickHouse, run_sync
 
 log = logging.getLogger("tracker.app")
-
-
-async def healthz(request: Request) -> Response:
-    """Liveness: the process answers."""
-    return http.JSONResponse({"status": "ok"})
-
-
-async def readyz(request: Request) -> Response:
-    """Readiness: Redis and ClickHouse answer (503 with the reason otherwise)."""
-    svc = services(request)
-    checks: dict[str, object] = {}
-    problems: list[str] = []
-    try:
-        await svc.redis.ping()
-        checks["redis"] = "ok"
-    except Exception as exc:
-        checks["redis"] = "unreachable"
-        problems.append(f"Redis is unreachable: {exc}")
-    if await run_sync(svc.ch.ping):
-        checks["clickhouse"] = "ok"
-    else:
-        checks["clickhouse"] = "unreachable"
-        problems.append(f"ClickHouse at {describe(svc.settings)} is unreachable.")
-    if svc.ingest is not None:
-        from tracker.ingest.worker import ingest_status
-
-        status = await ingest_status(svc.settings, svc.redis, svc.ingest)
-        checks["ingest"] = status
-        if status.get("problem"):
-            problems.append(str(status["problem"]))
-    if problems:
-        return http.JSONResponse(
-            {"status": "unavailable", "checks": checks, "error": {"code": "not_ready", "message": " ".join(problems)}},
-            status_code=503,
-        )
-    return http.JSONResponse({"status": "ready", "checks": checks})
 
 
 def _postback_routes() -> list[BaseRoute]:
@@ -76,16 +38,16 @@ def _postback_routes() -> list[BaseRoute]:
 
 def _routes() -> list[BaseRoute]:
     from tracker.api import openapi
-    from tracker.ops import obs
+    from tracker.ops import health, obs
     from tracker.registry import routes as registry_api
     from tracker.reports import routes as reports_api
     from tracker.web import dashboard
 
     routes: list[BaseRoute] = [
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
-        Route("/metrics", obs.metrics_endpoint, methods=["GET"]),
-        Route("/openapi.json", openapi.openapi_endpoint, methods=["GET"]),
+        health.HEALTHZ,
+        health.READYZ,
+        obs.METRICS,
+        openapi.ROUTE,
         *registry_api.routes(),
         *_postback_routes(),
         *reports_api.routes(),

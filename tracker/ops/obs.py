@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tracker.api.endpoints import Operation, api
 from tracker.core import keys
 from tracker.core.codes import is_redirect_path
 from tracker.core.text import REQUEST_ID as REQUEST_ID_PATTERN
@@ -151,3 +152,16 @@ def render_metrics() -> bytes:
 async def metrics_endpoint(request: Request) -> Response:
     await refresh_stream_gauges(request)
     return Response(render_metrics(), media_type=CONTENT_TYPE_LATEST)
+
+
+METRICS = api(
+    "GET",
+    "/metrics",
+    Operation(
+        "Prometheus text exposition of every stage.",
+        "operations",
+        answers={200: None},
+        also={200: "text/plain"},
+        operation_id="metrics",
+    ),
+)(metrics_endpoint)

@@ -34,10 +34,11 @@ from redis.backoff import NoBackoff
 from starlette.applications import Starlette
 from starlette.types import Message, Receive, Scope, Send
 
+from tracker.api.endpoints import Operation, Unrouted
 from tracker.api.http import dumps
 from tracker.api.proxies import TrustedProxies, client_ip
 from tracker.core.clickid import ClickIds
-from tracker.core.codes import is_redirect_path
+from tracker.core.codes import RESERVED, is_redirect_path
 from tracker.core.errors import StorageUnavailable
 from tracker.core.events import CLICK_VERSION, HINT_HEAD, HINT_NONE, HINT_PREFETCH, UTM_KEYS
 from tracker.core.text import REQUEST_ID as REQUEST_ID_PATTERN
@@ -324,6 +325,27 @@ async def _error(send: Send, status: int, code: str, message: str, extra: tuple[
     await send({"type": "http.response.body", "body": body})
 
 
+# GET /{code} for the OpenAPI document: answered before the router, so described here.
+_CODE_PATTERN = "^(?!(?:{})$){}$".format(
+    "|".join(sorted(name for name in RESERVED if _CODE.fullmatch(name))), _CODE.pattern
+)
+REDIRECT = Unrouted(
+    "/{code}",
+    "GET",
+    Operation(
+        "Follow a short link: 302 to the destination with the click id appended (HEAD too).",
+        "redirect",
+        description="Location is the link's destination with its own query, the visitor's query parameters "
+        "(any; the visitor wins a clash) and <click_id_param>=<click id>.",
+        answers={302: None},
+        headers={302: {"Location": {"type": "string", "format": "uri"}}},
+        errors=(404, 410, 429, 503),
+        path_params={"code": {"type": "string", "pattern": _CODE_PATTERN}},
+        operation_id="redirect",
+    ),
+)
+
+
 class TrackerStarlette(Starlette):
     """The app: a Starlette whose ``__call__`` hands ``/{code}`` straight to the redirect.
 
@@ -335,6 +357,8 @@ class TrackerStarlette(Starlette):
     before, is not echoed on redirects). Before the lifespan has started the
     redirect, the request takes the normal stack (and finds no route).
     """
+
+    unrouted = (REDIRECT,)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and is_redirect_path(path := scope["path"]):
