@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-import annotated_types
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
@@ -321,8 +320,8 @@ def _message(exc: ValidationError) -> str:
     if kind == "bool_parsing":
         return f"{env}={raw!r} is not a boolean: use 1 or 0."
     if kind in ("greater_than_equal", "less_than_equal") and info is not None:
-        lo = next(m.ge for m in info.metadata if isinstance(m, annotated_types.Ge))
-        hi = next(m.le for m in info.metadata if isinstance(m, annotated_types.Le))
+        lo = next(m.ge for m in info.metadata if hasattr(m, "ge"))
+        hi = next(m.le for m in info.metadata if hasattr(m, "le"))
         return f"{env}={raw} is out of range: use {lo} to {hi}."
     if kind == "literal_error" and info is not None:
         return f"{env}={raw!r} is not one of {', '.join(typing.get_args(LogLevel))}."
