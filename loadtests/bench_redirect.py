@@ -457,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
         "rps>=20000": tracker.rps >= 20_000,
         "p99<=15ms": tracker.p99_ms <= 15,
         "ratio>=0.5": ratio >= 0.5,
-        "zero_errors": tracker.core.errors == 0,
+        "zero_errors": tracker.errors == 0,
         "durable": bool(durability["ok"]),
     }
     print("goals: " + ", ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in goals.items()))
@@ -467,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
             "cpus": os.cpu_count(), "load_average": os.getloadavg()[0],
             "python": f"{platform.python_version()} {PY}",
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "tracker": {**asdict(tracker), "errors": tracker.core.errors, "cpu_vs_wrk": tracker.cpu_vs_wrk},
+            "tracker": {**asdict(tracker), "errors": tracker.errors, "cpu_vs_wrk": tracker.cpu_vs_wrk},
             "bare": {**asdict(bare), "errors": bare.errors, "cpu_vs_wrk": bare.cpu_vs_wrk},
             "ratio": ratio, "durability": durability, "goals": goals,
         }))

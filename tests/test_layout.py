@@ -39,16 +39,30 @@ def _resolve(target: str) -> str | None:
     return name or None
 
 
+def _never_imported(node: ast.stmt) -> bool:
+    """``if TYPE_CHECKING:`` (annotations only) and ``if __name__ == "__main__":`` (a script's entry,
+    e.g. ``python -m tracker.api.openapi`` building the app) run on no import."""
+    if not isinstance(node, ast.If):
+        return False
+    test = node.test
+    if isinstance(test, ast.Name):
+        return test.id == "TYPE_CHECKING"
+    return (
+        isinstance(test, ast.Compare)
+        and isinstance(test.left, ast.Name)
+        and test.left.id == "__name__"
+        and isinstance(test.comparators[0], ast.Constant)
+        and test.comparators[0].value == "__main__"
+    )
+
+
 def _without_type_checking(tree: ast.Module) -> ast.Module:
-    """The module minus its ``if TYPE_CHECKING:`` blocks (annotations only, never run)."""
+    """The module minus the blocks that run on no import (``_never_imported``)."""
     for node in ast.walk(tree):
         for name in ("body", "orelse"):
             block = getattr(node, name, None)
             if isinstance(block, list):
-                block[:] = [
-                    b for b in block
-                    if not (isinstance(b, ast.If) and isinstance(b.test, ast.Name) and b.test.id == "TYPE_CHECKING")
-                ]
+                block[:] = [b for b in block if not _never_imported(b)]
     return tree
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tracker.core.errors import SettingsError
-from tracker.settings import VARIABLES, Settings
+from tracker.settings import VARIABLES, Settings, table
 
 
 def test_defaults_are_embedded() -> None:
@@ -86,6 +86,51 @@ def test_every_variable_is_documented_in_readme() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     for name in VARIABLES:
         assert f"`{name}`" in readme, name
+
+
+def test_readme_table_is_the_one_the_settings_render() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    start = readme.index("| variable | default | meaning |")
+    end = readme.index("\n\n", start) + 1
+    assert readme[start:end] == table(), (
+        "README's configuration table differs from tracker/settings.py: paste `python -m tracker.settings`"
+    )
+
+
+def test_each_default_is_the_field_default() -> None:
+    s = Settings()
+    assert VARIABLES["TRACKER_INGEST_BATCH_SIZE"][0] == str(s.ingest_batch_size)
+    assert VARIABLES["TRACKER_LOG_LEVEL"][0] == s.log_level
+    assert VARIABLES["TRACKER_DATA_DIR"][0] == f"./{s.data_dir}"
+    assert VARIABLES["TRACKER_ALLOW_VOLATILE_REDIS"][0] == "0"
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"TRACKER_SPOOL_DIR": "   "}, {"spool_dir": None}),  # blank: unset
+        ({"TRACKER_INGEST_BATCH_SIZE": " 12 "}, {"ingest_batch_size": 12}),
+        ({"TRACKER_LOG_LEVEL": "debug"}, {"log_level": "DEBUG"}),
+        ({"TRACKER_ALLOW_VOLATILE_REDIS": "yes"}, {"allow_volatile_redis": True}),
+        ({"TRACKER_TRUSTED_PROXIES": ""}, {"trusted_proxies": ()}),  # blank here: trust no proxy
+        ({"TRACKER_PUBLIC_URL": "https://t.example/"}, {"public_url": "https://t.example"}),
+        ({"tracker_log_level": "DEBUG"}, {"log_level": "INFO"}),  # names are case-sensitive
+    ],
+)
+def test_values_as_read(env: dict[str, str], expected: dict[str, object]) -> None:
+    s = Settings.from_env(env)
+    assert {name: getattr(s, name) for name in expected} == expected
+
+
+def test_building_settings_reads_no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRACKER_INGEST_BATCH_SIZE", "7")
+    assert Settings().ingest_batch_size == 50_000
+    assert Settings.from_env().ingest_batch_size == 7
+
+
+def test_secrets_stay_out_of_repr() -> None:
+    text = repr(Settings(secret_key="s" * 40, admin_token="a" * 20))
+    assert "s" * 40 not in text and "a" * 20 not in text
 
 
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -15,56 +15,19 @@ import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
+from tracker import startup
 from tracker.api import http
-from tracker.core.errors import SettingsError, StorageUnavailable, TrackerError
+from tracker.core.errors import TrackerError
 from tracker.ops.obs import RequestIdMiddleware
-from tracker.redirect.handler import RedirectMiddleware, TrackerStarlette
-from tracker.services import Services, services
+from tracker.redirect.handler import TrackerStarlette
+from tracker.services import Component, Services
 from tracker.settings import Settings
-from tracker.storage import migrate, redis_client
-from tracker.storage.clickhouse import ClickHouse, describe, run_sync
+from tracker.storage import redis_client
+from tracker.storage.clickhouse import ClickHouse, run_sync
 
 log = logging.getLogger("tracker.app")
-
-
-async def healthz(request: Request) -> Response:
-    """Liveness: the process answers."""
-    return http.JSONResponse({"status": "ok"})
-
-
-async def readyz(request: Request) -> Response:
-    """Readiness: Redis and ClickHouse answer (503 with the reason otherwise)."""
-    svc = services(request)
-    checks: dict[str, object] = {}
-    problems: list[str] = []
-    try:
-        await svc.redis.ping()
-        checks["redis"] = "ok"
-    except Exception as exc:
-        checks["redis"] = "unreachable"
-        problems.append(f"Redis is unreachable: {exc}")
-    if await run_sync(svc.ch.ping):
-        checks["clickhouse"] = "ok"
-    else:
-        checks["clickhouse"] = "unreachable"
-        problems.append(f"ClickHouse at {describe(svc.settings)} is unreachable.")
-    if svc.ingest is not None:
-        from tracker.ingest.worker import ingest_status
-
-        status = await ingest_status(svc.settings, svc.redis, svc.ingest)
-        checks["ingest"] = status
-        if status.get("problem"):
-            problems.append(str(status["problem"]))
-    if problems:
-        return http.JSONResponse(
-            {"status": "unavailable", "checks": checks, "error": {"code": "not_ready", "message": " ".join(problems)}},
-            status_code=503,
-        )
-    return http.JSONResponse({"status": "ready", "checks": checks})
 
 
 def _postback_routes() -> list[BaseRoute]:
@@ -75,16 +38,16 @@ def _postback_routes() -> list[BaseRoute]:
 
 def _routes() -> list[BaseRoute]:
     from tracker.api import openapi
-    from tracker.ops import obs
+    from tracker.ops import health, obs
     from tracker.registry import routes as registry_api
     from tracker.reports import routes as reports_api
     from tracker.web import dashboard
 
     routes: list[BaseRoute] = [
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
-        Route("/metrics", obs.metrics_endpoint, methods=["GET"]),
-        Route("/openapi.json", openapi.openapi_endpoint, methods=["GET"]),
+        health.HEALTHZ,
+        health.READYZ,
+        obs.METRICS,
+        openapi.ROUTE,
         *registry_api.routes(),
         *_postback_routes(),
         *reports_api.routes(),
@@ -126,33 +89,20 @@ def build_services(settings: Settings, redis: aioredis.Redis, ch: ClickHouse) ->
 @asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
+    checked: bool = app.state.checked
+    if not checked:
+        startup.check_settings(settings)
     redis = redis_client.connect_async(settings)
+    ch: ClickHouse | None = None
+    started: list[Component] = []
     try:
-        how = await redis_client.check_persistence(redis, settings)
-    except SettingsError:
-        await redis.aclose()
-        raise
-    except Exception as exc:
-        await redis.aclose()
-        raise StorageUnavailable(f"Redis at REDIS_URL is unreachable: {exc}") from exc
-    log.info("redis persistence: %s", how)
-    ch = await run_sync(ClickHouse.connect, settings)
-    if settings.embedded:
-        applied = await run_sync(
-            lambda: migrate.migrate(ch, retention_months=settings.click_retention_months)
-        )
-        if applied:
-            log.info("applied migrations: %s", ", ".join(applied))
-    else:
-        pending = await run_sync(migrate.missing, ch)
-        if pending:
-            raise SettingsError(
-                f"ClickHouse at {describe(settings)} lacks migrations {', '.join(pending)}: run `tracker migrate`."
-            )
-    svc = build_services(settings, redis, ch)
-    app.state.services = svc
-    started = []
-    try:
+        if not checked:
+            await startup.check_redis(settings, redis)
+        ch = await run_sync(ClickHouse.connect, settings)
+        if not checked:
+            await run_sync(startup.check_schema, settings, ch)
+        svc = build_services(settings, redis, ch)
+        app.state.services = svc
         for component in svc.components:
             await component.start()
             started.append(component)
@@ -164,14 +114,15 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
             except Exception:
                 log.exception("stopping %r failed", component)
         await redis.aclose()
-        await run_sync(ch.close)
+        if ch is not None:
+            await run_sync(ch.close)
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings, *, checked: bool = False) -> Starlette:
+    """The app; ``checked`` when this process already ran the start-up checks (``tracker.startup``)."""
     app = TrackerStarlette(
         routes=_routes(),
-        # The redirect fast path answers /{code} before the router: every route wins over it.
-        middleware=[Middleware(RequestIdMiddleware), Middleware(RedirectMiddleware)],
+        middleware=[Middleware(RequestIdMiddleware)],
         lifespan=lifespan,
         exception_handlers={
             TrackerError: http.tracker_error_handler,
@@ -180,9 +131,15 @@ def create_app(settings: Settings) -> Starlette:
         },
     )
     app.state.settings = settings
+    app.state.checked = checked
     return app
 
 
 def create_app_from_env() -> Starlette:
-    """Factory for multi-process serving (uvicorn re-imports the app in each worker)."""
+    """Factory for an ASGI server that imports the app itself; the lifespan runs the start-up checks."""
     return create_app(Settings.from_env())
+
+
+def create_worker_app() -> Starlette:
+    """Factory for the workers of ``tracker serve --workers N``, which ran the checks once before starting them."""
+    return create_app(Settings.from_env(), checked=True)

@@ -82,18 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _require_production_secrets(settings: Settings) -> None:
-    if settings.secret_key is None:
-        raise SettingsError(
-            "TRACKER_SECRET_KEY is not set: production mode needs one secret (>= 32 chars) shared by all workers."
-        )
-    if settings.admin_token is None:
-        raise SettingsError("TRACKER_ADMIN_TOKEN is not set: production mode needs an admin token.")
-
-
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from tracker import startup
     from tracker.ops import logs
 
     if not 0 < args.port < 65536:
@@ -106,14 +98,13 @@ def serve(args: argparse.Namespace) -> int:
         settings = settings.with_(public_url=f"http://{args.host}:{args.port}")
 
     if not settings.embedded:
-        _require_production_secrets(settings)
-        _preflight(settings)
+        startup.run_checks(settings)
         if args.workers > 1:
             # Each worker process re-reads the environment; pass what the flags decided.
             os.environ["TRACKER_PUBLIC_URL"] = settings.public_url or ""
             _multiprocess_metrics_dir()
             uvicorn.run(
-                "tracker.app:create_app_from_env",
+                "tracker.app:create_worker_app",
                 factory=True,
                 host=args.host,
                 port=args.port,
@@ -143,7 +134,7 @@ def serve(args: argparse.Namespace) -> int:
     try:
         redis_server.start()
         settings = settings.with_(redis_url=redis_server.url)
-        _preflight(settings)
+        startup.run_checks(settings)
         return _run_single(settings, args, log_config)
     finally:
         redis_server.stop()
@@ -174,45 +165,13 @@ def _multiprocess_metrics_dir() -> Path:
     return path
 
 
-def _preflight(settings: Settings) -> None:
-    """Check the services before uvicorn starts, so problems read as one line, not a traceback."""
-    import asyncio
-
-    from tracker.storage import migrate, redis_client, version
-    from tracker.storage.clickhouse import ClickHouse, describe
-
-    async def check_redis() -> None:
-        client = redis_client.connect_async(settings)
-        try:
-            await redis_client.check_persistence(client, settings)
-        except SettingsError:
-            raise
-        except Exception as exc:
-            raise StorageUnavailable(f"Redis at REDIS_URL is unreachable: {exc}") from exc
-        finally:
-            await client.aclose()
-
-    asyncio.run(check_redis())
-    ch = ClickHouse.connect(settings)
-    version.require(ch)
-    if settings.embedded:
-        migrate.migrate(ch, retention_months=settings.click_retention_months)
-    else:
-        pending = migrate.missing(ch)
-        if pending:
-            raise SettingsError(
-                f"ClickHouse at {describe(settings)} lacks migrations {', '.join(pending)}: run `tracker migrate`."
-            )
-        ch.close()
-
-
 def _run_single(settings: Settings, args: argparse.Namespace, log_config: dict[str, object]) -> int:
     import uvicorn
 
     from tracker.app import create_app
 
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, checked=True),
         host=args.host,
         port=args.port,
         loop="uvloop",

@@ -728,12 +728,15 @@ def test_get_postback_ip_allowlist(world: World) -> None:
         ("192.0.2.7", None, True),
         ("192.0.2.8", None, False),
         ("127.0.0.1", "10.9.9.9", True),  # trusted proxy: the forwarded address counts
-        ("127.0.0.1", "203.0.113.1, 10.0.0.1", False),
+        # The rightmost address our proxy did not add is the client; entries left of it are its own words.
+        ("127.0.0.1", "203.0.113.1, 10.0.0.1", True),
+        ("127.0.0.1", "10.9.9.9, 203.0.113.1", False),
+        ("127.0.0.1", ["10.9.9.9", "203.0.113.1"], False),  # the proxy added a header line of its own
         ("203.0.113.1", "10.9.9.9", False),  # untrusted peer: its X-Forwarded-For is ignored
     ],
 )
 def test_get_postback_ip_allowlist_by_peer(
-    ch: ClickHouse, settings: Settings, peer: str, forwarded: str | None, allowed: bool
+    ch: ClickHouse, settings: Settings, peer: str, forwarded: str | list[str] | None, allowed: bool
 ) -> None:
     with TestClient(create_app(settings), client=(peer, 50000)) as client:
         world = make_world(client, settings)
@@ -741,8 +744,8 @@ def test_get_postback_ip_allowlist_by_peer(
                            allowed_ips=["10.0.0.0/8", "192.0.2.7"])
         params = {"store_id": store.store["id"], "token": store.postback_token, "order_id": "IP-1",
                   "amount": "1.00", "currency": "USD"}
-        headers = {"X-Forwarded-For": forwarded} if forwarded else {}
-        r = client.get("/postback", params=params, headers=headers)
+        lines = [forwarded] if isinstance(forwarded, str) else forwarded or []
+        r = client.get("/postback", params=params, headers=[("X-Forwarded-For", line) for line in lines])
     assert r.status_code == (200 if allowed else 403), r.text
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hashids import Hashids
 
-from tracker.core.codes import MIN_LENGTH, RESERVED, Codes, is_reserved, salt_for
+from tracker.core.codes import MIN_LENGTH, RESERVED, Codes, is_redirect_path, is_reserved, salt_for
 
 CODES = Codes("test-salt")
 
@@ -120,3 +120,27 @@ def test_reserved_paths() -> None:
     for word in ("api", "healthz", "readyz", "metrics", "openapi.json", "dashboard", "postback", "static"):
         assert word in RESERVED and is_reserved(word.upper())
     assert not is_reserved("apis")
+
+
+@pytest.mark.parametrize(
+    ("path", "redirect"),
+    [
+        ("/abc123", True),
+        ("/Zz9", True),
+        ("/healthz", False),
+        ("/readyz", False),
+        ("/metrics", False),
+        ("/openapi.json", False),
+        ("/dashboard", False),
+        ("/postback", False),
+        ("/api/v1/links", False),
+        ("/api/v1/links/abc", False),
+        ("/", False),
+        ("/dashboard/app.js", False),
+        ("/favicon.ico", False),
+        ("/abc123/", False),
+        ("//", False),
+    ],
+)
+def test_is_redirect_path(path: str, redirect: bool) -> None:
+    assert is_redirect_path(path) is redirect

@@ -26,7 +26,6 @@ from tracker.ingest import delivery
 from tracker.ingest.worker import Worker
 from tracker.ops import metrics
 from tracker.ops.logs import JSONFormatter
-from tracker.ops.obs import is_redirect_path
 from tracker.settings import Settings
 from tracker.storage.clickhouse import ClickHouse
 
@@ -136,27 +135,6 @@ def test_multiprocess_mode_sums_counters_across_workers(tmp_path: Path) -> None:
     assert s[("tracker_redirects_total", (("status", "302"),))] == 7
     # Gauges report the most recent value written by any worker, not a stale maximum.
     assert s[("tracker_stream_lag", (("stream", "s"),))] == 4
-
-
-@pytest.mark.parametrize(
-    ("path", "redirect"),
-    [
-        ("/abc123", True),
-        ("/Zz9", True),
-        ("/healthz", False),
-        ("/readyz", False),
-        ("/metrics", False),
-        ("/openapi.json", False),
-        ("/dashboard", False),
-        ("/postback", False),
-        ("/api/v1/links", False),
-        ("/api/v1/links/abc", False),
-        ("/", False),
-        ("/dashboard/app.js", False),
-    ],
-)
-def test_is_redirect_path(path: str, redirect: bool) -> None:
-    assert is_redirect_path(path) is redirect
 
 
 @pytest.mark.parametrize(

@@ -53,7 +53,8 @@ def app_client(settings: Settings, ch: ClickHouse) -> Iterator[TestClient]:
 
 
 def asgi_get(
-    client: TestClient, path: str, *, peer: str = "198.51.100.7", headers: dict[str, str] | None = None,
+    client: TestClient, path: str, *, peer: str = "198.51.100.7",
+    headers: dict[str, str] | list[tuple[str, str]] | None = None,
     method: str = "GET", query: bytes = b"",
 ) -> tuple[int, dict[str, str]]:
     """One request straight into the ASGI app from a chosen peer address (as uvicorn would call it)."""
@@ -63,7 +64,7 @@ def asgi_get(
         scope = {
             "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
             "path": path, "raw_path": path.encode(), "query_string": query, "root_path": "",
-            "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()],
+            "headers": [(k.lower().encode(), v.encode()) for k, v in _pairs(headers)],
             "client": (peer, 40000), "server": ("testserver", 80),
         }
 
@@ -79,6 +80,10 @@ def asgi_get(
     client.portal.call(call)
     start = messages[0]
     return start["status"], {k.decode(): v.decode() for k, v in start["headers"]}
+
+
+def _pairs(headers: dict[str, str] | list[tuple[str, str]] | None) -> list[tuple[str, str]]:
+    return list(headers.items()) if isinstance(headers, dict) else list(headers or [])
 
 
 def clicks(client: redis.Redis, stream: str = keys.CLICK_STREAM) -> list[tuple[ClickEvent, dict[bytes, bytes]]]:
@@ -189,6 +194,8 @@ def test_bot_hints(
     [
         ("127.0.0.1", {"X-Forwarded-For": "81.2.69.160"}, "GB"),  # trusted proxy: the forwarded client
         ("127.0.0.1", {"X-Forwarded-For": "81.2.69.160, 127.0.0.1"}, "GB"),
+        ("127.0.0.1", {"X-Forwarded-For": "8.8.4.4, 81.2.69.160"}, "GB"),  # the client wrote the first entry
+        ("127.0.0.1", [("X-Forwarded-For", "8.8.4.4"), ("X-Forwarded-For", "81.2.69.160")], "GB"),  # a proxy's line
         ("8.8.4.4", {"X-Forwarded-For": "81.2.69.160"}, "US"),  # untrusted: the peer itself
         ("81.2.69.160", {}, "GB"),
         ("127.0.0.1", {}, ""),
@@ -196,7 +203,8 @@ def test_bot_hints(
     ],
 )
 def test_client_ip_trust(
-    app_client: TestClient, redis_client: redis.Redis, peer: str, headers: dict[str, str], country: str
+    app_client: TestClient, redis_client: redis.Redis, peer: str, headers: dict[str, str] | list[tuple[str, str]],
+    country: str,
 ) -> None:
     put_link(redis_client)
     status, _ = asgi_get(app_client, "/abc123", peer=peer, headers=headers)

@@ -10,7 +10,7 @@ what the code really accepts.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -35,12 +35,32 @@ class Operation:
     description: str | None = None
     # Path parameter -> JSON schema of its value (default: an opaque id string).
     path_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # status -> response header -> JSON schema of its value (e.g. {302: {"Location": {...}}}).
+    headers: Mapping[int, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
+    # The OpenAPI operationId; an ApiRoute fills it from its handler's name (create_brand -> createBrand).
+    operation_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Unrouted:
+    """An operation the app answers before its router (the redirect), described like a route."""
+
+    path: str
+    method: str
+    operation: Operation
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.strip("_").split("_")
+    return head + "".join(word[:1].upper() + word[1:] for word in rest)
 
 
 class ApiRoute(Route):
     def __init__(self, path: str, endpoint: Callable[..., Any], *, method: str, operation: Operation) -> None:
         super().__init__(path, endpoint, methods=[method])
         self.method = method
+        if operation.operation_id is None:
+            operation = replace(operation, operation_id=_camel(getattr(endpoint, "__name__", self.name)))
         self.operation = operation
 
 

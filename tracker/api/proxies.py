@@ -1,7 +1,18 @@
 """The client address behind trusted proxies, shared by every route that needs it.
 
-Only a peer listed in ``TRACKER_TRUSTED_PROXIES`` may speak for the client
-through ``X-Forwarded-For``.
+Each proxy appends the address it got the request from to ``X-Forwarded-For``
+(nginx's ``$proxy_add_x_forwarded_for``, cloud load balancers, CDNs), so the
+header reads ``client, proxy1, proxy2`` and only the entries our own proxies
+wrote can be believed: anything can stand on the left, the client writes it.
+So, when the peer is a trusted proxy (``TRACKER_TRUSTED_PROXIES``), read the
+header from the right, skip the trusted proxies, and the first address left is
+the client: uvicorn's ``ProxyHeadersMiddleware`` rule and RFC 7239 §7.4's advice.
+
+The rule is written here rather than taken from uvicorn because the redirect
+answers before any middleware runs, and uvicorn's trusted-hosts check parses
+every hop of every request with ``ipaddress`` (1.7 µs for a two-hop header
+against 0.45 µs here, where each distinct hop is parsed once and cached); it
+also returns a garbage entry as the client address.
 """
 
 from __future__ import annotations
@@ -11,44 +22,88 @@ from collections.abc import Iterable
 
 from tracker.settings import IPNetwork
 
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _address(text: str) -> Address | None:
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    # A dual-stack socket reports an IPv4 peer as ::ffff:a.b.c.d.
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _host(entry: str) -> str | None:
+    """The address part of one X-Forwarded-For entry: ``a.b.c.d[:port]``, ``[v6][:port]`` or ``v6``."""
+    if entry.startswith("["):
+        host, sep, rest = entry[1:].partition("]")
+        if not sep or (rest and not (rest[:1] == ":" and rest[1:].isdigit())):
+            return None
+        return host
+    if entry.count(":") == 1:
+        host, _, port = entry.partition(":")
+        return host if port.isdigit() else None
+    return entry
+
 
 class TrustedProxies:
-    """Decides whether a peer is a trusted proxy; answers are cached per peer address."""
+    """Decides whether an address is a trusted proxy; answers are cached per text seen."""
+
+    # Each cache is emptied when it outgrows this (a flood of distinct forged entries).
+    CACHE_LIMIT = 10_000
 
     def __init__(self, networks: Iterable[IPNetwork]) -> None:
         self._networks = tuple(networks)
-        self._cache: dict[str, bool] = {}
+        self._peers: dict[str, bool] = {}
+        self._hops: dict[str, tuple[str | None, bool]] = {}
+
+    def _trusts(self, address: Address | None) -> bool:
+        return address is not None and any(address in net for net in self._networks)
 
     def __contains__(self, peer: str) -> bool:
-        hit = self._cache.get(peer)
-        if hit is not None:
-            return hit
-        try:
-            addr = ipaddress.ip_address(peer)
-        except ValueError:
-            trusted = False
-        else:
-            trusted = any(addr in net for net in self._networks)
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        self._cache[peer] = trusted
-        return trusted
+        hit = self._peers.get(peer)
+        if hit is None:
+            hit = self._trusts(_address(peer))
+            if len(self._peers) >= self.CACHE_LIMIT:
+                self._peers.clear()
+            self._peers[peer] = hit
+        return hit
+
+    def hop(self, entry: str) -> tuple[str | None, bool]:
+        """One X-Forwarded-For entry as (its address, None when it is not one; whether it is a trusted proxy)."""
+        hit = self._hops.get(entry)
+        if hit is None:
+            host = _host(entry.strip())
+            address = _address(host) if host else None
+            hit = (str(address) if address is not None else None, self._trusts(address))
+            if len(self._hops) >= self.CACHE_LIMIT:
+                self._hops.clear()
+            self._hops[entry] = hit
+        return hit
+
+    def cache_size(self) -> int:
+        return len(self._peers) + len(self._hops)
 
 
 def client_ip(peer: str, forwarded_for: str | None, trusted: TrustedProxies) -> str:
-    """The peer address, or the first X-Forwarded-For address when the peer is a trusted proxy.
+    """The rightmost X-Forwarded-For address that is not a trusted proxy, when the peer is one; else the peer.
 
-    A malformed forwarded address is ignored (the peer stands in for it): a proxy we
-    trust would not send one, so it was injected by the client.
+    When every hop is a trusted proxy the leftmost is the client (an internal
+    caller). An entry that is not an address where the client's should be means
+    a proxy we trust did not say who the client is: the peer stands in, and the
+    entries to its left (the client's own words) are not read.
     """
-    if forwarded_for and peer in trusted:
-        first = forwarded_for.split(",", 1)[0].strip()
-        if first.startswith("[") and "]" in first:  # [v6]:port
-            first = first[1 : first.index("]")]
-        elif first.count(":") == 1:  # v4:port
-            first = first.split(":", 1)[0]
-        try:
-            return str(ipaddress.ip_address(first))
-        except ValueError:
+    if not forwarded_for or peer not in trusted:
+        return peer
+    client = peer
+    for entry in reversed(forwarded_for.split(",")):
+        address, is_proxy = trusted.hop(entry)
+        if address is None:
             return peer
-    return peer
+        client = address
+        if not is_proxy:
+            break
+    return client

@@ -23,6 +23,7 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
+    Field,
     PlainSerializer,
     ValidationError,
     WithJsonSchema,
@@ -53,10 +54,22 @@ class Query(BaseModel):
 class Answer(BaseModel):
     """A response shape. ``dump`` gives the JSON-ready dict (Decimal as string)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Every field is in every answer, defaulted or not: the schema says so.
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_serialization_defaults_required=True)
 
     def dump(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+
+class ErrorDetail(Answer):
+    code: str = Field(description="Machine-readable code, e.g. `not_found`.")
+    message: str = Field(description="A full sentence naming the bad value.")
+
+
+class Error(Answer):
+    """Every error answer: `{"error": {"code", "message"}}`."""
+
+    error: ErrorDetail
 
 
 def invalid(code: str, message: str) -> PydanticCustomError:

@@ -564,7 +564,7 @@ async def _store_by_signature(svc: Services, request: Request, body: bytes) -> d
 def _client_ip(svc: Services, request: Request) -> str:
     trusted = svc.trusted_proxies
     peer = request.client.host if request.client else ""
-    return client_ip(peer, request.headers.get("x-forwarded-for"), trusted)
+    return client_ip(peer, ",".join(request.headers.getlist("x-forwarded-for")), trusted)
 
 
 def ip_allowed(ip: str, allowed: list[str] | tuple[str, ...]) -> bool:

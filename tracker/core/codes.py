@@ -19,7 +19,8 @@ import re
 from hashids import Hashids
 
 MIN_LENGTH = 6
-# The first path segment of every non-redirect route; neither kind of code may take one.
+# The first path segment of every non-redirect route, and names kept for later ones: the
+# redirect never answers them and no code, generated or vanity, may take one.
 RESERVED = frozenset(
     {
         "api",
@@ -39,6 +40,7 @@ RESERVED = frozenset(
         "assets",
     }
 )
+_RESERVED_PATHS = frozenset("/" + name for name in RESERVED)
 # Vanity codes: letters, digits, '-' and '_', starting with a letter or digit.
 _VANITY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,63}$")
 _MAX_ID = 2**63 - 1
@@ -55,6 +57,15 @@ def salt_for(hashids_salt: str | None, secret_key: str | None) -> str:
 
 def is_reserved(code: str) -> bool:
     return code.lower() in RESERVED
+
+
+def is_redirect_path(path: str) -> bool:
+    """True for ``/{code}``: one path segment that is not a server path; the redirect answers it.
+
+    The one place that decides it (the app's dispatch, the request-id middleware);
+    a test checks that every route's first segment is in ``RESERVED``.
+    """
+    return len(path) > 1 and path.find("/", 1) == -1 and path not in _RESERVED_PATHS
 
 
 class Codes:

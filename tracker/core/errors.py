@@ -72,11 +72,6 @@ class Conflict(TrackerError):
     code = "conflict"
 
 
-class Gone(TrackerError):
-    status = 410
-    code = "gone"
-
-
 class PayloadTooLarge(TrackerError):
     status = 413
     code = "payload_too_large"

@@ -44,10 +44,6 @@ def conversion(brand_id: str, order_id: str) -> str:
     return f"{PREFIX}conv:{brand_id}:{order_id}"
 
 
-def conversion_lock(brand_id: str, order_id: str) -> str:
-    return f"{PREFIX}convlock:{brand_id}:{order_id}"
-
-
 def visitor_salt(day: str) -> str:
     """Random salt of one UTC day (YYYYMMDD) for visitor hashes; expires after two days."""
     return f"{PREFIX}salt:{day}"

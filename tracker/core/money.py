@@ -78,8 +78,3 @@ def parse_amount(value: object, currency: str, *, field: str = "amount") -> Deci
     if value >= Decimal("1e13"):
         raise ValueError(f"{field} {value} is too large.")
     return value
-
-
-def fmt(amount: Decimal, currency: str) -> str:
-    """Decimal string with exactly the currency's minor digits ("49.90")."""
-    return str(round_money(amount, currency))

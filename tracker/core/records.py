@@ -32,6 +32,3 @@ class LinkRecord:
     def decode(cls, raw: bytes | str) -> LinkRecord:
         data: dict[str, Any] = json.loads(raw)
         return cls(**data)
-
-    def active(self, now_ms: int) -> bool:
-        return not self.disabled and (self.expires_at_ms is None or now_ms < self.expires_at_ms)

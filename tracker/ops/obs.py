@@ -25,8 +25,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tracker.api.endpoints import Operation, api
 from tracker.core import keys
-from tracker.core.codes import RESERVED
+from tracker.core.codes import is_redirect_path
 from tracker.core.text import REQUEST_ID as REQUEST_ID_PATTERN
 from tracker.ingest import delivery
 from tracker.ops import metrics
@@ -37,18 +38,11 @@ log = logging.getLogger("tracker.request")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
-# Single-segment paths that are routes, not short codes (the names codes may never take).
-NON_REDIRECT_PATHS = frozenset("/" + name for name in RESERVED)
 # Scrapes and probes are frequent and uninteresting: logged at DEBUG.
 _QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 _REQUEST_ID_HEADER = b"x-request-id"
 # A proxy's id is echoed into logs and headers: accept only short, plain tokens.
 _VALID_ID = REQUEST_ID_PATTERN
-
-
-def is_redirect_path(path: str) -> bool:
-    """True for ``/{code}``: one segment that no other route owns."""
-    return path.count("/") == 1 and len(path) > 1 and path not in NON_REDIRECT_PATHS
 
 
 def _incoming_id(scope: Scope) -> str | None:
@@ -158,3 +152,16 @@ def render_metrics() -> bytes:
 async def metrics_endpoint(request: Request) -> Response:
     await refresh_stream_gauges(request)
     return Response(render_metrics(), media_type=CONTENT_TYPE_LATEST)
+
+
+METRICS = api(
+    "GET",
+    "/metrics",
+    Operation(
+        "Prometheus text exposition of every stage.",
+        "operations",
+        answers={200: None},
+        also={200: "text/plain"},
+        operation_id="metrics",
+    ),
+)(metrics_endpoint)

@@ -1,9 +1,9 @@
 """The redirect hot path, ``GET /{code}``: a raw ASGI handler in front of the Starlette app.
 
-Every click goes through here, so it skips Starlette's routing and request
-objects: ``RedirectMiddleware`` takes single-segment paths that are not the
-first segment of any route (``/healthz``, ``/dashboard``, ``/api/...`` always
-reach their routes: the catch-all is effectively last) and answers them itself.
+Every click goes through here, so it skips Starlette's middleware, routing and
+request objects: ``TrackerStarlette`` hands every path that
+``codes.is_redirect_path`` accepts (one segment that no route owns: ``/healthz``,
+``/dashboard``, ``/api/...`` always reach their routes) straight to ``Redirector``.
 
 Per click: shape check of the code (no storage access for garbage), link from
 the in-process cache (``linkcache``), client IP -> country and visitor hash
@@ -28,18 +28,18 @@ import re
 import time
 from bisect import bisect_left
 from json.encoder import encode_basestring as _json_string  # C-accelerated, ensure_ascii=False
-from typing import Any
 
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from starlette.applications import Starlette
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
+from tracker.api.endpoints import Operation, Unrouted
 from tracker.api.http import dumps
 from tracker.api.proxies import TrustedProxies, client_ip
 from tracker.core.clickid import ClickIds
-from tracker.core.codes import RESERVED
-from tracker.core.errors import SettingsError, StorageUnavailable
+from tracker.core.codes import RESERVED, is_redirect_path
+from tracker.core.errors import StorageUnavailable
 from tracker.core.events import CLICK_VERSION, HINT_HEAD, HINT_NONE, HINT_PREFETCH, UTM_KEYS
 from tracker.core.text import REQUEST_ID as REQUEST_ID_PATTERN
 from tracker.core.timeutil import DAY_MS
@@ -175,8 +175,7 @@ class Redirector:
     """The parts of the hot path, started and stopped with the app (component ``redirect``)."""
 
     def __init__(self, settings: Settings, registry: LinkSource | None) -> None:
-        if not settings.secret_key:
-            raise SettingsError("TRACKER_SECRET_KEY is not set: click ids cannot be signed.")
+        assert settings.secret_key, "checked at start-up (tracker.startup.check_settings)"
         # Lookups get one retry (a connection left over from before a Redis restart fails
         # once); short timeouts so a hung Redis turns into stale answers quickly.
         self.redis = redis_client.connect_async(
@@ -239,7 +238,8 @@ class Redirector:
             elif name == b"referer":
                 referer = value[:MAX_REFERER].decode("utf-8", "replace")
             elif name == b"x-forwarded-for":
-                forwarded = value.decode("latin-1")
+                # Several header lines are one list (RFC 9110 §5.3); a proxy may add its own line.
+                forwarded = f"{forwarded},{value.decode('latin-1')}" if forwarded else value.decode("latin-1")
             elif name == country_header:
                 country = value.decode("latin-1")
             elif name in _PURPOSE_HEADERS and not hint:
@@ -325,79 +325,55 @@ async def _error(send: Send, status: int, code: str, message: str, extra: tuple[
     await send({"type": "http.response.body", "body": body})
 
 
-def reserved_names(starlette_app: Any) -> frozenset[str]:
-    """First path segments that belong to routes (and names codes may never take)."""
-    names = set(RESERVED)
-    for route in getattr(starlette_app, "routes", ()):
-        path = getattr(route, "path", "")
-        first = path.lstrip("/").split("/", 1)[0]
-        if first and "{" not in first:
-            names.add(first)
-    return frozenset(names)
-
-
-class RedirectMiddleware:
-    """Answers ``/{code}`` before Starlette's router; every other path goes to the app.
-
-    ``TrackerStarlette`` answers redirects before even reaching its middleware stack; this
-    middleware is the same dispatch for an app that is a plain ``Starlette``.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        self._reserved: frozenset[str] | None = None
-
-    def _reserved_names(self, starlette_app: Any) -> frozenset[str]:
-        self._reserved = reserved_names(starlette_app)
-        return self._reserved
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            path: str = scope["path"]
-            if len(path) > 1 and path.find("/", 1) == -1:
-                app = scope["app"]
-                reserved = self._reserved if self._reserved is not None else self._reserved_names(app)
-                if path[1:] not in reserved:
-                    await app.state.services.redirect.handle(scope, receive, send)
-                    return
-        await self.app(scope, receive, send)
+# GET /{code} for the OpenAPI document: answered before the router, so described here.
+_CODE_PATTERN = "^(?!(?:{})$){}$".format(
+    "|".join(sorted(name for name in RESERVED if _CODE.fullmatch(name))), _CODE.pattern
+)
+REDIRECT = Unrouted(
+    "/{code}",
+    "GET",
+    Operation(
+        "Follow a short link: 302 to the destination with the click id appended (HEAD too).",
+        "redirect",
+        description="Location is the link's destination with its own query, the visitor's query parameters "
+        "(any; the visitor wins a clash) and <click_id_param>=<click id>.",
+        answers={302: None},
+        headers={302: {"Location": {"type": "string", "format": "uri"}}},
+        errors=(404, 410, 429, 503),
+        path_params={"code": {"type": "string", "pattern": _CODE_PATTERN}},
+        operation_id="redirect",
+    ),
+)
 
 
 class TrackerStarlette(Starlette):
     """The app: a Starlette whose ``__call__`` hands ``/{code}`` straight to the redirect.
 
-    A redirect skips the middleware stack (server-error, request-id and redirect
-    middlewares, five coroutine frames and a wrapped ``send``): a few microseconds,
+    A redirect skips the middleware stack (server-error and request-id middlewares,
+    coroutine frames and a wrapped ``send``): a few microseconds,
     which is a tenth of a redirect's own cost. What the stack would add is done
     here: an unexpected error is logged and answered with the JSON 500 of every
     other route, the log line carrying a proxy's ``X-Request-Id`` (which, as
     before, is not echoed on redirects). Before the lifespan has started the
-    redirect (or for other paths) the request takes the normal stack.
+    redirect, the request takes the normal stack (and finds no route).
     """
 
-    _redirect_reserved: frozenset[str] | None = None
+    unrouted = (REDIRECT,)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            path: str = scope["path"]
-            if len(path) > 1 and path.find("/", 1) == -1:
-                reserved = self._redirect_reserved
-                if reserved is None:
-                    reserved = self._redirect_reserved = reserved_names(self)
-                if path[1:] not in reserved:
-                    svc: Services | None = getattr(self.state, "services", None)
-                    redirector = svc.redirect if svc is not None else None
-                    if redirector is not None:
-                        scope["app"] = self
-                        try:
-                            await redirector.handle(scope, receive, send)
-                        except Exception:
-                            _note_request_id(scope)  # what the request-id middleware gives log lines
-                            log.exception("redirect of %s failed", path[:80])
-                            with contextlib.suppress(Exception):  # the response may be under way already
-                                await _error(send, 500, "internal_error",
-                                             "The server failed to handle the request; it was logged.")
-                        return
+        if scope["type"] == "http" and is_redirect_path(path := scope["path"]):
+            svc: Services | None = getattr(self.state, "services", None)
+            if svc is not None:
+                scope["app"] = self
+                try:
+                    await svc.redirect.handle(scope, receive, send)
+                except Exception:
+                    _note_request_id(scope)  # what the request-id middleware gives log lines
+                    log.exception("redirect of %s failed", path[:80])
+                    with contextlib.suppress(Exception):  # the response may be under way already
+                        await _error(send, 500, "internal_error",
+                                     "The server failed to handle the request; it was logged.")
+                return
         await super().__call__(scope, receive, send)
 
 

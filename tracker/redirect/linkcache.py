@@ -190,12 +190,6 @@ class LinkCache:
         """Whether this process knows the code (answering it costs no storage access)."""
         return code in self._entries
 
-    def invalidate(self, code: str | None = None) -> None:
-        if code is None:
-            self._entries.clear()
-        else:
-            self._entries.pop(code, None)
-
     def fresh(self, code: str) -> Target | Literal[False] | None:
         """The cached answer while it is fresh (a Target, or None for a known-unknown code);
         False when ``get`` must be awaited. Saves a coroutine per click on the hot path."""

@@ -13,7 +13,7 @@ Callers on the event loop must use ``anyio.to_thread`` (``run_sync`` below).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -180,11 +180,11 @@ class ClickHouse:
 
 
 def _dedup_settings(dedup_token: str | None) -> dict[str, Any] | None:
-    """Insert settings for a deduplication token: a retried block becomes a no-op, and the
-    second setting extends that to the rollups fed by materialized views (checked on chDB 26.9)."""
+    """Insert settings for a deduplication token: a retried block becomes a no-op (the daily rollup
+    is a projection inside the same part, so it follows)."""
     if not dedup_token:
         return None
-    return {"insert_deduplication_token": dedup_token, "deduplicate_blocks_in_dependent_materialized_views": 1}
+    return {"insert_deduplication_token": dedup_token}
 
 
 async def run_sync(fn: Callable[..., T], *args: Any) -> T:
@@ -204,14 +204,3 @@ def describe(settings: Settings) -> str:
 def _short(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text[:500]
-
-
-def quote_identifier(name: str) -> str:
-    """Quote an identifier that comes from code (never from a request)."""
-    if not name.replace("_", "").isalnum():
-        raise ValueError(f"Identifier {name!r} is not a plain name.")
-    return f"`{name}`"
-
-
-def rows_of(items: Iterable[dict[str, Any]], columns: Sequence[str]) -> list[list[Any]]:
-    return [[item[c] for c in columns] for item in items]

@@ -13,8 +13,10 @@ from pathlib import Path
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
+
+from tracker.api.endpoints import Operation, api
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -39,9 +41,21 @@ async def dashboard(request: Request) -> Response:
     return HTMLResponse(_page(), headers=HEADERS)
 
 
+PAGE = api(
+    "GET",
+    "/dashboard",
+    Operation(
+        "The brand dashboard (a page that reads the reports API with a brand key).",
+        "reports",
+        answers={200: None},
+        also={200: "text/html"},
+    ),
+)(dashboard)
+
+
 def routes() -> list[BaseRoute]:
     # The page at /dashboard, its assets under /dashboard/ (same origin, same prefix).
     return [
-        Route("/dashboard", dashboard, methods=["GET"]),
+        PAGE,
         Mount("/dashboard", app=StaticFiles(directory=STATIC), name="dashboard_static"),
     ]
