@@ -31,7 +31,7 @@ import redis
 
 from tests.ingest_helpers import make_clicks, produce
 from tracker.core import keys
-from tracker.ingest import enrich
+from tracker.ingest.agents import classify_agent
 from tracker.ingest.worker import Worker
 from tracker.settings import Settings
 from tracker.storage import migrate
@@ -53,7 +53,7 @@ def throughput(
     # collector does not walk them during the drain.
     del events
     gc.collect()
-    enrich.classify_agent.cache_clear()
+    classify_agent.cache_clear()
     worker = Worker(settings, r, ch, name="bench")
     profiler = None
     if profile:

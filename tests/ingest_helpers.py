@@ -6,15 +6,21 @@ process: one chDB engine per process) and ``loadtests/bench_ingest.py``.
 
 from __future__ import annotations
 
-import json
+import os
 import random
+import subprocess
+import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from tracker.core import keys
 from tracker.core.clickid import ClickIds
 from tracker.core.events import ClickEvent
+from tracker.ingest import delivery
+from tracker.ingest.worker import Worker, stream_stats
+from tracker.settings import Settings
 
 SECRET = "test-secret-key-0123456789abcdefghijklmnop"
 
@@ -115,38 +121,103 @@ def expected(events: Iterable[ClickEvent]) -> dict[str, Any]:
     return {"rows": len(ids), "clicks": clicks, "bot_clicks": bots, "ids": ids}
 
 
-ORACLE_SQL = {
-    "count": "SELECT count() FROM clicks",
-    "distinct": "SELECT uniqExact(click_id) FROM clicks",
-    "rollup": "SELECT sum(clicks), sum(bot_clicks) FROM clicks_daily",
-    "raw": "SELECT countIf(is_bot = 0), countIf(is_bot = 1) FROM clicks",
-}
+# Every row ClickHouse accepted into `clicks`, insert by insert, in a plain MergeTree that no
+# merge folds (ReplacingMergeTree merges fold a re-inserted click into one row, so `clicks`
+# itself forgets a double insert once its parts merged). Fed by a materialized view, with the
+# deduplication window of `clicks`: an insert ClickHouse dropped as a retry (same token) is
+# dropped here too, so the audit holds what was inserted, not what was sent.
+AUDIT_DDL = (
+    "CREATE TABLE IF NOT EXISTS clicks_inserted (click_id String, is_bot UInt8) ENGINE = MergeTree "
+    "ORDER BY tuple() SETTINGS non_replicated_deduplication_window = 10000",
+    "CREATE MATERIALIZED VIEW IF NOT EXISTS clicks_inserted_mv TO clicks_inserted "
+    "AS SELECT click_id, is_bot FROM clicks",
+)
 
 
-def oracle(ch: Any, produced_ids: set[str]) -> list[str]:
-    """Discrepancies between ClickHouse and the produced click ids (empty when exact).
+def audit(ch: Any) -> None:
+    """Start recording every row inserted into ``clicks`` (before any click arrives)."""
+    for sql in AUDIT_DDL:
+        ch.command(sql)
 
-    Checks the raw table without FINAL (each click once), the ids themselves, and
-    the rollup's sums against the raw table: a double insert shows in all of them.
+
+def audit_url(url: str, migrate: bool = True) -> None:
+    """Migrate the ClickHouse at ``url`` (``chdb://`` or ``http://``) and install the audit, from a
+    subprocess: a chDB directory has one owner process, and this one may own another."""
+    script = (
+        "import sys\n"
+        "from tests.ingest_helpers import audit\n"
+        "from tracker.settings import Settings\n"
+        "from tracker.storage import migrate\n"
+        "from tracker.storage.clickhouse import ClickHouse\n"
+        "ch = ClickHouse.connect(Settings(redis_url='redis://x', clickhouse_url=sys.argv[1]))\n"
+        "if sys.argv[2] == '1':\n"
+        "    migrate.migrate(ch)\n"
+        "audit(ch)\n"
+        "ch.close()\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "CLICKHOUSE_", "TRACKER_"))}
+    env["PYTHONPATH"] = str(root)
+    subprocess.run(
+        [sys.executable, "-c", script, url, "1" if migrate else "0"], env=env, cwd=root, check=True, timeout=120,
+        capture_output=True,
+    )
+
+
+def inserted(ch: Any) -> dict[str, int]:
+    """How many times each click id was inserted into ``clicks`` (the audit; merges fold nothing there)."""
+    return dict(ch.query("SELECT click_id, count() FROM clicks_inserted GROUP BY click_id"))
+
+
+def oracle(ch: Any, produced: dict[str, Any]) -> list[str]:
+    """Discrepancies between ClickHouse and what was produced (``expected``); empty when exact.
+
+    Each check reads something a merge cannot repair: the audit of inserted rows (each
+    click once), the ids ``clicks`` holds (each produced click, nothing else), and the
+    daily rollup's sums against the produced human and bot clicks.
     """
     problems = []
-    count = ch.query(ORACLE_SQL["count"])[0][0]
-    distinct = ch.query(ORACLE_SQL["distinct"])[0][0]
-    if count != len(produced_ids):
-        problems.append(f"clicks has {count} rows, {len(produced_ids)} clicks were produced")
-    if distinct != count:
-        problems.append(f"clicks has {count - distinct} duplicate rows")
-    stored = {row[0] for row in ch.query("SELECT click_id FROM clicks")}
-    if stored != produced_ids:
+    ids: set[str] = produced["ids"]
+    rows, distinct = ch.query("SELECT count(), uniqExact(click_id) FROM clicks_inserted")[0]
+    if rows != len(ids):
+        problems.append(f"clicks received {rows} rows, {len(ids)} clicks were produced")
+    if distinct != rows:
+        problems.append(f"clicks received {rows - distinct} duplicate rows")
+    stored = {row[0] for row in ch.query("SELECT DISTINCT click_id FROM clicks")}
+    if stored != ids:
+        problems.append(f"{len(ids - stored)} produced clicks are missing, {len(stored - ids)} are unknown")
+    humans, bots = ch.query("SELECT sum(clicks), sum(bot_clicks) FROM clicks_daily")[0]
+    if (humans or 0, bots or 0) != (produced["clicks"], produced["bot_clicks"]):
         problems.append(
-            f"{len(produced_ids - stored)} produced clicks are missing, {len(stored - produced_ids)} are unknown"
+            f"clicks_daily sums {humans}+{bots}, {produced['clicks']}+{produced['bot_clicks']} were produced"
         )
-    humans, bots = ch.query(ORACLE_SQL["raw"])[0]
-    r_humans, r_bots = ch.query(ORACLE_SQL["rollup"])[0]
-    if (r_humans or 0, r_bots or 0) != (humans, bots):
-        problems.append(f"clicks_daily sums {r_humans}+{r_bots}, clicks has {humans}+{bots}")
     return problems
 
 
-def oracle_json(ch: Any, produced_ids: set[str]) -> str:
-    return json.dumps(oracle(ch, produced_ids))
+def worker(settings: Settings, redis_client: Any, ch: Any, name: str = "w1", **kw: Any) -> Worker:
+    """A worker with a fixed consumer name and, optionally, changed settings."""
+    return Worker(settings.with_(**kw) if kw else settings, redis_client, ch, name=name)
+
+
+def pending(r: Any, stream: str = keys.CLICK_STREAM) -> int:
+    """Entries read by a worker and not yet in ClickHouse (held in ranges)."""
+    return int(stream_stats(r, stream)["pending"])
+
+
+def ranges(r: Any, stream: str = keys.CLICK_STREAM) -> int:
+    return len(delivery.ranges(r, stream))
+
+
+class Crash(BaseException):
+    """Raised by a test where a process would die: the worker catches no BaseException, like a kill."""
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 20.0, what: str = "the condition") -> Any:
+    """Poll ``check`` until it returns something true; that value, or an AssertionError at ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout} s"
+        time.sleep(0.02)

@@ -4,7 +4,8 @@ In-flight requests finish (a postback whose body is still arriving when the
 signal lands is answered), the click log flushes its last group commit, ingest
 flushes and acknowledges its batch, and the spool written while Redis was down is
 kept on disk and replayed by the next start. The end check reads ClickHouse: every
-click id that got a 302 is stored exactly once.
+click id that got a 302 is stored, and was inserted exactly once (counted in an audit of
+inserts that merges cannot fold, installed before the first start).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import pytest
 import redis
 
 from loadtests.serve import EmbeddedServe, Seed, seed
+from tests.ingest_helpers import audit_url
 from tracker.core import keys
 from tracker.ingest.worker import stream_stats
 from tracker.storage.embedded import EmbeddedRedis
@@ -37,20 +39,30 @@ pytestmark = pytest.mark.slow
 _COUNT_CLICKS = """
 import json, sys
 from pathlib import Path
+from tests.ingest_helpers import inserted
 from tracker.storage.clickhouse import ClickHouse
 from tracker.settings import Settings
 ch = ClickHouse.connect(Settings(data_dir=Path(sys.argv[1]), embedded=True), create_database=False)
-clicks = ch.query("SELECT click_id, count() FROM clicks FINAL GROUP BY click_id")
-raw = ch.query("SELECT count() FROM clicks")[0][0]
+if len(sys.argv) > 2:  # plant a duplicate: the click inserted again under another token, then merged
+    ch.command("INSERT INTO clicks SELECT * FROM clicks WHERE click_id = {id:String} SETTINGS "
+               "insert_deduplication_token = 'planted'", {"id": sys.argv[2]})
+    ch.command("OPTIMIZE TABLE clicks FINAL")
+clicks = inserted(ch)
+stored = [r[0] for r in ch.query("SELECT DISTINCT click_id FROM clicks")]
+raw = ch.query("SELECT count() FROM clicks_inserted")[0][0]
 orders = [r[0] for r in ch.query("SELECT order_id FROM conversions FINAL")]
-print(json.dumps({"clicks": dict(clicks), "raw_rows": raw, "orders": orders}))
+print(json.dumps({"clicks": clicks, "stored": stored, "raw_rows": raw, "orders": orders}))
 """
 
 
-def stored(data_dir: Path) -> dict[str, Any]:
-    """What ClickHouse holds, read by a separate process once serve has stopped (chDB: one owner)."""
+def stored(data_dir: Path, plant: str | None = None) -> dict[str, Any]:
+    """What ClickHouse holds (``stored``) and how often each click was inserted (``clicks``, ``raw_rows``),
+    read by a separate process once serve has stopped (chDB: one owner). ``plant`` inserts that click
+    again first (the demonstration that the check can fail)."""
+    root = Path(__file__).resolve().parent.parent
     out = subprocess.run(
-        [sys.executable, "-c", _COUNT_CLICKS, str(data_dir)], capture_output=True, text=True, timeout=120, check=True
+        [sys.executable, "-c", _COUNT_CLICKS, str(data_dir), *([plant] if plant else [])],
+        capture_output=True, text=True, timeout=120, check=True, cwd=root, env={**os.environ, "PYTHONPATH": str(root)},
     ).stdout
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     return result
@@ -133,6 +145,7 @@ class Traffic:
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[EmbeddedServe, Seed]]:
+    audit_url(f"chdb://{(tmp_path / 'data' / 'clickhouse').resolve()}")  # migrated first: audited from the start
     serve = EmbeddedServe(tmp_path / "data").start()
     try:
         yield serve, seed(serve.base, serve.admin_token)
@@ -223,9 +236,11 @@ def test_sigterm_during_traffic_finishes_in_flight_and_loses_no_click(
     wait_drained(serve)
     assert serve.stop() == 0
     got = stored(serve.data_dir)
-    missing = sent - set(got["clicks"])
+    missing = sent - set(got["stored"])
     assert not missing, f"{len(missing)} clicks that got a 302 are not in ClickHouse"
     assert all(got["clicks"][cid] == 1 for cid in sent)
+    # No click at all was inserted twice (also those whose answer was cut off by the stop).
+    assert got["raw_rows"] == len(got["clicks"]) == len(got["stored"])
     assert "order-in-flight" in got["orders"]
 
 
@@ -262,5 +277,11 @@ def test_sigterm_keeps_the_spool_and_the_next_start_replays_it(served: tuple[Emb
     wait_drained(serve)
     assert serve.stop() == 0
     got = stored(serve.data_dir)
-    assert spooled | {click_id_of(before)} <= set(got["clicks"])
+    assert spooled | {click_id_of(before)} <= set(got["stored"])
     assert all(got["clicks"][cid] == 1 for cid in spooled)
+    assert got["raw_rows"] == len(got["clicks"]) == len(got["stored"])
+    # The check can fail: a spooled click inserted a second time is seen, also after a merge folded it.
+    planted = sorted(spooled)[0]
+    again = stored(serve.data_dir, plant=planted)
+    assert again["clicks"][planted] == 2
+    assert again["raw_rows"] == len(again["clicks"]) + 1 and len(again["stored"]) == len(got["stored"])

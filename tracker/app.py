@@ -66,7 +66,7 @@ def build_services(settings: Settings, redis: aioredis.Redis, ch: ClickHouse) ->
     registry = Registry(settings, ch, redis)
     ingest = None
     if settings.embedded:
-        from tracker.ingest.worker import IngestComponent
+        from tracker.ingest.component import IngestComponent
 
         ingest = IngestComponent(settings, ch)
     redirect = Redirector(settings, registry)

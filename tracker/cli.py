@@ -210,7 +210,7 @@ def ingest(args: argparse.Namespace) -> int:
         raise SettingsError(
             "tracker ingest needs REDIS_URL and CLICKHOUSE_URL; in embedded mode `tracker serve` runs ingest itself."
         )
-    from tracker.ingest.worker import run_worker
+    from tracker.ingest.component import run_worker
     from tracker.storage import cluster
     from tracker.storage.clickhouse import ClickHouse
 

@@ -20,7 +20,7 @@ from tracker.storage.clickhouse import ClickHouse
 if TYPE_CHECKING:  # the types only: the stages import this module, not the other way round
     from tracker.api.proxies import TrustedProxies
     from tracker.conversions.postbacks import Conversions
-    from tracker.ingest.worker import IngestComponent
+    from tracker.ingest.component import IngestComponent
     from tracker.redirect.handler import Redirector
     from tracker.registry.store import Registry
 

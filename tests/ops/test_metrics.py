@@ -67,25 +67,18 @@ def test_metrics_is_prometheus_text_with_every_stage(client: TestClient) -> None
         assert expected in names
 
 
-@pytest.mark.parametrize("held_as", ["range", "legacy pending list"])
 def test_stream_gauges_are_read_from_redis_at_scrape(
-    client: TestClient, redis_client: redis.Redis, settings: Settings, ch: ClickHouse, held_as: str
+    client: TestClient, redis_client: redis.Redis, settings: Settings, ch: ClickHouse
 ) -> None:
     stream = keys.CLICK_STREAM
     # 2 of 5 entries read and not finished: 2 held, 3 never delivered.
-    if held_as == "range":
-        for i in range(2):
-            redis_client.xadd(stream, {"e": f"[{i}]"})
-        worker = Worker(settings, redis_client, ch, name="w1")
-        worker.start()
-        assert worker._read(block_ms=None) == 2
-        for i in range(2, 5):
-            redis_client.xadd(stream, {"e": f"[{i}]"})
-    else:
-        for i in range(5):
-            redis_client.xadd(stream, {"e": f"[{i}]"})
-        redis_client.xgroup_create(stream, keys.INGEST_GROUP, id="0")
-        redis_client.xreadgroup(keys.INGEST_GROUP, "w1", {stream: ">"}, count=2)
+    for i in range(2):
+        redis_client.xadd(stream, {"e": f"[{i}]"})
+    worker = Worker(settings, redis_client, ch, name="w1")
+    worker.start()
+    assert worker._read(block_ms=None) == 2
+    for i in range(2, 5):
+        redis_client.xadd(stream, {"e": f"[{i}]"})
     redis_client.xadd(keys.DEAD_LETTER_STREAM, {"e": "x", "reason": "bad"})
     redis_client.xadd(keys.CONVERSION_STREAM, {"e": "{}"})
 
@@ -99,12 +92,9 @@ def test_stream_gauges_are_read_from_redis_at_scrape(
     # No consumer group on the conversion stream yet: all of it is lag.
     assert s[("tracker_stream_lag", (("stream", keys.CONVERSION_STREAM),))] == 1
 
-    if held_as == "range":
-        with redis_client.pipeline(transaction=True) as p:
-            delivery.finish(p, delivery.ranges(redis_client, stream))
-            p.execute()
-    else:
-        redis_client.xack(stream, keys.INGEST_GROUP, *[e[0] for e in redis_client.xrange(stream, count=2)])
+    with redis_client.pipeline(transaction=True) as p:
+        delivery.finish(p, delivery.ranges(redis_client, stream))
+        p.execute()
     s = _samples(client.get("/metrics").text)
     assert s[("tracker_stream_pending", label)] == 0
     assert s[("tracker_stream_oldest_pending_seconds", label)] == 0

@@ -367,7 +367,7 @@ def test_ingest_refuses_a_cluster_schema_without_the_cluster_setting(
     def never(*args: Any, **kw: Any) -> int:
         raise AssertionError("the worker started")
 
-    monkeypatch.setattr("tracker.ingest.worker.run_worker", never)
+    monkeypatch.setattr("tracker.ingest.component.run_worker", never)
     monkeypatch.setattr("tracker.ops.logs.setup", lambda level: {})  # keep pytest's log handlers
     assert cli.main(["ingest", "--once"]) == cli.EXIT_MIGRATION
     assert "holds a cluster schema" in capsys.readouterr().err

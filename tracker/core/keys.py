@@ -71,15 +71,6 @@ def ingest_reading(tag: str, consumer: str) -> str:
     return f"{PREFIX}ingest:{tag}:reading:{consumer}"
 
 
-def legacy_ingest_batch(stream: str, first_id: str) -> str:
-    """Batch manifest of the ingest before ranges (pending-list delivery); removed once drained."""
-    return f"{PREFIX}batch:{stream}:{first_id}"
-
-
-def legacy_ingest_batches(stream: str) -> str:
-    return f"{PREFIX}batches:{stream}"
-
-
 def fx_rate(brand_id: str) -> str:
     """Hash currency -> rate (units of brand currency per unit of currency)."""
     return f"{PREFIX}fx:{brand_id}"

@@ -124,11 +124,11 @@ return 1
 # Everything an operator and the trimmer need about one stream, in one call.
 # KEYS: stream, ranges set. ARGV: group, range key prefix.
 # Returns {length, lag (-1 unknown), cursor, first undelivered id, held entries,
-#          oldest held id, trim floor, legacy pending count, ranges}.
+#          oldest held id, trim floor, ranges}.
 STATS = _LIB + """
 local len = redis.call('XLEN', KEYS[1])
 local groups = groups_of(KEYS[1])
-if not groups then return {len, len, '', '', 0, '', '', 0, 0} end
+if not groups then return {len, len, '', '', 0, '', '', 0} end
 local mine, floor = nil, nil
 local function lower(id)
   if floor == nil or id_lt(id, floor) then floor = id end
@@ -140,7 +140,7 @@ for _, f in ipairs(groups) do
     if tonumber(f['pending']) > 0 then keep_all = true end
   end
 end
-if not mine then return {len, len, '', '', 0, '', '', 0, 0} end
+if not mine then return {len, len, '', '', 0, '', '', 0} end
 local cursor = mine['last-delivered-id']
 lower(cursor)
 local lag = mine['lag']
@@ -159,15 +159,8 @@ for _, s in ipairs(starts) do
     if n >= 0 then held = held + n end
   end
 end
-local legacy = tonumber(mine['pending'])
-if legacy > 0 then
-  local p = redis.call('XPENDING', KEYS[1], ARGV[1])
-  held = held + legacy
-  lower(p[2])
-  if oldest == nil or id_lt(p[2], oldest) then oldest = p[2] end
-end
 if keep_all then floor = '0-0' end
-return {len, lag, cursor, undelivered, held, oldest or '', floor or '', legacy, #starts}
+return {len, lag, cursor, undelivered, held, oldest or '', floor or '', #starts}
 """
 
 
@@ -311,6 +304,14 @@ def fetch(r: Any, rng: Range) -> list[Any]:
         lower = "(" + text(got[-1][0])
 
 
+def count_attempt(r: Any, held: Sequence[Range]) -> int:
+    """Count one more failed delivery of non-empty ``held``; returns the highest count among them."""
+    with r.pipeline(transaction=True) as p:
+        for rng in held:
+            p.hincrby(rng.key, "attempts", 1)
+        return max(int(x) for x in p.execute())
+
+
 def finish(p: Any, held: Iterable[Range]) -> None:
     """Queue the commands that drop ranges whose rows are in ClickHouse (in a MULTI pipeline)."""
     by_stream: dict[str, list[str]] = {}
@@ -347,7 +348,7 @@ async def stats_async(r: Any, stream: str, group: str) -> dict[str, Any]:
 
 
 def summarize(raw: Sequence[Any]) -> dict[str, Any]:
-    length, lag, cursor, undelivered, held, oldest, floor, legacy, n_ranges = raw
+    length, lag, cursor, undelivered, held, oldest, floor, n_ranges = raw
     return {
         "length": int(length),
         "lag": int(lag) if int(lag) >= 0 else None,
@@ -356,7 +357,6 @@ def summarize(raw: Sequence[Any]) -> dict[str, Any]:
         "held": int(held),
         "oldest_held": text(oldest) or None,
         "floor": text(floor) or None,
-        "legacy_pending": int(legacy),
         "ranges": int(n_ranges),
     }
 

@@ -55,7 +55,7 @@ async def readyz(request: Request) -> Response:
         checks["clickhouse"] = "unreachable"
         problems.append(f"ClickHouse at {describe(svc.settings)} is unreachable.")
     if svc.ingest is not None:
-        from tracker.ingest.worker import ingest_status
+        from tracker.ingest.component import ingest_status
 
         status = await ingest_status(svc.settings, svc.redis, svc.ingest)
         checks["ingest"] = status
