@@ -15,8 +15,9 @@ from starlette.testclient import TestClient
 from tests.conftest import ADMIN_TOKEN
 from tracker.app import create_app
 from tracker.core import keys
+from tracker.core.credentials import store_secret
 from tracker.core.records import LinkRecord
-from tracker.registry.store import Registry, store_secret
+from tracker.registry.store import Registry
 from tracker.settings import Settings
 from tracker.storage.clickhouse import ClickHouse
 

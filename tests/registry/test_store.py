@@ -12,8 +12,9 @@ import pytest
 import redis
 
 from tracker.core import keys
+from tracker.core.credentials import store_secret, token_hash
 from tracker.core.errors import Conflict, Unprocessable
-from tracker.registry.store import Registry, check_destination, store_secret, token_hash, valid_ip_or_network
+from tracker.registry.store import Registry, check_destination, valid_ip_or_network
 from tracker.settings import Settings
 from tracker.storage import redis_client as rc
 from tracker.storage.clickhouse import ClickHouse

@@ -19,8 +19,6 @@ each process raises it to that floor once, so a code is never handed out twice.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import ipaddress
 import json
 import logging
@@ -37,10 +35,15 @@ from urllib.parse import urlsplit
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from tracker.api.auth import key_hash, looks_like_api_key, new_api_key
 from tracker.core import keys, money
-from tracker.core.clickid import derive_key
 from tracker.core.codes import Codes, is_reserved, salt_for
+from tracker.core.credentials import (
+    POSTBACK_TOKEN_PREFIX,
+    looks_like_api_key,
+    new_api_key,
+    store_secret,
+    token_hash,
+)
 from tracker.core.errors import Conflict, StorageUnavailable, Unprocessable
 from tracker.core.ids import looks_like, new_id
 from tracker.core.records import LinkRecord
@@ -49,7 +52,6 @@ from tracker.storage.clickhouse import ClickHouse, run_sync
 
 log = logging.getLogger("tracker.registry.store")
 
-POSTBACK_TOKEN_PREFIX = "pbt_"  # noqa: S105 - a prefix, not a credential
 DEFAULT_CLICK_ID_PARAM = "click_id"
 DEFAULT_WINDOW_DAYS = 30
 MAX_URL_LENGTH = 2048
@@ -85,20 +87,6 @@ elseif tonumber(cur) < floor then
 end
 return redis.call('INCR', KEYS[1])
 """
-
-
-def token_hash(token: str) -> str:
-    """sha256 hex of a credential (API key, postback token): what the tables store."""
-    return key_hash(token)
-
-
-def store_secret(secret_key: str, nonce: str) -> str:
-    """The signing secret of a store: HMAC of its nonce under the server secret.
-
-    HMAC verification needs the key itself, so it cannot be stored as a one-way
-    hash; deriving it keeps only the nonce in the database (migrations/0006).
-    """
-    return hmac.new(derive_key(secret_key, "store-secret"), nonce.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
 def now_utc() -> datetime:
