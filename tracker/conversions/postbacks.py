@@ -66,7 +66,7 @@ from tracker.core.errors import (
 )
 from tracker.core.events import CONVERSION_COLUMNS, encode_conversion
 from tracker.ops.metrics import POSTBACKS
-from tracker.registry.store import Registry
+from tracker.registry import Registry
 from tracker.services import Services, services
 from tracker.settings import Settings
 from tracker.storage.clickhouse import ClickHouse, run_sync
