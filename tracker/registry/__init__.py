@@ -29,8 +29,6 @@ class Registry:
     """Registry reads and writes; every method is async, ClickHouse runs in a thread."""
 
     def __init__(self, settings: Settings, ch: ClickHouse, redis: aioredis.Redis) -> None:
-        self.settings = settings
-        self.redis = redis
         cache = Cache(ch, redis)
         self.codes = Codes(salt_for(settings.hashids_salt, settings.secret_key))
         self.brands = Brands(cache)
