@@ -238,7 +238,7 @@ async def get_link(request: Request) -> Response:
     "Disable a link, change its destination or expiry (redirects see it within 5 s).", TAG, ("brand",),
     body=LinkPatch, answers={200: Link}, errors=(*WITH_BODY, 404, 409), path_params=_CODE,
 ))
-async def patch_link(request: Request) -> Response:
+async def update_link(request: Request) -> Response:
     brand = await auth.brand_of(request)
     code = request.path_params["code"]
     body = await _body(request, LinkPatch)
@@ -338,7 +338,7 @@ def routes() -> list[BaseRoute]:
         create_brand, list_brands,
         create_campaign, list_campaigns, get_campaign,
         create_influencer, list_influencers, get_influencer,
-        create_link, list_links, get_link, patch_link,
+        create_link, list_links, get_link, update_link,
         create_store, list_stores, get_store,
         create_fee, list_fees,
         put_fx_rate, list_fx_rates,
