@@ -209,10 +209,17 @@ def bounded(number: Decimal, max_places: int) -> Decimal:
 _DECIMAL_SCHEMA = {"anyOf": [{"type": "string", "pattern": _DECIMAL_TEXT}, {"type": "number"}],
                    "description": 'A decimal string such as "12.5" (a JSON number is read as a decimal).'}
 DecimalIn = Annotated[Decimal, BeforeValidator(_decimal), WithJsonSchema(_DECIMAL_SCHEMA)]
-# Converted by the model that knows the currency (``money.parse_amount``).
+# Converted by the model that knows the currency (``money.parse_amount``); 3 decimals is
+# the most any currency has (KWD), the currency's own count applies.
 MoneyIn = Annotated[Decimal, WithJsonSchema(
-    {"anyOf": [{"type": "string", "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*$"}, {"type": "number", "exclusiveMinimum": 0}],
+    {"anyOf": [{"type": "string", "pattern": r"^\s*0*[1-9][0-9]{0,12}(\.[0-9]{1,3})?\s*$"},
+               {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1e13}],
      "description": 'A positive decimal string such as "49.90", with at most the currency\'s decimals.'})]
+# An exchange rate: above 0, below 10^10, at most 8 decimals (checked by FxRateIn).
+RateIn = Annotated[Decimal, BeforeValidator(_decimal), WithJsonSchema(
+    {"anyOf": [{"type": "string", "pattern": r"^\s*(0*[1-9][0-9]{0,9}(\.[0-9]{1,8})?|0*\.[0-9]{0,7}[1-9])\s*$"},
+               {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1e10}],
+     "description": "Units of the brand currency per unit of this currency."})]
 
 
 def _future_instant(value: Any) -> datetime:
@@ -251,7 +258,9 @@ def _calendar_day(value: Any) -> date:
     return day
 
 
-Day = Annotated[date, BeforeValidator(_calendar_day), WithJsonSchema({"type": "string", "format": "date"})]
+Day = Annotated[date, BeforeValidator(_calendar_day), WithJsonSchema(
+    {"type": "string", "format": "date", "pattern": r"^(19[7-9][0-9]|20[0-9]{2}|21[0-4][0-9])-[0-9]{2}-[0-9]{2}$",
+     "description": "A calendar date, 1970-01-01 to 2149-06-06 (ClickHouse's Date)."})]
 
 
 def digits(value: Any) -> Any:

@@ -38,6 +38,7 @@ from tracker.registry.fields import (
     Name,
     Note,
     Platform,
+    RateIn,
     Ref,
     VanityCode,
     bounded,
@@ -91,7 +92,8 @@ class BrandIn(Body):
 
 
 class CommissionIn(Body):
-    """``percent``: of net revenue (0-100, 4 decimals); ``flat``: per conversion, in the brand currency."""
+    """`percent`: a share of net revenue, 0 to 100 (4 decimals); `flat`: an amount per conversion in the brand
+    currency (its decimals, at most 4)."""
 
     # A missing type is a wrong one ("percent" or "flat"), named before a missing value.
     null_is_value = frozenset({"type"})
@@ -123,7 +125,7 @@ class CommissionIn(Body):
 
 
 class CampaignIn(Body):
-    """Validated with ``context={"currency": <brand currency>}`` (a flat commission's decimals)."""
+    # Validated with context={"currency": <brand currency>}: a flat commission's decimals.
 
     name: Name
     attribution_window_days: int = Field(default=DEFAULT_WINDOW_DAYS, ge=1, le=365)
@@ -152,9 +154,15 @@ class LinkIn(Body):
         return value or None
 
 
-class LinkPatch(Body):
-    """Fields sent are changed; ``expires_at: null`` removes the expiry."""
+def _patch_schema(schema: dict[str, Any], model: type[Any]) -> None:
+    _nullable_optionals(schema, model)
+    schema["minProperties"] = 1  # an empty PATCH changes nothing: refused
 
+
+class LinkPatch(Body):
+    """Only the fields sent change; `expires_at: null` removes the expiry."""
+
+    model_config = ConfigDict(json_schema_extra=_patch_schema)
     null_is_value = frozenset({"disabled", "destination_url", "expires_at"})
 
     disabled: bool | None = None
@@ -178,8 +186,9 @@ class StoreIn(Body):
 
 
 class FeeIn(Body):
-    """Validated with ``context={"currency": <brand currency>}``, the default currency."""
+    """`currency` defaults to the brand's, `date` to today (UTC). Another currency needs the brand's rate."""
 
+    # Validated with context={"currency": <brand currency>}, the default currency.
     campaign_id: Ref
     influencer_id: Ref
     currency: Currency | None = None
@@ -198,7 +207,7 @@ class FeeIn(Body):
 
 
 class FxRateIn(Body):
-    rate: DecimalIn = Field(description="Units of the brand currency per unit of this currency.")
+    rate: RateIn
 
     @field_validator("rate")
     @classmethod
@@ -217,7 +226,7 @@ class FxRatePath(Model):
 
 
 class ByIds(Query):
-    """Filters: only the items of this campaign and/or influencer (empty: any)."""
+    """Only the items of this campaign and/or influencer (empty or absent: any)."""
 
     campaign_id: str | None = None
     influencer_id: str | None = None
