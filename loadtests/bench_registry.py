@@ -32,7 +32,7 @@ from typing import Any
 import anyio
 
 from tracker.core import keys
-from tracker.registry.store import Registry
+from tracker.registry import Registry
 from tracker.settings import Settings
 from tracker.storage import migrate, redis_client
 from tracker.storage.clickhouse import ClickHouse, run_sync

@@ -61,7 +61,7 @@ def build_services(settings: Settings, redis: aioredis.Redis, ch: ClickHouse) ->
     from tracker.api.proxies import TrustedProxies
     from tracker.conversions.postbacks import Conversions
     from tracker.redirect.handler import Redirector
-    from tracker.registry.store import Registry
+    from tracker.registry import Registry
 
     registry = Registry(settings, ch, redis)
     ingest = None

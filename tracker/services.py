@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # the types only: the stages import this module, not the othe
     from tracker.conversions.postbacks import Conversions
     from tracker.ingest.component import IngestComponent
     from tracker.redirect.handler import Redirector
-    from tracker.registry.store import Registry
+    from tracker.registry import Registry
 
 
 class Component(Protocol):

@@ -121,8 +121,12 @@ def test_every_schema_compiles_and_errors_use_the_error_body(path: str, method: 
         ("Conversion", {"conversion_id": "c1", "status": "approved", "attributed": True, "attribution": "click",
                         "link_code": "a", "influencer_id": "i", "campaign_id": "c", "commission": 1.5,
                         "duplicate": False}, False),  # money is a decimal string
-        ("Brand", {"id": "b1", "name": "Acme", "currency": "USD", "api_key": "k"}, True),
-        ("Brand", {"id": "b1", "name": "Acme", "currency": "usd", "api_key": "k"}, False),
+        ("NewBrand", {"id": "b1", "name": "Acme", "currency": "USD", "created_at": "2026-12-01T10:00:00.000Z",
+                      "api_key": "k"}, True),
+        ("NewBrand", {"id": "b1", "name": "Acme", "currency": "usd", "created_at": "2026-12-01T10:00:00.000Z",
+                      "api_key": "k"}, False),
+        ("Brand", {"id": "b1", "name": "Acme", "currency": "USD", "created_at": "2026-12-01T10:00:00.000Z"}, True),
+        ("Brand", {"id": "b1", "name": "Acme", "currency": "USD", "api_key": "k"}, False),  # listed without keys
         ("Totals", {"clicks": 1}, False),
     ],
 )

@@ -176,7 +176,7 @@ def test_lost_records_are_rebuilt_from_clickhouse(
 ) -> None:
     from decimal import Decimal
 
-    from tracker.registry.store import Registry
+    from tracker.registry import Registry
 
     async def scenario() -> tuple[Any, Any, Any]:
         r = connect_async(settings)

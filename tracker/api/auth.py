@@ -1,25 +1,22 @@
 """Bearer credentials: the admin token and brand API keys.
 
 Brand API keys are ``trk_<random>`` (256 random bits), shown once at creation
-and stored only as their sha256 hex (``api_keys`` table, cached in Redis under
-``keys.api_key(hash)``). A fast unsalted hash is right here: the keys carry full
-entropy, so there is nothing for a slow hash to protect against guessing.
-The admin token is compared in constant time.
+and stored only as their sha256 hex (``tracker.core.credentials``; the
+``api_keys`` table, cached in Redis under ``keys.api_key(hash)``). The admin
+token is compared in constant time.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import secrets
 from typing import Any
 
 from starlette.requests import HTTPConnection
 
+from tracker.core.credentials import looks_like_api_key
 from tracker.core.errors import Forbidden, Unauthorized
 from tracker.services import services
 
-API_KEY_PREFIX = "trk_"
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="tracker"'}
 
 
@@ -27,19 +24,6 @@ class BearerRequired(Unauthorized):
     """401 with the Bearer challenge the HTTP spec asks for."""
 
     headers = _CHALLENGE
-
-
-def new_api_key() -> str:
-    return API_KEY_PREFIX + secrets.token_urlsafe(32)
-
-
-def key_hash(key: str) -> str:
-    """sha256 hex of a credential: the only form the database keeps."""
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
-
-
-def looks_like_api_key(value: object) -> bool:
-    return isinstance(value, str) and value.startswith(API_KEY_PREFIX) and 20 <= len(value) <= 100
 
 
 def bearer(conn: HTTPConnection) -> str | None:

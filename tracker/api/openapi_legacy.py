@@ -1,6 +1,6 @@
 """TRANSITIONAL: the hand-written OpenAPI entries of routes that do not describe themselves yet.
 
-The registry, conversions and reports routes are becoming ``ApiRoute``s. Until a
+The conversions and reports routes are becoming ``ApiRoute``s (the registry's are). Until a
 route is one, ``tracker.api.openapi`` takes its entry from ``openapi_legacy.json``
 (moved unchanged from the hand-written document), with the component schemas
 those entries name. Delete this module and its JSON once no plain ``Route`` is left.

@@ -54,6 +54,7 @@ from tracker.conversions.attribution import (
 )
 from tracker.core import ids, keys, money
 from tracker.core.clickid import ClickIds
+from tracker.core.credentials import store_secret, token_hash
 from tracker.core.errors import (
     BadRequest,
     Forbidden,
@@ -65,7 +66,7 @@ from tracker.core.errors import (
 )
 from tracker.core.events import CONVERSION_COLUMNS, encode_conversion
 from tracker.ops.metrics import POSTBACKS
-from tracker.registry.store import Registry, store_secret, token_hash
+from tracker.registry import Registry
 from tracker.services import Services, services
 from tracker.settings import Settings
 from tracker.storage.clickhouse import ClickHouse, run_sync

@@ -22,6 +22,8 @@ import hmac
 import os
 from dataclasses import dataclass
 
+from tracker.core.credentials import derive_key
+
 VERSION = 1
 _MAC_LEN = 8
 _RAND_LEN = 5
@@ -35,11 +37,6 @@ _B64URL = bytes.maketrans(b"+/", b"-_")
 class ClickRef:
     link_id: int
     ts_ms: int
-
-
-def derive_key(secret_key: str, purpose: str) -> bytes:
-    """A sub-key of the server secret for one purpose (click ids, visitor salts, ...)."""
-    return hmac.new(secret_key.encode(), b"tracker:" + purpose.encode(), hashlib.sha256).digest()
 
 
 def _varint(n: int) -> bytes:

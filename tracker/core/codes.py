@@ -41,8 +41,8 @@ RESERVED = frozenset(
     }
 )
 _RESERVED_PATHS = frozenset("/" + name for name in RESERVED)
-# Vanity codes: letters, digits, '-' and '_', starting with a letter or digit.
-_VANITY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,63}$")
+# Vanity codes: 3 to 64 letters, digits, '-' and '_', starting with a letter or digit.
+VANITY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,63}$")
 _MAX_ID = 2**63 - 1
 
 
@@ -95,7 +95,7 @@ class Codes:
 
     def vanity_problem(self, code: str) -> str | None:
         """Why ``code`` cannot be a vanity code, or None when it can."""
-        if not _VANITY.match(code):
+        if not VANITY.match(code):
             return (
                 f"Code {code!r} is not a valid custom code: use 3 to 64 letters, digits, '-' or '_', "
                 "starting with a letter or digit."

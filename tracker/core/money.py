@@ -49,6 +49,13 @@ def round_money(amount: Decimal, currency: str) -> Decimal:
     return amount.quantize(quantum(currency), rounding=ROUND_HALF_UP)
 
 
+def plain(value: Decimal) -> Decimal:
+    """A Decimal without a storage column's trailing zeros (10.0000 -> 10, 2.5000 -> 2.5)."""
+    if value == value.to_integral_value():
+        return value.quantize(Decimal(1))
+    return value.normalize()
+
+
 def parse_amount(value: object, currency: str, *, field: str = "amount") -> Decimal:
     """A positive amount with at most the currency's decimals; ValueError with a message otherwise.
 

@@ -53,7 +53,7 @@ from tracker.settings import Settings
 from tracker.storage import redis_client
 
 # The cheap shape check (no storage access for garbage). 3, not 4: the registry accepts
-# vanity codes of 3 characters (``codes._VANITY``).
+# vanity codes of 3 characters (``codes.VANITY``).
 _CODE = re.compile(r"[A-Za-z0-9_-]{3,64}")
 
 MAX_USER_AGENT = 512
