@@ -13,9 +13,12 @@ from typing import Any
 
 from starlette.requests import HTTPConnection
 
-from tracker.core.credentials import looks_like_api_key
+from tracker.core.credentials import looks_like_api_key, token_hash
 from tracker.core.errors import Forbidden, Unauthorized
 from tracker.services import services
+
+# The actor of changes made with the admin token (the audit log shows it).
+ADMIN = "admin"
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="tracker"'}
 
@@ -67,4 +70,16 @@ async def brand_of(conn: HTTPConnection) -> dict[str, Any]:
         if is_admin(conn, token):
             raise Forbidden("The admin token only creates and lists brands; use the brand's API key here.")
         raise BearerRequired("The API key is unknown or revoked.", code="invalid_token")
+    conn.state.key_id = key_id(token)
     return brand
+
+
+def key_id(token: str) -> str:
+    """The public id of an API key: stable, derived from its hash, safe to show and log."""
+    return "key_" + token_hash(token)[:16]
+
+
+def actor(conn: HTTPConnection) -> str:
+    """Who acts in this request, for the audit log: the key's id, or ``admin``."""
+    acting: str | None = getattr(conn.state, "key_id", None)
+    return acting if acting is not None else ADMIN

@@ -17,6 +17,7 @@ PREFIXES = {
     "store": "sto",
     "fee": "fee",
     "conversion": "cnv",
+    "audit": "aud",
 }
 
 

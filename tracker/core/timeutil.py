@@ -27,6 +27,10 @@ def to_ms(value: datetime | int) -> int:
     return int(utc(value).timestamp() * 1000)
 
 
+def from_ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
 def iso(value: datetime) -> str:
     """ISO 8601 in UTC with milliseconds and ``Z``: the API's one format for instants."""
     return utc(value).isoformat(timespec="milliseconds").replace("+00:00", "Z")

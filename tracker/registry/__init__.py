@@ -12,6 +12,7 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 
 from tracker.core.codes import Codes, salt_for
+from tracker.registry.audit import AuditLog
 from tracker.registry.brands import Brands
 from tracker.registry.cache import Cache
 from tracker.registry.campaigns import Campaigns
@@ -39,6 +40,7 @@ class Registry:
         self.fx = FxRates(cache, self.brands)
         self.fees = Fees(cache, self.campaigns, self.influencers, self.fx)
         self.sweep = Sweep(cache, self.links, self.fx)
+        self.audit = AuditLog(ch)
 
         self.create_brand = self.brands.create
         self.get_brand = self.brands.get

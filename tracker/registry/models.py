@@ -401,3 +401,25 @@ class FeeList(Answer):
 
 class FxRateList(Answer):
     items: list[FxRate]
+
+
+# --- the audit log -------------------------------------------------------------------------------
+
+
+class AuditQuery(Query):
+    limit: Annotated[int, Field(ge=1, le=1000), BeforeValidator(digits)] = 100
+    cursor: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+
+
+class AuditEntry(Answer):
+    at: Timestamp
+    key_id: str = Field(description='The acting key\'s id, or "admin".')
+    action: str = Field(description="What changed, e.g. campaign.create, link.update, payout.paid.")
+    object_id: str
+    before: dict[str, Any] | None = Field(description="The object before the change (null for a creation).")
+    after: dict[str, Any] | None = Field(description="The object after the change (null for a deletion).")
+
+
+class AuditPage(Answer):
+    items: list[AuditEntry]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next (older) page; null at the end.")

@@ -25,6 +25,9 @@ from tracker.registry import Registry
 from tracker.registry.fields import CURRENCY_SCHEMA
 from tracker.registry.links import UNSET
 from tracker.registry.models import (
+    AuditEntry,
+    AuditPage,
+    AuditQuery,
     Brand,
     BrandIn,
     BrandList,
@@ -96,6 +99,16 @@ def _answer(model: Answer, status: int = 200) -> Response:
     return http.JSONResponse(model.dump(), status_code=status)
 
 
+async def _audit(
+    request: Request, brand_id: str, action: str, object_id: str, before: Answer | None, after: Answer | None
+) -> None:
+    """Record a change as the brand sees it (answers carry no secrets)."""
+    await _registry(request).audit.record(
+        brand_id, auth.actor(request), action, object_id,
+        before.dump() if before is not None else None, after.dump() if after is not None else None,
+    )
+
+
 # ------------------------------------------------------------------------ brands
 
 
@@ -107,6 +120,7 @@ async def create_brand(request: Request) -> Response:
     await auth.require_admin(request)
     body = await _body(request, BrandIn)
     brand, api_key = await _registry(request).create_brand(body.name, body.currency)
+    await _audit(request, brand["id"], "brand.create", brand["id"], None, Brand.model_validate(brand))
     return _answer(NewBrand.model_validate({**brand, "api_key": api_key}), 201)
 
 
@@ -138,7 +152,9 @@ async def create_campaign(request: Request) -> Response:
         click_id_param=body.click_id_param,
         allowed_domains=body.allowed_domains,
     )
-    return _answer(Campaign.model_validate(campaign), 201)
+    answer = Campaign.model_validate(campaign)
+    await _audit(request, brand["id"], "campaign.create", answer.id, None, answer)
+    return _answer(answer, 201)
 
 
 @api("GET", "/api/v1/campaigns", _listed("The brand's campaigns.", CampaignList))
@@ -168,7 +184,9 @@ async def create_influencer(request: Request) -> Response:
     row = await _registry(request).create_influencer(
         brand["id"], name=body.name, handle=body.handle, platform=body.platform
     )
-    return _answer(Influencer.from_row(row), 201)
+    answer = Influencer.from_row(row)
+    await _audit(request, brand["id"], "influencer.create", answer.id, None, answer)
+    return _answer(answer, 201)
 
 
 @api("GET", "/api/v1/influencers", _listed("The brand's influencers.", InfluencerList))
@@ -206,7 +224,9 @@ async def create_link(request: Request) -> Response:
         code=body.code,
         expires_at=body.expires_at,
     )
-    return _answer(Link.from_row(row, _short_url_base(request)), 201)
+    answer = Link.from_row(row, _short_url_base(request))
+    await _audit(request, brand["id"], "link.create", answer.code, None, answer)
+    return _answer(answer, 201)
 
 
 @api("GET", "/api/v1/links", _listed("The brand's links, optionally filtered.", LinkList, LinkQuery))
@@ -242,6 +262,7 @@ async def update_link(request: Request) -> Response:
     brand = await auth.brand_of(request)
     code = request.path_params["code"]
     body = await _body(request, LinkPatch)
+    old = await _registry(request).get_link(brand["id"], code)
     row = await _registry(request).update_link(
         brand["id"],
         code,
@@ -251,7 +272,10 @@ async def update_link(request: Request) -> Response:
     )
     if row is None:
         raise _no_link(code)
-    return _answer(Link.from_row(row, _short_url_base(request)))
+    base = _short_url_base(request)
+    answer = Link.from_row(row, base)
+    await _audit(request, brand["id"], "link.update", code, Link.from_row(old, base) if old else None, answer)
+    return _answer(answer)
 
 
 # ------------------------------------------------------------------------ stores
@@ -264,6 +288,7 @@ async def create_store(request: Request) -> Response:
     brand = await auth.brand_of(request)
     body = await _body(request, StoreIn)
     new = await _registry(request).create_store(brand["id"], name=body.name, allowed_ips=body.allowed_ips)
+    await _audit(request, brand["id"], "store.create", new.store["id"], None, Store.from_row(new.store))
     return _answer(NewStore.from_created(new.store, secret=new.secret, postback_token=new.postback_token), 201)
 
 
@@ -300,7 +325,9 @@ async def create_fee(request: Request) -> Response:
         day=body.date,
         note=body.note,
     )
-    return _answer(Fee.from_row(row), 201)
+    answer = Fee.from_row(row)
+    await _audit(request, brand["id"], "fee.create", answer.id, None, answer)
+    return _answer(answer, 201)
 
 
 @api("GET", "/api/v1/fees", _listed("The brand's fees, optionally filtered.", FeeList, FeeQuery))
@@ -323,7 +350,9 @@ async def put_fx_rate(request: Request) -> Response:
     currency = validate(FxRatePath, request.path_params).currency
     body = await _body(request, FxRateIn)
     row = await _registry(request).set_fx_rate(brand, currency, body.rate)
-    return _answer(FxRate.from_row(row, brand["currency"]))
+    answer = FxRate.from_row(row, brand["currency"])
+    await _audit(request, brand["id"], "fx_rate.set", currency, None, answer)
+    return _answer(answer)
 
 
 @api("GET", "/api/v1/fx-rates", _listed("The brand's exchange rates.", FxRateList))
@@ -331,6 +360,19 @@ async def list_fx_rates(request: Request) -> Response:
     brand = await auth.brand_of(request)
     rows = await _registry(request).list_fx_rates(brand["id"])
     return _answer(FxRateList(items=[FxRate.from_row(r, brand["currency"]) for r in rows]))
+
+
+# ------------------------------------------------------------------------- audit
+
+
+@api("GET", "/api/v1/audit", _listed(
+    "The brand's audit log, newest first: every change, who made it, before and after.", AuditPage, AuditQuery,
+))
+async def list_audit(request: Request) -> Response:
+    brand = await auth.brand_of(request)
+    q = parse_query(AuditQuery, request.query_params)
+    items, cursor = await _registry(request).audit.page(brand["id"], q.limit, q.cursor)
+    return _answer(AuditPage(items=[AuditEntry.model_validate(i) for i in items], next_cursor=cursor))
 
 
 def routes() -> list[BaseRoute]:
@@ -342,4 +384,5 @@ def routes() -> list[BaseRoute]:
         create_store, list_stores, get_store,
         create_fee, list_fees,
         put_fx_rate, list_fx_rates,
+        list_audit,
     ]
