@@ -237,3 +237,49 @@ def test_zero_decimal_currency(app_client: TestClient, settings: Settings) -> No
     world.call(world.registry.set_fx_rate, world.brand, "USD", Decimal("155.123"))
     r = world.post({"order_id": "J-2", "amount": "10.00", "currency": "USD", "coupon_code": "FLAT"})
     assert (r.json()["amount"], r.json()["commission"]) == ("1551", "3")  # 1551.23; flat 2.50 -> 3
+
+
+# --- races -------------------------------------------------------------------------------------------------
+
+
+def test_a_lost_race_is_decided_again_on_the_winners_state(
+    world: World, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    states = world.client.app.state.services.conversions.states  # type: ignore[attr-defined]
+    real_write = states.write
+    versions: list[int] = []
+
+    async def rival_first(base: Any, row: dict[str, Any]) -> bool:
+        versions.append(row["version"])
+        if len(versions) == 1:
+            assert await real_write(base, row)  # an identical copy lands just before this one
+            return False
+        return bool(await real_write(base, row))
+
+    monkeypatch.setattr(states, "write", rival_first)
+    r = world.post({"order_id": "RACE-1", "amount": "10.00", "currency": "USD", "coupon_code": "ANNA10"})
+    assert r.status_code == 202, r.text
+    assert (r.json()["duplicate"], r.json()["commission"]) == (True, "1.00")
+    assert versions == [1]  # the second round found the same postback recorded: nothing more to write
+    assert redis_client.xlen(keys.CONVERSION_STREAM) == 1
+
+
+def test_an_order_that_never_settles_answers_503(
+    world: World, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    states = world.client.app.state.services.conversions.states  # type: ignore[attr-defined]
+    attempts: list[int] = []
+
+    async def always_beaten(base: Any, row: dict[str, Any]) -> bool:
+        attempts.append(1)
+        return False
+
+    monkeypatch.setattr(states, "write", always_beaten)
+    r = world.post({"order_id": "BUSY-1", "amount": "10.00", "currency": "USD"})
+    assert r.status_code == 503
+    assert r.json()["error"] == {
+        "code": "storage_unavailable",
+        "message": "Order 'BUSY-1' is changing too often right now; retry the postback.",
+    }
+    assert len(attempts) == 8
+    assert redis_client.xlen(keys.CONVERSION_STREAM) == 0

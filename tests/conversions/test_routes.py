@@ -17,9 +17,12 @@ import redis
 from starlette.testclient import TestClient
 
 from tests.conversions.world import World, make_world, order, stream_rows
+from tracker.api.endpoints import ApiRoute
 from tracker.app import create_app
 from tracker.conversions import signature
-from tracker.conversions.state import normalize_row
+from tracker.conversions.parse import PostbackIn, PostbackQuery
+from tracker.conversions.routes import ip_allowed, routes
+from tracker.conversions.state import ConversionAnswer, normalize_row
 from tracker.core import keys
 from tracker.core.events import CONVERSION_COLUMNS
 from tracker.settings import Settings
@@ -364,3 +367,53 @@ def test_stores_doc_javascript_signature_is_accepted(world: World, tmp_path: Pat
     r = world.client.post("/api/v1/conversions", content=body.encode(), headers=headers)
     assert r.status_code == 202, r.text
     assert r.json()["attribution"] == "coupon"
+
+
+def test_rate_limited_answer_says_when_to_retry(ch: ClickHouse, settings: Settings, redis_client: redis.Redis) -> None:
+    with TestClient(create_app(settings.with_(postback_rate_limit=1))) as client:
+        world = make_world(client, settings)
+        assert world.post({"order_id": "RL-1", "amount": "1.00", "currency": "USD"}).status_code == 202
+        r = world.post({"order_id": "RL-2", "amount": "1.00", "currency": "USD"})
+    assert r.status_code == 429
+    message = r.json()["error"]["message"]
+    match = re.fullmatch(rf"Store {world.store_id} sent more than 1 postbacks this minute; retry in (\d+) seconds\.",
+                         message)
+    assert match and 1 <= int(match[1]) <= 60, message
+    counters = [k.decode() for k in redis_client.keys(f"{keys.RATE_LIMITS}:*")]
+    assert len(counters) == 1 and world.store_id in counters[0]
+    assert 0 < redis_client.ttl(counters[0]) <= 60
+
+
+@pytest.mark.parametrize(
+    ("ip", "allowed", "ok"),
+    [
+        ("10.1.2.3", [], True),
+        ("not an address", [], True),
+        ("10.1.2.3", ["10.0.0.0/8"], True),
+        ("10.1.2.3", ["10.1.2.3"], True),
+        ("11.1.2.3", ["10.0.0.0/8", "192.0.2.7"], False),
+        ("2001:db8::1", ["2001:db8::/32"], True),
+        ("2001:db9::1", ["2001:db8::/32"], False),
+        ("10.1.2.3", ["garbage", "10.1.2.0/24"], True),  # a bad entry is skipped
+        ("testclient", ["10.0.0.0/8"], False),
+        ("10.0.0.1", ["10.0.0.1/8"], True),  # host bits set: taken as its network
+    ],
+)
+def test_ip_allowlist(ip: str, allowed: list[str], ok: bool) -> None:
+    assert ip_allowed(ip, allowed) is ok
+
+
+def test_the_routes_describe_what_they_take_and_answer() -> None:
+    described = {(r.path, r.method): r.operation for r in routes() if isinstance(r, ApiRoute)}
+    post = described[("/api/v1/conversions", "POST")]
+    get = described[("/postback", "GET")]
+    assert (post.tag, post.security, post.body, post.query) == ("conversions", ("store_signature",), PostbackIn, None)
+    assert (get.tag, get.security, get.body, get.query) == ("conversions", ("store_token",), None, PostbackQuery)
+    assert dict(post.answers) == {202: ConversionAnswer} and dict(get.answers) == {200: ConversionAnswer}
+    assert 413 in post.errors and 403 in get.errors and 403 not in post.errors
+    # Every field the recorder answers is in the answer model, and nothing else.
+    assert set(ConversionAnswer.model_fields) == {
+        "conversion_id", "order_id", "status", "attributed", "attribution", "link_code", "influencer_id",
+        "campaign_id", "commission", "amount", "refunded_amount", "currency", "original_amount",
+        "original_refunded_amount", "original_currency", "fx_rate", "duplicate",
+    }

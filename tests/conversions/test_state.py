@@ -10,15 +10,25 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import pytest
 import redis
+import redis.asyncio as aioredis
 from starlette.testclient import TestClient
 
 from tests.conversions.world import World, make_world, order, stream_rows
 from tracker.app import create_app
 from tracker.conversions import signature
-from tracker.conversions.state import StateLookups, decode_state, load_from_clickhouse, normalize_row
+from tracker.conversions.state import (
+    STATE_TTL_SECONDS,
+    OrderStates,
+    Snapshot,
+    StateLookups,
+    decode_state,
+    load_from_clickhouse,
+    normalize_row,
+)
 from tracker.core import keys
-from tracker.core.events import CONVERSION_COLUMNS
+from tracker.core.events import CONVERSION_COLUMNS, encode_conversion
 from tracker.ingest.worker import Worker
 from tracker.settings import Settings
 from tracker.storage.clickhouse import ClickHouse
@@ -136,3 +146,63 @@ def test_concurrent_state_lookups_share_one_clickhouse_query(
     assert [None if f is None else f["order_id"] for f in found] == [order(0), order(1), order(2), order(1), None, None]
     assert found[1] == found[3] and found[1] is not found[3]
     assert found[0] == load_from_clickhouse(ch, brand, order(0))
+
+
+# --- rows and the compare-and-write ---------------------------------------------------------------
+
+
+ROW: dict[str, Any] = {
+    "brand_id": "brd_stateTest000001", "order_id": "O-1", "version": 1, "conversion_id": "cnv_1",
+    "store_id": "sto_1", "status": "approved", "currency": "USD", "amount": Decimal("12.50"),
+    "refunded_amount": Decimal("0.00"), "original_currency": "JPY", "original_amount": Decimal("1800"),
+    "original_refunded_amount": Decimal("0"), "fx_rate": Decimal("0.00694444"), "commission": Decimal("1.25"),
+    "attributed": 1, "attribution": "coupon", "click_id": "", "link_id": 7, "link_code": "abc123",
+    "campaign_id": "cmp_1", "influencer_id": "inf_1", "coupon_code": "BOB5",
+    "occurred_at": datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC),
+    "created_at": datetime(2026, 1, 2, 3, 4, 6, tzinfo=UTC), "updated_at": datetime(2026, 1, 2, 3, 4, 6, tzinfo=UTC),
+}
+# The same row as ClickHouse returns it: naive UTC times, Decimal columns at their scale.
+FROM_CLICKHOUSE = {
+    **ROW, "amount": Decimal("12.5000"), "commission": Decimal("1.2500"), "original_amount": Decimal("1800.0000"),
+    "fx_rate": Decimal("0.00694444"), "link_id": 7, "occurred_at": datetime(2026, 1, 2, 3, 4, 5, 678000),
+    "created_at": datetime(2026, 1, 2, 3, 4, 6), "updated_at": datetime(2026, 1, 2, 3, 4, 6),
+}
+
+
+@pytest.mark.parametrize(
+    "source",
+    [ROW, FROM_CLICKHOUSE, json.loads(encode_conversion(ROW)), {**ROW, "version": "1", "link_id": "7"}],
+    ids=["row", "clickhouse", "redis json", "strings"],
+)
+def test_every_source_normalizes_to_one_row(source: dict[str, Any]) -> None:
+    row = normalize_row(source)
+    assert row == {**ROW, "fx_rate": Decimal("0.00694444")}
+    assert str(row["amount"]) == "12.50" and str(row["original_amount"]) == "1800"
+    assert [type(row[c]) for c in ("version", "link_id", "occurred_at")] == [int, int, datetime]
+    assert row["occurred_at"].tzinfo is not None
+    assert decode_state(encode_conversion(row)) == row
+
+
+def test_a_write_on_a_stale_state_is_refused(redis_url: str, redis_client: redis.Redis, ch: ClickHouse) -> None:
+    key = keys.conversion(ROW["brand_id"], ROW["order_id"])
+
+    async def scenario() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        states = OrderStates(client, ch)
+        try:
+            empty = await states.read(ROW["brand_id"], ROW["order_id"])
+            assert empty == Snapshot(None, None)  # neither in Redis nor in ClickHouse
+            assert await states.write(empty, ROW)
+            assert not await states.write(empty, ROW)  # another copy wrote first
+            seen = await states.read(ROW["brand_id"], ROW["order_id"])
+            assert seen.raw == encode_conversion(ROW) and seen.row == ROW
+            assert await states.write(seen, {**ROW, "version": 2})
+            assert not await states.write(seen, {**ROW, "version": 3})  # decided on version 1
+            await states.restore({**ROW, "version": 9})  # only where Redis has nothing
+        finally:
+            await client.aclose()
+
+    asyncio.run(scenario())
+    assert [row["version"] for row in stream_rows(redis_client)] == [1, 2]
+    assert json.loads(redis_client.get(key) or b"")["version"] == 2
+    assert 0 < redis_client.ttl(key) <= STATE_TTL_SECONDS
