@@ -283,3 +283,12 @@ def test_an_order_that_never_settles_answers_503(
     }
     assert len(attempts) == 8
     assert redis_client.xlen(keys.CONVERSION_STREAM) == 0
+
+
+@pytest.mark.parametrize(("rate", "shown"), [("10", "10"), ("20.00", "20"), ("0.5", "0.5"), ("1.08370000", "1.0837")])
+def test_the_rate_reads_the_same_in_every_answer(world: World, rate: str, shown: str) -> None:
+    world.call(world.registry.set_fx_rate, world.brand, "EUR", Decimal(rate))
+    base = {"order_id": "FX-1", "amount": "10.00", "currency": "EUR"}
+    answers = [world.post(base).json(), world.post(base).json(), world.post({**base, "status": "refunded"}).json()]
+    assert [a["duplicate"] for a in answers] == [False, True, False]
+    assert {a["fx_rate"] for a in answers} == {shown}

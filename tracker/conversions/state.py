@@ -182,11 +182,12 @@ class OrderStates:
         await self.redis.set(key, encode_conversion(dict(row)), nx=True, ex=STATE_TTL_SECONDS)
 
 
-# The exchange rate the order was converted at, as a decimal string.
+# A decimal string without an exponent: a rate of 10 read back from the state is
+# Decimal("1E+1") once normalized, and answers "10" like the first answer did.
 PlainDecimal = Annotated[
     Decimal,
-    PlainSerializer(lambda d: str(d), return_type=str),
-    WithJsonSchema({"type": "string", "description": "A decimal number."}),
+    PlainSerializer(lambda d: f"{d.normalize():f}", return_type=str),
+    WithJsonSchema({"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$", "description": "A decimal number."}),
 ]
 
 
