@@ -19,7 +19,7 @@ from tracker.api.schema import Model
 from tracker.conversions.attribution import REFUNDED, STATUSES
 from tracker.core import money
 from tracker.core.errors import BadRequest, Unprocessable
-from tracker.core.timeutil import truncate_ms, utc
+from tracker.core.timeutil import now_utc, truncate_ms, utc
 
 MAX_ORDER_ID = 128
 MAX_CLICK_ID = 256
@@ -178,7 +178,7 @@ class Postback(Model):
     @classmethod
     def _occurred_at(cls, value: object, info: ValidationInfo) -> datetime | None:
         now = info.context.get("now") if info.context else None
-        return parse_occurred_at(value, now if now is not None else datetime.now(UTC).timestamp())
+        return parse_occurred_at(value, now if now is not None else now_utc().timestamp())
 
 
 class PostbackIn(Postback):
