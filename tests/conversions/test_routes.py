@@ -22,7 +22,7 @@ from tracker.app import create_app
 from tracker.conversions import signature
 from tracker.conversions.parse import PostbackIn, PostbackQuery
 from tracker.conversions.routes import ip_allowed, routes
-from tracker.conversions.state import ConversionAnswer, normalize_row
+from tracker.conversions.state import Conversion, normalize_row
 from tracker.core import keys
 from tracker.core.events import CONVERSION_COLUMNS
 from tracker.settings import Settings
@@ -409,10 +409,10 @@ def test_the_routes_describe_what_they_take_and_answer() -> None:
     get = described[("/postback", "GET")]
     assert (post.tag, post.security, post.body, post.query) == ("conversions", ("store_signature",), PostbackIn, None)
     assert (get.tag, get.security, get.body, get.query) == ("conversions", ("store_token",), None, PostbackQuery)
-    assert dict(post.answers) == {202: ConversionAnswer} and dict(get.answers) == {200: ConversionAnswer}
+    assert dict(post.answers) == {202: Conversion} and dict(get.answers) == {200: Conversion}
     assert 413 in post.errors and 403 in get.errors and 403 not in post.errors
     # Every field the recorder answers is in the answer model, and nothing else.
-    assert set(ConversionAnswer.model_fields) == {
+    assert set(Conversion.model_fields) == {
         "conversion_id", "order_id", "status", "attributed", "attribution", "link_code", "influencer_id",
         "campaign_id", "commission", "amount", "refunded_amount", "currency", "original_amount",
         "original_refunded_amount", "original_currency", "fx_rate", "duplicate",

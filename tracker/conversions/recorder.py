@@ -26,7 +26,7 @@ from tracker.conversions.attribution import (
     commission,
 )
 from tracker.conversions.parse import Postback
-from tracker.conversions.state import ConversionAnswer, OrderStates
+from tracker.conversions.state import Conversion, OrderStates
 from tracker.core import ids, money
 from tracker.core.clickid import ClickIds
 from tracker.core.errors import StorageUnavailable, Unauthorized, Unprocessable
@@ -53,7 +53,7 @@ class Conversions:
         self.click_ids = ClickIds(settings.secret_key)
         self.states = OrderStates(redis, ch)
 
-    async def record(self, store: Mapping[str, Any], pb: Postback) -> ConversionAnswer:
+    async def record(self, store: Mapping[str, Any], pb: Postback) -> Conversion:
         """Apply one postback to its order; the order's state after it, and whether it was a duplicate."""
         brand_id = str(store["brand_id"])
         brand: dict[str, Any] | None = None  # read only for a new order (its currency)
@@ -72,10 +72,10 @@ class Conversions:
                     if seen.raw is None:
                         # Redis lost this order: put the rebuilt state back for the next postback.
                         await self.states.restore(current)
-                    return ConversionAnswer.of(current, duplicate=True)
+                    return Conversion.of(current, duplicate=True)
                 row = await self._next_version(current, change)
             if await self.states.write(seen, row):
-                return ConversionAnswer.of(row, duplicate=False)
+                return Conversion.of(row, duplicate=False)
             # Another copy or status change won the race: decide again on the new state.
         raise StorageUnavailable(f"Order {pb.order_id!r} is changing too often right now; retry the postback.")
 

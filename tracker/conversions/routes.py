@@ -31,7 +31,7 @@ from tracker.api.schema import parse_body, validate
 from tracker.conversions import signature
 from tracker.conversions.parse import PostbackIn, PostbackQuery
 from tracker.conversions.recorder import BAD_STORE_SIGNATURE
-from tracker.conversions.state import ConversionAnswer
+from tracker.conversions.state import Conversion
 from tracker.core import ids, keys
 from tracker.core.credentials import store_secret, token_hash
 from tracker.core.errors import Forbidden, RateLimited, StorageUnavailable, TrackerError, Unauthorized
@@ -130,7 +130,7 @@ def _outcome(exc: TrackerError) -> str:
     )
 
 
-Handler = Callable[[Request], Awaitable[ConversionAnswer]]
+Handler = Callable[[Request], Awaitable[Conversion]]
 
 
 async def _counted(handler: Handler, request: Request, status: int) -> Response:
@@ -148,7 +148,7 @@ async def _counted(handler: Handler, request: Request, status: int) -> Response:
     return http.JSONResponse(result.dump(), status_code=status)
 
 
-async def _post_conversion(request: Request) -> ConversionAnswer:
+async def _post_conversion(request: Request) -> Conversion:
     svc = services(request)
     body = await http.read_body(request, MAX_BODY_BYTES)
     store = await _store_by_signature(svc, request, body)
@@ -157,7 +157,7 @@ async def _post_conversion(request: Request) -> ConversionAnswer:
     return await svc.conversions.record(store, postback)
 
 
-async def _get_postback(request: Request) -> ConversionAnswer:
+async def _get_postback(request: Request) -> Conversion:
     svc = services(request)
     store = await _store_by_token(svc, request)
     await svc.postback_limit.check(str(store["id"]))
@@ -172,7 +172,7 @@ POST_CONVERSION = Operation(
     tag="conversions",
     security=("store_signature",),
     body=PostbackIn,
-    answers={202: ConversionAnswer},
+    answers={202: Conversion},
     errors=(*_ERRORS, 413),
     description="Headers `X-Store-Id` and `X-Signature: t=<unix>,v1=<hex>`, "
     '`v1 = hex(HMAC-SHA256(store_secret, f"{t}.{raw_body}"))`, `t` within 300 s of server time. '
@@ -184,7 +184,7 @@ GET_POSTBACK = Operation(
     tag="conversions",
     security=("store_token",),
     query=PostbackQuery,
-    answers={200: ConversionAnswer},
+    answers={200: Conversion},
     errors=(*_ERRORS, 403),
     description="Checked against the store's `postback_token` and its `allowed_ips` (403 outside them).",
 )

@@ -21,7 +21,7 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 import redis.asyncio as aioredis
-from pydantic import PlainSerializer, WithJsonSchema
+from pydantic import ConfigDict, PlainSerializer, WithJsonSchema
 from redis.commands.core import AsyncScript
 
 from tracker.api.schema import Answer, MoneyOut
@@ -191,8 +191,21 @@ PlainDecimal = Annotated[
 ]
 
 
-class ConversionAnswer(Answer):
+# The answer's fields DESIGN.md fixes; the others are in every answer too, documented as optional.
+_CONTRACT = (
+    "conversion_id", "status", "attributed", "attribution", "link_code", "influencer_id", "campaign_id",
+    "commission", "duplicate",
+)
+
+
+def _contract_required(schema: dict[str, Any]) -> None:
+    schema["required"] = list(_CONTRACT)
+
+
+class Conversion(Answer):
     """The answer to a postback: the order's current state, and whether this postback changed it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_contract_required)
 
     conversion_id: str
     order_id: str
@@ -213,7 +226,7 @@ class ConversionAnswer(Answer):
     duplicate: bool
 
     @classmethod
-    def of(cls, row: Mapping[str, Any], duplicate: bool) -> ConversionAnswer:
+    def of(cls, row: Mapping[str, Any], duplicate: bool) -> Conversion:
         return cls(
             conversion_id=row["conversion_id"],
             order_id=row["order_id"],

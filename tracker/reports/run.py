@@ -76,6 +76,9 @@ class GroupKeys(Answer):
 class ReportRow(Metrics, GroupKeys):
     """One group: the keys of ``group_by`` (the others absent), then every metric."""
 
+    # A key outside the row's grouping is left out of the answer, so the schema may not require it.
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_serialization_defaults_required=False)
+
 
 class Totals(Metrics):
     unattributed_conversions: Count
