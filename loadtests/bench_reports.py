@@ -1,8 +1,8 @@
 """Report latency on chDB over the DESIGN.md data set (10M clicks, 100k conversions, 90 days).
 
 Generates the data once into a chDB directory (``loadtests.gen_data``; reused on later runs),
-then times N reports per case through ``tracker.reports.run.run_report`` plus the JSON encoding
-the API does: the same code path as ``GET /api/v1/reports`` minus the HTTP framing.
+then times N reports per case through ``tracker.reports.run.run_report`` plus the JSON answer
+the API sends: the same code path as ``GET /api/v1/reports`` minus the HTTP framing.
 Goal: p95 <= 150 ms for 30 days grouped by influencer, and by day.
 
     python -m loadtests.bench_reports [--json] [--n 50] [--path /tmp/tracker-bench-reports]
@@ -20,9 +20,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from loadtests import gen_data
-from tracker.api import http
 from tracker.reports import run as reports
-from tracker.reports.run import ReportParams
+from tracker.reports.params import ReportParams
 
 GOAL_MS = 150.0
 
@@ -90,14 +89,14 @@ def main() -> None:
         n = args.n if goal else args.n_extra
         params = ReportParams(date_from, date_to, group_by, tz)
         for _ in range(3):  # warm-up
-            http.dumps(reports.run_report(ch, brand, params, 400).to_json())
+            reports.run_report(ch, brand, params, 400).json_bytes()
         samples: list[float] = []
         cpu: list[float] = []
         rows = 0
         for _ in range(n):
             t, c = time.perf_counter(), time.process_time()
             report = reports.run_report(ch, brand, params, 400)
-            http.dumps(report.to_json())
+            report.json_bytes()
             samples.append((time.perf_counter() - t) * 1000)
             cpu.append((time.process_time() - c) * 1000)  # all threads of this process, chDB's too
             rows = len(report.rows)

@@ -50,7 +50,8 @@ CONFIG = f"""<clickhouse>
 def main(workdir: Path) -> None:
     import clickhouse_connect
 
-    from tracker.reports import run as reports
+    from tracker.reports.params import GROUP_KEYS, ReportParams
+    from tracker.reports.run import run_report
     from tracker.storage import cluster, migrate
     from tracker.storage.clickhouse import CLUSTER_SETTINGS, ClickHouse
 
@@ -100,11 +101,11 @@ def main(workdir: Path) -> None:
     read("pending migrations", lambda: len(migrate.missing(ch)))
     read("conversions FINAL", lambda: ch.query("SELECT count() FROM conversions FINAL"))
     brand = {"id": "brd_cluster", "name": "Cluster", "currency": "USD"}
-    for group_by in ((), *((key,) for key in reports.GROUP_KEYS), ("influencer", "day")):
+    for group_by in ((), *((key,) for key in GROUP_KEYS), ("influencer", "day")):
         for tz in ("UTC", "Asia/Kolkata"):
-            params = reports.ReportParams(date(2026, 11, 1), date(2026, 11, 30), group_by=group_by, tz=tz)
+            params = ReportParams(date(2026, 11, 1), date(2026, 11, 30), group_by=group_by, tz=tz)
             read(f"report {','.join(group_by) or 'totals'} {tz}",
-                 lambda p=params: reports.run_report(ch, brand, p, 400).totals["clicks"])
+                 lambda p=params: run_report(ch, brand, p, 400).totals["clicks"])
     result = {
         "executed": len(executed),
         "parsed_only": parsed_only,

@@ -84,7 +84,6 @@ def test_a_wheel_installed_without_the_repository_migrates(tmp_path: Path) -> No
     shipped = {
         *(p.relative_to(ROOT).as_posix() for p in (ROOT / "tracker" / "migrations").glob("*.sql")),
         *(p.relative_to(ROOT).as_posix() for p in (ROOT / "tracker" / "web" / "static").rglob("*") if p.is_file()),
-        "tracker/api/openapi_legacy.json",
         "tracker/py.typed",
     }
     assert shipped - names == set(), f"missing from the wheel: {sorted(shipped - names)}"

@@ -31,9 +31,9 @@ log = logging.getLogger("tracker.app")
 
 
 def _postback_routes() -> list[BaseRoute]:
-    from tracker.conversions import postbacks
+    from tracker.conversions import routes
 
-    return postbacks.routes()
+    return routes.routes()
 
 
 def _routes() -> list[BaseRoute]:
@@ -59,7 +59,8 @@ def _routes() -> list[BaseRoute]:
 def build_services(settings: Settings, redis: aioredis.Redis, ch: ClickHouse) -> Services:
     """This process's services; components start in list order and stop in reverse."""
     from tracker.api.proxies import TrustedProxies
-    from tracker.conversions.postbacks import Conversions
+    from tracker.conversions.recorder import Conversions
+    from tracker.conversions.routes import StoreRateLimit
     from tracker.redirect.handler import Redirector
     from tracker.registry import Registry
 
@@ -78,6 +79,7 @@ def build_services(settings: Settings, redis: aioredis.Redis, ch: ClickHouse) ->
         trusted_proxies=TrustedProxies(settings.trusted_proxies),
         redirect=redirect,
         conversions=Conversions(settings, redis, ch, registry),
+        postback_limit=StoreRateLimit(redis, settings.postback_rate_limit),
         ingest=ingest,
     )
     # The registry's sweep repairs records a Redis restart rolled back. Ingest comes

@@ -19,7 +19,8 @@ from tracker.storage.clickhouse import ClickHouse
 
 if TYPE_CHECKING:  # the types only: the stages import this module, not the other way round
     from tracker.api.proxies import TrustedProxies
-    from tracker.conversions.postbacks import Conversions
+    from tracker.conversions.recorder import Conversions
+    from tracker.conversions.routes import StoreRateLimit
     from tracker.ingest.component import IngestComponent
     from tracker.redirect.handler import Redirector
     from tracker.registry import Registry
@@ -40,6 +41,7 @@ class Services:
     trusted_proxies: TrustedProxies
     redirect: Redirector
     conversions: Conversions
+    postback_limit: StoreRateLimit
     # The in-process ingest worker of the embedded mode (None in production).
     ingest: IngestComponent | None = None
     components: list[Component] = field(default_factory=list)

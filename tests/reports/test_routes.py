@@ -13,7 +13,11 @@ from starlette.testclient import TestClient
 
 from tests import reports_world
 from tests.reports_world import EXPECTED_CAMPAIGNS, EXPECTED_INFLUENCERS, EXPECTED_TOTALS
+from tracker.api.endpoints import ApiRoute
 from tracker.app import create_app
+from tracker.reports.params import ReportQuery
+from tracker.reports.routes import routes
+from tracker.reports.run import ReportAnswer
 from tracker.settings import Settings
 from tracker.storage.clickhouse import ClickHouse
 
@@ -167,3 +171,12 @@ def test_bad_requests(
     err = r.json()["error"]
     assert err["code"] == code
     assert needle in err["message"] and err["message"].endswith(".")
+
+
+def test_the_route_describes_what_it_takes_and_answers() -> None:
+    (route,) = routes()
+    assert isinstance(route, ApiRoute) and (route.path, route.method) == ("/api/v1/reports", "GET")
+    op = route.operation
+    assert (op.tag, op.security, op.body, op.query) == ("reports", ("brand",), None, ReportQuery)
+    assert dict(op.answers) == {200: ReportAnswer} and dict(op.also) == {200: "text/csv"}
+    assert {400, 401, 422} <= set(op.errors)

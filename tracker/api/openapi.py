@@ -10,8 +10,7 @@ the document says what the code does.
 
 ``openapi.json`` at the repository root is this document, committed; regenerate
 it with ``python -m tracker.api.openapi > openapi.json`` (a test fails when it
-differs). Routes that are not ``ApiRoute``s yet take their hand-written entry
-from ``openapi_legacy`` (transitional).
+differs).
 """
 
 from __future__ import annotations
@@ -27,11 +26,9 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Mount, Route
 
 from tracker import __version__
-from tracker.api import openapi_legacy
-from tracker.api.endpoints import ApiRoute, Operation, Unrouted, api, operations
+from tracker.api.endpoints import Operation, Unrouted, api, operations
 from tracker.api.schema import Error
 
 Schema = dict[str, Any]
@@ -112,17 +109,6 @@ def _unrouted(app: Starlette) -> Iterator[tuple[str, str, Operation]]:
     for unrouted in getattr(app, "unrouted", ()):
         assert isinstance(unrouted, Unrouted)
         yield unrouted.path, unrouted.method, unrouted.operation
-
-
-def _plain_routes(routes: Iterable[BaseRoute], prefix: str = "") -> Iterator[tuple[str, str]]:
-    """(path, method) of the routes that do not describe themselves (yet)."""
-    for route in routes:
-        if isinstance(route, Mount):
-            yield from _plain_routes(route.routes, prefix + route.path)
-        elif isinstance(route, Route) and not isinstance(route, ApiRoute):
-            for method in sorted(route.methods or ()):
-                if method != "HEAD":
-                    yield prefix + route.path, method.lower()
 
 
 def _models(ops: Iterable[Operation]) -> list[tuple[type[BaseModel], JsonSchemaMode]]:
@@ -234,18 +220,8 @@ def document(app: Starlette) -> dict[str, Any]:
         doc_path = _PARAM.sub(r"{\1}", path)
         paths.setdefault(doc_path, {})[method.lower()] = _operation(doc_path, op, refs, generated)
 
-    for path, method, op in routed:
+    for path, method, op in (*routed, *unrouted):
         add(path, method, op)
-    legacy_schemas = {}
-    for path, method in _plain_routes(app.routes):
-        entry = openapi_legacy.operation(path, method)
-        if entry is not None and method not in paths.get(path, {}):
-            paths.setdefault(path, {})[method] = entry
-            legacy_schemas.update(openapi_legacy.schemas())
-    for path, method, op in unrouted:
-        add(path, method, op)
-    # Generated schemas win a name both have: the legacy entry describes a route being converted.
-    schemas = {**legacy_schemas, **generated}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -257,7 +233,7 @@ def document(app: Starlette) -> dict[str, Any]:
         "paths": paths,
         "components": {
             "securitySchemes": SECURITY_SCHEMES,
-            "schemas": {name: schemas[name] for name in _reachable(paths, schemas)},
+            "schemas": {name: generated[name] for name in _reachable(paths, generated)},
         },
     }
 

@@ -1,6 +1,6 @@
 """Conversions, the pure part: who gets the credit, how an order's status may move, the commission.
 
-No I/O here. ``tracker.conversions.postbacks`` looks the inputs up (links, campaign, rate,
+No I/O here. ``tracker.conversions.recorder`` looks the inputs up (links, campaign, rate,
 the order's current state), calls these functions, and writes the result.
 
 Attribution order (DESIGN.md "Conversions"):

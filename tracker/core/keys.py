@@ -49,8 +49,9 @@ def visitor_salt(day: str) -> str:
     return f"{PREFIX}salt:{day}"
 
 
-def rate_limit(scope: str, subject: str, window: int) -> str:
-    return f"{PREFIX}rl:{scope}:{subject}:{window}"
+# Prefix of the rate-limit counters the ``limits`` library keeps
+# (``trk:rl:<namespace>/<subject>/<amount>/<multiples>/<granularity>``).
+RATE_LIMITS = PREFIX + "rl"
 
 
 def ingest_range(tag: str, start: str) -> str:

@@ -20,6 +20,15 @@ def now_utc() -> datetime:
     return datetime.now(UTC)
 
 
+def truncate_ms(value: datetime) -> datetime:
+    """Dropped below the millisecond, as the DateTime64(3) columns keep it."""
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+def now_ms_precision() -> datetime:
+    return truncate_ms(now_utc())
+
+
 def to_ms(value: datetime | int) -> int:
     """Epoch milliseconds of an instant (an int is taken to be milliseconds already)."""
     if isinstance(value, int):

@@ -1,6 +1,6 @@
 """``GET /api/v1/reports``: the brand of the API key, the query string, JSON or CSV out.
 
-The brand comes only from the key (``auth.brand_of``); ``tracker.reports.run`` confines every
+The brand comes only from the key (``auth.brand_of``); ``tracker.reports.sql`` confines every
 query to it. Queries run off the event loop (chDB and clickhouse-connect are synchronous).
 """
 
@@ -8,19 +8,34 @@ from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
-from tracker.api import auth, http
-from tracker.reports import run as reports
+from tracker.api import auth
+from tracker.api.endpoints import Operation, api
+from tracker.api.schema import parse_query
+from tracker.reports.params import ReportQuery
+from tracker.reports.run import ReportAnswer, run_report
 from tracker.services import services
 from tracker.storage.clickhouse import run_sync
+
+GET_REPORT = Operation(
+    summary="Attribution metrics grouped by influencer, campaign, link, day, hour, country or device.",
+    tag="reports",
+    security=("brand",),
+    query=ReportQuery,
+    answers={200: ReportAnswer},
+    also={200: "text/csv"},
+    errors=(400, 401, 403, 422, 503),
+    description="Rows carry their group keys and every metric; `totals` also carries the unattributed "
+    "conversions and revenue. `format=csv` answers the same values as CSV (a `type` column: row, then total).",
+)
 
 
 async def get_report(request: Request) -> Response:
     brand = await auth.brand_of(request)
-    params = reports.parse_params(request.query_params)
+    params = parse_query(ReportQuery, request.query_params).params()
     svc = services(request)
-    report = await run_sync(reports.run_report, svc.ch, brand, params, svc.settings.max_report_days)
+    report = await run_sync(run_report, svc.ch, brand, params, svc.settings.max_report_days)
     if params.format == "csv":
         name = f"report-{params.date_from}-{params.date_to}-{'-'.join(params.group_by) or 'totals'}.csv"
         return Response(
@@ -28,8 +43,8 @@ async def get_report(request: Request) -> Response:
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"},
         )
-    return http.JSONResponse(report.to_json(), headers={"Cache-Control": "no-store"})
+    return Response(report.json_bytes(), media_type="application/json", headers={"Cache-Control": "no-store"})
 
 
 def routes() -> list[BaseRoute]:
-    return [Route("/api/v1/reports", get_report, methods=["GET"])]
+    return [api("GET", "/api/v1/reports", GET_REPORT)(get_report)]

@@ -1,0 +1,108 @@
+"""Which statements answer which report: the click source, totals, fees, conversions."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.reports.oracle import (
+    BRAND,
+    D_FROM,
+    D_TO,
+)
+from tracker.reports.params import ReportParams
+from tracker.reports.plan import plan
+from tracker.reports.sql import CLICKS, Join, Query, Scope
+
+
+@pytest.mark.parametrize(
+    ("tz", "group_by", "source"),
+    [
+        ("UTC", ("influencer",), "cached"),
+        ("UTC", ("day", "link"), "cached"),
+        ("UTC", (), "cached"),
+        ("Europe/London", ("campaign", "day"), "cached"),  # GMT in November
+        ("UTC", ("hour",), "raw"),
+        ("America/New_York", ("day",), "raw"),
+        ("America/New_York", ("influencer",), "cached"),  # full UTC days cached, edge days merged
+        ("Asia/Tokyo", ("campaign", "link"), "cached"),
+        ("Asia/Tokyo", ("hour", "link"), "raw"),
+        ("Asia/Kolkata", ("influencer",), "raw"),
+        ("Australia/Lord_Howe", ("day",), "raw"),  # +11:00 in its summer
+        ("UTC", ("country",), "raw"),
+        ("UTC", ("device", "day"), "raw"),
+    ],
+)
+def test_source_choice(tz: str, group_by: tuple[str, ...], source: str) -> None:
+    scope = Scope.of(BRAND["id"], D_FROM, D_TO, tz, 400)
+    assert plan(scope, ReportParams(D_FROM, D_TO, group_by, tz)).source == source
+
+
+
+
+@pytest.mark.parametrize(
+    ("tz", "group_by", "rows_source"),
+    [("UTC", ("country",), "raw"), ("America/New_York", ("day",), "raw"), ("Asia/Tokyo", ("hour",), "raw")],
+)
+def test_totals_use_the_cache_when_the_rows_cannot(tz: str, group_by: tuple[str, ...], rows_source: str) -> None:
+    scope = Scope.of("brd_x", D_FROM, D_TO, tz, 400)
+    p = plan(scope, ReportParams(D_FROM, D_TO, group_by, tz))
+    assert p.source == rows_source
+    assert p.click_totals is not None
+    assert any(isinstance(q, Join) for q in p.click_totals)
+    assert p.stale_days is not None and p.refresh is not None
+
+
+@pytest.mark.parametrize(
+    ("group_by", "filters", "conversion_rows", "fee_rows", "fee_totals"),
+    [
+        ((), {}, False, False, True),
+        (("influencer",), {}, True, True, False),
+        (("campaign", "day"), {}, True, True, False),
+        (("link",), {}, True, False, True),  # a fee belongs to no link: totals only
+        (("hour",), {}, True, False, True),
+        (("country",), {}, False, False, True),  # conversions have no country: totals only
+        (("device", "day"), {}, False, False, True),
+        (("influencer",), {"link_code": "abc123"}, True, False, False),  # no fee is one link's
+        (("influencer",), {"campaign_id": "cmp_a"}, True, True, False),
+    ],
+)
+def test_conversions_and_fees_by_grouping(
+    group_by: tuple[str, ...], filters: dict[str, str], conversion_rows: bool, fee_rows: bool, fee_totals: bool
+) -> None:
+    scope = Scope.of(BRAND["id"], D_FROM, D_TO, "UTC", 400)
+    p = plan(scope, ReportParams(D_FROM, D_TO, group_by, "UTC", **filters))
+    assert (p.conversion_rows, p.fee_rows is not None, p.fee_totals is not None) == (
+        conversion_rows, fee_rows, fee_totals,
+    )
+    grouped = [f"g_{k}" for k in group_by] if conversion_rows else []
+    assert p.conversions.group_by == (*grouped, "g_attributed")
+
+
+@pytest.mark.parametrize("tz", ["UTC", "America/New_York", "Asia/Tokyo"])
+@pytest.mark.parametrize("group_by", [(), ("influencer",), ("link",), ("day",)], ids=str)
+def test_without_the_cache_every_click_query_reads_raw_clicks(tz: str, group_by: tuple[str, ...]) -> None:
+    scope = Scope.of(BRAND["id"], D_FROM, D_TO, tz, 400)
+    p = plan(scope, ReportParams(D_FROM, D_TO, group_by, tz), allow_cache=False)
+    clicks = [*(p.click_rows or ()), *(p.click_totals or ())]
+    assert clicks and all(isinstance(q, Query) and q.table is CLICKS for q in clicks)
+    assert (p.source, p.link_ids, p.stale_days, p.refresh) == ("raw", None, None, None)
+
+
+@pytest.mark.parametrize(
+    ("group_by", "tz", "totals_queried"),
+    [
+        (("influencer",), "UTC", False),  # every click in one row: totals add up
+        (("campaign", "day"), "UTC", False),
+        (("day",), "America/New_York", True),  # a visitor's UTC day spans two local days
+        (("hour",), "UTC", True),
+        (("country",), "UTC", True),
+        ((), "UTC", True),
+    ],
+)
+def test_totals_are_added_up_only_when_rows_partition_the_clicks(
+    group_by: tuple[str, ...], tz: str, totals_queried: bool
+) -> None:
+    scope = Scope.of(BRAND["id"], D_FROM, D_TO, tz, 400)
+    p = plan(scope, ReportParams(D_FROM, D_TO, group_by, tz))
+    assert (p.click_totals is not None) is totals_queried
+    assert (p.click_rows is None) is (group_by == ())

@@ -1,0 +1,253 @@
+"""Postback requests: the signed JSON body and the ``GET /postback`` query, one ``Postback`` each.
+
+Both forms share the field checks. A missing or mistyped field answers 400, a well-formed
+value the server cannot take (an unknown currency, too many decimals, a time in the future)
+422, as stores have always been answered; the validators raise those errors themselves
+(pydantic lets exceptions other than its own pass), so each message names its field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field, ValidationInfo, WithJsonSchema, field_validator, model_validator
+
+from tracker.api.schema import Model
+from tracker.conversions.attribution import REFUNDED, STATUSES
+from tracker.core import money
+from tracker.core.errors import BadRequest, Unprocessable
+from tracker.core.timeutil import now_utc, truncate_ms, utc
+
+MAX_ORDER_ID = 128
+MAX_CLICK_ID = 256
+MAX_COUPON = 64
+# How far in the future occurred_at may lie (store clocks drift).
+CLOCK_SKEW_SECONDS = 300
+_EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+
+# The statuses of ``attribution.STATUSES``, as a type (a test keeps the two equal).
+Status = Literal["pending", "approved", "rejected", "refunded"]
+
+# GET /postback: the names affiliate networks use for our fields.
+GET_ALIASES: dict[str, tuple[str, ...]] = {
+    "order_id": ("order_id", "txid", "transaction"),
+    "amount": ("amount", "payout", "sale_amount"),
+    "currency": ("currency",),
+    "click_id": ("click_id", "clickid", "cid", "subid", "transaction_id"),
+    "coupon_code": ("coupon_code", "coupon"),
+    "status": ("status",),
+    "occurred_at": ("occurred_at",),
+}
+
+_TEXT_LIMITS = {"order_id": MAX_ORDER_ID, "click_id": MAX_CLICK_ID, "coupon_code": MAX_COUPON}
+
+_AMOUNT_SCHEMA = WithJsonSchema(
+    {
+        "anyOf": [
+            {"type": "string", "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*$"},
+            {"type": "number", "exclusiveMinimum": 0},
+        ],
+        "description": 'The order amount in `currency`, e.g. "49.90", with at most the currency\'s decimals; '
+        "for a refund the cumulative refunded amount, left out for a refund of the whole order.",
+    }
+)
+_OCCURRED_SCHEMA = WithJsonSchema(
+    {
+        "anyOf": [
+            {"type": "string", "format": "date-time"},
+            {"type": "integer", "minimum": 946_684_800},
+            {"type": "string", "pattern": "^[0-9]+$"},
+        ],
+        "description": "When the order happened: ISO 8601 (without an offset: UTC) or unix seconds; "
+        "at most 5 minutes ahead of the server, not before 2000. Default: now.",
+    }
+)
+
+
+def text_field(value: object, field: str, limit: int, *, required: bool) -> str | None:
+    if value is None or value == "":
+        if required:
+            raise BadRequest(f"{field} is required.", code="invalid_field")
+        return None
+    if not isinstance(value, str):
+        raise BadRequest(f"{field} must be a string, not {type(value).__name__}.", code="invalid_field")
+    if len(value) > limit:
+        raise BadRequest(f"{field} is longer than {limit} characters.", code="invalid_field")
+    if not value.isprintable() or value != value.strip():
+        raise BadRequest(f"{field} {value!r} has control characters or surrounding spaces.", code="invalid_field")
+    return value
+
+
+def parse_occurred_at(value: object, now: float) -> datetime | None:
+    """ISO 8601 (naive means UTC) or unix seconds; not in the future beyond the clock skew."""
+    if value is None or value == "":
+        return None
+    when: datetime
+    if isinstance(value, bool):
+        raise BadRequest("occurred_at must be an ISO 8601 time or unix seconds.", code="invalid_field")
+    if isinstance(value, int | Decimal) or (isinstance(value, str) and value.strip().isdigit()):
+        try:
+            when = datetime.fromtimestamp(float(value), UTC)
+        except (ValueError, OverflowError, OSError, InvalidOperation):
+            raise Unprocessable(f"occurred_at {value} is not a valid unix time.", code="invalid_field") from None
+    elif isinstance(value, str):
+        try:
+            when = utc(datetime.fromisoformat(value.strip()))
+        except ValueError:
+            raise Unprocessable(
+                f"occurred_at {value!r} is not an ISO 8601 time (2026-11-25T14:03:00Z) or unix seconds.",
+                code="invalid_field",
+            ) from None
+    else:
+        raise BadRequest("occurred_at must be an ISO 8601 time or unix seconds.", code="invalid_field")
+    if when.timestamp() > now + CLOCK_SKEW_SECONDS:
+        raise Unprocessable(
+            f"occurred_at {when.isoformat()} is in the future (server time "
+            f"{datetime.fromtimestamp(now, UTC).isoformat()}).",
+            code="invalid_field",
+        )
+    if when < _EARLIEST:
+        raise Unprocessable(f"occurred_at {when.isoformat()} is before 2000.", code="invalid_field")
+    # Milliseconds, as the DateTime64(3) columns keep them: the state equals the stored row.
+    return truncate_ms(when)
+
+
+class Postback(Model):
+    """One order event from a store, in either form. Fields are checked in this order."""
+
+    order_id: str = Field(min_length=1, max_length=MAX_ORDER_ID, description="The store's order id.")
+    status: Status = Field("approved", description="pending, approved, rejected or refunded.")
+    currency: str | None = Field(
+        None, description="ISO 4217 code of the amount (any case); required with an amount.", examples=["USD"]
+    )
+    amount: Annotated[Decimal | None, _AMOUNT_SCHEMA] = Field(None, validate_default=True)
+    click_id: str | None = Field(None, max_length=MAX_CLICK_ID, description="The click id the redirect appended.")
+    coupon_code: str | None = Field(None, max_length=MAX_COUPON, description="A coupon code used on the order.")
+    occurred_at: Annotated[datetime | None, _OCCURRED_SCHEMA] = None
+
+    @field_validator("order_id", "click_id", "coupon_code", mode="before")
+    @classmethod
+    def _text(cls, value: object, info: ValidationInfo) -> str | None:
+        name = str(info.field_name)
+        return text_field(value, name, _TEXT_LIMITS[name], required=name == "order_id")
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _status(cls, value: object) -> str:
+        if value is None or value == "":
+            return "approved"
+        if not isinstance(value, str):
+            raise BadRequest(f"status must be a string, not {type(value).__name__}.", code="invalid_field")
+        if value not in STATUSES:
+            raise Unprocessable(f"status {value!r} is not one of {', '.join(STATUSES)}.", code="invalid_status")
+        return value
+
+    @field_validator("currency", mode="before")
+    @classmethod
+    def _currency(cls, value: object) -> str | None:
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str):
+            raise BadRequest('currency must be a string such as "USD".', code="invalid_field")
+        currency = value.strip().upper()
+        if not money.is_currency(currency):
+            raise Unprocessable(f"currency {value!r} is not an ISO 4217 currency code.", code="invalid_currency")
+        return currency
+
+    @field_validator("amount", mode="before")
+    @classmethod
+    def _amount(cls, value: object, info: ValidationInfo) -> Decimal | None:
+        if value is None or value == "":
+            # Only a refund may leave the amount out (it then refunds the whole order).
+            if info.data.get("status") != REFUNDED:
+                raise BadRequest("amount is required.", code="invalid_field")
+            return None
+        currency = info.data.get("currency")
+        if currency is None:
+            raise BadRequest("currency is required with an amount.", code="invalid_field")
+        try:
+            # Quantized to the minor unit so "49.9" and 49.90 are one amount ("49.90").
+            return money.round_money(money.parse_amount(value, currency), currency)
+        except ValueError as exc:
+            raise Unprocessable(str(exc), code="invalid_amount") from None
+
+    @field_validator("occurred_at", mode="before")
+    @classmethod
+    def _occurred_at(cls, value: object, info: ValidationInfo) -> datetime | None:
+        now = info.context.get("now") if info.context else None
+        return parse_occurred_at(value, now if now is not None else now_utc().timestamp())
+
+
+class PostbackIn(Postback):
+    """``POST /api/v1/conversions``: the JSON body, signed with the store secret."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_fields(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            unknown = sorted(set(data) - set(Postback.model_fields))
+            if unknown:
+                raise BadRequest(
+                    f"Unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(Postback.model_fields))}.",
+                    code="invalid_field",
+                )
+            # A missing order_id gets this route's own message, not pydantic's.
+            return {"order_id": None, **data}
+        return data
+
+
+def _values(params: Mapping[str, Any], name: str) -> list[Any]:
+    getlist = getattr(params, "getlist", None)
+    if getlist is not None:
+        return list(getlist(name))
+    return [params[name]] if name in params else []
+
+
+def resolve_aliases(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Query parameters under our names; two names (or a repeated name) for one field must agree."""
+    out: dict[str, Any] = {}
+    for name, aliases in GET_ALIASES.items():
+        values = {v for alias in aliases for v in _values(params, alias) if v != ""}
+        if len(values) > 1:
+            given = ", ".join(a for a in aliases if _values(params, a))
+            raise BadRequest(f"The parameters {given} give different values for {name}.", code="invalid_field")
+        if values:
+            out[name] = values.pop()
+    return out
+
+
+def _alias(of: str) -> Any:
+    return Field(None, description=f"Same as {of} (the name some affiliate networks use).")
+
+
+class PostbackQuery(Postback):
+    """``GET /postback``: the same postback as query parameters, for platforms that only fire URLs.
+
+    Parameters this route does not know (network macros) are ignored; aliases are folded into
+    their field before validation, so they read None here.
+    """
+
+    model_config = ConfigDict(extra="ignore", strict=True, frozen=True, hide_input_in_errors=True)
+
+    store_id: str = Field(description="The store's id.")
+    token: str = Field(description="The store's postback_token.")
+    txid: str | None = _alias("order_id")
+    transaction: str | None = _alias("order_id")
+    payout: str | None = _alias("amount")
+    sale_amount: str | None = _alias("amount")
+    clickid: str | None = _alias("click_id")
+    cid: str | None = _alias("click_id")
+    subid: str | None = _alias("click_id")
+    transaction_id: str | None = _alias("click_id")
+    coupon: str | None = _alias("coupon_code")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fold_aliases(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        credentials = {k: data[k] for k in ("store_id", "token") if k in data}
+        return {"order_id": None, **resolve_aliases(data), **credentials}

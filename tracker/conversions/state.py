@@ -1,0 +1,248 @@
+"""The order-state store: each order's current row in Redis, rebuilt from ClickHouse when lost.
+
+The state (``keys.conversion``) is the full row as JSON, the same bytes that go on the
+conversion stream. One Lua script compares it with the state a decision was based on,
+writes the new state and XADDs the row, so of 50 concurrent copies of one postback on any
+number of workers exactly one wins; the others re-read and answer ``duplicate: true``.
+When Redis lost an order's state it is read back from ``conversions FINAL``.
+
+Redis Cluster note: the script touches the order key and the conversion stream, so both
+must hash to one slot there; with a single Redis (or a primary with replicas) nothing is needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any
+
+import redis.asyncio as aioredis
+from pydantic import ConfigDict, PlainSerializer, WithJsonSchema
+from redis.commands.core import AsyncScript
+
+from tracker.api.schema import Answer, MoneyOut
+from tracker.conversions.attribution import AttributionKind
+from tracker.conversions.parse import Status
+from tracker.core import keys, money
+from tracker.core.errors import StorageUnavailable
+from tracker.core.events import CONVERSION_COLUMNS, encode_conversion
+from tracker.core.timeutil import utc
+from tracker.storage.clickhouse import ClickHouse, run_sync
+
+# Order states stay in Redis this long after their last change (retries and most
+# status changes come within days); a later postback rebuilds the state from
+# ClickHouse, which ingest filled long before. Bounds Redis memory (~1 KB an order).
+STATE_TTL_SECONDS = 7 * 86_400
+
+# KEYS: order state, conversion stream. ARGV: state the decision was based on
+# ("" = none in Redis), new state, TTL seconds. Returns 1 when written, 0 when
+# another postback changed the order first (the caller re-reads and decides again).
+_COMMIT = """
+local cur = redis.call('GET', KEYS[1])
+if ARGV[1] == '' then
+  if cur then return 0 end
+elseif cur ~= ARGV[1] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', tonumber(ARGV[3]))
+redis.call('XADD', KEYS[2], '*', 'e', ARGV[2])
+return 1
+"""
+
+_MONEY_COLUMNS = ("amount", "refunded_amount", "commission")
+_ORIGINAL_COLUMNS = ("original_amount", "original_refunded_amount")
+_TIME_COLUMNS = ("occurred_at", "created_at", "updated_at")
+_INT_COLUMNS = ("version", "attributed", "link_id")
+_TYPED = frozenset((*_INT_COLUMNS, *_MONEY_COLUMNS, *_ORIGINAL_COLUMNS, *_TIME_COLUMNS, "fx_rate"))
+
+
+def normalize_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """Typed values (from the JSON state or a ClickHouse row) with money at its currency's scale."""
+    out = {c: row[c] for c in CONVERSION_COLUMNS}
+    for c in _INT_COLUMNS:
+        out[c] = int(out[c])
+    for c in _MONEY_COLUMNS:
+        out[c] = money.round_money(Decimal(str(out[c])), out["currency"])
+    for c in _ORIGINAL_COLUMNS:
+        out[c] = money.round_money(Decimal(str(out[c])), out["original_currency"])
+    out["fx_rate"] = Decimal(str(out["fx_rate"])).normalize()
+    for c in _TIME_COLUMNS:
+        value = out[c]
+        out[c] = utc(datetime.fromisoformat(value) if isinstance(value, str) else value)
+    for c in CONVERSION_COLUMNS:
+        if c not in _TYPED:
+            out[c] = str(out[c])
+    return out
+
+
+def decode_state(raw: bytes | str) -> dict[str, Any]:
+    return normalize_row(json.loads(raw))
+
+
+def load_from_clickhouse(ch: ClickHouse, brand_id: str, order_id: str) -> dict[str, Any] | None:
+    return load_many_from_clickhouse(ch, [(brand_id, order_id)]).get((brand_id, order_id))
+
+
+def load_many_from_clickhouse(
+    ch: ClickHouse, orders: list[tuple[str, str]]
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """Current states of (brand_id, order_id) pairs, read with FINAL (exact before merges)."""
+    rows = ch.query_dicts(
+        f"SELECT {', '.join(CONVERSION_COLUMNS)} FROM conversions FINAL "
+        "WHERE brand_id IN {b:Array(String)} AND (brand_id, order_id) IN {k:Array(Tuple(String, String))}",
+        {"b": sorted({b for b, _ in orders}), "k": orders},
+    )
+    return {(str(r["brand_id"]), str(r["order_id"])): normalize_row(r) for r in rows}
+
+
+class StateLookups:
+    """Coalesces the ClickHouse state reads of concurrent postbacks into one query.
+
+    Every new order misses Redis and must be looked up in ClickHouse (Redis may have
+    lost its state). One query runs at a time; the orders that arrive while it runs
+    go together in the next one, so under load N lookups cost about one query, and
+    an idle server pays one event-loop tick more than a direct read.
+    """
+
+    def __init__(self, ch: ClickHouse) -> None:
+        self.ch = ch
+        self._pending: dict[tuple[str, str], list[asyncio.Future[dict[str, Any] | None]]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.queries = 0
+
+    async def get(self, brand_id: str, order_id: str) -> dict[str, Any] | None:
+        future: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
+        self._pending.setdefault((brand_id, order_id), []).append(future)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._drain())
+        state = await future
+        # Waiters on one order share a result: each gets its own copy to change.
+        return dict(state) if state is not None else None
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, {}
+                try:
+                    self.queries += 1
+                    found = await run_sync(load_many_from_clickhouse, self.ch, list(batch))
+                except BaseException as exc:
+                    for futures in batch.values():
+                        for f in futures:
+                            if not f.done():
+                                f.set_exception(exc if isinstance(exc, Exception) else StorageUnavailable(str(exc)))
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                for key, futures in batch.items():
+                    for f in futures:
+                        if not f.done():
+                            f.set_result(found.get(key))
+        finally:
+            self._task = None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """An order's state as read: ``raw`` is the Redis value (None when Redis had none)."""
+
+    raw: bytes | str | None
+    row: dict[str, Any] | None
+
+
+class OrderStates:
+    """Reads and writes order states; one per process."""
+
+    def __init__(self, redis: aioredis.Redis, ch: ClickHouse) -> None:
+        self.redis = redis
+        self._commit: AsyncScript = redis.register_script(_COMMIT)
+        self.lookups = StateLookups(ch)
+
+    async def read(self, brand_id: str, order_id: str) -> Snapshot:
+        raw = await self.redis.get(keys.conversion(brand_id, order_id))
+        if raw is not None:
+            return Snapshot(raw, decode_state(raw))
+        return Snapshot(None, await self.lookups.get(brand_id, order_id))
+
+    async def write(self, base: Snapshot, row: Mapping[str, Any]) -> bool:
+        """Store ``row`` and stream it, if the order still is as ``base`` saw it."""
+        key = keys.conversion(str(row["brand_id"]), str(row["order_id"]))
+        written = await self._commit(
+            keys=[key, keys.CONVERSION_STREAM], args=[base.raw or b"", encode_conversion(dict(row)), STATE_TTL_SECONDS]
+        )
+        return bool(written == 1)
+
+    async def restore(self, row: Mapping[str, Any]) -> None:
+        """Put a state rebuilt from ClickHouse back into Redis for the next postback."""
+        key = keys.conversion(str(row["brand_id"]), str(row["order_id"]))
+        await self.redis.set(key, encode_conversion(dict(row)), nx=True, ex=STATE_TTL_SECONDS)
+
+
+# A decimal string without an exponent: a rate of 10 read back from the state is
+# Decimal("1E+1") once normalized, and answers "10" like the first answer did.
+PlainDecimal = Annotated[
+    Decimal,
+    PlainSerializer(lambda d: f"{d.normalize():f}", return_type=str),
+    WithJsonSchema({"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$", "description": "A decimal number."}),
+]
+
+
+# The answer's fields DESIGN.md fixes; the others are in every answer too, documented as optional.
+_CONTRACT = (
+    "conversion_id", "status", "attributed", "attribution", "link_code", "influencer_id", "campaign_id",
+    "commission", "duplicate",
+)
+
+
+def _contract_required(schema: dict[str, Any]) -> None:
+    schema["required"] = list(_CONTRACT)
+
+
+class Conversion(Answer):
+    """The answer to a postback: the order's current state, and whether this postback changed it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_contract_required)
+
+    conversion_id: str
+    order_id: str
+    status: Status
+    attributed: bool
+    attribution: AttributionKind | None
+    link_code: str | None
+    influencer_id: str | None
+    campaign_id: str | None
+    commission: MoneyOut
+    amount: MoneyOut
+    refunded_amount: MoneyOut
+    currency: str
+    original_amount: MoneyOut
+    original_refunded_amount: MoneyOut
+    original_currency: str
+    fx_rate: PlainDecimal
+    duplicate: bool
+
+    @classmethod
+    def of(cls, row: Mapping[str, Any], duplicate: bool) -> Conversion:
+        return cls(
+            conversion_id=row["conversion_id"],
+            order_id=row["order_id"],
+            status=row["status"],
+            attributed=bool(row["attributed"]),
+            attribution=row["attribution"] or None,
+            link_code=row["link_code"] or None,
+            influencer_id=row["influencer_id"] or None,
+            campaign_id=row["campaign_id"] or None,
+            commission=row["commission"],
+            amount=row["amount"],
+            refunded_amount=row["refunded_amount"],
+            currency=row["currency"],
+            original_amount=row["original_amount"],
+            original_refunded_amount=row["original_refunded_amount"],
+            original_currency=row["original_currency"],
+            fx_rate=row["fx_rate"],
+            duplicate=duplicate,
+        )
