@@ -1,7 +1,7 @@
 """Redirect benchmark: tracker's ``GET /{code}`` (durable click logging) against a bare Starlette 302.
 
     /work/venv/bin/python -m loadtests.bench_redirect [--duration 10] [--connections 64] [--json]
-                                                     [--production] [--workers 2]
+                                                     [--production] [--workers 2] [--flood]
 
 1. Starts ``tracker serve`` (embedded mode, one process: its own Valkey, chDB and
    in-process ingest) on a fresh data directory, creates 16 links (through the
@@ -14,7 +14,9 @@
    wrk's own count may only be lower by the requests in flight at its cut-off.
 3. Starts ``loadtests.bare_app`` under uvicorn (uvloop + httptools, same process
    count) and drives it the same way.
-4. Prints a table (req/s, p50, p99, errors, ratio) and, with ``--json``, one JSON
+4. ``--flood``: clicks again, each time together with an unknown-code flood from rotating
+   addresses (``loadtests.flood``: one repeated unknown code, then random ones).
+5. Prints a table (req/s, p50, p99, errors, ratio) and, with ``--json``, one JSON
    object for the harness.
 
 ``--production`` (implied by ``--workers N`` with N > 1) measures the production topology instead: a separate
@@ -205,6 +207,10 @@ def run_wrk(name: str, port: int, script: Path, connections: int, seconds: int) 
          f"http://127.0.0.1:{port}"],
         capture_output=True, text=True, timeout=seconds + 60, check=True,
     ).stdout
+    return parse_wrk(name, out)
+
+
+def parse_wrk(name: str, out: str) -> Result:
     lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
     done = re.search(r"(\d+) requests in ([\d.]+)(\w+)", out)
     assert done, out
@@ -375,6 +381,13 @@ def bench_tracker(args: argparse.Namespace, work: Path) -> tuple[Result, dict[st
             "in_flight_allowance": args.connections,
             "ok": (served is None or added == served) and 0 <= added - counted <= args.connections,
         }
+        if args.flood:
+            from loadtests.flood import run_floods
+
+            durability["flood"] = run_floods(
+                port, script, work, args.connections, args.duration, parse_wrk,
+                args.flood_rate, args.flood_connections, result.rps,
+            )
         return result, durability
     finally:
         for proc in reversed(procs):
@@ -422,6 +435,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=1, help="server processes; >1 implies --production")
     p.add_argument("--production", action="store_true",
                    help="separate Valkey and ClickHouse over HTTP, no in-process ingest (production mode)")
+    p.add_argument("--flood", action="store_true",
+                   help="also measure clicks under an unknown-code flood from rotating addresses (loadtests.flood)")
+    p.add_argument("--flood-rate", type=int, default=1000, help="unknown codes a second in the flood (default 1000)")
+    p.add_argument("--flood-connections", type=int, default=100, help="wrk connections of the flood (default 100)")
     p.add_argument("--json", action="store_true", help="also print one JSON object")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = p.parse_args(argv)
@@ -452,7 +469,13 @@ def main(argv: list[str] | None = None) -> int:
     print("x wrk: server CPU per request over wrk's; the host's varying CPU speed scales both alike")
     print(f"load average at the end: {os.getloadavg()[0]:.2f} (other jobs on the box distort req/s)")
     print(f"ratio tracker/bare: {ratio:.2f}")
+    floods = durability.pop("flood", None)
     print(f"durability: {durability}")
+    if floods is not None:
+        from loadtests.flood import print_floods
+
+        print_floods(floods, tracker.rps)
+        durability["flood"] = floods
     goals = {
         "rps>=20000": tracker.rps >= 20_000,
         "p99<=15ms": tracker.p99_ms <= 15,
@@ -460,6 +483,8 @@ def main(argv: list[str] | None = None) -> int:
         "zero_errors": tracker.errors == 0,
         "durable": bool(durability["ok"]),
     }
+    if floods is not None:
+        goals["flood_cost<=10%"] = floods["clicks_over_alone"]["random"] >= 0.9
     print("goals: " + ", ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in goals.items()))
     if args.json:
         print(json.dumps({
