@@ -63,6 +63,7 @@ def build_services(settings: Settings, redis: aioredis.Redis, ch: ClickHouse) ->
     from tracker.conversions.routes import StoreRateLimit
     from tracker.redirect.handler import Redirector
     from tracker.registry import Registry
+    from tracker.registry.linkindex import LinkIndex
 
     registry = Registry(settings, ch, redis)
     ingest = None
@@ -70,7 +71,7 @@ def build_services(settings: Settings, redis: aioredis.Redis, ch: ClickHouse) ->
         from tracker.ingest.component import IngestComponent
 
         ingest = IngestComponent(settings, ch)
-    redirect = Redirector(settings, registry)
+    redirect = Redirector(settings, LinkIndex(ch, registry.link_by_code))
     svc = Services(
         settings=settings,
         redis=redis,

@@ -177,6 +177,7 @@ def test_lost_records_are_rebuilt_from_clickhouse(
     from decimal import Decimal
 
     from tracker.registry import Registry
+    from tracker.registry.linkindex import LinkIndex
 
     async def scenario() -> tuple[Any, Any, Any]:
         r = connect_async(settings)
@@ -191,7 +192,7 @@ def test_lost_records_are_rebuilt_from_clickhouse(
                 brand["id"], campaign_id=camp["id"], influencer_id=inf["id"], destination_url="https://shop.example/x"
             )
             redis_client.delete(keys.link(link["code"]))  # Redis lost it
-            cache = LinkCache(r, 2.0, registry=registry)
+            cache = LinkCache(r, 2.0, registry=LinkIndex(ch, registry.link_by_code))
             target = await cache.get(link["code"])
             return link, target, redis_client.get(keys.link(link["code"]))
         finally:
