@@ -12,10 +12,14 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tracker import __version__
 from tracker.core.errors import MigrationError, SettingsError, StorageUnavailable, TrackerError
 from tracker.settings import Settings
+
+if TYPE_CHECKING:
+    from tracker.storage.embedded import EmbeddedRedis
 
 EXIT_SETTINGS = 2
 EXIT_UNAVAILABLE = 3
@@ -135,7 +139,8 @@ def serve(args: argparse.Namespace) -> int:
         redis_server.start()
         settings = settings.with_(redis_url=redis_server.url)
         startup.run_checks(settings)
-        return _run_single(settings, args, log_config)
+        redis_server.supervise()
+        return _run_single(settings, args, log_config, redis_server)
     finally:
         redis_server.stop()
         lock.release()
@@ -165,13 +170,16 @@ def _multiprocess_metrics_dir() -> Path:
     return path
 
 
-def _run_single(settings: Settings, args: argparse.Namespace, log_config: dict[str, object]) -> int:
+def _run_single(
+    settings: Settings, args: argparse.Namespace, log_config: dict[str, object],
+    embedded_redis: EmbeddedRedis | None = None,
+) -> int:
     import uvicorn
 
     from tracker.app import create_app
 
     config = uvicorn.Config(
-        create_app(settings, checked=True),
+        create_app(settings, checked=True, embedded_redis=embedded_redis),
         host=args.host,
         port=args.port,
         loop="uvloop",

@@ -25,6 +25,11 @@ GROUP_COMMIT_SIZE = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
 )
 
+# Embedded mode.
+EMBEDDED_REDIS_RESTARTS = Counter(
+    "tracker_embedded_redis_restarts_total", "Times the embedded Valkey server exited and was started again."
+)
+
 # Postbacks.
 POSTBACKS = Counter("tracker_postbacks_total", "Conversion postbacks by outcome.", ["outcome"])
 
