@@ -209,6 +209,12 @@ class Settings(BaseSettings):
         "TRACKER_SPOOL_DIR", None, "Local append-only spool for clicks while Redis is down.",
         unset="<data-dir>/spool",
     )
+    spool_max_mb: float = _var(
+        "TRACKER_SPOOL_MAX_MB", 1024.0,
+        "Size cap of the spool (every process's files together); past it clicks are not recorded "
+        "(followers are still redirected).",
+        ge=0.01, le=16_777_216.0,
+    )
     max_report_days: int = _var(
         "TRACKER_MAX_REPORT_DAYS", 400, "Longest report range in days.", ge=1, le=3660
     )
@@ -257,6 +263,10 @@ class Settings(BaseSettings):
     @property
     def spool_path(self) -> Path:
         return self.spool_dir if self.spool_dir is not None else self.data_dir / "spool"
+
+    @property
+    def spool_max_bytes(self) -> int:
+        return int(self.spool_max_mb * 1024 * 1024)
 
     def with_(self, **changes: object) -> Settings:
         """A copy with some fields replaced (values as the program holds them, not validated again)."""

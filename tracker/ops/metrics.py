@@ -19,6 +19,14 @@ REDIRECT_SECONDS = Histogram(
 CLICKS_ENQUEUED = Counter("tracker_clicks_enqueued_total", "Clicks written to the Redis click stream.")
 CLICKS_SPOOLED = Counter("tracker_clicks_spooled_total", "Clicks written to the local spool (Redis down).")
 CLICKS_REPLAYED = Counter("tracker_clicks_replayed_total", "Spooled clicks replayed into the stream.")
+CLICKS_DROPPED = Counter(
+    "tracker_clicks_dropped_total",
+    "Clicks not recorded (their followers were still redirected): Redis down and the spool at its size cap "
+    "(TRACKER_SPOOL_MAX_MB) or failing.",
+)
+SPOOL_BYTES = Gauge(
+    "tracker_spool_bytes", "Size of the local click spool (clicks waiting for Redis).", multiprocess_mode="max"
+)
 GROUP_COMMIT_SIZE = Histogram(
     "tracker_group_commit_size",
     "Clicks per Redis pipeline (group commit).",
