@@ -218,6 +218,18 @@ class Settings(BaseSettings):
     max_report_days: int = _var(
         "TRACKER_MAX_REPORT_DAYS", 400, "Longest report range in days.", ge=1, le=3660
     )
+    header_timeout_seconds: float = _var(
+        "TRACKER_HEADER_TIMEOUT_SECONDS", 10.0,
+        "Time a client has to send a request's headers before it is disconnected.", ge=0.1, le=3600.0,
+    )
+    keepalive_seconds: int = _var(
+        "TRACKER_KEEPALIVE_SECONDS", 5, "Idle time after which a keep-alive connection is closed.", ge=1, le=3600
+    )
+    max_connections: int | None = _var(
+        "TRACKER_MAX_CONNECTIONS", None,
+        "Open connections per process; beyond it the connections waiting longest without a request are closed.",
+        unset="(half the descriptor limit, at most 10000)", ge=16, le=1_000_000,
+    )
     postback_rate_limit: int = _var(
         "TRACKER_POSTBACK_RATE_LIMIT", 600, "Postbacks per store per minute.", ge=1, le=10_000_000
     )

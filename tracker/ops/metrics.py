@@ -33,6 +33,15 @@ GROUP_COMMIT_SIZE = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
 )
 
+# HTTP connections (tracker.api.connections).
+HTTP_CONNECTIONS = Gauge("tracker_http_connections", "Open HTTP connections.", multiprocess_mode="livesum")
+HTTP_CONNECTIONS_CLOSED = Counter(
+    "tracker_http_connections_closed_total",
+    "Connections the server closed: header_timeout (headers not complete in time), headers_too_large, "
+    "limit_waiting (closed to make room: no request in progress), limit_new (over the limit, none idle).",
+    ["reason"],
+)
+
 # Embedded mode.
 EMBEDDED_REDIS_RESTARTS = Counter(
     "tracker_embedded_redis_restarts_total", "Times the embedded Valkey server exited and was started again."
