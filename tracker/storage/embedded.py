@@ -310,11 +310,22 @@ class EmbeddedRedis:
         return state
 
     def _watch(self) -> None:
+        # This thread must outlive every server it starts: their parent-death signal follows
+        # the thread that forked them. So nothing unexpected ends it.
+        while not self._stopping.is_set():
+            try:
+                self._watch_once()
+            except Exception:
+                log.exception("supervising the embedded Valkey server failed; watching again")
+                self._stopping.wait(1.0)
+
+    def _watch_once(self) -> None:
         delay = RESTART_FIRST_DELAY
         while not self._stopping.is_set():
             proc = self._proc
             if proc is None:
-                return
+                self._stopping.wait(1.0)  # a restart is under way (or failed): look again
+                continue
             code = proc.wait()  # also reaps it: no zombie is left behind
             if self._stopping.is_set():
                 return
