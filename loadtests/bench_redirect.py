@@ -387,6 +387,7 @@ def bench_tracker(args: argparse.Namespace, work: Path) -> tuple[Result, dict[st
             durability["flood"] = run_floods(
                 port, script, work, args.connections, args.duration, parse_wrk,
                 args.flood_rate, args.flood_connections, result.rps,
+                lambda: sum(_sum_cpu(roots).values()), sum(result.cpu_us_per_request.values()),
             )
         return result, durability
     finally:

@@ -18,6 +18,7 @@ before). The target: the random flood costs real clicks at most 10% (ratio >= 0.
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,9 @@ class FloodRun:
     flood_rps: float
     flood_p99_ms: float
     flood_answers: str  # what wrk saw besides 2xx/3xx (the flood's 404s, any 429s or 503s)
+    # Server CPU per flood request, less what the clicks of the run cost at the alone run's rate
+    # per click: a figure the shared host's noise moves far less than req/s.
+    flood_cpu_us: float = float("nan")
 
 
 def flood_lua(directory: Path, kind: str, delay_ms: int) -> Path:
@@ -64,9 +68,11 @@ def flood_lua(directory: Path, kind: str, delay_ms: int) -> Path:
 
 def run_pair(
     port: int, clicks_script: Path, flood_script: Path, kind: str, connections: int, flood_connections: int,
-    seconds: int, parse: Any,
+    seconds: int, parse: Any, server_cpu: Callable[[], float], click_cpu_us: float,
 ) -> FloodRun:
-    """Both wrk processes at once; ``parse(name, stdout)`` is the benchmark's wrk parser."""
+    """Both wrk processes at once; ``parse(name, stdout)`` is the benchmark's wrk parser,
+    ``server_cpu()`` the server's CPU seconds so far, ``click_cpu_us`` its CPU per click alone."""
+    cpu0 = server_cpu()
 
     def start(script: Path, conns: int) -> subprocess.Popen[str]:
         return subprocess.Popen(
@@ -78,26 +84,30 @@ def run_pair(
     flood, clicks = start(flood_script, flood_connections), start(clicks_script, connections)
     clicks_out, _ = clicks.communicate(timeout=seconds + 60)
     flood_out, _ = flood.communicate(timeout=seconds + 60)
+    cpu_us = (server_cpu() - cpu0) * 1e6
     c, f = parse("clicks", clicks_out), parse("flood", flood_out)
+    flood_cpu = (cpu_us - c.requests * click_cpu_us) / f.requests if f.requests else float("nan")
     return FloodRun(
         kind=kind, clicks_rps=c.rps, clicks_p99_ms=c.p99_ms, clicks_errors=c.errors,
         flood_rps=f.rps, flood_p99_ms=f.p99_ms,
-        flood_answers=f"{f.non_3xx} non-3xx, {f.socket_errors} socket errors",
+        flood_answers=f"{f.non_3xx} non-3xx, {f.socket_errors} socket errors", flood_cpu_us=round(flood_cpu, 1),
     )
 
 
 def run_floods(
     port: int, clicks_script: Path, work: Path, connections: int, seconds: int, parse: Any,
-    rate: int, flood_connections: int, clicks_alone_rps: float,
+    rate: int, flood_connections: int, clicks_alone_rps: float, server_cpu: Callable[[], float],
+    click_cpu_us: float,
 ) -> dict[str, Any]:
     delay_ms = max(1, round(flood_connections * 1000 / rate))
     runs = {}
     for kind in ("control", "random"):
         script = flood_lua(work, kind, delay_ms)
-        runs[kind] = run_pair(port, clicks_script, script, kind, connections, flood_connections, seconds, parse)
+        runs[kind] = run_pair(port, clicks_script, script, kind, connections, flood_connections, seconds, parse,
+                              server_cpu, click_cpu_us)
     ratios = {k: round(r.clicks_rps / clicks_alone_rps, 3) if clicks_alone_rps else float("nan")
               for k, r in runs.items()}
-    return {"rate": rate, "connections": flood_connections, "delay_ms": delay_ms,
+    return {"rate": rate, "connections": flood_connections, "delay_ms": delay_ms, "click_cpu_us": click_cpu_us,
             "runs": {k: asdict(v) for k, v in runs.items()}, "clicks_over_alone": ratios}
 
 
@@ -105,10 +115,11 @@ def print_floods(floods: dict[str, Any], clicks_alone_rps: float) -> None:
     print(f"\nUnknown-code flood: clicks together with {floods['rate']}/s unknown codes from rotating "
           f"X-Forwarded-For addresses ({floods['connections']} connections, {floods['delay_ms']} ms apart)")
     print(f"{'flood':<10}{'clicks/s':>10}{'x alone':>9}{'p99 ms':>9}{'errors':>8}{'flood/s':>10}{'p99 ms':>9}"
-          "   flood answers")
+          f"{'CPU us':>8}   flood answers")
     for kind, run in floods["runs"].items():
         print(f"{kind:<10}{run['clicks_rps']:>10.0f}{floods['clicks_over_alone'][kind]:>9.2f}"
               f"{run['clicks_p99_ms']:>9.2f}{run['clicks_errors']:>8}{run['flood_rps']:>10.0f}"
-              f"{run['flood_p99_ms']:>9.2f}   {run['flood_answers']}")
-    print(f"clicks alone (the run above): {clicks_alone_rps:.0f}/s; control = a malformed code (no lookup in any "
-          "version), random = a new well-formed code per request; target: random >= 0.9 x alone")
+              f"{run['flood_p99_ms']:>9.2f}{run['flood_cpu_us']:>8.1f}   {run['flood_answers']}")
+    print(f"clicks alone (the run above): {clicks_alone_rps:.0f}/s at {floods['click_cpu_us']:.1f} us of server CPU "
+          "each; control = a malformed code (no lookup in any version), random = a new well-formed code per "
+          "request; CPU us = server CPU per flood request; target: random >= 0.9 x alone")
