@@ -98,6 +98,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._header_bytes = 0
+        self._in_headers = False  # the same as ``self in _waiting``, cheaper to ask per read
 
     @classmethod
     def configure(cls, settings: Settings) -> None:
@@ -122,22 +123,25 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._wait()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._in_headers = False
         self._waiting.pop(self, None)
         super().connection_lost(exc)
         HTTP_CONNECTIONS.set(len(self.connections))
 
     def data_received(self, data: bytes) -> None:
-        if self in self._waiting:  # still reading a request's headers
+        if self._in_headers:  # still reading a request's headers
             self._header_bytes += len(data)
             if self._header_bytes > MAX_HEADER_BYTES:
                 HTTP_CONNECTIONS_CLOSED.labels("headers_too_large").inc()
-                del self._waiting[self]
+                self._in_headers = False
+                self._waiting.pop(self, None)
                 self.transport.write(_431)
                 self.transport.close()
                 return
         super().data_received(data)
 
     def on_headers_complete(self) -> None:
+        self._in_headers = False
         self._waiting.pop(self, None)  # a request is in progress: no deadline, never closed to make room
         super().on_headers_complete()
 
@@ -149,6 +153,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _wait(self) -> None:
         """Waiting for a request's headers from now on (at the end of the dict: the newest)."""
+        self._in_headers = True
         self._waiting[self] = self.loop.time()
         if not GuardedHttpToolsProtocol._sweeping:
             GuardedHttpToolsProtocol._sweeping = True
@@ -165,6 +170,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         while closed < excess and self._waiting:
             victim = next(iter(self._waiting))
             del self._waiting[victim]
+            victim._in_headers = False
             victim.transport.abort()
             closed += 1
         if closed:
@@ -195,6 +201,7 @@ def _sweep(loop: asyncio.AbstractEventLoop) -> None:
         overdue.append(conn)
     for conn in overdue:
         del waiting[conn]
+        conn._in_headers = False
         if not conn.transport.is_closing():
             HTTP_CONNECTIONS_CLOSED.labels("header_timeout").inc()
             conn.transport.close()
