@@ -129,3 +129,21 @@ def test_a_link_never_seen_redirects_while_redis_is_down(
     assert event.click_id == click_id(resp)
     assert (event.link_code, event.link_id) == (link["code"], link["id"])
     assert fields[b"r"] == b"1"
+
+
+def test_the_probe_survives_a_redis_restart(
+    settings: Settings, ch: ClickHouse, own_redis: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """A code the set lacks is checked in Redis over a held connection; after a Redis restart
+    that connection is gone, and the next check still finds a new link at once."""
+    settings = settings.with_(redis_url=own_redis.url, spool_dir=tmp_path / "spool")
+    with TestClient(create_app(settings), follow_redirects=False) as client:
+        wait_until(lambda: codes_loaded(client), what="the set of link codes")
+        assert client.get("/fresh1").status_code == 404  # checked in Redis: the probe holds a connection
+        own_redis.stop()
+        own_redis.start()
+        direct = redis.Redis.from_url(own_redis.url)
+        put_link(direct, "fresh1", link_id=77)  # created while this process was not looking
+        direct.close()
+        resp = client.get("/fresh1")
+        assert resp.status_code == 302, resp.text

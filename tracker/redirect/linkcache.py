@@ -34,6 +34,7 @@ from tracker.core import keys
 from tracker.core.errors import StorageUnavailable
 from tracker.core.records import LinkRecord
 from tracker.redirect.codeset import CodeSet
+from tracker.redirect.probe import Probe
 
 log = logging.getLogger("tracker.redirect.linkcache")
 
@@ -162,48 +163,6 @@ class LinkSource(Protocol):
 
     async def codes_since(self, since_ms: int | None) -> list[str]:
         """Codes of the links created since a time (every code when None)."""
-
-
-class Probe:
-    """Redis reads of link records for codes the code set lacks, batched: the codes asked for
-    while one ``MGET`` is in flight go together in the next, so a flood of unknown codes
-    costs Redis one round trip per batch, not one per code."""
-
-    def __init__(self, redis: aioredis.Redis) -> None:
-        self._redis = redis
-        self._batch: list[tuple[str, asyncio.Future[bytes | None]]] = []
-        self._task: asyncio.Task[None] | None = None
-
-    async def get(self, key: str) -> bytes | None:
-        """The value of ``key``; raises ``RedisError`` or ``OSError`` when Redis failed."""
-        fut: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
-        self._batch.append((key, fut))
-        if self._task is None:
-            self._task = asyncio.create_task(self._send(), name="redirect-probe")
-        return await fut
-
-    async def _send(self) -> None:
-        try:
-            while self._batch:
-                batch, self._batch = self._batch, []
-                try:
-                    values = await self._redis.mget([key for key, _ in batch])
-                except (RedisError, OSError) as exc:
-                    for _, fut in batch:
-                        if not fut.done():
-                            fut.set_exception(exc)
-                            fut.exception()  # retrieved: a waiter that went away leaves no warning
-                    continue
-                for (_, fut), value in zip(batch, values, strict=True):
-                    if not fut.done():
-                        fut.set_result(value.encode() if isinstance(value, str) else value)
-        finally:
-            self._task = None
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
 
 
 class LinkCache:
