@@ -53,6 +53,7 @@ from typing import Any
 
 import redis
 
+from loadtests.cpu import box_busy_seconds, cpu_per_request, sum_cpu, tree_cpu
 from tracker.core import keys
 from tracker.core.records import LinkRecord
 
@@ -229,78 +230,22 @@ def parse_wrk(name: str, out: str) -> Result:
     )
 
 
-def _box_busy_seconds() -> float:
-    """CPU seconds all CPUs spent busy so far (user, nice, system, irq, softirq), from /proc/stat."""
-    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in fields[:7])
-    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
-
-
 def measured_run(
     name: str, port: int, script: Path, connections: int, seconds: int, server_cpu: Callable[[], dict[str, float]]
 ) -> Result:
     """``run_wrk`` plus where the CPU went: the server's per request, wrk's, and everyone else's."""
-    box0, cpu0 = _box_busy_seconds(), server_cpu()
+    box0, cpu0 = box_busy_seconds(), server_cpu()
     wrk0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = run_wrk(name, port, script, connections, seconds)
     wrk1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu1, box1 = server_cpu(), _box_busy_seconds()
+    cpu1, box1 = server_cpu(), box_busy_seconds()
     n = max(result.requests, 1)
-    result.cpu_us_per_request = _cpu_per_request(cpu0, cpu1, n)
+    result.cpu_us_per_request = cpu_per_request(cpu0, cpu1, n)
     wrk_cpu = (wrk1.ru_utime - wrk0.ru_utime) + (wrk1.ru_stime - wrk0.ru_stime)
     result.wrk_cpu_us_per_request = round(wrk_cpu / n * 1e6, 1)
     ours = sum(cpu1.values()) - sum(cpu0.values()) + wrk_cpu
     result.other_cpu_cores = round(max(0.0, (box1 - box0) - ours) / max(result.seconds, 1e-9), 2)
     return result
-
-
-def _proc_cpu() -> dict[int, tuple[int, str, float]]:
-    """pid -> (parent pid, command name, CPU seconds used so far) for every process."""
-    tick = os.sysconf("SC_CLK_TCK")
-    out = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            raw = (entry / "stat").read_text()
-        except OSError:
-            continue
-        name = raw[raw.index("(") + 1 : raw.rindex(")")]
-        fields = raw[raw.rindex(")") + 2 :].split()
-        out[int(entry.name)] = (int(fields[1]), name, (int(fields[11]) + int(fields[12])) / tick)
-    return out
-
-
-def tree_cpu(root: int) -> dict[str, float]:
-    """CPU seconds of a process and its descendants, summed by command name."""
-    procs = _proc_cpu()
-    keep = {root}
-    changed = True
-    while changed:
-        changed = False
-        for pid, (ppid, _, _) in procs.items():
-            if ppid in keep and pid not in keep:
-                keep.add(pid)
-                changed = True
-    totals: dict[str, float] = {}
-    for pid in keep:
-        if pid in procs:
-            _, name, cpu = procs[pid]
-            key = "valkey" if "valkey" in name else "python"
-            totals[key] = totals.get(key, 0.0) + cpu
-    return totals
-
-
-def _sum_cpu(roots: list[int]) -> dict[str, float]:
-    total: dict[str, float] = {}
-    for root in roots:
-        for k, v in tree_cpu(root).items():
-            total[k] = total.get(k, 0.0) + v
-    return total
-
-
-def _cpu_per_request(before: dict[str, float], after: dict[str, float], requests: int) -> dict[str, float]:
-    return {k: round((after.get(k, 0.0) - before.get(k, 0.0)) / max(requests, 1) * 1e6, 1) for k in after}
 
 
 def _entries_added(client: redis.Redis) -> int:
@@ -367,7 +312,7 @@ def bench_tracker(args: argparse.Namespace, work: Path) -> tuple[Result, dict[st
         roots = [server.pid]
         if valkey is not None:  # production mode: our Valkey is not the server's child
             roots.append(int(valkey.pidfile.read_text().strip()))
-        result = measured_run("tracker", port, script, args.connections, args.duration, lambda: _sum_cpu(roots))
+        result = measured_run("tracker", port, script, args.connections, args.duration, lambda: sum_cpu(roots))
         time.sleep(0.5)
         added = _entries_added(client) - added0
         served = _redirects_302(base) - served0
@@ -387,7 +332,7 @@ def bench_tracker(args: argparse.Namespace, work: Path) -> tuple[Result, dict[st
             durability["flood"] = run_floods(
                 port, script, work, args.connections, args.duration, parse_wrk,
                 args.flood_rate, args.flood_connections, result.rps,
-                lambda: sum(_sum_cpu(roots).values()), sum(result.cpu_us_per_request.values()),
+                lambda: sum(sum_cpu(roots).values()), sum(result.cpu_us_per_request.values()),
             )
         return result, durability
     finally:
