@@ -39,7 +39,6 @@ from tracker.redirect.probe import Probe
 log = logging.getLogger("tracker.redirect.linkcache")
 
 MAX_STALENESS_SECONDS = 4.5  # below the contract's 5 s, leaving time for the refresh itself
-NEGATIVE_SECONDS = 2.0
 MAX_ENTRIES = 100_000
 _RETRY_SECONDS = 1.0
 
@@ -146,7 +145,7 @@ def _ascii_url(url: str) -> str:
 class _Entry:
     __slots__ = ("expires", "refreshing", "target")
 
-    def __init__(self, target: Target | None, expires: float) -> None:
+    def __init__(self, target: Target, expires: float) -> None:
         self.target = target
         self.expires = expires
         self.refreshing = False
@@ -206,9 +205,9 @@ class LinkCache:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def fresh(self, code: str) -> Target | Literal[False] | None:
-        """The cached answer while it is fresh (a Target, or None for a known-unknown code);
-        False when ``get`` must be awaited. Saves a coroutine per click on the hot path."""
+    def fresh(self, code: str) -> Target | Literal[False]:
+        """The cached link while it is fresh; False when ``get`` must be awaited. Saves a
+        coroutine per click on the hot path."""
         entry = self._entries.get(code)
         if entry is not None and time.monotonic() < entry.expires:
             return entry.target
@@ -288,12 +287,16 @@ class LinkCache:
 
     async def _load(self, code: str) -> Target | None:
         record = await self._read(code)
-        target = Target(record) if record is not None else None
-        ttl = self._ttl if target is not None else min(self._ttl, NEGATIVE_SECONDS)
+        if record is None:
+            # No negative entry: it would outlive the link's creation (a link must redirect at
+            # once); unknown codes are made cheap by the code set instead.
+            self._entries.pop(code, None)
+            return None
+        target = Target(record)
         if len(self._entries) >= MAX_ENTRIES:
             for old in list(itertools.islice(self._entries, MAX_ENTRIES // 10)):
                 del self._entries[old]
-        self._entries[code] = _Entry(target, time.monotonic() + ttl)
+        self._entries[code] = _Entry(target, time.monotonic() + self._ttl)
         return target
 
     async def _read(self, code: str) -> LinkRecord | None:
