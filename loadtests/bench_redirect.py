@@ -1,7 +1,7 @@
 """Redirect benchmark: tracker's ``GET /{code}`` (durable click logging) against a bare Starlette 302.
 
     /work/venv/bin/python -m loadtests.bench_redirect [--duration 10] [--connections 64] [--json]
-                                                     [--production] [--workers 2]
+                                                     [--production] [--workers 2] [--flood]
 
 1. Starts ``tracker serve`` (embedded mode, one process: its own Valkey, chDB and
    in-process ingest) on a fresh data directory, creates 16 links (through the
@@ -14,7 +14,9 @@
    wrk's own count may only be lower by the requests in flight at its cut-off.
 3. Starts ``loadtests.bare_app`` under uvicorn (uvloop + httptools, same process
    count) and drives it the same way.
-4. Prints a table (req/s, p50, p99, errors, ratio) and, with ``--json``, one JSON
+4. ``--flood``: clicks again, each time together with an unknown-code flood from rotating
+   addresses (``loadtests.flood``: one repeated unknown code, then random ones).
+5. Prints a table (req/s, p50, p99, errors, ratio) and, with ``--json``, one JSON
    object for the harness.
 
 ``--production`` (implied by ``--workers N`` with N > 1) measures the production topology instead: a separate
@@ -51,6 +53,7 @@ from typing import Any
 
 import redis
 
+from loadtests.cpu import box_busy_seconds, cpu_per_request, sum_cpu, tree_cpu
 from tracker.core import keys
 from tracker.core.records import LinkRecord
 
@@ -205,6 +208,10 @@ def run_wrk(name: str, port: int, script: Path, connections: int, seconds: int) 
          f"http://127.0.0.1:{port}"],
         capture_output=True, text=True, timeout=seconds + 60, check=True,
     ).stdout
+    return parse_wrk(name, out)
+
+
+def parse_wrk(name: str, out: str) -> Result:
     lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
     done = re.search(r"(\d+) requests in ([\d.]+)(\w+)", out)
     assert done, out
@@ -223,78 +230,22 @@ def run_wrk(name: str, port: int, script: Path, connections: int, seconds: int) 
     )
 
 
-def _box_busy_seconds() -> float:
-    """CPU seconds all CPUs spent busy so far (user, nice, system, irq, softirq), from /proc/stat."""
-    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in fields[:7])
-    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
-
-
 def measured_run(
     name: str, port: int, script: Path, connections: int, seconds: int, server_cpu: Callable[[], dict[str, float]]
 ) -> Result:
     """``run_wrk`` plus where the CPU went: the server's per request, wrk's, and everyone else's."""
-    box0, cpu0 = _box_busy_seconds(), server_cpu()
+    box0, cpu0 = box_busy_seconds(), server_cpu()
     wrk0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = run_wrk(name, port, script, connections, seconds)
     wrk1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu1, box1 = server_cpu(), _box_busy_seconds()
+    cpu1, box1 = server_cpu(), box_busy_seconds()
     n = max(result.requests, 1)
-    result.cpu_us_per_request = _cpu_per_request(cpu0, cpu1, n)
+    result.cpu_us_per_request = cpu_per_request(cpu0, cpu1, n)
     wrk_cpu = (wrk1.ru_utime - wrk0.ru_utime) + (wrk1.ru_stime - wrk0.ru_stime)
     result.wrk_cpu_us_per_request = round(wrk_cpu / n * 1e6, 1)
     ours = sum(cpu1.values()) - sum(cpu0.values()) + wrk_cpu
     result.other_cpu_cores = round(max(0.0, (box1 - box0) - ours) / max(result.seconds, 1e-9), 2)
     return result
-
-
-def _proc_cpu() -> dict[int, tuple[int, str, float]]:
-    """pid -> (parent pid, command name, CPU seconds used so far) for every process."""
-    tick = os.sysconf("SC_CLK_TCK")
-    out = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            raw = (entry / "stat").read_text()
-        except OSError:
-            continue
-        name = raw[raw.index("(") + 1 : raw.rindex(")")]
-        fields = raw[raw.rindex(")") + 2 :].split()
-        out[int(entry.name)] = (int(fields[1]), name, (int(fields[11]) + int(fields[12])) / tick)
-    return out
-
-
-def tree_cpu(root: int) -> dict[str, float]:
-    """CPU seconds of a process and its descendants, summed by command name."""
-    procs = _proc_cpu()
-    keep = {root}
-    changed = True
-    while changed:
-        changed = False
-        for pid, (ppid, _, _) in procs.items():
-            if ppid in keep and pid not in keep:
-                keep.add(pid)
-                changed = True
-    totals: dict[str, float] = {}
-    for pid in keep:
-        if pid in procs:
-            _, name, cpu = procs[pid]
-            key = "valkey" if "valkey" in name else "python"
-            totals[key] = totals.get(key, 0.0) + cpu
-    return totals
-
-
-def _sum_cpu(roots: list[int]) -> dict[str, float]:
-    total: dict[str, float] = {}
-    for root in roots:
-        for k, v in tree_cpu(root).items():
-            total[k] = total.get(k, 0.0) + v
-    return total
-
-
-def _cpu_per_request(before: dict[str, float], after: dict[str, float], requests: int) -> dict[str, float]:
-    return {k: round((after.get(k, 0.0) - before.get(k, 0.0)) / max(requests, 1) * 1e6, 1) for k in after}
 
 
 def _entries_added(client: redis.Redis) -> int:
@@ -361,7 +312,7 @@ def bench_tracker(args: argparse.Namespace, work: Path) -> tuple[Result, dict[st
         roots = [server.pid]
         if valkey is not None:  # production mode: our Valkey is not the server's child
             roots.append(int(valkey.pidfile.read_text().strip()))
-        result = measured_run("tracker", port, script, args.connections, args.duration, lambda: _sum_cpu(roots))
+        result = measured_run("tracker", port, script, args.connections, args.duration, lambda: sum_cpu(roots))
         time.sleep(0.5)
         added = _entries_added(client) - added0
         served = _redirects_302(base) - served0
@@ -375,6 +326,14 @@ def bench_tracker(args: argparse.Namespace, work: Path) -> tuple[Result, dict[st
             "in_flight_allowance": args.connections,
             "ok": (served is None or added == served) and 0 <= added - counted <= args.connections,
         }
+        if args.flood:
+            from loadtests.flood import run_floods
+
+            durability["flood"] = run_floods(
+                port, script, work, args.connections, args.duration, parse_wrk,
+                args.flood_rate, args.flood_connections, result.rps,
+                lambda: sum(sum_cpu(roots).values()), sum(result.cpu_us_per_request.values()),
+            )
         return result, durability
     finally:
         for proc in reversed(procs):
@@ -422,6 +381,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=1, help="server processes; >1 implies --production")
     p.add_argument("--production", action="store_true",
                    help="separate Valkey and ClickHouse over HTTP, no in-process ingest (production mode)")
+    p.add_argument("--flood", action="store_true",
+                   help="also measure clicks under an unknown-code flood from rotating addresses (loadtests.flood)")
+    p.add_argument("--flood-rate", type=int, default=1000, help="unknown codes a second in the flood (default 1000)")
+    p.add_argument("--flood-connections", type=int, default=100, help="wrk connections of the flood (default 100)")
     p.add_argument("--json", action="store_true", help="also print one JSON object")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = p.parse_args(argv)
@@ -452,7 +415,13 @@ def main(argv: list[str] | None = None) -> int:
     print("x wrk: server CPU per request over wrk's; the host's varying CPU speed scales both alike")
     print(f"load average at the end: {os.getloadavg()[0]:.2f} (other jobs on the box distort req/s)")
     print(f"ratio tracker/bare: {ratio:.2f}")
+    floods = durability.pop("flood", None)
     print(f"durability: {durability}")
+    if floods is not None:
+        from loadtests.flood import print_floods
+
+        print_floods(floods, tracker.rps)
+        durability["flood"] = floods
     goals = {
         "rps>=20000": tracker.rps >= 20_000,
         "p99<=15ms": tracker.p99_ms <= 15,
@@ -460,6 +429,8 @@ def main(argv: list[str] | None = None) -> int:
         "zero_errors": tracker.errors == 0,
         "durable": bool(durability["ok"]),
     }
+    if floods is not None:
+        goals["flood_cost<=10%"] = floods["clicks_over_alone"]["random"] >= 0.9
     print("goals: " + ", ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in goals.items()))
     if args.json:
         print(json.dumps({

@@ -9,6 +9,7 @@ a user would (HTTP only, no imports of the server's internals).
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -59,6 +60,8 @@ class EmbeddedServe:
     port: int = field(default_factory=free_port)
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
+    # Descriptor limit of the server process (soft and hard), e.g. to test running out of them.
+    max_files: int | None = None
 
     @property
     def base(self) -> str:
@@ -81,9 +84,18 @@ class EmbeddedServe:
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                preexec_fn=None if self.max_files is None else self._limit_files,
             )
         self.wait_healthy(timeout)
         return self
+
+    def _limit_files(self) -> None:  # in the child, before exec
+        assert self.max_files is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.max_files, self.max_files))
+
+    def open_files(self) -> int:
+        assert self.proc is not None
+        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
 
     def wait_healthy(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

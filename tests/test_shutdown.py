@@ -251,7 +251,11 @@ def test_sigterm_keeps_the_spool_and_the_next_start_replays_it(served: tuple[Emb
     before = httpx.get(f"{serve.base}/{code}", timeout=10)
     assert before.status_code == 302
 
-    # Redis goes away: the embedded Valkey dies under the server.
+    # Redis goes away: the embedded Valkey dies under the server, and stays down (serve restarts
+    # it, and the restart fails while its log file cannot be opened).
+    log_path = serve.data_dir / "redis" / "valkey.log"
+    log_path.rename(log_path.with_suffix(".kept"))
+    log_path.mkdir()
     pid = int((serve.data_dir / "redis" / "valkey.pid").read_text())
     os.kill(pid, signal.SIGKILL)
     spooled = set()
@@ -267,6 +271,8 @@ def test_sigterm_keeps_the_spool_and_the_next_start_replays_it(served: tuple[Emb
     spool_dir = serve.data_dir / "spool"
     spool_text = "".join(p.read_text() for p in spool_dir.glob("*.jsonl"))
     assert all(cid in spool_text for cid in spooled), "the spool was not kept on disk at shutdown"
+    log_path.rmdir()
+    log_path.with_suffix(".kept").rename(log_path)
 
     serve.start()  # Valkey comes back from its AOF; the spool is replayed into the stream
     # The replay runs in the background after the start: the streams look drained until it has run.

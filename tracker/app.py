@@ -26,6 +26,7 @@ from tracker.services import Component, Services
 from tracker.settings import Settings
 from tracker.storage import redis_client
 from tracker.storage.clickhouse import ClickHouse, run_sync
+from tracker.storage.embedded import EmbeddedRedis
 
 log = logging.getLogger("tracker.app")
 
@@ -56,13 +57,16 @@ def _routes() -> list[BaseRoute]:
     return routes
 
 
-def build_services(settings: Settings, redis: aioredis.Redis, ch: ClickHouse) -> Services:
+def build_services(
+    settings: Settings, redis: aioredis.Redis, ch: ClickHouse, embedded_redis: EmbeddedRedis | None = None
+) -> Services:
     """This process's services; components start in list order and stop in reverse."""
     from tracker.api.proxies import TrustedProxies
     from tracker.conversions.recorder import Conversions
     from tracker.conversions.routes import StoreRateLimit
     from tracker.redirect.handler import Redirector
     from tracker.registry import Registry
+    from tracker.registry.linkindex import LinkIndex
 
     registry = Registry(settings, ch, redis)
     ingest = None
@@ -70,7 +74,7 @@ def build_services(settings: Settings, redis: aioredis.Redis, ch: ClickHouse) ->
         from tracker.ingest.component import IngestComponent
 
         ingest = IngestComponent(settings, ch)
-    redirect = Redirector(settings, registry)
+    redirect = Redirector(settings, LinkIndex(ch, registry.link_by_code))
     svc = Services(
         settings=settings,
         redis=redis,
@@ -81,6 +85,7 @@ def build_services(settings: Settings, redis: aioredis.Redis, ch: ClickHouse) ->
         conversions=Conversions(settings, redis, ch, registry),
         postback_limit=StoreRateLimit(redis, settings.postback_rate_limit),
         ingest=ingest,
+        embedded_redis=embedded_redis,
     )
     # The registry's sweep repairs records a Redis restart rolled back. Ingest comes
     # before the redirect, so it stops after it (reverse order) and takes its last clicks.
@@ -103,7 +108,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
         ch = await run_sync(ClickHouse.connect, settings)
         if not checked:
             await run_sync(startup.check_schema, settings, ch)
-        svc = build_services(settings, redis, ch)
+        svc = build_services(settings, redis, ch, app.state.embedded_redis)
         app.state.services = svc
         for component in svc.components:
             await component.start()
@@ -120,8 +125,11 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
             await run_sync(ch.close)
 
 
-def create_app(settings: Settings, *, checked: bool = False) -> Starlette:
-    """The app; ``checked`` when this process already ran the start-up checks (``tracker.startup``)."""
+def create_app(
+    settings: Settings, *, checked: bool = False, embedded_redis: EmbeddedRedis | None = None
+) -> Starlette:
+    """The app; ``checked`` when this process already ran the start-up checks (``tracker.startup``);
+    ``embedded_redis``: the Valkey server `tracker serve` started and supervises (for /readyz)."""
     app = TrackerStarlette(
         routes=_routes(),
         middleware=[Middleware(RequestIdMiddleware)],
@@ -134,6 +142,7 @@ def create_app(settings: Settings, *, checked: bool = False) -> Starlette:
     )
     app.state.settings = settings
     app.state.checked = checked
+    app.state.embedded_redis = embedded_redis
     return app
 
 

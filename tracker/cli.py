@@ -12,10 +12,14 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tracker import __version__
 from tracker.core.errors import MigrationError, SettingsError, StorageUnavailable, TrackerError
 from tracker.settings import Settings
+
+if TYPE_CHECKING:
+    from tracker.storage.embedded import EmbeddedRedis
 
 EXIT_SETTINGS = 2
 EXIT_UNAVAILABLE = 3
@@ -103,6 +107,7 @@ def serve(args: argparse.Namespace) -> int:
             # Each worker process re-reads the environment; pass what the flags decided.
             os.environ["TRACKER_PUBLIC_URL"] = settings.public_url or ""
             _multiprocess_metrics_dir()
+            _connection_limits(settings)
             uvicorn.run(
                 "tracker.app:create_worker_app",
                 factory=True,
@@ -110,7 +115,9 @@ def serve(args: argparse.Namespace) -> int:
                 port=args.port,
                 workers=args.workers,
                 loop="uvloop",
-                http="httptools",
+                # uvicorn's httptools protocol plus header deadline, header size bound and connection cap.
+                http=_PROTOCOL,
+                timeout_keep_alive=settings.keepalive_seconds,
                 # X-Forwarded-For is judged by the app against TRACKER_TRUSTED_PROXIES, not by uvicorn.
                 proxy_headers=False,
                 log_config=log_config,
@@ -135,10 +142,29 @@ def serve(args: argparse.Namespace) -> int:
         redis_server.start()
         settings = settings.with_(redis_url=redis_server.url)
         startup.run_checks(settings)
-        return _run_single(settings, args, log_config)
+        redis_server.supervise()
+        return _run_single(settings, args, log_config, redis_server)
     finally:
         redis_server.stop()
         lock.release()
+
+
+_PROTOCOL = "tracker.api.connections:GuardedHttpToolsProtocol"
+
+
+def _connection_limits(settings: Settings) -> None:
+    """Raise the descriptor limit as far as allowed (before workers start: they inherit it) and say
+    how many connections a process takes."""
+    import logging
+
+    from tracker.api.connections import Limits, raise_descriptor_limit
+
+    soft, _ = raise_descriptor_limit()
+    limits = Limits.from_settings(settings)
+    logging.getLogger("tracker.cli").info(
+        "each process takes up to %d connections (descriptor limit %d), headers within %g s, keep-alive %d s",
+        limits.max_connections, soft, limits.header_timeout, settings.keepalive_seconds,
+    )
 
 
 def _multiprocess_metrics_dir() -> Path:
@@ -165,17 +191,25 @@ def _multiprocess_metrics_dir() -> Path:
     return path
 
 
-def _run_single(settings: Settings, args: argparse.Namespace, log_config: dict[str, object]) -> int:
+def _run_single(
+    settings: Settings, args: argparse.Namespace, log_config: dict[str, object],
+    embedded_redis: EmbeddedRedis | None = None,
+) -> int:
     import uvicorn
 
+    from tracker.api.connections import GuardedHttpToolsProtocol
     from tracker.app import create_app
 
+    _connection_limits(settings)
+    GuardedHttpToolsProtocol.configure(settings)
     config = uvicorn.Config(
-        create_app(settings, checked=True),
+        create_app(settings, checked=True, embedded_redis=embedded_redis),
         host=args.host,
         port=args.port,
         loop="uvloop",
-        http="httptools",
+        # uvicorn's httptools protocol plus header deadline, header size bound and connection cap.
+        http=GuardedHttpToolsProtocol,
+        timeout_keep_alive=settings.keepalive_seconds,
         # X-Forwarded-For is judged by the app against TRACKER_TRUSTED_PROXIES, not by uvicorn.
         proxy_headers=False,
         lifespan="on",

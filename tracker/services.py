@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # the types only: the stages import this module, not the othe
     from tracker.ingest.component import IngestComponent
     from tracker.redirect.handler import Redirector
     from tracker.registry import Registry
+    from tracker.storage.embedded import EmbeddedRedis
 
 
 class Component(Protocol):
@@ -44,6 +45,8 @@ class Services:
     postback_limit: StoreRateLimit
     # The in-process ingest worker of the embedded mode (None in production).
     ingest: IngestComponent | None = None
+    # The supervised Valkey server `tracker serve` started (embedded mode), for /readyz.
+    embedded_redis: EmbeddedRedis | None = None
     components: list[Component] = field(default_factory=list)
 
 

@@ -209,8 +209,26 @@ class Settings(BaseSettings):
         "TRACKER_SPOOL_DIR", None, "Local append-only spool for clicks while Redis is down.",
         unset="<data-dir>/spool",
     )
+    spool_max_mb: float = _var(
+        "TRACKER_SPOOL_MAX_MB", 1024.0,
+        "Size cap of the spool (every process's files together); past it clicks are not recorded "
+        "(followers are still redirected).",
+        ge=0.01, le=16_777_216.0,
+    )
     max_report_days: int = _var(
         "TRACKER_MAX_REPORT_DAYS", 400, "Longest report range in days.", ge=1, le=3660
+    )
+    header_timeout_seconds: float = _var(
+        "TRACKER_HEADER_TIMEOUT_SECONDS", 10.0,
+        "Time a client has to send a request's headers before it is disconnected.", ge=0.1, le=3600.0,
+    )
+    keepalive_seconds: int = _var(
+        "TRACKER_KEEPALIVE_SECONDS", 5, "Idle time after which a keep-alive connection is closed.", ge=1, le=3600
+    )
+    max_connections: int | None = _var(
+        "TRACKER_MAX_CONNECTIONS", None,
+        "Open connections per process; beyond it the connections waiting longest without a request are closed.",
+        unset="(half the descriptor limit, at most 10000)", ge=16, le=1_000_000,
     )
     postback_rate_limit: int = _var(
         "TRACKER_POSTBACK_RATE_LIMIT", 600, "Postbacks per store per minute.", ge=1, le=10_000_000
@@ -257,6 +275,10 @@ class Settings(BaseSettings):
     @property
     def spool_path(self) -> Path:
         return self.spool_dir if self.spool_dir is not None else self.data_dir / "spool"
+
+    @property
+    def spool_max_bytes(self) -> int:
+        return int(self.spool_max_mb * 1024 * 1024)
 
     def with_(self, **changes: object) -> Settings:
         """A copy with some fields replaced (values as the program holds them, not validated again)."""

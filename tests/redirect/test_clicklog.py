@@ -241,3 +241,34 @@ def test_the_fast_encoding_is_exactly_json(user_agent: str) -> None:
     ).encode()
     assert e.encode() == reference
     assert ClickEvent.decode(e.encode()) == e
+
+
+def test_the_spool_is_capped_and_clicks_past_the_cap_are_counted_lost(
+    settings: Settings, own_redis: EmbeddedRedis, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = settings.with_(redis_url=own_redis.url, spool_dir=tmp_path / "spool", spool_max_mb=0.02)
+    cap = settings.spool_max_bytes  # 20,971 bytes
+    spooled_before, dropped_before = sample("tracker_clicks_spooled_total"), sample("tracker_clicks_dropped_total")
+
+    async def scenario() -> None:
+        log = ClickLog(settings)
+        await log.start()
+        try:
+            own_redis.stop()
+            for i in range(200):  # one batch each; every call returns (the follower is redirected)
+                await log.log(event(i))
+        finally:
+            await log.stop()
+
+    asyncio.run(scenario())
+    files = list((tmp_path / "spool").glob("clicks-*.jsonl"))
+    size = sum(p.stat().st_size for p in files)
+    lines = sum(len(p.read_bytes().splitlines()) for p in files)
+    spooled = sample("tracker_clicks_spooled_total") - spooled_before
+    dropped = sample("tracker_clicks_dropped_total") - dropped_before
+    assert cap - 200 < size <= cap  # full to within a line
+    assert spooled == lines and spooled + dropped == 200 and dropped > 0
+    assert sample("tracker_spool_bytes") == size
+    lost = [r.getMessage() for r in caplog.records if "is full" in r.getMessage()]
+    assert len(lost) == 1  # loud, but not a line per batch
+    assert lost[0].startswith("LOST 1 clicks: Redis is down and the spool")

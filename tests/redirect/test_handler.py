@@ -1,17 +1,14 @@
 """GET /{code} end to end: answers, query merging, hints, client IP trust, click events, freshness,
-404 limits, and Redis going away (spool, 503 for unknown codes, replay)."""
+404 limits (Redis going away: ``test_redis_down``)."""
 
 from __future__ import annotations
 
 import functools
 import hashlib
 import logging
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -29,7 +26,6 @@ from tracker.ops.logs import REQUEST_ID
 from tracker.redirect.visitor import day_key
 from tracker.settings import Settings
 from tracker.storage.clickhouse import ClickHouse
-from tracker.storage.embedded import EmbeddedRedis
 
 DEST = "https://shop.example/product/9?ref=ig"
 
@@ -401,53 +397,6 @@ def test_links_made_by_the_registry(app_client: TestClient, redis_client: redis.
         time.sleep(0.05)
     event, _ = clicks(redis_client)[0]
     assert (event.brand_id, event.link_id, event.link_code) == (brand["id"], link["id"], link["code"])
-
-
-@pytest.fixture
-def own_redis() -> Iterator[EmbeddedRedis]:
-    directory = Path(tempfile.mkdtemp(prefix="rd", dir="/tmp"))
-    server = EmbeddedRedis(directory)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(directory, ignore_errors=True)
-
-
-def test_redis_down_still_redirects_and_loses_nothing(
-    settings: Settings, ch: ClickHouse, own_redis: EmbeddedRedis, tmp_path: Path
-) -> None:
-    settings = settings.with_(redis_url=own_redis.url, spool_dir=tmp_path / "spool")
-    direct = redis.Redis.from_url(own_redis.url)
-    put_link(direct)
-    put_link(direct, "other1")
-    direct.close()
-    with TestClient(create_app(settings), follow_redirects=False) as client:
-        assert client.get("/abc123").status_code == 302
-        own_redis.stop()
-        down = [client.get("/abc123") for _ in range(5)]
-        assert [r.status_code for r in down] == [302] * 5
-        unseen = client.get("/other1")
-        assert unseen.status_code == 503
-        assert unseen.json()["error"]["code"] == "storage_unavailable"
-        assert unseen.headers["retry-after"] == "1"
-        assert list((tmp_path / "spool").glob("*.jsonl"))
-        own_redis.start()
-        direct = redis.Redis.from_url(own_redis.url)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and (
-            list((tmp_path / "spool").glob("*.jsonl")) or direct.xlen(keys.CLICK_STREAM) < 6
-        ):
-            time.sleep(0.05)
-        assert client.get("/other1").status_code == 302
-    got = clicks(direct)
-    direct.close()
-    ids = [e.click_id for e, _ in got]
-    sent = [dict(parse_qsl(urlsplit(r.headers["location"]).query))["click_id"] for r in down]
-    assert len(ids) == len(set(ids)) == 7
-    assert set(sent) <= set(ids)
-    assert {e.click_id for e, f in got if f.get(b"r") == b"1"} == set(sent)
 
 
 def test_redirect_metrics(settings: Settings, ch: ClickHouse, redis_client: redis.Redis) -> None:

@@ -177,6 +177,7 @@ def test_lost_records_are_rebuilt_from_clickhouse(
     from decimal import Decimal
 
     from tracker.registry import Registry
+    from tracker.registry.linkindex import LinkIndex
 
     async def scenario() -> tuple[Any, Any, Any]:
         r = connect_async(settings)
@@ -191,7 +192,7 @@ def test_lost_records_are_rebuilt_from_clickhouse(
                 brand["id"], campaign_id=camp["id"], influencer_id=inf["id"], destination_url="https://shop.example/x"
             )
             redis_client.delete(keys.link(link["code"]))  # Redis lost it
-            cache = LinkCache(r, 2.0, registry=registry)
+            cache = LinkCache(r, 2.0, registry=LinkIndex(ch, registry.link_by_code))
             target = await cache.get(link["code"])
             return link, target, redis_client.get(keys.link(link["code"]))
         finally:
@@ -203,3 +204,29 @@ def test_lost_records_are_rebuilt_from_clickhouse(
     assert target.record.click_id_param == "cid"
     assert target.record.id == link["id"]
     assert written_back is not None and LinkRecord.decode(written_back) == target.record
+
+
+def test_a_code_redirects_as_soon_as_its_link_exists_before_the_code_set_is_loaded(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    """No negative entry: an unknown code asked for a moment before its link is created
+    (here while the set of codes cannot be loaded) finds the link at once."""
+
+    class NoCodes:
+        async def link_by_code(self, code: str) -> LinkRecord | None:
+            return None
+
+        async def stored_link(self, code: str) -> LinkRecord | None:
+            return None
+
+        async def codes_since(self, since_ms: int | None) -> list[str]:
+            raise StorageUnavailable("ClickHouse is unreachable.")
+
+    async def scenario(cache: LinkCache) -> tuple[Any, Any]:
+        before = await cache.get("spring-sale")
+        redis_client.set(keys.link("spring-sale"), record(code="spring-sale").encode())
+        return before, await cache.get("spring-sale")
+
+    before, after = run(scenario, settings, registry=NoCodes())
+    assert before is None
+    assert after is not None and after.record.code == "spring-sale"

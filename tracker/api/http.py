@@ -17,8 +17,11 @@ from starlette.responses import Response
 
 from tracker.api.schema import parse_json
 from tracker.core.errors import PayloadTooLarge, TrackerError
+from tracker.core.text import clip
 
 MAX_JSON_BYTES = 64 * 1024
+MAX_MESSAGE = 500
+MAX_ECHOED_PATH = 100
 
 _HTTP_CODES = {
     400: "bad_request",
@@ -60,6 +63,8 @@ class JSONResponse(Response):
 
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    # A message may quote what the client sent (a code, a field's value): never echo much of it.
+    message = clip(message, MAX_MESSAGE)
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
 
@@ -77,10 +82,11 @@ async def http_exception_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, "error")
     message = exc.detail if isinstance(exc.detail, str) and exc.detail else code.replace("_", " ").capitalize()
+    path = clip(request.url.path, MAX_ECHOED_PATH)
     if exc.status_code == 404:
-        message = f"No route matches {request.method} {request.url.path}."
+        message = f"No route matches {request.method} {path}."
     elif exc.status_code == 405:
-        message = f"Method {request.method} is not allowed on {request.url.path}."
+        message = f"Method {request.method} is not allowed on {path}."
     return error_response(exc.status_code, code, message, dict(exc.headers) if exc.headers else None)
 
 

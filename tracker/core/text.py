@@ -20,3 +20,9 @@ def is_utf8(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def clip(text: str, limit: int) -> str:
+    """At most ``limit`` characters of ``text`` (the last one an ellipsis when cut): what an
+    error message may echo of a value a client sent."""
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"

@@ -19,10 +19,32 @@ REDIRECT_SECONDS = Histogram(
 CLICKS_ENQUEUED = Counter("tracker_clicks_enqueued_total", "Clicks written to the Redis click stream.")
 CLICKS_SPOOLED = Counter("tracker_clicks_spooled_total", "Clicks written to the local spool (Redis down).")
 CLICKS_REPLAYED = Counter("tracker_clicks_replayed_total", "Spooled clicks replayed into the stream.")
+CLICKS_DROPPED = Counter(
+    "tracker_clicks_dropped_total",
+    "Clicks not recorded (their followers were still redirected): Redis down and the spool at its size cap "
+    "(TRACKER_SPOOL_MAX_MB) or failing.",
+)
+SPOOL_BYTES = Gauge(
+    "tracker_spool_bytes", "Size of the local click spool (clicks waiting for Redis).", multiprocess_mode="max"
+)
 GROUP_COMMIT_SIZE = Histogram(
     "tracker_group_commit_size",
     "Clicks per Redis pipeline (group commit).",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+)
+
+# HTTP connections (tracker.api.connections).
+HTTP_CONNECTIONS = Gauge("tracker_http_connections", "Open HTTP connections.", multiprocess_mode="livesum")
+HTTP_CONNECTIONS_CLOSED = Counter(
+    "tracker_http_connections_closed_total",
+    "Connections the server closed: header_timeout (headers not complete in time), headers_too_large, "
+    "limit_waiting (closed to make room: no request in progress), limit_new (over the limit, none idle).",
+    ["reason"],
+)
+
+# Embedded mode.
+EMBEDDED_REDIS_RESTARTS = Counter(
+    "tracker_embedded_redis_restarts_total", "Times the embedded Valkey server exited and was started again."
 )
 
 # Postbacks.

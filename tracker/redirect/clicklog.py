@@ -17,6 +17,12 @@ may have landed; ingest de-duplicates replayed clicks by click id). Progress is
 kept in a ``.done`` sidecar, so a crash mid-replay re-sends part of a file, never
 skips one. Files are locked with ``flock``: a live process's current file is
 never replayed by another, two replayers never send one file.
+
+The spool is capped (``TRACKER_SPOOL_MAX_MB``, all files of the directory together): past
+the cap a batch is not written, its clicks are lost (counted in
+``tracker_clicks_dropped_total``, logged) and its followers are still redirected. The
+cap is the difference between a long outage losing its latest clicks and one that fills
+the disk the host (and Redis, sharing it in embedded mode) needs.
 """
 
 from __future__ import annotations
@@ -28,7 +34,6 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import redis.asyncio as aioredis
@@ -39,7 +44,14 @@ from redis.exceptions import RedisError
 
 from tracker.core import keys
 from tracker.core.events import ClickEvent
-from tracker.ops.metrics import CLICKS_ENQUEUED, CLICKS_REPLAYED, CLICKS_SPOOLED, GROUP_COMMIT_SIZE
+from tracker.ops.metrics import (
+    CLICKS_DROPPED,
+    CLICKS_ENQUEUED,
+    CLICKS_REPLAYED,
+    CLICKS_SPOOLED,
+    GROUP_COMMIT_SIZE,
+)
+from tracker.redirect.spool import DONE, Spool, fsync_dir, lines_from, read_offset, write_offset
 from tracker.settings import Settings
 from tracker.storage import redis_client
 
@@ -48,6 +60,7 @@ log = logging.getLogger("tracker.redirect.clicklog")
 REPLAY_CHUNK = 1000
 # A batch that Redis has not answered within this is treated as Redis being down (spooled).
 IO_TIMEOUT_SECONDS = 1.0
+DROPPED_LOG_SECONDS = 10.0
 # RESP tail of a replayed entry: the "e" value's CRLF, then the field r=1.
 _REPLAY_TAIL = b"\r\n$1\r\nr\r\n$1\r\n1\r\n"
 
@@ -55,81 +68,6 @@ _REPLAY_TAIL = b"\r\n$1\r\nr\r\n$1\r\n1\r\n"
 def _command_head(stream: bytes, argc: int) -> bytes:
     """RESP of ``XADD <stream> * e`` up to the value: the part every click shares."""
     return b"*%d\r\n$4\r\nXADD\r\n$%d\r\n%s\r\n$1\r\n*\r\n$1\r\ne\r\n" % (argc, len(stream), stream)
-_SUFFIX = ".jsonl"
-_DONE = ".done"
-
-
-class Spool:
-    """Append-only JSON-lines files of clicks, one current file per process."""
-
-    def __init__(self, directory: Path) -> None:
-        self.dir = directory
-        self._fd: int | None = None
-        self._path: Path | None = None
-        self._seq = 0
-        self.lock = asyncio.Lock()
-
-    @property
-    def current(self) -> Path | None:
-        return self._path
-
-    def _open(self) -> int:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self._seq += 1
-        path = self.dir / f"clicks-{os.getpid()}-{time.time_ns()}-{self._seq}{_SUFFIX}"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-        # Held while the file is current: no replayer (of any process) touches it.
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        _fsync_dir(self.dir)
-        self._fd, self._path = fd, path
-        return fd
-
-    def append(self, lines: list[bytes]) -> None:
-        """Write lines and fsync (blocking: call from a thread)."""
-        fd = self._fd if self._fd is not None else self._open()
-        data = memoryview(b"".join(line + b"\n" for line in lines))
-        while data:
-            written = os.write(fd, data)
-            data = data[written:]
-        os.fsync(fd)
-
-    def close(self) -> None:
-        """Close the current file (it becomes replayable); an empty one is removed."""
-        fd, path = self._fd, self._path
-        self._fd = self._path = None
-        if fd is None or path is None:
-            return
-        empty = os.fstat(fd).st_size == 0
-        if empty:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-        os.close(fd)  # drops the flock
-
-    def closed_files(self) -> list[Path]:
-        if not self.dir.is_dir():
-            return []
-        return sorted(p for p in self.dir.glob(f"clicks-*{_SUFFIX}") if p != self._path)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _lines_from(fh: object, offset: int) -> Iterator[tuple[bytes, int]]:
-    """(line without newline, offset after it); an unterminated last line (a crash mid-write,
-    whose click was never answered) is skipped."""
-    assert hasattr(fh, "readline")
-    fh.seek(offset)  # type: ignore[attr-defined]
-    while True:
-        line: bytes = fh.readline()
-        if not line.endswith(b"\n"):
-            return
-        offset += len(line)
-        yield line[:-1], offset
 
 
 class ClickLog:
@@ -147,7 +85,8 @@ class ClickLog:
         self._heads = [_command_head(k, 5) for k in streams]
         self._replay_heads = [_command_head(k, 7) for k in streams]
         self._rr = 0
-        self.spool = Spool(settings.spool_path)
+        self.spool = Spool(settings.spool_path, settings.spool_max_bytes)
+        self._dropped_logged = 0.0
         # The flusher's own connection, held across batches (see ``_flusher_connection``).
         self._conn: AbstractConnection | None = None
         self._batch: list[bytes] = []
@@ -224,13 +163,26 @@ class ClickLog:
                 CLICKS_ENQUEUED.inc(len(batch))
                 GROUP_COMMIT_SIZE.observe(len(batch))
                 return
+        # The follower is redirected whatever happens here (the contract puts the redirect
+        # first): a spool that fails or is full is the one case where clicks are lost, so it
+        # is loud (a log line at least every DROPPED_LOG_SECONDS, and tracker_clicks_dropped_total).
         try:
             async with self.spool.lock:
-                await asyncio.to_thread(self.spool.append, batch)
+                spooled = await asyncio.to_thread(self.spool.append, batch)
         except OSError as exc:
-            # The follower is redirected anyway (the contract puts the redirect first); this
-            # is the one case where clicks are lost, so it is loud.
+            CLICKS_DROPPED.inc(len(batch))
             log.error("LOST %d clicks: Redis is down and the spool %s failed: %s", len(batch), self.spool.dir, exc)
+            return
+        if not spooled:
+            CLICKS_DROPPED.inc(len(batch))
+            now = time.monotonic()
+            if now - self._dropped_logged >= DROPPED_LOG_SECONDS:
+                self._dropped_logged = now
+                log.error(
+                    "LOST %d clicks: Redis is down and the spool %s is full (TRACKER_SPOOL_MAX_MB=%d); clicks are "
+                    "not recorded until Redis is back (followers are still redirected; see "
+                    "tracker_clicks_dropped_total)", len(batch), self.spool.dir, self.spool.max_bytes // (1024 * 1024),
+                )
             return
         CLICKS_SPOOLED.inc(len(batch))
 
@@ -373,11 +325,11 @@ class ClickLog:
                     return
             except FileNotFoundError:
                 return  # another replayer finished it between our open and our lock
-            done_path = path.with_suffix(_DONE)
-            offset = _read_offset(done_path)
+            done_path = path.with_suffix(DONE)
+            offset = read_offset(done_path)
             chunk: list[bytes] = []
             sent = 0
-            for line, end in _lines_from(fh, offset):
+            for line, end in lines_from(fh, offset):
                 try:
                     ClickEvent.decode(line)
                 except ValueError as exc:
@@ -389,7 +341,7 @@ class ClickLog:
                     sent += len(chunk)
                     CLICKS_REPLAYED.inc(len(chunk))
                     chunk = []
-                    _write_offset(done_path, end)
+                    write_offset(done_path, end)
             if chunk:
                 await self._xadd(chunk, replayed=True)
                 sent += len(chunk)
@@ -397,19 +349,6 @@ class ClickLog:
             path.unlink()
             with contextlib.suppress(FileNotFoundError):
                 done_path.unlink()
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
+            self.spool.size()
             log.info("replayed %d spooled clicks from %s", sent, path.name)
-
-
-def _read_offset(path: Path) -> int:
-    try:
-        return int(path.read_text().strip() or 0)
-    except (FileNotFoundError, ValueError):
-        return 0
-
-
-def _write_offset(path: Path, offset: int) -> None:
-    # No fsync: losing the progress only re-sends replayed (r=1) clicks, it never skips one.
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(str(offset))
-    tmp.replace(path)

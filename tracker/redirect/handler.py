@@ -12,10 +12,13 @@ header, and the click event awaited through the group commit (``clicklog``).
 No ClickHouse, no user-agent parsing (ingest enriches), one Redis round trip
 shared with every concurrent click.
 
-404s are rate-limited per client IP in process memory rather than in Redis: the
-limiter exists to keep code enumeration away from storage, so it must cost no
-storage access itself and keep working while Redis is down; with N workers the
-effective limit is N times the per-process one, which is still a hard bound.
+404s are rate-limited per client IP in process memory rather than in Redis, so the
+limiter costs no storage access itself and keeps working while Redis is down; with N
+workers the effective limit is N times the per-process one, still a hard bound. Only
+unknown codes count and only they are refused: a code is looked up before the limiter
+is asked, so a link always redirects, also for an address behind a NAT that has sent
+many unknown codes. The lookup of an unknown code is cheap (``codeset``: no storage
+read, one batched Redis read), so the limiter need not stand in front of it.
 """
 
 from __future__ import annotations
@@ -154,12 +157,6 @@ class NotFoundLimiter:
             self._window_no = current
             self._counts.clear()
 
-    def blocked(self, ip: str) -> bool:
-        if not self._counts:
-            return False
-        self._roll()
-        return self._counts.get(hash(ip), 0) >= self.limit
-
     def hit(self, ip: str) -> bool:
         """Count a 404; True when the IP is now over the limit."""
         self._roll()
@@ -252,9 +249,6 @@ class Redirector:
             await self._not_found(send, ip, f"No link has the code {code[:64]!r}.")
             return
         links = self.links
-        if self.limiter.blocked(ip) and not links.cached(code):
-            await _too_many(send)
-            return
         cached = links.fresh(code)
         try:
             target = await links.get(code) if cached is False else cached

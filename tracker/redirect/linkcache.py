@@ -33,11 +33,12 @@ from redis.exceptions import RedisError
 from tracker.core import keys
 from tracker.core.errors import StorageUnavailable
 from tracker.core.records import LinkRecord
+from tracker.redirect.codeset import CodeSet
+from tracker.redirect.probe import Probe
 
 log = logging.getLogger("tracker.redirect.linkcache")
 
 MAX_STALENESS_SECONDS = 4.5  # below the contract's 5 s, leaving time for the refresh itself
-NEGATIVE_SECONDS = 2.0
 MAX_ENTRIES = 100_000
 _RETRY_SECONDS = 1.0
 
@@ -144,23 +145,32 @@ def _ascii_url(url: str) -> str:
 class _Entry:
     __slots__ = ("expires", "refreshing", "target")
 
-    def __init__(self, target: Target | None, expires: float) -> None:
+    def __init__(self, target: Target, expires: float) -> None:
         self.target = target
         self.expires = expires
         self.refreshing = False
 
 
 class LinkSource(Protocol):
-    """Where a link Redis lost is rebuilt from (the registry, reading ClickHouse)."""
+    """The registry's links (``tracker.registry.linkindex.LinkIndex``)."""
 
-    async def link_by_code(self, code: str) -> LinkRecord | None: ...
+    async def link_by_code(self, code: str) -> LinkRecord | None:
+        """A link Redis lost, rebuilt from ClickHouse (and written back)."""
+
+    async def stored_link(self, code: str) -> LinkRecord | None:
+        """The link as ClickHouse has it, without touching Redis (Redis is down)."""
+
+    async def codes_since(self, since_ms: int | None) -> list[str]:
+        """Codes of the links created since a time (every code when None)."""
 
 
 class LinkCache:
     """``await get(code)``: the prepared link, None when no link has this code.
 
-    Raises ``StorageUnavailable`` only for a code this process has never seen
-    while Redis (or the registry behind it) is unreachable.
+    With a registry, a code the code set lacks costs no lookup beyond one batched Redis
+    read (``Probe``), and a link Redis cannot give (down, or lost it) is read from
+    ClickHouse. Raises ``StorageUnavailable`` only when neither Redis nor ClickHouse
+    answers for a code this process has never seen.
     """
 
     def __init__(
@@ -173,26 +183,31 @@ class LinkCache:
         self._ttl = ttl
         self._grace = max(0.0, MAX_STALENESS_SECONDS - ttl)
         self._registry = registry
+        self.codes = CodeSet(registry.codes_since) if registry is not None else None
+        self._probe = Probe(redis)
         self._entries: dict[str, _Entry] = {}
         self._inflight: dict[str, asyncio.Future[Target | None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # After a failed Redis read, lookups go straight to ClickHouse until then (a hung
+        # Redis would otherwise cost every lookup its timeout).
+        self._redis_down_until = 0.0
 
     async def start(self) -> None:
-        pass
+        if self.codes is not None:
+            await self.codes.start()
 
     async def stop(self) -> None:
+        if self.codes is not None:
+            await self.codes.stop()
+        await self._probe.stop()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def cached(self, code: str) -> bool:
-        """Whether this process knows the code (answering it costs no storage access)."""
-        return code in self._entries
-
-    def fresh(self, code: str) -> Target | Literal[False] | None:
-        """The cached answer while it is fresh (a Target, or None for a known-unknown code);
-        False when ``get`` must be awaited. Saves a coroutine per click on the hot path."""
+    def fresh(self, code: str) -> Target | Literal[False]:
+        """The cached link while it is fresh; False when ``get`` must be awaited. Saves a
+        coroutine per click on the hot path."""
         entry = self._entries.get(code)
         if entry is not None and time.monotonic() < entry.expires:
             return entry.target
@@ -200,6 +215,8 @@ class LinkCache:
 
     async def get(self, code: str) -> Target | None:
         entry = self._entries.get(code)
+        if entry is None and self.codes is not None and not self.codes.may_exist(code):
+            return await self._unlisted(code)
         if entry is not None:
             now = time.monotonic()
             if now < entry.expires:
@@ -219,6 +236,25 @@ class LinkCache:
                 entry.expires = time.monotonic() + _RETRY_SECONDS
                 return entry.target
             raise
+
+    async def _unlisted(self, code: str) -> Target | None:
+        """A code the code set lacks: unknown, or created since the set's last top-up, in
+        which case Redis has it (the registry writes it there before answering)."""
+        assert self.codes is not None
+        raw: bytes | None = None
+        if time.monotonic() >= self._redis_down_until:
+            try:
+                raw = await self._probe.get(keys.link(code))
+            except (RedisError, OSError):
+                self._redis_down_until = time.monotonic() + _RETRY_SECONDS
+        if time.monotonic() < self._redis_down_until:
+            # Redis cannot say: the set answers alone, topped up from ClickHouse first.
+            await self.codes.top_up_now()
+            return await self._load_once(code) if self.codes.may_exist(code) else None
+        if raw is None:
+            return None  # no entry kept: a random flood would only churn the cache
+        self.codes.add(code)
+        return await self._load_once(code)
 
     async def _refresh(self, code: str, entry: _Entry) -> None:
         try:
@@ -251,20 +287,27 @@ class LinkCache:
 
     async def _load(self, code: str) -> Target | None:
         record = await self._read(code)
-        target = Target(record) if record is not None else None
-        ttl = self._ttl if target is not None else min(self._ttl, NEGATIVE_SECONDS)
+        if record is None:
+            # No negative entry: it would outlive the link's creation (a link must redirect at
+            # once); unknown codes are made cheap by the code set instead.
+            self._entries.pop(code, None)
+            return None
+        target = Target(record)
         if len(self._entries) >= MAX_ENTRIES:
             for old in list(itertools.islice(self._entries, MAX_ENTRIES // 10)):
                 del self._entries[old]
-        self._entries[code] = _Entry(target, time.monotonic() + ttl)
+        self._entries[code] = _Entry(target, time.monotonic() + self._ttl)
         return target
 
     async def _read(self, code: str) -> LinkRecord | None:
         key = keys.link(code)
         try:
+            if time.monotonic() < self._redis_down_until:
+                raise ConnectionError("Redis failed a moment ago")
             raw = await self._redis.get(key)
         except (RedisError, OSError) as exc:
-            raise StorageUnavailable(f"Redis is unreachable, so link {code!r} cannot be looked up: {exc}") from exc
+            self._redis_down_until = max(self._redis_down_until, time.monotonic() + _RETRY_SECONDS)
+            return await self._stored(code, exc)
         if raw is not None:
             try:
                 return LinkRecord.decode(raw)
@@ -272,6 +315,8 @@ class LinkCache:
                 log.error("link record of %s in Redis is malformed (%s); rebuilding it", code, exc)
         if self._registry is None:
             return None
+        if self.codes is not None and self.codes.loaded and not self.codes.may_exist(code):
+            return None  # in neither Redis nor ClickHouse (as of the set's last top-up)
         record = await self._registry.link_by_code(code)
         if record is not None:
             try:
@@ -279,3 +324,16 @@ class LinkCache:
             except (RedisError, OSError) as exc:
                 log.warning("could not write link %s back to Redis: %s", code, exc)
         return record
+
+    async def _stored(self, code: str, redis_error: BaseException) -> LinkRecord | None:
+        """Redis is unreachable: the link from ClickHouse, the system of record."""
+        if self._registry is None:
+            raise StorageUnavailable(
+                f"Redis is unreachable, so link {code!r} cannot be looked up: {redis_error}"
+            ) from redis_error
+        try:
+            return await self._registry.stored_link(code)
+        except Exception as exc:
+            raise StorageUnavailable(
+                f"Neither Redis ({redis_error}) nor ClickHouse ({exc}) answers, so link {code!r} cannot be looked up."
+            ) from exc

@@ -1,0 +1,112 @@
+"""Batched Redis reads of link records, for the codes the code set (``codeset``) lacks.
+
+A flood of unknown codes makes one of these per request, so it is built like the click
+log's group commit: requests append their key and await a future; one sender task sends
+every key waiting as a single ``MGET`` over a connection it holds (taking a connection
+from redis-py's pool and running its command machinery costs more than a click's whole
+redirect), and keys that arrive while one is in flight go in the next. One deadline
+covers a batch; a batch that fails on the held connection is sent once more on a new one
+(Redis may have restarted), and one that fails again fails its waiters (the link cache
+then treats Redis as down for a second).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+
+import redis.asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import RedisError
+
+IO_TIMEOUT_SECONDS = 1.0
+
+
+class Probe:
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self._redis = redis
+        self._batch: list[tuple[bytes, asyncio.Future[bytes | None]]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._conn: AbstractConnection | None = None
+
+    async def get(self, key: str) -> bytes | None:
+        """The value of ``key``; raises ``RedisError`` or ``OSError`` when Redis failed."""
+        fut: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+        self._batch.append((key.encode(), fut))
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="redirect-probe")
+        self._wake.set()
+        return await fut
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        await self._drop()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._batch = self._batch, []
+            if not batch:
+                continue
+            try:
+                values = await self._mget([key for key, _ in batch])
+            except (RedisError, OSError, TimeoutError) as exc:
+                await self._drop()  # replies may be left unread on it
+                error = exc if not isinstance(exc, TimeoutError) else OSError("Redis did not answer in time")
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(error)
+                        fut.exception()  # retrieved: a waiter that went away leaves no warning
+                continue
+            for (_, fut), value in zip(batch, values, strict=True):
+                if not fut.done():
+                    fut.set_result(value)
+
+    async def _mget(self, keys: list[bytes]) -> list[bytes | None]:
+        parts = [b"*%d\r\n$4\r\nMGET\r\n" % (len(keys) + 1)]
+        parts.extend(b"$%d\r\n%s\r\n" % (len(key), key) for key in keys)
+        payload = b"".join(parts)
+        async with asyncio.timeout(IO_TIMEOUT_SECONDS):
+            while True:
+                held = self._conn is not None
+                conn = await self._connection()
+                try:
+                    await conn.send_packed_command(payload, check_health=False)
+                    reply = await conn.read_response(timeout=math.inf)
+                    break
+                except (RedisError, OSError):
+                    await self._drop()
+                    if not held:
+                        raise
+                    # The held connection went away (Redis restarted): once more on a new one.
+        if not isinstance(reply, list) or len(reply) != len(keys):
+            raise RedisError(f"MGET answered {type(reply).__name__}")
+        return [v.encode() if isinstance(v, str) else v for v in reply]
+
+    async def _connection(self) -> AbstractConnection:
+        """Held across batches and not checked before each (that check costs a read with a
+        timeout, a sizeable share of a small batch): a failure on it is retried once on a new
+        connection (``_mget``)."""
+        if self._conn is not None:
+            return self._conn
+        pool = self._redis.connection_pool
+        conn = pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
+        try:
+            await conn.connect()  # type: ignore[no-untyped-call]
+        except BaseException:
+            await conn.disconnect()
+            raise
+        self._conn = conn
+        return conn
+
+    async def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await conn.disconnect()
