@@ -59,6 +59,7 @@ class EmbeddedServe:
     port: int = field(default_factory=free_port)
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
+    workers: int = 1  # HTTP worker processes (`--workers`); with more than one the main process serves none
 
     @property
     def base(self) -> str:
@@ -77,7 +78,7 @@ class EmbeddedServe:
         with open(self.log_path, "wb") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "tracker.cli", "serve", "--data-dir", str(self.data_dir),
-                 "--port", str(self.port)],
+                 "--port", str(self.port), "--workers", str(self.workers)],
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,

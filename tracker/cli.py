@@ -12,6 +12,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from tracker import __version__
 from tracker.core.errors import MigrationError, SettingsError, StorageUnavailable, TrackerError
@@ -35,7 +36,11 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="Run the HTTP server (and, embedded, Redis, chDB and ingest).")
     serve.add_argument("--host", default="127.0.0.1", help="Address to bind (default 127.0.0.1).")
     serve.add_argument("--port", type=int, default=8000, help="Port to bind (default 8000).")
-    serve.add_argument("--workers", type=int, default=1, help="HTTP worker processes (production mode).")
+    serve.add_argument(
+        "--workers", type=int, default=1,
+        help="HTTP worker processes (default 1). Embedded, with N > 1 the main process keeps Valkey, chDB "
+        "and ingest, and N workers serve HTTP.",
+    )
     serve.add_argument("--data-dir", type=Path, default=None, help="Embedded data directory (default ./var).")
 
     ingest = sub.add_parser("ingest", help="Move clicks and conversions from Redis streams into ClickHouse.")
@@ -104,27 +109,16 @@ def serve(args: argparse.Namespace) -> int:
             os.environ["TRACKER_PUBLIC_URL"] = settings.public_url or ""
             _multiprocess_metrics_dir()
             uvicorn.run(
-                "tracker.app:create_worker_app",
-                factory=True,
-                host=args.host,
-                port=args.port,
-                workers=args.workers,
-                loop="uvloop",
-                http="httptools",
-                # X-Forwarded-For is judged by the app against TRACKER_TRUSTED_PROXIES, not by uvicorn.
-                proxy_headers=False,
-                log_config=log_config,
-                access_log=False,
-                timeout_graceful_shutdown=10,
+                "tracker.app:create_worker_app", factory=True, workers=args.workers,
+                **_uvicorn_options(args, log_config),
             )
             return 0
         return _run_single(settings, args, log_config)
 
     if args.workers > 1:
-        raise SettingsError(
-            "--workers > 1 needs production mode (REDIS_URL and CLICKHOUSE_URL): the embedded chDB "
-            "engine allows one owner process."
-        )
+        # Before anything imports prometheus-client: the main process's ingest counters then
+        # land in the directory every worker's /metrics reads.
+        _multiprocess_metrics_dir()
     from tracker.storage.embedded import DataDirLock, EmbeddedRedis, prepare_data_dir
 
     settings = prepare_data_dir(settings)
@@ -135,10 +129,29 @@ def serve(args: argparse.Namespace) -> int:
         redis_server.start()
         settings = settings.with_(redis_url=redis_server.url)
         startup.run_checks(settings)
+        if args.workers > 1:
+            from tracker import supervisor
+
+            return supervisor.run(settings, args.workers, _uvicorn_options(args, log_config))
         return _run_single(settings, args, log_config)
     finally:
         redis_server.stop()
         lock.release()
+
+
+def _uvicorn_options(args: argparse.Namespace, log_config: dict[str, object]) -> dict[str, Any]:
+    """uvicorn's options for every server process (one, or each of ``--workers N``)."""
+    return {
+        "host": args.host,
+        "port": args.port,
+        "loop": "uvloop",
+        "http": "httptools",
+        # X-Forwarded-For is judged by the app against TRACKER_TRUSTED_PROXIES, not by uvicorn.
+        "proxy_headers": False,
+        "log_config": log_config,
+        "access_log": False,
+        "timeout_graceful_shutdown": 10,
+    }
 
 
 def _multiprocess_metrics_dir() -> Path:
@@ -170,19 +183,7 @@ def _run_single(settings: Settings, args: argparse.Namespace, log_config: dict[s
 
     from tracker.app import create_app
 
-    config = uvicorn.Config(
-        create_app(settings, checked=True),
-        host=args.host,
-        port=args.port,
-        loop="uvloop",
-        http="httptools",
-        # X-Forwarded-For is judged by the app against TRACKER_TRUSTED_PROXIES, not by uvicorn.
-        proxy_headers=False,
-        lifespan="on",
-        log_config=log_config,
-        access_log=False,
-        timeout_graceful_shutdown=10,
-    )
+    config = uvicorn.Config(create_app(settings, checked=True), lifespan="on", **_uvicorn_options(args, log_config))
     server = uvicorn.Server(config)
     stopped_by: list[int] = []
 
