@@ -69,6 +69,11 @@ def tree_of(serve: EmbeddedServe) -> list[int]:
     return _children(serve.proc.pid)
 
 
+def _nice(stat_path: Path) -> int:
+    raw = stat_path.read_text()
+    return int(raw[raw.rindex(")") + 2:].split()[16])
+
+
 def _accepting_worker(client_port: int, server_port: int, workers: list[int]) -> int | None:
     """The worker holding the server side of our connection (read from /proc)."""
     inode = None
@@ -158,6 +163,15 @@ def test_two_workers_share_the_registry_the_streams_and_the_reports(serve: Embed
                message="never ready")
     assert serve.output().count("generated an admin token") == 1
     assert len(workers_of(serve)) == 2
+    # Followers first: chDB's threads in the main process give way; the workers, Valkey and the
+    # main thread (which starts workers, and they inherit its value) keep the normal priority.
+    assert serve.proc is not None
+    main = serve.proc.pid
+    comm = Path(f"/proc/{main}/comm").read_text().strip()
+    engine = [t for t in Path(f"/proc/{main}/task").iterdir() if (t / "comm").read_text().strip() != comm]
+    assert engine and all(_nice(t / "stat") >= 10 or _nice(t / "stat") < 0 for t in engine)
+    assert _nice(Path(f"/proc/{main}/task/{main}/stat")) == 0
+    assert [_nice(Path(f"/proc/{pid}/stat")) for pid in tree_of(serve)] == [0] * len(tree_of(serve))
     a, b = one_per_worker(serve)
     admin = {"Authorization": f"Bearer {serve.admin_token}"}
 

@@ -29,6 +29,7 @@ import logging
 import multiprocessing
 import os
 import signal
+from pathlib import Path
 from typing import Any
 
 from tracker.settings import Settings
@@ -37,6 +38,7 @@ log = logging.getLogger("tracker.supervisor")
 
 WORKER_APP = "tracker.app:create_worker_app"
 EXIT_UNAVAILABLE = 3
+BACKGROUND_NICE = 10  # as the ingest threads of a single embedded process
 _PR_SET_PDEATHSIG = 1
 # Statements the endpoint runs at once: the workers' reports and registry calls. Each chDB
 # query is itself multi-threaded, so more than a few only queue inside the engine.
@@ -60,7 +62,8 @@ def run(settings: Settings, workers: int, options: dict[str, Any]) -> int:
         sock = config.bind_socket()  # first: a port in use fails before anything starts
     except SystemExit:  # uvicorn has logged why
         return EXIT_UNAVAILABLE
-    endpoint = ChdbEndpoint(chdb_path(settings), max_queries=ENDPOINT_QUERIES, tmp_dir=settings.data_dir / "tmp")
+    endpoint = ChdbEndpoint(chdb_path(settings), max_queries=ENDPOINT_QUERIES, tmp_dir=settings.data_dir / "tmp",
+                            nice=BACKGROUND_NICE)
     ch = ClickHouse.connect(settings)  # the same engine, for the ingest loop
     ingest = IngestComponent(settings, ch)
     try:
@@ -69,6 +72,7 @@ def run(settings: Settings, workers: int, options: dict[str, Any]) -> int:
         try:
             # Spawned workers inherit the environment: what this process decided, they read.
             os.environ.update(worker_environment(settings, endpoint.url(ch.database)))
+            log.info("chDB threads at nice %d: %d", BACKGROUND_NICE, engine_threads_priority())
             return _run_workers(config, sock)
         finally:
             asyncio.run(ingest.stop())
@@ -89,6 +93,30 @@ def worker_environment(settings: Settings, clickhouse_url: str) -> dict[str, str
         "TRACKER_ADMIN_TOKEN": settings.admin_token,
         "TRACKER_PUBLIC_URL": settings.public_url,
     }
+
+
+def engine_threads_priority(nice: int = BACKGROUND_NICE) -> int:
+    """Give way to the workers: chDB's threads in this process to ``nice``; how many changed.
+
+    Nothing in this process answers a follower: the engine's work for ingest and for
+    the endpoint (reports, registry) can wait while the workers redirect. chDB names
+    its threads (Python's keep the process's name), so only those are changed; the
+    endpoint and ingest lower their own threads, and threads any of them start later
+    inherit the value. Python threads of this process are left alone: the main thread
+    starts the workers, and a thread that starts Valkey, whose children would inherit
+    a raised nice value and could not lower it. Threads that set their own priority
+    (chDB raises its memory tracker's) are left alone too.
+    """
+    ours = Path("/proc/self/comm").read_text().strip()
+    changed = 0
+    for _ in range(2):  # a thread started during the first pass is caught by the second
+        for task in Path("/proc/self/task").iterdir():
+            with contextlib.suppress(OSError, ValueError):
+                tid = int(task.name)
+                if (task / "comm").read_text().strip() != ours and 0 <= os.getpriority(os.PRIO_PROCESS, tid) < nice:
+                    os.setpriority(os.PRIO_PROCESS, tid, nice)
+                    changed += 1
+    return changed
 
 
 def _run_workers(config: Any, sock: Any) -> int:

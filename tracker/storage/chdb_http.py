@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import email.parser
 import email.policy
 import hmac
@@ -86,6 +87,7 @@ class ChdbEndpoint:
         max_body_bytes: int = 1 << 30,
         max_query_bytes: int = 16 << 20,
         tmp_dir: Path | None = None,
+        nice: int = 0,
     ) -> None:
         self.path = path
         self.host = host
@@ -99,6 +101,7 @@ class ChdbEndpoint:
         self.max_body_bytes = max_body_bytes
         self.max_query_bytes = max_query_bytes
         self.tmp_dir = tmp_dir
+        self.nice = nice  # of the endpoint's threads (Linux): above 0, they give way to others
         self.engine: Engine | None = None
         self._server: _Server | None = None
 
@@ -110,9 +113,15 @@ class ChdbEndpoint:
                 leftover.unlink(missing_ok=True)
         self._server = _Server(self)
         self.port = int(self._server.server_address[1])
-        threading.Thread(target=self._server.serve_forever, name="chdb-http", daemon=True).start()
+        threading.Thread(target=self._serve_forever, args=(self._server,), name="chdb-http", daemon=True).start()
         log.info("ClickHouse HTTP endpoint on %s:%d over %s (%d engine handles)",
                  self.host, self.port, self.path, self.max_queries)
+
+    def _serve_forever(self, server: _Server) -> None:
+        if self.nice > 0:  # the connection threads it starts inherit it
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
+        server.serve_forever()
 
     def url(self, database: str) -> str:
         """``http://user:password@host:port/database``: it holds the password, keep it out of logs."""
