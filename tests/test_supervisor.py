@@ -27,7 +27,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from loadtests.serve import EmbeddedServe
+from loadtests.serve import EmbeddedServe, ServeError
 from tests.test_shutdown import Traffic, stored
 from tests.waiting import wait_until
 
@@ -318,3 +318,31 @@ def test_kill_9_of_the_main_process_leaves_nothing_running_and_the_next_start_re
     missing = [c for c in answered if c not in held]
     twice = {c: n for c, n in held.items() if n != 1}
     assert not missing and not twice, (len(missing), twice)
+
+
+def test_one_worker_stays_one_process(tmp_path: Path) -> None:
+    server = EmbeddedServe(tmp_path / "data").start(timeout=120)
+    try:
+        children = tree_of(server)
+        assert [_cmdline(p) for p in children if "valkey" not in _cmdline(p)] == []
+        assert httpx.get(f"{server.base}/readyz", timeout=10).json()["checks"]["ingest"]  # in this process
+    finally:
+        assert server.stop(signal.SIGTERM) == 0
+
+
+def test_a_port_in_use_stops_the_start_with_exit_3(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        server = EmbeddedServe(tmp_path / "data", port=taken.getsockname()[1], workers=2)
+        with pytest.raises(ServeError, match="exited with 3"):
+            server.start(timeout=120)
+    assert "address already in use" in server.output().lower()
+    assert not any(_alive(p) for p in _valkey_pids(server))
+
+
+def _valkey_pids(server: EmbeddedServe) -> list[int]:
+    pidfile = server.data_dir / "redis" / "valkey.pid"
+    return [int(pidfile.read_text())] if pidfile.exists() else []

@@ -59,26 +59,28 @@ def run(settings: Settings, workers: int, options: dict[str, Any]) -> int:
 
     config = uvicorn.Config(WORKER_APP, factory=True, workers=workers, **options)
     try:
-        sock = config.bind_socket()  # first: a port in use fails before anything starts
+        sock = config.bind_socket()  # before the endpoint, ingest and the workers: a port in use stops here
     except SystemExit:  # uvicorn has logged why
         return EXIT_UNAVAILABLE
-    endpoint = ChdbEndpoint(chdb_path(settings), max_queries=ENDPOINT_QUERIES, tmp_dir=settings.data_dir / "tmp",
-                            nice=BACKGROUND_NICE)
-    ch = ClickHouse.connect(settings)  # the same engine, for the ingest loop
-    ingest = IngestComponent(settings, ch)
     try:
+        endpoint = ChdbEndpoint(chdb_path(settings), max_queries=ENDPOINT_QUERIES,
+                                tmp_dir=settings.data_dir / "tmp", nice=BACKGROUND_NICE)
+        ch = ClickHouse.connect(settings)  # the same engine, for the ingest loop
+        ingest = IngestComponent(settings, ch)
         endpoint.start()
-        asyncio.run(ingest.start())
         try:
-            # Spawned workers inherit the environment: what this process decided, they read.
-            os.environ.update(worker_environment(settings, endpoint.url(ch.database)))
-            log.info("chDB threads at nice %d: %d", BACKGROUND_NICE, engine_threads_priority())
-            return _run_workers(config, sock)
+            asyncio.run(ingest.start())
+            try:
+                # Spawned workers inherit the environment: what this process decided, they read.
+                os.environ.update(worker_environment(settings, endpoint.url(ch.database)))
+                log.info("chDB threads at nice %d: %d", BACKGROUND_NICE, engine_threads_priority())
+                return _run_workers(config, sock)
+            finally:
+                asyncio.run(ingest.stop())
         finally:
-            asyncio.run(ingest.stop())
+            endpoint.stop()
+            ch.close()
     finally:
-        endpoint.stop()
-        ch.close()
         sock.close()
 
 
