@@ -53,7 +53,7 @@ def run(settings: Settings, workers: int, options: dict[str, Any]) -> int:
     """
     import uvicorn
 
-    from tracker.ingest.worker import IngestComponent
+    from tracker.ingest.component import IngestComponent
     from tracker.storage.chdb_http import ChdbEndpoint
     from tracker.storage.clickhouse import ClickHouse, chdb_path
 
