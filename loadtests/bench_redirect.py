@@ -25,6 +25,15 @@ ClickHouse server this machine can run), ``tracker migrate`` and ``tracker serve
 --workers N``; no ingest runs, so the stream just grows. The bare app then runs
 with N uvicorn workers too.
 
+``--with-ingest`` runs ``tracker ingest`` beside the production server, so the clicks
+go on into ClickHouse during the measurement as they do in embedded mode (its CPU
+counts as the server's).
+
+``--embedded`` with ``--workers N`` measures embedded ``tracker serve --workers N``
+(the main process keeps Valkey, chDB and ingest, which runs during the measurement;
+N workers serve HTTP). ``loadtests.bench_embedded`` alternates it with the
+production topology in rounds.
+
 Nothing here asserts: it measures and reports.
 """
 
@@ -277,6 +286,8 @@ def bench_tracker(args: argparse.Namespace, work: Path) -> tuple[Result, dict[st
     procs: list[subprocess.Popen[bytes]] = []
     log = open(work / "tracker.log", "wb")  # noqa: SIM115 - closed in finally
     valkey = None
+    ingest: subprocess.Popen[bytes] | None = None
+    clickhouse: subprocess.Popen[bytes] | None = None
     try:
         if args.production:
             from tracker.storage.embedded import EmbeddedRedis
@@ -285,10 +296,11 @@ def bench_tracker(args: argparse.Namespace, work: Path) -> tuple[Result, dict[st
             valkey.start()
             redis_url = valkey.url
             ch_port = _free_port()
-            procs.append(subprocess.Popen(
+            clickhouse = subprocess.Popen(
                 [PY, "-m", "loadtests.chdb_http", "--path", str(work / "ch"), "--port", str(ch_port)],
                 stdout=log, stderr=log,
-            ))
+            )
+            procs.append(clickhouse)
             env = _server_env({"REDIS_URL": redis_url, "CLICKHOUSE_URL": f"http://127.0.0.1:{ch_port}/bench"})
             deadline = time.monotonic() + 60
             while subprocess.run([*TRACKER, "migrate"], env=env, stdout=log, stderr=log).returncode != 0:
@@ -296,10 +308,13 @@ def bench_tracker(args: argparse.Namespace, work: Path) -> tuple[Result, dict[st
                     raise RuntimeError("tracker migrate kept failing; see tracker.log")
                 time.sleep(0.5)
             cmd = [*TRACKER, "serve", "--port", str(port), "--workers", str(args.workers)]
+            if getattr(args, "with_ingest", False):  # the same work as embedded: clicks into ClickHouse
+                ingest = subprocess.Popen([*TRACKER, "ingest"], env=env, stdout=log, stderr=log)
+                procs.append(ingest)
         else:
             env = _server_env({})
             redis_url = f"unix://{data / 'redis' / 'valkey.sock'}"
-            cmd = [*TRACKER, "serve", "--port", str(port), "--data-dir", str(data)]
+            cmd = [*TRACKER, "serve", "--port", str(port), "--data-dir", str(data), "--workers", str(args.workers)]
         server = subprocess.Popen(cmd, env=env, stdout=log, stderr=log)
         procs.append(server)
         _wait_http(base + "/healthz", 90, server)
@@ -309,7 +324,9 @@ def bench_tracker(args: argparse.Namespace, work: Path) -> tuple[Result, dict[st
         client = redis.Redis.from_url(redis_url)
         time.sleep(0.5)
         added0, served0 = _entries_added(client), _redirects_302(base)
-        roots = [server.pid]
+        # The server's processes, and in production mode the ClickHouse endpoint (the inserts'
+        # engine work when ingest runs; idle otherwise) and ingest when it runs.
+        roots = [p.pid for p in (server, clickhouse, ingest) if p is not None]
         if valkey is not None:  # production mode: our Valkey is not the server's child
             roots.append(int(valkey.pidfile.read_text().strip()))
         result = measured_run("tracker", port, script, args.connections, args.duration, lambda: sum_cpu(roots))
@@ -378,17 +395,24 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--duration", type=int, default=10, help="seconds per measured wrk run (default 10)")
     p.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
-    p.add_argument("--workers", type=int, default=1, help="server processes; >1 implies --production")
+    p.add_argument("--workers", type=int, default=1,
+                   help="server processes; >1 implies --production unless --embedded")
     p.add_argument("--production", action="store_true",
                    help="separate Valkey and ClickHouse over HTTP, no in-process ingest (production mode)")
     p.add_argument("--flood", action="store_true",
                    help="also measure clicks under an unknown-code flood from rotating addresses (loadtests.flood)")
     p.add_argument("--flood-rate", type=int, default=1000, help="unknown codes a second in the flood (default 1000)")
     p.add_argument("--flood-connections", type=int, default=100, help="wrk connections of the flood (default 100)")
+    p.add_argument("--embedded", action="store_true",
+                   help="with --workers N: embedded serve --workers N (its own Valkey, chDB and ingest)")
+    p.add_argument("--with-ingest", action="store_true",
+                   help="production mode: also run `tracker ingest` during the measurement (counted as server CPU)")
     p.add_argument("--json", action="store_true", help="also print one JSON object")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = p.parse_args(argv)
-    args.production = args.production or args.workers > 1
+    if args.embedded and args.production:
+        p.error("--embedded and --production exclude each other")
+    args.production = args.production or (args.workers > 1 and not args.embedded)
     if shutil.which("wrk") is None:
         print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 2
@@ -402,7 +426,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"work directory kept: {work}", file=sys.stderr)
     ratio = tracker.rps / bare.rps if bare.rps else float("nan")
-    mode = f"production, {args.workers} worker(s)" if args.production else "embedded, 1 process"
+    mode = (f"production, {args.workers} worker(s)" if args.production
+            else f"embedded, {args.workers} workers" if args.workers > 1 else "embedded, 1 process")
     print(f"\nRedirect benchmark ({mode}; wrk -t1 -c{args.connections} -d{args.duration}s, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()} at {PY})")
     print(f"{'server':<16}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'other jobs':>12}{'x wrk':>7}"

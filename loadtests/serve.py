@@ -62,6 +62,7 @@ class EmbeddedServe:
     proc: subprocess.Popen[bytes] | None = None
     # Descriptor limit of the server process (soft and hard), e.g. to test running out of them.
     max_files: int | None = None
+    workers: int = 1  # HTTP worker processes (`--workers`); with more than one the main process serves none
 
     @property
     def base(self) -> str:
@@ -80,7 +81,7 @@ class EmbeddedServe:
         with open(self.log_path, "wb") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "tracker.cli", "serve", "--data-dir", str(self.data_dir),
-                 "--port", str(self.port)],
+                 "--port", str(self.port), "--workers", str(self.workers)],
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,

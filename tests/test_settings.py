@@ -155,7 +155,7 @@ def test_help_works_without_any_server() -> None:
     [
         (["serve"], {"TRACKER_INGEST_BATCH_SIZE": "x"}, "TRACKER_INGEST_BATCH_SIZE"),
         (["serve"], {"REDIS_URL": "redis://127.0.0.1:1"}, "CLICKHOUSE_URL"),
-        (["serve", "--workers", "2"], {}, "--workers"),
+        (["serve", "--workers", "0"], {}, "--workers"),
         (["serve", "--port", "70000"], {}, "--port"),
         (["ingest", "--once"], {}, "REDIS_URL"),
         (["migrate"], {"CLICKHOUSE_URL": "ftp://x", "REDIS_URL": "redis://x"}, "CLICKHOUSE_URL"),

@@ -152,5 +152,11 @@ def create_app_from_env() -> Starlette:
 
 
 def create_worker_app() -> Starlette:
-    """Factory for the workers of ``tracker serve --workers N``, which ran the checks once before starting them."""
+    """Factory for the workers of ``tracker serve --workers N``, which ran the checks once before starting them.
+
+    A worker stops when its main process dies, even by ``kill -9`` (``supervisor.die_with_parent``).
+    """
+    from tracker.supervisor import die_with_parent
+
+    die_with_parent()
     return create_app(Settings.from_env(), checked=True)

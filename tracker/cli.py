@@ -12,7 +12,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tracker import __version__
 from tracker.core.errors import MigrationError, SettingsError, StorageUnavailable, TrackerError
@@ -39,7 +39,11 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="Run the HTTP server (and, embedded, Redis, chDB and ingest).")
     serve.add_argument("--host", default="127.0.0.1", help="Address to bind (default 127.0.0.1).")
     serve.add_argument("--port", type=int, default=8000, help="Port to bind (default 8000).")
-    serve.add_argument("--workers", type=int, default=1, help="HTTP worker processes (production mode).")
+    serve.add_argument(
+        "--workers", type=int, default=1,
+        help="HTTP worker processes (default 1). Embedded, with N > 1 the main process keeps Valkey, chDB "
+        "and ingest, and N workers serve HTTP.",
+    )
     serve.add_argument("--data-dir", type=Path, default=None, help="Embedded data directory (default ./var).")
 
     ingest = sub.add_parser("ingest", help="Move clicks and conversions from Redis streams into ClickHouse.")
@@ -109,29 +113,16 @@ def serve(args: argparse.Namespace) -> int:
             _multiprocess_metrics_dir()
             _connection_limits(settings)
             uvicorn.run(
-                "tracker.app:create_worker_app",
-                factory=True,
-                host=args.host,
-                port=args.port,
-                workers=args.workers,
-                loop="uvloop",
-                # uvicorn's httptools protocol plus header deadline, header size bound and connection cap.
-                http=_PROTOCOL,
-                timeout_keep_alive=settings.keepalive_seconds,
-                # X-Forwarded-For is judged by the app against TRACKER_TRUSTED_PROXIES, not by uvicorn.
-                proxy_headers=False,
-                log_config=log_config,
-                access_log=False,
-                timeout_graceful_shutdown=10,
+                "tracker.app:create_worker_app", factory=True, workers=args.workers,
+                **_uvicorn_options(args, log_config, settings),
             )
             return 0
         return _run_single(settings, args, log_config)
 
     if args.workers > 1:
-        raise SettingsError(
-            "--workers > 1 needs production mode (REDIS_URL and CLICKHOUSE_URL): the embedded chDB "
-            "engine allows one owner process."
-        )
+        # Before anything imports prometheus-client: the main process's ingest counters then
+        # land in the directory every worker's /metrics reads.
+        _multiprocess_metrics_dir()
     from tracker.storage.embedded import DataDirLock, EmbeddedRedis, prepare_data_dir
 
     settings = prepare_data_dir(settings)
@@ -143,6 +134,11 @@ def serve(args: argparse.Namespace) -> int:
         settings = settings.with_(redis_url=redis_server.url)
         startup.run_checks(settings)
         redis_server.supervise()
+        if args.workers > 1:
+            from tracker import supervisor
+
+            _connection_limits(settings)
+            return supervisor.run(settings, args.workers, _uvicorn_options(args, log_config, settings))
         return _run_single(settings, args, log_config, redis_server)
     finally:
         redis_server.stop()
@@ -165,6 +161,23 @@ def _connection_limits(settings: Settings) -> None:
         "each process takes up to %d connections (descriptor limit %d), headers within %g s, keep-alive %d s",
         limits.max_connections, soft, limits.header_timeout, settings.keepalive_seconds,
     )
+
+
+def _uvicorn_options(args: argparse.Namespace, log_config: dict[str, object], settings: Settings) -> dict[str, Any]:
+    """uvicorn's options for every server process (one, or each of ``--workers N``)."""
+    return {
+        "host": args.host,
+        "port": args.port,
+        "loop": "uvloop",
+        # uvicorn's httptools protocol plus header deadline, header size bound and connection cap.
+        "http": _PROTOCOL,
+        "timeout_keep_alive": settings.keepalive_seconds,
+        # X-Forwarded-For is judged by the app against TRACKER_TRUSTED_PROXIES, not by uvicorn.
+        "proxy_headers": False,
+        "log_config": log_config,
+        "access_log": False,
+        "timeout_graceful_shutdown": 10,
+    }
 
 
 def _multiprocess_metrics_dir() -> Path:
@@ -202,20 +215,9 @@ def _run_single(
 
     _connection_limits(settings)
     GuardedHttpToolsProtocol.configure(settings)
+    options = {**_uvicorn_options(args, log_config, settings), "http": GuardedHttpToolsProtocol}
     config = uvicorn.Config(
-        create_app(settings, checked=True, embedded_redis=embedded_redis),
-        host=args.host,
-        port=args.port,
-        loop="uvloop",
-        # uvicorn's httptools protocol plus header deadline, header size bound and connection cap.
-        http=GuardedHttpToolsProtocol,
-        timeout_keep_alive=settings.keepalive_seconds,
-        # X-Forwarded-For is judged by the app against TRACKER_TRUSTED_PROXIES, not by uvicorn.
-        proxy_headers=False,
-        lifespan="on",
-        log_config=log_config,
-        access_log=False,
-        timeout_graceful_shutdown=10,
+        create_app(settings, checked=True, embedded_redis=embedded_redis), lifespan="on", **options
     )
     server = uvicorn.Server(config)
     stopped_by: list[int] = []
