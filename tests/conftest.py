@@ -2,8 +2,9 @@
 
 Redis: ``TEST_REDIS_URL`` when set (CI starts Debian's redis-server), else an
 embedded Valkey started once per session. Each test gets a flushed database.
-ClickHouse: one chDB engine per test process (chDB allows one), a fresh
-database per test, migrated, dropped afterwards.
+ClickHouse: one chDB engine per test process (chDB allows one). The migrations
+run once per process into a template database; each test gets a fresh database
+built from the template's cached DDL (``tests/schema_cache.py``), dropped afterwards.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.schema_cache import SchemaCache
 from tracker.settings import Settings
 from tracker.storage import migrate
 from tracker.storage.clickhouse import ClickHouse
@@ -72,8 +74,39 @@ def settings(redis_url: str, chdb_dir: Path, tmp_path: Path, redis_client: redis
     )
 
 
+@pytest.fixture(scope="session")
+def template(chdb_dir: Path) -> Iterator[ClickHouse]:
+    """A database the real migrations built, once per test process."""
+    settings = Settings(clickhouse_url=f"chdb://{chdb_dir}", clickhouse_database="template_" + uuid.uuid4().hex[:12])
+    client = ClickHouse.connect(settings)
+    migrate.migrate(client)
+    try:
+        yield client
+    finally:
+        client.command(f"DROP DATABASE IF EXISTS `{client.database}`")
+
+
+@pytest.fixture(scope="session")
+def schema(template: ClickHouse) -> SchemaCache:
+    return SchemaCache.capture(template)
+
+
 @pytest.fixture
-def ch(settings: Settings) -> Iterator[ClickHouse]:
+def ch(settings: Settings, template: ClickHouse, schema: SchemaCache) -> Iterator[ClickHouse]:
+    """A fresh database with the migrated schema and its ledger, from the cached DDL."""
+    # The template's client creates it: one chDB client less per test than ClickHouse.connect's bootstrap.
+    template.command(f"CREATE DATABASE `{settings.clickhouse_database}`")
+    schema.create(template, settings.clickhouse_database)
+    client = ClickHouse.connect(settings, create_database=False)
+    try:
+        yield client
+    finally:
+        client.command(f"DROP DATABASE IF EXISTS `{client.database}`")
+
+
+@pytest.fixture
+def migrated_ch(settings: Settings) -> Iterator[ClickHouse]:
+    """A fresh database built by the real migrations, for the tests of the migrations themselves."""
     client = ClickHouse.connect(settings)
     migrate.migrate(client)
     try:
