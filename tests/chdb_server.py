@@ -5,10 +5,11 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
+
+from tests.waiting import wait_until
 
 
 class ChdbHttpServer:
@@ -31,16 +32,14 @@ class ChdbHttpServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"chdb_http exited with {self.proc.returncode}")
-            try:
-                if httpx.get(f"{self.url}/ping", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise RuntimeError("chdb_http did not answer /ping")
+        proc = self.proc
+
+        def answers() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"chdb_http exited with {proc.returncode}")
+            return httpx.get(f"{self.url}/ping", timeout=1).status_code == 200
+
+        wait_until(answers, timeout=timeout, ignoring=(httpx.HTTPError,), message="chdb_http did not answer /ping")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -1,9 +1,11 @@
 """Fixtures: a real Redis and a clean ClickHouse database on chDB for every test.
 
-Redis: ``TEST_REDIS_URL`` when set (CI starts Debian's redis-server), else an
-embedded Valkey started once per session. Each test gets a flushed database.
-ClickHouse: one chDB engine per test process (chDB allows one), a fresh
-database per test, migrated, dropped afterwards.
+Redis: ``TEST_REDIS_URL`` when set (CI starts Debian's redis-server, one per
+pytest-xdist worker), else an embedded Valkey started once per test process.
+Each test gets a flushed database.
+ClickHouse: one chDB engine per test process (chDB allows one). The migrations
+run once per process into a template database; each test gets a fresh database
+built from the template's cached DDL (``tests/schema_cache.py``), dropped afterwards.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.schema_cache import SchemaCache
 from tracker.settings import Settings
 from tracker.storage import migrate
 from tracker.storage.clickhouse import ClickHouse
@@ -25,11 +28,38 @@ ADMIN_TOKEN = "tka_test_admin_token_0123456789"
 SECRET_KEY = "test-secret-key-0123456789abcdefghijklmnop"
 
 
+def _worker_index() -> int:
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ... under pytest-xdist
+    return int(worker.removeprefix("gw")) if worker else 0
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    # xdist gives each worker <basetemp>/popen-gwN; the shorter <basetemp>/gwN keeps a Valkey
+    # socket under tmp_path below the 100 characters EmbeddedRedis allows for a Unix socket path.
+    basetemp = config.option.basetemp
+    if os.environ.get("PYTEST_XDIST_WORKER") and basetemp and Path(basetemp).name.startswith("popen-"):
+        config.option.basetemp = str(Path(basetemp).with_name(Path(basetemp).name.removeprefix("popen-")))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The slow modules (subprocess servers, fault injection) first: under pytest-xdist they
+    # start early on every worker instead of leaving one worker running them at the end.
+    # Stable, and `slow` marks whole modules, so each module's tests stay together.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    url = os.environ.get("TEST_REDIS_URL")
-    if url:
-        yield url
+    """A Redis server of this test process's own.
+
+    ``TEST_REDIS_URL`` holds one URL, or one per pytest-xdist worker separated by spaces:
+    workers cannot share a server, since tests flush all of it (Redis losing its data) and
+    read its server-wide command stats. A worker without a URL starts an embedded Valkey.
+    """
+    urls = os.environ.get("TEST_REDIS_URL", "").split()
+    if _worker_index() < len(urls):
+        yield urls[_worker_index()]
         return
     server = EmbeddedRedis(tmp_path_factory.mktemp("valkey"))
     server.start()
@@ -72,8 +102,39 @@ def settings(redis_url: str, chdb_dir: Path, tmp_path: Path, redis_client: redis
     )
 
 
+@pytest.fixture(scope="session")
+def template(chdb_dir: Path) -> Iterator[ClickHouse]:
+    """A database the real migrations built, once per test process."""
+    settings = Settings(clickhouse_url=f"chdb://{chdb_dir}", clickhouse_database="template_" + uuid.uuid4().hex[:12])
+    client = ClickHouse.connect(settings)
+    migrate.migrate(client)
+    try:
+        yield client
+    finally:
+        client.command(f"DROP DATABASE IF EXISTS `{client.database}`")
+
+
+@pytest.fixture(scope="session")
+def schema(template: ClickHouse) -> SchemaCache:
+    return SchemaCache.capture(template)
+
+
 @pytest.fixture
-def ch(settings: Settings) -> Iterator[ClickHouse]:
+def ch(settings: Settings, template: ClickHouse, schema: SchemaCache) -> Iterator[ClickHouse]:
+    """A fresh database with the migrated schema and its ledger, from the cached DDL."""
+    # The template's client creates it: one chDB client less per test than ClickHouse.connect's bootstrap.
+    template.command(f"CREATE DATABASE `{settings.clickhouse_database}`")
+    schema.create(template, settings.clickhouse_database)
+    client = ClickHouse.connect(settings, create_database=False)
+    try:
+        yield client
+    finally:
+        client.command(f"DROP DATABASE IF EXISTS `{client.database}`")
+
+
+@pytest.fixture
+def migrated_ch(settings: Settings) -> Iterator[ClickHouse]:
+    """A fresh database built by the real migrations, for the tests of the migrations themselves."""
     client = ClickHouse.connect(settings)
     migrate.migrate(client)
     try:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from tests import waiting
 from tracker.core import keys
 from tracker.core.clickid import ClickIds
 from tracker.core.events import ClickEvent
@@ -214,10 +215,4 @@ class Crash(BaseException):
 
 def wait_until(check: Callable[[], Any], timeout: float = 20.0, what: str = "the condition") -> Any:
     """Poll ``check`` until it returns something true; that value, or an AssertionError at ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"{what} did not happen within {timeout} s"
-        time.sleep(0.02)
+    return waiting.wait_until(check, timeout=timeout, interval=0.02, message=f"{what} did not happen")

@@ -26,6 +26,7 @@ import redis
 
 from loadtests.serve import free_port
 from tests.chdb_server import ChdbHttpServer
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -79,16 +80,13 @@ def test_two_http_workers_and_a_separate_ingest(stack: dict[str, str], tmp_path:
             stderr=subprocess.STDOUT,
         )
     try:
-        deadline = time.monotonic() + 60
-        while True:
+
+        def ready() -> bool:
             assert serve.poll() is None, (tmp_path / "serve.log").read_text()
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "serve --workers 2 never became ready"
-            time.sleep(0.2)
+            return httpx.get(f"{base}/readyz", timeout=2).status_code == 200
+
+        wait_until(ready, timeout=60, interval=0.1, ignoring=(httpx.HTTPError,),
+                   message="serve --workers 2 never became ready")
 
         with httpx.Client(base_url=base, timeout=30) as api:
             brand = api.post("/api/v1/brands", json={"name": "Acme", "currency": "USD"},

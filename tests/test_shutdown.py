@@ -30,6 +30,7 @@ import redis
 
 from loadtests.serve import EmbeddedServe, Seed, seed
 from tests.ingest_helpers import audit_url
+from tests.waiting import wait_until
 from tracker.core import keys
 from tracker.ingest.worker import stream_stats
 from tracker.storage.embedded import EmbeddedRedis
@@ -88,18 +89,18 @@ def _counter(metrics_text: str, name: str) -> float:
 
 def wait_drained(serve: EmbeddedServe, timeout: float = 60) -> None:
     """Until ingest has read and acknowledged everything in the click and conversion streams."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    values: list[float | None] = []
+
+    def drained() -> bool:
         text = httpx.get(f"{serve.base}/metrics", timeout=10).text
-        values = [
+        values[:] = [
             _gauge(text, metric, stream)
             for stream in (keys.CLICK_STREAM, keys.CONVERSION_STREAM)
             for metric in ("tracker_stream_lag", "tracker_stream_pending")
         ]
-        if all(v == 0 for v in values):
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"ingest did not drain within {timeout} s: {values}")
+        return all(v == 0 for v in values)
+
+    wait_until(drained, timeout=timeout, interval=0.1, message=lambda: f"ingest did not drain: {values}")
 
 
 class Traffic:
@@ -137,10 +138,12 @@ class Traffic:
             t.join(30)
 
     def wait_for(self, n: int, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.answers) < n and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert len(self.answers) >= n, f"only {len(self.answers)} answers, errors: {self.errors[:5]}"
+        wait_until(
+            lambda: len(self.answers) >= n,
+            timeout=timeout,
+            interval=0.02,
+            message=lambda: f"only {len(self.answers)} answers, errors: {self.errors[:5]}",
+        )
 
 
 @pytest.fixture
@@ -276,10 +279,12 @@ def test_sigterm_keeps_the_spool_and_the_next_start_replays_it(served: tuple[Emb
 
     serve.start()  # Valkey comes back from its AOF; the spool is replayed into the stream
     # The replay runs in the background after the start: the streams look drained until it has run.
-    deadline = time.monotonic() + 60
-    while _counter(httpx.get(f"{serve.base}/metrics", timeout=10).text, "tracker_clicks_replayed_total") < 40:
-        assert time.monotonic() < deadline, "the spool was not replayed"
-        time.sleep(0.2)
+    wait_until(
+        lambda: _counter(httpx.get(f"{serve.base}/metrics", timeout=10).text, "tracker_clicks_replayed_total") >= 40,
+        timeout=60,
+        interval=0.1,
+        message="the spool was not replayed",
+    )
     wait_drained(serve)
     assert serve.stop() == 0
     got = stored(serve.data_dir)

@@ -15,6 +15,7 @@ import pytest
 import redis
 from prometheus_client import REGISTRY
 
+from tests.waiting import wait_until_async
 from tracker.core import keys
 from tracker.core.events import ClickEvent
 from tracker.redirect.clicklog import ClickLog
@@ -113,10 +114,10 @@ def test_redis_down_spools_then_replays_everything_once(
             assert len(files) == 1
             assert len(files[0].read_bytes().splitlines()) == 30
             own_redis.start()  # same socket path, AOF restores the first 10
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline and not (log.redis_up and not list((tmp_path / "spool").glob("*.jsonl"))):
-                await asyncio.sleep(0.05)
-            assert log.redis_up
+            async def replayed() -> bool:
+                return log.redis_up and not list((tmp_path / "spool").glob("*.jsonl"))
+
+            await wait_until_async(replayed, timeout=20, message="Redis is back but the spool was not replayed")
             await asyncio.gather(*(log.log(event(40 + i)) for i in range(5)))
         finally:
             await log.stop()
@@ -141,13 +142,20 @@ def test_a_redis_restart_between_batches_spools_nothing(
 
     async def scenario() -> None:
         log = ClickLog(settings)
+
+        async def old_connection_at_eof() -> bool:
+            # What a restart while idle looks like to the flusher: its held connection's
+            # reader has seen the end of file (asyncio delivers it on a later loop turn).
+            conn = log._conn
+            return conn is None or conn._reader is None or conn._reader.at_eof()
+
         await log.start()
         try:
             for wave in range(3):  # three batches over one held connection
                 await asyncio.gather(*(log.log(event(wave * 10 + i)) for i in range(10)))
             own_redis.stop()
             own_redis.start()  # same socket path, AOF restores the first 30
-            await asyncio.sleep(0.2)  # the event loop sees the old connection's end of file
+            await wait_until_async(old_connection_at_eof, message="the held connection never saw Redis go")
             await asyncio.gather(*(log.log(event(30 + i)) for i in range(10)))
             assert log.redis_up
         finally:
@@ -185,9 +193,10 @@ def test_leftover_spool_resumes_where_an_interrupted_replay_stopped(
         log = ClickLog(settings.with_(spool_dir=spool))
         await log.start()
         try:
-            deadline = time.monotonic() + 10
-            while path.exists() and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
+            async def replayed() -> bool:
+                return not path.exists()
+
+            await wait_until_async(replayed, message="the leftover spool file was not replayed")
         finally:
             await log.stop()
 

@@ -17,6 +17,7 @@ import redis
 from starlette.testclient import TestClient
 
 from tests.conftest import SECRET_KEY
+from tests.waiting import wait_until
 from tracker.app import create_app
 from tracker.core import keys
 from tracker.core.clickid import ClickIds
@@ -362,15 +363,13 @@ def test_a_link_change_reaches_the_redirect_within_the_cache_lifetime(
     with TestClient(create_app(settings.with_(link_cache_seconds=0.5)), follow_redirects=False) as client:
         assert client.get("/abc123").headers["location"].startswith(DEST)
         put_link(redis_client, destination_url="https://new.example/")  # what the registry writes on PATCH
-        changed = time.monotonic()
-        while not client.get("/abc123").headers["location"].startswith("https://new.example/?click_id="):
-            assert time.monotonic() - changed < 5
-            time.sleep(0.05)
+        wait_until(
+            lambda: client.get("/abc123").headers["location"].startswith("https://new.example/?click_id="),
+            timeout=5,
+            message="the new destination did not reach the redirect",
+        )
         put_link(redis_client, disabled=True)
-        changed = time.monotonic()
-        while client.get("/abc123").status_code != 410:
-            assert time.monotonic() - changed < 5
-            time.sleep(0.05)
+        wait_until(lambda: client.get("/abc123").status_code == 410, timeout=5, message="the link was not disabled")
 
 
 def test_links_made_by_the_registry(app_client: TestClient, redis_client: redis.Redis) -> None:
@@ -391,10 +390,8 @@ def test_links_made_by_the_registry(app_client: TestClient, redis_client: redis.
     assert resp.status_code == 302
     assert resp.headers["location"].startswith("https://shop.example/item?color=blue&clk=")
     portal.call(functools.partial(registry.update_link, brand["id"], link["code"], disabled=True))
-    changed = time.monotonic()
-    while app_client.get(f"/{link['code']}").status_code != 410:
-        assert time.monotonic() - changed < 5
-        time.sleep(0.05)
+    wait_until(lambda: app_client.get(f"/{link['code']}").status_code == 410, timeout=5,
+               message="the disabled link still redirects")
     event, _ = clicks(redis_client)[0]
     assert (event.brand_id, event.link_id, event.link_code) == (brand["id"], link["id"], link["code"])
 
@@ -417,9 +414,11 @@ def test_redirect_metrics(settings: Settings, ch: ClickHouse, redis_client: redi
         for _ in range(7):
             assert client.get("/abc123").status_code == 302
         assert client.get("/nope123").status_code == 404
-        deadline = time.monotonic() + 5  # flushed into the series every 0.2 s
-        while value("tracker_redirects_total", {"status": "302"}) - before[0] < 7 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(  # flushed into the series every 0.2 s
+            lambda: value("tracker_redirects_total", {"status": "302"}) - before[0] >= 7,
+            timeout=5,
+            message="the redirects were not counted",
+        )
         metrics_text = client.get("/metrics").text
     after = (
         value("tracker_redirects_total", {"status": "302"}),

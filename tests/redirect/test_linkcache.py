@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import redis
 
+from tests.waiting import wait_until_async
 from tracker.core import keys
 from tracker.core.errors import StorageUnavailable
 from tracker.core.records import LinkRecord
@@ -120,12 +121,14 @@ def test_a_change_reaches_the_cache_within_its_lifetime(settings: Settings, redi
         before = (await cache.get("abc123")).record.destination_url  # type: ignore[union-attr]
         redis_client.set(keys.link("abc123"), record("https://b.example/").encode())
         changed = time.monotonic()
-        while True:
+
+        async def changed_target() -> Target | None:
             target = await cache.get("abc123")
             assert target is not None
-            if target.record.destination_url != before or time.monotonic() - changed > 10:
-                return before, target.record.destination_url, time.monotonic() - changed
-            await asyncio.sleep(0.01)
+            return target if target.record.destination_url != before else None
+
+        target = await wait_until_async(changed_target, interval=0.01, message="the change never reached the cache")
+        return before, target.record.destination_url, time.monotonic() - changed
 
     before, after, waited = run(scenario, settings, ttl=0.3)
     assert (before, after) == ("https://a.example/", "https://b.example/")

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from tests.chdb_server import ChdbHttpServer
+from tests.schema_cache import SchemaCache
 from tracker.core.errors import QueryError, StorageUnavailable
 from tracker.core.events import CLICK_COLUMNS
 from tracker.settings import Settings
-from tracker.storage import migrate
 from tracker.storage.clickhouse import ClickHouse, database_name, describe
 
 
@@ -28,12 +28,12 @@ def http_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChdbHttpSe
 
 
 @pytest.fixture(params=["chdb", "http"])
-def any_ch(request: pytest.FixtureRequest, settings: Settings) -> Iterator[ClickHouse]:
+def any_ch(request: pytest.FixtureRequest, settings: Settings, schema: SchemaCache) -> Iterator[ClickHouse]:
     if request.param == "http":
         server: ChdbHttpServer = request.getfixturevalue("http_server")
         settings = settings.with_(clickhouse_url=f"{server.url}/{settings.clickhouse_database}")
     ch = ClickHouse.connect(settings)
-    migrate.migrate(ch)
+    schema.create(ch)
     try:
         yield ch
     finally:

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 import redis
 
 from loadtests.serve import free_port
+from tests.waiting import wait_until
 from tracker.storage.redis_client import persistence
 
 pytestmark = pytest.mark.slow
@@ -45,18 +45,15 @@ class Serve:
             self.wait_healthy()
 
     def wait_healthy(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError(f"serve exited {self.proc.returncode}: {self.output}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError("serve did not answer /healthz within 30 s")
+        proc = self.proc
+        assert proc is not None
+
+        def healthy() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"serve exited {proc.returncode}: {self.output}")
+            return httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).status_code == 200
+
+        wait_until(healthy, timeout=timeout, ignoring=(httpx.HTTPError,), message="serve did not answer /healthz")
 
     @property
     def output(self) -> str:
@@ -93,13 +90,8 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _wait_dead(pid: int, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return True
-        time.sleep(0.05)
-    return False
+def _aof_holds(data_dir: Path, needle: bytes) -> bool:
+    return any(needle in path.read_bytes() for path in (data_dir / "redis").rglob("*.aof"))
 
 
 def _chdb_tables(data_dir: Path) -> set[str]:
@@ -140,7 +132,7 @@ def test_start_restart_and_sigterm(data_dir: Path) -> None:
     code, err = serve.stop(signal.SIGTERM)
     assert code == 0
     assert token in err  # printed once, on first start
-    assert _wait_dead(valkey_pid), "valkey left running after SIGTERM"
+    wait_until(lambda: not _alive(valkey_pid), message="valkey left running after SIGTERM")
     assert {"clicks", "conversions", "links", "schema_migrations"} <= _chdb_tables(data_dir)
 
     again = Serve(data_dir)
@@ -160,12 +152,14 @@ def test_kill_9_then_restart_recovers(data_dir: Path) -> None:
     r = redis.Redis.from_url(serve.redis_url)
     r.set("trk:test:before-crash", "1")
     r.close()
-    time.sleep(1.5)  # appendfsync everysec
+    # A kill -9 of the processes (not of the machine) keeps what Valkey wrote to its AOF, fsynced
+    # or not (appendfsync everysec): wait until the write is in the file, not for the next fsync.
+    wait_until(lambda: _aof_holds(data_dir, b"trk:test:before-crash"), message="the key never reached the AOF")
     valkey_pid = serve.valkey_pid
     assert serve.proc is not None
     serve.proc.kill()
     serve.proc.wait(10)
-    assert _wait_dead(valkey_pid), "valkey orphaned after kill -9 of serve"
+    wait_until(lambda: not _alive(valkey_pid), message="valkey orphaned after kill -9 of serve")
 
     again = Serve(data_dir)
     again.start()

@@ -2,11 +2,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.schema_cache import SchemaCache
 from tracker.core.errors import MigrationError
+from tracker.settings import Settings
 from tracker.storage import migrate
 from tracker.storage.clickhouse import ClickHouse
 
@@ -26,9 +29,53 @@ EXPECTED_TABLES = {
 }
 
 
+@pytest.fixture
+def ch(migrated_ch: ClickHouse) -> ClickHouse:
+    """This module tests the migrations themselves: its databases are migrated, not built from the cached schema."""
+    return migrated_ch
+
+
 def _tables(ch: ClickHouse) -> set[str]:
     rows = ch.query("SELECT name FROM system.tables WHERE database = {db:String}", {"db": ch.database})
     return {r[0] for r in rows}
+
+
+def _objects(ch: ClickHouse) -> dict[str, tuple[str, str]]:
+    """Every table and view: its engine and its SHOW CREATE with the database name taken out."""
+    names = [r[0] for r in ch.query("SELECT name FROM system.tables WHERE database = {db:String}", {"db": ch.database})]
+    out = {}
+    for name in names:
+        [(engine, engine_full)] = ch.query(
+            "SELECT engine, engine_full FROM system.tables WHERE database = {db:String} AND name = {n:String}",
+            {"db": ch.database, "n": name},
+        )
+        [(create,)] = ch.query(f"SHOW CREATE TABLE `{ch.database}`.`{name}`")
+        out[name] = (engine_full or engine, create.replace(f"{ch.database}.", "DB."))
+    return out
+
+
+def test_the_cached_schema_is_the_migrated_one(migrated_ch: ClickHouse, ch_from_cache: ClickHouse) -> None:
+    """What every other test runs on (tests/schema_cache.py) equals what the migrations build."""
+    assert migrated_ch.database != ch_from_cache.database
+    migrated, cached = _objects(migrated_ch), _objects(ch_from_cache)
+    assert sorted(cached) == sorted(migrated)
+    for name in migrated:
+        assert cached[name] == migrated[name], name
+    assert "PROJECTION daily" in cached["clicks"][1]
+    ledger = "SELECT version, name, checksum FROM schema_migrations FINAL ORDER BY version"
+    assert ch_from_cache.query(ledger) == migrated_ch.query(ledger)
+    assert migrate.missing(ch_from_cache) == []
+    assert migrate.migrate(ch_from_cache) == []
+
+
+@pytest.fixture
+def ch_from_cache(settings: Settings, schema: SchemaCache) -> Iterator[ClickHouse]:
+    client = ClickHouse.connect(settings.with_(clickhouse_database=settings.clickhouse_database + "_cached"))
+    schema.create(client)
+    try:
+        yield client
+    finally:
+        client.command(f"DROP DATABASE IF EXISTS `{client.database}`")
 
 
 def test_fresh_database_gets_every_table(ch: ClickHouse) -> None:
@@ -146,3 +193,29 @@ def test_migrate_command_fresh_rerun_and_failure(tmp_path: Path) -> None:
     assert failed.returncode == 4
     assert failed.stderr.startswith("tracker: Migration 0001_bad.sql failed")
     assert len(failed.stderr.strip().splitlines()) == 1
+
+
+def test_the_schema_cache_points_views_at_the_new_database(settings: Settings) -> None:
+    """A materialized view replayed from the cache writes to its own database's target, and objects
+    come out after the ones they read (a view over a view over a table named to sort first)."""
+    source = ClickHouse.connect(settings.with_(clickhouse_database=settings.clickhouse_database + "_src"))
+    target = ClickHouse.connect(settings.with_(clickhouse_database=settings.clickhouse_database + "_dst"))
+    try:
+        migrate.applied(source)  # the ledger table
+        for statement in (
+            "CREATE TABLE z_events (n UInt32) ENGINE = MergeTree ORDER BY n",
+            "CREATE TABLE totals (n UInt64) ENGINE = SummingMergeTree ORDER BY tuple()",
+            "CREATE MATERIALIZED VIEW m_totals TO totals AS SELECT toUInt64(sum(n)) AS n FROM z_events",
+            "CREATE VIEW b_total AS SELECT sum(n) AS n FROM totals",
+            "CREATE VIEW a_total AS SELECT n FROM b_total",
+        ):
+            source.command(statement)
+        cache = SchemaCache.capture(source)
+        assert all(settings.clickhouse_database + "_src" not in s for s in cache.statements)
+        cache.create(target)
+        target.command("INSERT INTO z_events VALUES (1), (2), (3)")
+        assert target.query("SELECT n FROM a_total") == [(6,)]
+        assert source.query("SELECT count() FROM totals") == [(0,)]
+    finally:
+        for client in (source, target):
+            client.command(f"DROP DATABASE IF EXISTS `{client.database}`")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from starlette.testclient import TestClient
 from loadtests.serve import free_port
 from tests import reports_world
 from tests.reports_world import EXPECTED_CAMPAIGNS, EXPECTED_INFLUENCERS, EXPECTED_TOTALS
+from tests.waiting import wait_until
 from tracker.app import create_app
 from tracker.settings import Settings
 from tracker.storage.clickhouse import ClickHouse
@@ -66,10 +66,12 @@ def live_world(
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
+
+    def started() -> bool:
+        assert thread.is_alive(), "uvicorn did not start"
+        return server.started
+
+    wait_until(started, timeout=30, message="uvicorn did not start")
     try:
         yield f"http://127.0.0.1:{port}", world
     finally:
