@@ -39,6 +39,7 @@ def _postback_routes() -> list[BaseRoute]:
 def _routes() -> list[BaseRoute]:
     from tracker.api import openapi
     from tracker.ops import health, obs
+    from tracker.registry import keyroutes
     from tracker.registry import routes as registry_api
     from tracker.reports import routes as reports_api
     from tracker.web import dashboard
@@ -49,6 +50,7 @@ def _routes() -> list[BaseRoute]:
         obs.METRICS,
         openapi.ROUTE,
         *registry_api.routes(),
+        *keyroutes.routes(),
         *_postback_routes(),
         *reports_api.routes(),
         *dashboard.routes(),
@@ -61,10 +63,13 @@ def build_services(settings: Settings, redis: aioredis.Redis, ch: ClickHouse) ->
     from tracker.api.proxies import TrustedProxies
     from tracker.conversions.recorder import Conversions
     from tracker.conversions.routes import StoreRateLimit
+    from tracker.api.sessions import Sessions
     from tracker.redirect.handler import Redirector
     from tracker.registry import Registry
 
     registry = Registry(settings, ch, redis)
+    secret_key = settings.secret_key
+    assert secret_key is not None, "the start-up checks or prepare_data_dir set the secret key"
     ingest = None
     if settings.embedded:
         from tracker.ingest.component import IngestComponent
@@ -80,6 +85,7 @@ def build_services(settings: Settings, redis: aioredis.Redis, ch: ClickHouse) ->
         redirect=redirect,
         conversions=Conversions(settings, redis, ch, registry),
         postback_limit=StoreRateLimit(redis, settings.postback_rate_limit),
+        sessions=Sessions(redis, secret_key, settings.portal_session_hours * 3600),
         ingest=ingest,
     )
     # The registry's sweep repairs records a Redis restart rolled back. Ingest comes

@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # the types only: the stages import this module, not the othe
     from tracker.api.proxies import TrustedProxies
     from tracker.conversions.recorder import Conversions
     from tracker.conversions.routes import StoreRateLimit
+    from tracker.api.sessions import Sessions
     from tracker.ingest.component import IngestComponent
     from tracker.redirect.handler import Redirector
     from tracker.registry import Registry
@@ -42,6 +43,8 @@ class Services:
     redirect: Redirector
     conversions: Conversions
     postback_limit: StoreRateLimit
+    # Portal sign-in links and sessions.
+    sessions: Sessions
     # The in-process ingest worker of the embedded mode (None in production).
     ingest: IngestComponent | None = None
     components: list[Component] = field(default_factory=list)
