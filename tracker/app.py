@@ -39,10 +39,11 @@ def _postback_routes() -> list[BaseRoute]:
 def _routes() -> list[BaseRoute]:
     from tracker.api import openapi
     from tracker.ops import health, obs
+    from tracker.portal import routes as portal_api
     from tracker.registry import keyroutes
     from tracker.registry import routes as registry_api
     from tracker.reports import routes as reports_api
-    from tracker.web import dashboard
+    from tracker.web import dashboard, portal, qr
 
     routes: list[BaseRoute] = [
         health.HEALTHZ,
@@ -51,9 +52,12 @@ def _routes() -> list[BaseRoute]:
         openapi.ROUTE,
         *registry_api.routes(),
         *keyroutes.routes(),
+        *portal_api.routes(),
         *_postback_routes(),
         *reports_api.routes(),
         *dashboard.routes(),
+        *qr.routes(),
+        *portal.routes(),
     ]
     return routes
 

@@ -1,0 +1,154 @@
+"""``/portal``: the influencer's page, its sign-in link and sign-out.
+
+- ``GET /portal/signin?token=...`` redeems a one-time sign-in link (``tracker.api.sessions``):
+  it opens a session, sets the cookie (HttpOnly, SameSite=Lax, Secure on https, expiring)
+  and redirects to ``/portal`` (303). Link-preview fetchers (chat apps, mail scanners), HEAD
+  requests and prefetches get a page that does not use the link up, so a preview cannot
+  burn an influencer's one-time link. A used, expired or unknown link gets a 410 page.
+- ``GET /portal``: the page (``static/portal.*``: HTML, one script, one stylesheet, from this
+  origin only) when signed in; a page saying how to sign in otherwise (401).
+- ``POST /portal/signout``: the session record is deleted (the cookie is refused from then
+  on, wherever it is replayed) and the cookie cleared. SameSite=Lax keeps other sites from
+  signing an influencer out; a foreign ``Origin`` is refused too.
+
+The page reads ``/api/v1/me/*`` with the session cookie and draws everything itself
+(figures, an inline SVG chart, QR codes as images of ``/api/v1/me/links/{code}/qr``).
+"""
+
+from __future__ import annotations
+
+import html
+from functools import cache
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from crawlerdetect import CrawlerDetect
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount
+from starlette.staticfiles import StaticFiles
+
+from tracker.api.endpoints import Operation, api
+from tracker.api.sessions import COOKIE
+from tracker.services import services
+
+STATIC = Path(__file__).resolve().parent / "static"
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+TAG = "portal"
+_PREVIEW_WORDS = ("preview", "slackbot", "discordbot", "whatsapp", "telegrambot", "skypeuripreview", "bingpreview")
+
+
+@cache
+def _crawlers() -> CrawlerDetect:
+    return CrawlerDetect()
+
+
+@cache
+def _page(name: str) -> str:
+    return (STATIC / name).read_text(encoding="utf-8")
+
+
+def _message_page(title: str, text: str, status: int) -> HTMLResponse:
+    body = _page("portal_message.html").replace("{title}", html.escape(title)).replace("{text}", html.escape(text))
+    return HTMLResponse(body, status_code=status, headers=HEADERS)
+
+
+def _secure(request: Request) -> bool:
+    public = services(request).settings.public_url or ""
+    return request.url.scheme == "https" or public.startswith("https://")
+
+
+def _is_preview(request: Request) -> bool:
+    """A fetch that is not a person opening the link: HEAD, a prefetch, a crawler or link previewer."""
+    if request.method == "HEAD":
+        return True
+    if "prefetch" in (request.headers.get("sec-purpose", "") + request.headers.get("purpose", "")).lower():
+        return True
+    agent = request.headers.get("user-agent", "")
+    if not agent or any(w in agent.lower() for w in _PREVIEW_WORDS):
+        return True
+    return bool(_crawlers().isCrawler(agent))
+
+
+async def signin(request: Request) -> Response:
+    token = request.query_params.get("token", "")
+    if _is_preview(request):
+        return _message_page(
+            "Sign in to your portal", "Open this link in your browser to sign in. It works once.", 200
+        )
+    svc = services(request)
+    seat = await svc.sessions.redeem(token) if token else None
+    if seat is None:
+        return _message_page(
+            "This sign-in link no longer works",
+            "Sign-in links work once and for 7 days. Ask the brand for a new one.",
+            410,
+        )
+    session = await svc.sessions.open(seat)
+    response = RedirectResponse("/portal", status_code=303, headers=HEADERS)
+    response.set_cookie(
+        COOKIE, session.cookie, max_age=session.max_age, expires=session.max_age, path="/",
+        secure=_secure(request), httponly=True, samesite="lax",
+    )
+    return response
+
+
+async def portal(request: Request) -> Response:
+    cookie = request.cookies.get(COOKIE)
+    seat = await services(request).sessions.read(cookie) if cookie else None
+    if seat is None:
+        return _message_page(
+            "Your influencer portal",
+            "You are signed out. Open the sign-in link the brand sent you to see your links, clicks and earnings.",
+            401,
+        )
+    return HTMLResponse(_page("portal.html"), headers=HEADERS)
+
+
+def _same_origin(request: Request) -> bool:
+    origin = request.headers.get("origin")
+    if origin is None or origin == "null":
+        return origin is None
+    host = request.headers.get("host", "")
+    return urlsplit(origin).netloc == host
+
+
+async def signout(request: Request) -> Response:
+    if not _same_origin(request):
+        return _message_page("Not signed out", "Sign out from the portal page itself.", 403)
+    cookie = request.cookies.get(COOKIE)
+    if cookie:
+        await services(request).sessions.close(cookie)
+    response = RedirectResponse("/portal", status_code=303, headers=HEADERS)
+    response.delete_cookie(COOKIE, path="/", secure=_secure(request), httponly=True, samesite="lax")
+    return response
+
+
+def _html(summary: str, *statuses: int) -> Operation:
+    return Operation(summary, TAG, answers={s: None for s in statuses}, also={statuses[0]: "text/html"})
+
+
+SIGNIN = api("GET", "/portal/signin", Operation(
+    "Redeem a one-time portal sign-in link: sets the session cookie and redirects to /portal.", TAG,
+    answers={303: None, 200: None, 410: None}, also={410: "text/html"},
+    headers={303: {"Set-Cookie": {"type": "string"}, "Location": {"type": "string"}}},
+))(signin)
+PAGE = api("GET", "/portal", _html("The influencer portal (a page; 401 with a sign-in hint when signed out).",
+                                   200, 401))(portal)
+SIGNOUT = api("POST", "/portal/signout", Operation(
+    "Sign out of the portal: the session ends everywhere it was copied.", TAG, ("session",),
+    answers={303: None}, errors=(403,),
+))(signout)
+
+
+def routes() -> list[BaseRoute]:
+    return [SIGNIN, PAGE, SIGNOUT, Mount("/portal/assets", app=StaticFiles(directory=STATIC), name="portal_static")]
