@@ -44,6 +44,7 @@ def _routes() -> list[BaseRoute]:
     from tracker.registry import routes as registry_api
     from tracker.reports import routes as reports_api
     from tracker.web import dashboard, portal, qr
+    from tracker.webhooks import routes as webhooks_api
 
     routes: list[BaseRoute] = [
         health.HEALTHZ,
@@ -58,6 +59,7 @@ def _routes() -> list[BaseRoute]:
         *dashboard.routes(),
         *qr.routes(),
         *portal.routes(),
+        *webhooks_api.routes(),
     ]
     return routes
 
@@ -79,6 +81,11 @@ def build_services(settings: Settings, redis: aioredis.Redis, ch: ClickHouse) ->
         from tracker.ingest.component import IngestComponent
 
         ingest = IngestComponent(settings, ch)
+    webhooks = None
+    if settings.embedded:
+        from tracker.webhooks.component import WebhookComponent
+
+        webhooks = WebhookComponent(settings, ch)
     redirect = Redirector(settings, registry)
     svc = Services(
         settings=settings,
@@ -94,7 +101,8 @@ def build_services(settings: Settings, redis: aioredis.Redis, ch: ClickHouse) ->
     )
     # The registry's sweep repairs records a Redis restart rolled back. Ingest comes
     # before the redirect, so it stops after it (reverse order) and takes its last clicks.
-    svc.components = [registry, *([ingest] if ingest else []), redirect]
+    # The webhook sender (embedded: a thread of this process) reads what the recorder wrote.
+    svc.components = [registry, *([ingest] if ingest else []), *([webhooks] if webhooks else []), redirect]
     return svc
 
 
