@@ -67,9 +67,9 @@ def _routes() -> list[BaseRoute]:
 def build_services(settings: Settings, redis: aioredis.Redis, ch: ClickHouse) -> Services:
     """This process's services; components start in list order and stop in reverse."""
     from tracker.api.proxies import TrustedProxies
+    from tracker.api.sessions import Sessions
     from tracker.conversions.recorder import Conversions
     from tracker.conversions.routes import StoreRateLimit
-    from tracker.api.sessions import Sessions
     from tracker.redirect.handler import Redirector
     from tracker.registry import Registry
 

@@ -19,9 +19,9 @@ from tracker.storage.clickhouse import ClickHouse
 
 if TYPE_CHECKING:  # the types only: the stages import this module, not the other way round
     from tracker.api.proxies import TrustedProxies
+    from tracker.api.sessions import Sessions
     from tracker.conversions.recorder import Conversions
     from tracker.conversions.routes import StoreRateLimit
-    from tracker.api.sessions import Sessions
     from tracker.ingest.component import IngestComponent
     from tracker.redirect.handler import Redirector
     from tracker.registry import Registry

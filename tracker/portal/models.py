@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
-from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, field_validator
 
@@ -76,12 +75,6 @@ class MeReportQuery(Range):
         return ",".join(dict.fromkeys(keys))
 
 
-class MeReport(Answer):
-    rows: list[dict[str, Any]] = Field(description="Group keys and every metric of /api/v1/reports.")
-    totals: dict[str, Any]
-    meta: dict[str, Any]
-
-
 class MeConversionsQuery(Range):
     limit: Annotated[int, Field(ge=1, le=500), BeforeValidator(digits)] = 100
     cursor: Annotated[str, Field(min_length=1, max_length=200)] | None = None
@@ -115,5 +108,3 @@ class MeConversionList(Answer):
         description="Over the whole range (not only this page)."
     )
 
-
-ZERO = Decimal(0)

@@ -25,11 +25,12 @@ from tracker.portal.models import (
     MeConversionsQuery,
     MeLink,
     MeLinkList,
-    MeReport,
     MeReportQuery,
     PortalLink,
 )
-from tracker.reports import run as reports
+from tracker.reports.params import ReportParams, zone
+from tracker.reports.run import ReportAnswer, run_report
+from tracker.reports.sql import Scope
 from tracker.services import services
 from tracker.storage.clickhouse import run_sync
 from tracker.web import qr
@@ -116,24 +117,24 @@ async def my_link_qr(request: Request) -> Response:
 
 @api("GET", "/api/v1/me/report", Operation(
     "The influencer's figures: the metrics of /api/v1/reports for their links only.", TAG, WHO,
-    query=MeReportQuery, answers={200: MeReport}, also={200: "text/csv"}, errors=(*_ERRORS, 400, 422),
+    query=MeReportQuery, answers={200: ReportAnswer}, also={200: "text/csv"}, errors=(*_ERRORS, 400, 422),
 ))
 async def my_report(request: Request) -> Response:
     v = await auth.viewer_of(request)
     q = parse_query(MeReportQuery, request.query_params)
-    params = reports.ReportParams(
+    params = ReportParams(
         date_from=q.from_, date_to=q.to, group_by=tuple(k for k in q.group_by.split(",") if k), tz=q.tz,
         influencer_id=v.influencer_id, format=q.format,
     )
-    reports.zone(q.tz)
+    zone(q.tz)
     svc = services(request)
-    report = await run_sync(reports.run_report, svc.ch, v.brand, params, svc.settings.max_report_days)
+    report = await run_sync(run_report, svc.ch, v.brand, params, svc.settings.max_report_days)
     # The totals keep the report's shape: unattributed_* are always 0 here (no influencer has them).
     if q.format == "csv":
         name = f"my-report-{q.from_}-{q.to}.csv"
         return Response(report.to_csv(), media_type="text/csv; charset=utf-8",
                         headers={**_NO_STORE, "Content-Disposition": f'attachment; filename="{name}"'})
-    return _json(report.to_json())
+    return Response(report.json_bytes(), media_type="application/json", headers=_NO_STORE)
 
 
 @api("GET", "/api/v1/me/conversions", Operation(
@@ -145,7 +146,7 @@ async def my_conversions(request: Request) -> Response:
     q = parse_query(MeConversionsQuery, request.query_params)
     svc = services(request)
     # The report's scope: the same range rules (to >= from, at most TRACKER_MAX_REPORT_DAYS), UTC days.
-    scope = reports.Scope.of(v.brand_id, q.from_, q.to, "UTC", svc.settings.max_report_days)
+    scope = Scope.of(v.brand_id, q.from_, q.to, "UTC", svc.settings.max_report_days)
     start, end = scope.start, scope.end
     items, cursor = await run_sync(
         ledger.page, svc.ch, v.brand_id, v.influencer_id, start, end, q.limit, q.cursor

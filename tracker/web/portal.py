@@ -151,4 +151,5 @@ SIGNOUT = api("POST", "/portal/signout", Operation(
 
 
 def routes() -> list[BaseRoute]:
-    return [SIGNIN, PAGE, SIGNOUT, Mount("/portal/assets", app=StaticFiles(directory=STATIC), name="portal_static")]
+    # The page's routes first; its script and style under the same prefix (/portal/portal.js).
+    return [SIGNIN, PAGE, SIGNOUT, Mount("/portal", app=StaticFiles(directory=STATIC), name="portal_static")]
