@@ -53,6 +53,15 @@ _ENDPOINTS_SECONDS = 1.0
 _ERROR_CHARS = 300
 
 
+def _duration(ms: int) -> str:
+    seconds = ms / 1000
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def signature(secret: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
     """``v1,<base64 HMAC-SHA256(secret, f"{id}.{timestamp}.{body}")>`` (Standard Webhooks)."""
     mac = hmac.new(secret, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
@@ -217,8 +226,9 @@ class Sender:
         if retry_after is not None:
             delay = max(delay, min(retry_after, 3600.0))
         outcome = "failed" if give_up else "retry"
-        await self._settle(endpoint_id, object_id, delivery_id, now, outcome, now + int(delay * 1000), code, error)
+        # The endpoint's health first: whoever sees the delivery settled sees the endpoint as it now is.
         await self._failing(endpoint, now, code, error)
+        await self._settle(endpoint_id, object_id, delivery_id, now, outcome, now + int(delay * 1000), code, error)
 
     async def _settle(self, endpoint_id: str, object_id: str, delivery_id: str, now: int, outcome: str,
                       next_ms: int, code: int, error: str) -> None:
@@ -270,8 +280,7 @@ class Sender:
         if code == 410:
             reason = "The receiver answered 410 Gone: it asked for no more webhooks."
         elif now - since >= self.settings.webhooks_give_up_seconds * 1000:
-            hours = (now - since) / 3_600_000
-            reason = f"Every delivery failed for {hours:.1f} h; the last error: {error[:200]}"
+            reason = f"Every delivery failed for {_duration(now - since)}; the last error: {error[:200]}"
         else:
             return
         await self.disable(endpoint, reason)
