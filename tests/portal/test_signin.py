@@ -131,3 +131,20 @@ def test_signed_out_page(client: TestClient) -> None:
     r = client.get("/portal")
     assert r.status_code == 401 and "text/html" in r.headers["content-type"]
     assert "sign-in link" in r.text
+
+
+def test_the_preview_page_form_signs_in_once(client: TestClient, world: dict[str, Any]) -> None:
+    path = portal_link(client, world)
+    token = path.split("token=")[1]
+    page = client.get(path, headers={"User-Agent": "HeadlessChrome/131.0"}, follow_redirects=False)
+    assert page.status_code == 200 and f'value="{token}"' in page.text and "set-cookie" not in page.headers
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    r = client.post("/portal/signin", content=f"token={token}", follow_redirects=False,
+                    headers={**form, "Origin": "https://evil.example"})
+    assert r.status_code == 403 and "set-cookie" not in r.headers
+    r = client.post("/portal/signin", content=f"token={token}", headers={**form, "Origin": "http://testserver"},
+                    follow_redirects=False)
+    assert r.status_code == 303 and r.headers["set-cookie"].startswith(f"{COOKIE}=")
+    client.cookies.clear()
+    again = client.post("/portal/signin", content=f"token={token}", headers=form, follow_redirects=False)
+    assert again.status_code == 410

@@ -3,8 +3,10 @@
 - ``GET /portal/signin?token=...`` redeems a one-time sign-in link (``tracker.api.sessions``):
   it opens a session, sets the cookie (HttpOnly, SameSite=Lax, Secure on https, expiring)
   and redirects to ``/portal`` (303). Link-preview fetchers (chat apps, mail scanners), HEAD
-  requests and prefetches get a page that does not use the link up, so a preview cannot
-  burn an influencer's one-time link. A used, expired or unknown link gets a 410 page.
+  requests and prefetches (and anything crawlerdetect takes for a robot) get a page that does
+  not use the link up, so a preview cannot burn an influencer's one-time link; its form,
+  submitted at once by a script (previewers run none), signs a person in
+  (``POST /portal/signin``). A used, expired or unknown link gets a 410 page.
 - ``GET /portal``: the page (``static/portal.*``: HTML, one script, one stylesheet, from this
   origin only) when signed in; a page saying how to sign in otherwise (401).
 - ``POST /portal/signout``: the session record is deleted (the cookie is refused from then
@@ -20,7 +22,7 @@ from __future__ import annotations
 import html
 from functools import cache
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from crawlerdetect import CrawlerDetect
 from starlette.requests import Request
@@ -28,6 +30,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
+from tracker.api import http
 from tracker.api.endpoints import Operation, api
 from tracker.api.sessions import COOKIE
 from tracker.services import services
@@ -40,7 +43,8 @@ CSP = (
 HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # Not no-referrer: with it browsers send "Origin: null" on the page's own form posts.
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 TAG = "portal"
@@ -82,9 +86,23 @@ def _is_preview(request: Request) -> bool:
 async def signin(request: Request) -> Response:
     token = request.query_params.get("token", "")
     if _is_preview(request):
-        return _message_page(
-            "Sign in to your portal", "Open this link in your browser to sign in. It works once.", 200
-        )
+        # A page that does not use the link up: its form (sent at once by a script, which link
+        # previewers do not run) signs a person in.
+        page = _page("portal_signin.html").replace("{token}", html.escape(token[:100], quote=True))
+        return HTMLResponse(page, headers=HEADERS)
+    return await _redeem(request, token)
+
+
+async def signin_form(request: Request) -> Response:
+    if not _same_origin(request):
+        return _message_page("Not signed in", "Open the sign-in link itself.", 403)
+    # A urlencoded form of one field, read without a multipart parser (bounded like any body).
+    raw = (await http.read_body(request, 4096)).decode("utf-8", "replace")
+    token = parse_qs(raw).get("token", [""])[0]
+    return await _redeem(request, token)
+
+
+async def _redeem(request: Request, token: str) -> Response:
     svc = services(request)
     seat = await svc.sessions.redeem(token) if token else None
     if seat is None:
@@ -142,6 +160,10 @@ SIGNIN = api("GET", "/portal/signin", Operation(
     answers={303: None, 200: None, 410: None}, also={410: "text/html"},
     headers={303: {"Set-Cookie": {"type": "string"}, "Location": {"type": "string"}}},
 ))(signin)
+SIGNIN_FORM = api("POST", "/portal/signin", Operation(
+    "Redeem a sign-in link from its confirmation page (the form a link preview shows).", TAG,
+    answers={303: None, 403: None, 410: None}, also={410: "text/html"},
+))(signin_form)
 PAGE = api("GET", "/portal", _html("The influencer portal (a page; 401 with a sign-in hint when signed out).",
                                    200, 401))(portal)
 SIGNOUT = api("POST", "/portal/signout", Operation(
@@ -152,4 +174,5 @@ SIGNOUT = api("POST", "/portal/signout", Operation(
 
 def routes() -> list[BaseRoute]:
     # The page's routes first; its script and style under the same prefix (/portal/portal.js).
-    return [SIGNIN, PAGE, SIGNOUT, Mount("/portal", app=StaticFiles(directory=STATIC), name="portal_static")]
+    static = Mount("/portal", app=StaticFiles(directory=STATIC), name="portal_static")
+    return [SIGNIN, SIGNIN_FORM, PAGE, SIGNOUT, static]

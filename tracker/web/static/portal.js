@@ -72,7 +72,8 @@
     for (const node of document.querySelectorAll("[data-metric]")) {
       const m = node.dataset.metric;
       const v = t[m];
-      if (["commission", "revenue", "epc"].includes(m)) node.textContent = money(v);
+      if (m === "epc") node.textContent = v == null ? "–" : `${Number(v).toFixed(2)} ${currency}`;
+      else if (["commission", "revenue"].includes(m)) node.textContent = money(v);
       else if (m === "conversion_rate") node.textContent = percent(v);
       else node.textContent = v == null ? "–" : String(v);
     }
@@ -81,7 +82,8 @@
   function renderChart(rows, from, to) {
     const byDay = Object.fromEntries(rows.map((r) => [r.day, r]));
     const list = days(from, to);
-    const W = 720, H = 220, L = 36, R = 44, T = 12, B = 24;
+    // As wide as its box (a phone gets a taller chart, not a tiny one).
+    const W = Math.max(320, Math.min(720, $("#chart").clientWidth || 720)), H = 220, L = 36, R = 44, T = 12, B = 24;
     const n = Math.max(list.length, 1), slot = (W - L - R) / n;
     const maxClicks = Math.max(1, ...list.map((d) => (byDay[d] ? byDay[d].clicks : 0)));
     const earn = list.map((d) => (byDay[d] ? Number(byDay[d].commission) : 0));
