@@ -95,7 +95,13 @@ async def check(url: str, *, allow_private: bool, resolve: Resolver = system_res
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
-        addresses = await resolve(host, port)
+        ipaddress.ip_address(host)
+    except ValueError:
+        literal = False
+    else:
+        literal = True
+    try:
+        addresses = [host] if literal else await resolve(host, port)
     except (OSError, UnicodeError) as exc:
         raise Refused(f"The host {host!r} does not resolve ({exc}).") from None
     if not addresses:

@@ -88,6 +88,7 @@ return {id, redis.call('HGETALL', dkey(id))}
 """
 
 # ARGV: prefix, endpoint, object, delivery id, now, outcome (ok|retry|failed), next ms, code, error, keep s.
+# A success also notes the endpoint's health (last success, no longer failing).
 SETTLE = _LIB + """
 local ep, obj, id, now = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 if redis.call('LINDEX', qkey(ep, obj), 0) ~= id then return 0 end
@@ -101,7 +102,11 @@ if ARGV[6] == 'retry' then
   return 1
 end
 redis.call('HSET', d, 'status', ARGV[6] == 'ok' and 'succeeded' or 'failed', 'next_ms', '')
-if ARGV[6] == 'ok' then redis.call('HSET', d, 'done_ms', now) end
+if ARGV[6] == 'ok' then
+  redis.call('HSET', d, 'done_ms', now)
+  redis.call('HSET', P .. 'wh:health:' .. ep, 'last_success_ms', now)
+  redis.call('HDEL', P .. 'wh:health:' .. ep, 'failing_since_ms')
+end
 redis.call('EXPIRE', d, tonumber(ARGV[10]))
 redis.call('LPOP', qkey(ep, obj))
 advance(ep, obj, now)

@@ -95,6 +95,7 @@ class Sender:
         self.lease_ms = int((settings.webhooks_timeout_seconds + 15) * 1000)
         self.wake = asyncio.Event()
         self._brands: dict[str, tuple[float, list[dict[str, Any]]]] = {}
+        self._records: dict[str, tuple[float, dict[str, Any] | None]] = {}
         self._inflight: set[asyncio.Task[None]] = set()
         self.delivered = 0
 
@@ -165,6 +166,18 @@ class Sender:
 
     # ---------------------------------------------------------------------------- dispatch
 
+    async def _endpoint(self, endpoint_id: str) -> dict[str, Any] | None:
+        """The endpoint's record, cached for a second (a change reaches deliveries within ~1 s)."""
+        now = time.monotonic()
+        hit = self._records.get(endpoint_id)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        record = await self.endpoints.by_id(endpoint_id)
+        if len(self._records) > 10_000:
+            self._records.clear()
+        self._records[endpoint_id] = (now + _ENDPOINTS_SECONDS, record)
+        return record
+
     async def dispatch(self) -> int:
         """Claim the queues that are due (as many as free slots) and start their heads."""
         free = CONCURRENCY - len(self._inflight)
@@ -203,7 +216,7 @@ class Sender:
         if not head:
             return
         delivery_id, d = outbox.text(head[0]), outbox.decode(head[1])
-        endpoint = await self.endpoints.by_id(endpoint_id)
+        endpoint = await self._endpoint(endpoint_id)
         now = int(time.time() * 1000)
         if endpoint is None or not endpoint["enabled"]:
             mode = "cancel" if endpoint is None else "park"
@@ -214,8 +227,6 @@ class Sender:
         now = int(time.time() * 1000)
         if 200 <= code < 300:
             await self._settle(endpoint_id, object_id, delivery_id, now, "ok", 0, code, "")
-            await self.r.hset(keys.webhook_health(endpoint_id), mapping={"last_success_ms": now})
-            await self.r.hdel(keys.webhook_health(endpoint_id), "failing_since_ms")
             self.delivered += 1
             return
         first = int(d.get("first_ms") or now)
@@ -291,6 +302,7 @@ class Sender:
         await self.r.eval(outbox.ENDPOINT, 0, keys.PREFIX, endpoint["id"], int(time.time() * 1000),
                           "park", outbox.KEEP_SECONDS)
         self._brands.pop(endpoint["brand_id"], None)
+        self._records.pop(endpoint["id"], None)
         public = {k: v for k, v in after.items() if k not in ("secret_nonce", "brand_id")}
         await self.audit.record(endpoint["brand_id"], SYSTEM, "webhook.disable", endpoint["id"],
                                 {**public, "enabled": True, "disabled_reason": None}, public)
