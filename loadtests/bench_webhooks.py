@@ -162,6 +162,7 @@ def main() -> None:
 
         burst = {}
         rows = [row(brand, args.paced + n) for n in range(args.burst)]
+        cpu0 = os.times()
         start = time.time()
         pipe = r.pipeline(transaction=False)
         for raw in rows:
@@ -170,7 +171,11 @@ def main() -> None:
         pipe.execute()
         seen = wait_for(burst, 600)
         last = max(seen[i] for i in burst)
+        cpu1 = os.times()
         rate = args.burst / (last - start)
+        # CPU of this process (the sender thread, and this loop polling the receiver) per event: steadier than
+        # events/s on a shared box, where the sender gets whatever share of the cores other jobs leave it.
+        cpu_ms = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) * 1000 / args.burst
         received = httpx.get(f"http://127.0.0.1:{port}/stats?posts=1", timeout=10).json()["posts"]
         attempts: dict[int, int] = {}
         errors: dict[str, int] = {}
@@ -197,6 +202,7 @@ def main() -> None:
         "latency_ms": {"p50": round(q[49], 1), "p95": round(q[94], 1), "p99": round(q[98], 1),
                        "events": args.paced, "rate_per_s": args.rate},
         "throughput_events_per_s": round(rate),
+        "sender_cpu_ms_per_event": round(cpu_ms, 2),
         "burst": args.burst,
         "attempts_per_delivery": dict(sorted(attempts.items())),
         "posts_received": received,

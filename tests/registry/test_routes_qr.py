@@ -10,7 +10,6 @@ import pytest
 import segno
 from starlette.testclient import TestClient
 
-from tests.registry.conftest import client, world  # noqa: F401
 from tests.registry.helpers import link_body, new_brand
 from tracker.web.qr import BORDER
 
