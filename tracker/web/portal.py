@@ -22,9 +22,11 @@ from __future__ import annotations
 import html
 from functools import cache
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from crawlerdetect import CrawlerDetect
+from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount
@@ -32,6 +34,7 @@ from starlette.staticfiles import StaticFiles
 
 from tracker.api import http
 from tracker.api.endpoints import Operation, api
+from tracker.api.schema import Query
 from tracker.api.sessions import COOKIE
 from tracker.services import services
 
@@ -151,24 +154,28 @@ async def signout(request: Request) -> Response:
     return response
 
 
-def _html(summary: str, *statuses: int) -> Operation:
-    return Operation(summary, TAG, answers={s: None for s in statuses}, also={statuses[0]: "text/html"})
+class SigninQuery(Query):
+    token: str = Field(description="The one-time token of the link (pst_...).", max_length=200)
 
 
-SIGNIN = api("GET", "/portal/signin", Operation(
-    "Redeem a one-time portal sign-in link: sets the session cookie and redirects to /portal.", TAG,
-    answers={303: None, 200: None, 410: None}, also={410: "text/html"},
-    headers={303: {"Set-Cookie": {"type": "string"}, "Location": {"type": "string"}}},
+def _html(summary: str, *statuses: int, **more: Any) -> Operation:
+    """An operation whose answers are pages (303s carry none)."""
+    return Operation(summary, TAG, answers={s: None for s in statuses},
+                     also={s: "text/html" for s in statuses if s != 303}, **more)
+
+
+SIGNIN = api("GET", "/portal/signin", _html(
+    "Redeem a one-time portal sign-in link: sets the session cookie and redirects to /portal.", 303, 200, 410,
+    query=SigninQuery, headers={303: {"Set-Cookie": {"type": "string"}, "Location": {"type": "string"}}},
+    description="A link preview (HEAD, prefetch, a crawler) gets a 200 page that does not use the link up.",
 ))(signin)
-SIGNIN_FORM = api("POST", "/portal/signin", Operation(
-    "Redeem a sign-in link from its confirmation page (the form a link preview shows).", TAG,
-    answers={303: None, 403: None, 410: None}, also={410: "text/html"},
+SIGNIN_FORM = api("POST", "/portal/signin", _html(
+    "Redeem a sign-in link from its confirmation page (the form a link preview shows).", 303, 403, 410,
 ))(signin_form)
 PAGE = api("GET", "/portal", _html("The influencer portal (a page; 401 with a sign-in hint when signed out).",
                                    200, 401))(portal)
-SIGNOUT = api("POST", "/portal/signout", Operation(
-    "Sign out of the portal: the session ends everywhere it was copied.", TAG, ("session",),
-    answers={303: None}, errors=(403,),
+SIGNOUT = api("POST", "/portal/signout", _html(
+    "Sign out of the portal: the session ends everywhere it was copied.", 303, 403, security=("session",),
 ))(signout)
 
 

@@ -70,10 +70,10 @@ def short_url(request: Request, code: str) -> str:
 
 def operation(summary: str, tag: str, security: tuple[Security, ...]) -> Operation:
     return Operation(
-        summary, tag, security, query=QrQuery, answers={200: None, 304: None}, also={200: "image/svg+xml"},
+        summary, tag, security, query=QrQuery, answers={200: None, 304: None}, also={200: "image/*"},
         errors=(401, 403, 404, 422, 503),
         path_params={"code": {"type": "string", "description": "The link's short code."}},
-        description="`format=png` answers image/png. A strong ETag: send If-None-Match to get 304.",
+        description="image/svg+xml, or image/png with `format=png`. A strong ETag: send If-None-Match to get 304.",
     )
 
 
