@@ -113,10 +113,16 @@ class Endpoints:
             record = json.loads(raw)
         return None if record.get("deleted") else record
 
-    async def change(self, brand_id: str, endpoint_id: str, **fields: Any) -> tuple[Record, Record]:
-        """(before, after) of a change of url, events, enabled or disabled_reason, or of deleted."""
+    async def change(self, brand_id: str, endpoint_id: str, *, if_enabled: bool = False,
+                     **fields: Any) -> tuple[Record, Record]:
+        """(before, after) of a change of url, events, enabled or disabled_reason, or of deleted.
+
+        ``if_enabled``: change nothing (after = before) unless the endpoint is enabled.
+        """
         async with self.cache.lock("webhook", endpoint_id):
             before = await self.get(brand_id, endpoint_id)
+            if if_enabled and not before["enabled"]:
+                return before, before
             row: Row = {
                 "brand_id": brand_id, "id": endpoint_id, "url": before["url"], "events": before["events"],
                 "enabled": int(before["enabled"]), "disabled_reason": before["disabled_reason"] or "",

@@ -36,6 +36,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from tracker.core import keys
+from tracker.core.errors import Conflict, NotFound
 from tracker.registry.audit import AuditLog
 from tracker.settings import Settings
 from tracker.webhooks import events, guard, outbox
@@ -297,8 +298,13 @@ class Sender:
         await self.disable(endpoint, reason)
 
     async def disable(self, endpoint: dict[str, Any], reason: str) -> None:
-        _, after = await self.endpoints.change(endpoint["brand_id"], endpoint["id"], enabled=False,
-                                                    disabled_reason=reason)
+        try:
+            before, after = await self.endpoints.change(endpoint["brand_id"], endpoint["id"], if_enabled=True,
+                                                        enabled=False, disabled_reason=reason)
+        except (Conflict, NotFound):
+            return  # another delivery of this endpoint is disabling it right now, or it was deleted
+        if not before["enabled"]:
+            return  # disabled meanwhile (by another failing delivery, or through the API): keep that reason
         await self.r.eval(outbox.ENDPOINT, 0, keys.PREFIX, endpoint["id"], int(time.time() * 1000),
                           "park", outbox.KEEP_SECONDS)
         self._brands.pop(endpoint["brand_id"], None)
