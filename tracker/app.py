@@ -40,9 +40,12 @@ def _postback_routes() -> list[BaseRoute]:
 def _routes() -> list[BaseRoute]:
     from tracker.api import openapi
     from tracker.ops import health, obs
+    from tracker.portal import routes as portal_api
+    from tracker.registry import keyroutes
     from tracker.registry import routes as registry_api
     from tracker.reports import routes as reports_api
-    from tracker.web import dashboard
+    from tracker.web import dashboard, portal, qr
+    from tracker.webhooks import routes as webhooks_api
 
     routes: list[BaseRoute] = [
         health.HEALTHZ,
@@ -50,9 +53,14 @@ def _routes() -> list[BaseRoute]:
         obs.METRICS,
         openapi.ROUTE,
         *registry_api.routes(),
+        *keyroutes.routes(),
+        *portal_api.routes(),
         *_postback_routes(),
         *reports_api.routes(),
         *dashboard.routes(),
+        *qr.routes(),
+        *portal.routes(),
+        *webhooks_api.routes(),
     ]
     return routes
 
@@ -62,6 +70,7 @@ def build_services(
 ) -> Services:
     """This process's services; components start in list order and stop in reverse."""
     from tracker.api.proxies import TrustedProxies
+    from tracker.api.sessions import Sessions
     from tracker.conversions.recorder import Conversions
     from tracker.conversions.routes import StoreRateLimit
     from tracker.redirect.handler import Redirector
@@ -69,11 +78,18 @@ def build_services(
     from tracker.registry.linkindex import LinkIndex
 
     registry = Registry(settings, ch, redis)
+    secret_key = settings.secret_key
+    assert secret_key is not None, "the start-up checks or prepare_data_dir set the secret key"
     ingest = None
     if settings.embedded:
         from tracker.ingest.component import IngestComponent
 
         ingest = IngestComponent(settings, ch)
+    webhooks = None
+    if settings.embedded:
+        from tracker.webhooks.component import WebhookComponent
+
+        webhooks = WebhookComponent(settings, ch)
     redirect = Redirector(settings, LinkIndex(ch, registry.link_by_code))
     svc = Services(
         settings=settings,
@@ -84,12 +100,14 @@ def build_services(
         redirect=redirect,
         conversions=Conversions(settings, redis, ch, registry),
         postback_limit=StoreRateLimit(redis, settings.postback_rate_limit),
+        sessions=Sessions(redis, secret_key, settings.portal_session_hours * 3600),
         ingest=ingest,
         embedded_redis=embedded_redis,
     )
     # The registry's sweep repairs records a Redis restart rolled back. Ingest comes
     # before the redirect, so it stops after it (reverse order) and takes its last clicks.
-    svc.components = [registry, *([ingest] if ingest else []), redirect]
+    # The webhook sender (embedded: a thread of this process) reads what the recorder wrote.
+    svc.components = [registry, *([ingest] if ingest else []), *([webhooks] if webhooks else []), redirect]
     return svc
 
 

@@ -1,4 +1,4 @@
-"""Command line: ``tracker serve | ingest | migrate``.
+"""Command line: ``tracker serve | ingest | webhooks | migrate``.
 
 Errors a user can fix (a bad setting, an unreachable service, a failed
 migration) print one line and exit non-zero (2 for settings), never a traceback.
@@ -34,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
         "With neither REDIS_URL nor CLICKHOUSE_URL set, serve runs everything embedded.",
     )
     p.add_argument("--version", action="version", version=f"tracker {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{serve,ingest,migrate}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{serve,ingest,webhooks,migrate}")
 
     serve = sub.add_parser("serve", help="Run the HTTP server (and, embedded, Redis, chDB and ingest).")
     serve.add_argument("--host", default="127.0.0.1", help="Address to bind (default 127.0.0.1).")
@@ -48,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
 
     ingest = sub.add_parser("ingest", help="Move clicks and conversions from Redis streams into ClickHouse.")
     ingest.add_argument("--once", action="store_true", help="Drain what is in the streams now and exit.")
+
+    sub.add_parser("webhooks", help="Send outbound webhooks (production; embedded serve sends them itself).")
 
     migrate = sub.add_parser("migrate", help="Apply pending ClickHouse migrations.")
     migrate.add_argument(
@@ -73,6 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return serve(args)
         if args.command == "ingest":
             return ingest(args)
+        if args.command == "webhooks":
+            return webhooks()
         return migrate_cmd(args)
     except SettingsError as exc:
         print(f"tracker: {exc.message}", file=sys.stderr)
@@ -261,6 +265,22 @@ def ingest(args: argparse.Namespace) -> int:
         ch.close()
     code: int = run_worker(settings, once=args.once)
     return code
+
+
+def webhooks() -> int:
+    from tracker.ops import logs
+    from tracker.webhooks.component import run_process
+
+    settings = _settings()
+    logs.setup(settings.log_level)
+    if settings.embedded:
+        raise SettingsError(
+            "tracker webhooks needs REDIS_URL and CLICKHOUSE_URL; in embedded mode `tracker serve` sends "
+            "webhooks itself."
+        )
+    if not settings.secret_key:
+        raise SettingsError("tracker webhooks needs TRACKER_SECRET_KEY (the same as the servers') to sign deliveries.")
+    return run_process(settings)
 
 
 def migrate_cmd(args: argparse.Namespace) -> int:

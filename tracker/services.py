@@ -19,6 +19,7 @@ from tracker.storage.clickhouse import ClickHouse
 
 if TYPE_CHECKING:  # the types only: the stages import this module, not the other way round
     from tracker.api.proxies import TrustedProxies
+    from tracker.api.sessions import Sessions
     from tracker.conversions.recorder import Conversions
     from tracker.conversions.routes import StoreRateLimit
     from tracker.ingest.component import IngestComponent
@@ -43,6 +44,8 @@ class Services:
     redirect: Redirector
     conversions: Conversions
     postback_limit: StoreRateLimit
+    # Portal sign-in links and sessions.
+    sessions: Sessions
     # The in-process ingest worker of the embedded mode (None in production).
     ingest: IngestComponent | None = None
     # The supervised Valkey server `tracker serve` started (embedded mode), for /readyz.

@@ -124,6 +124,21 @@ def _listen(raw: Any) -> Any:
     return host, int(port)
 
 
+def _delays(raw: Any) -> Any:
+    if not isinstance(raw, str):
+        return raw
+    out: list[float] = []
+    for item in raw.split(","):
+        try:
+            value = float(item.strip())
+        except ValueError:
+            raise _Bad(f"has {item.strip()!r}, which is not a number of seconds.") from None
+        if not 0.01 <= value <= 86400:
+            raise _Bad(f"has {value:g}: each wait must be 0.01 to 86400 seconds.")
+        out.append(value)
+    return tuple(out)
+
+
 def _upper(raw: Any) -> Any:
     return raw.upper() if isinstance(raw, str) else raw
 
@@ -244,6 +259,28 @@ class Settings(BaseSettings):
         "ClickHouse cluster name (`remote_servers`): the schema is Replicated + Distributed tables "
         "(`tracker migrate --cluster`). Same on every process.",
         unset="(none: one server)",
+    )
+    portal_session_hours: int = _var(
+        "TRACKER_PORTAL_SESSION_HOURS", 168,
+        "How long an influencer stays signed in to `/portal` after following a sign-in link.", ge=1, le=8760,
+    )
+    webhooks_allow_private: bool = _var(
+        "TRACKER_WEBHOOKS_ALLOW_PRIVATE", False,
+        "Set to 1 to let webhook URLs reach loopback, private and link-local addresses (refused by default).",
+    )
+    webhooks_timeout_seconds: float = _var(
+        "TRACKER_WEBHOOKS_TIMEOUT_SECONDS", 15.0, "How long a webhook receiver has to answer one delivery.",
+        ge=0.1, le=60.0,
+    )
+    webhooks_retry_seconds: Annotated[tuple[float, ...], NoDecode, BeforeValidator(_delays)] = _var(
+        "TRACKER_WEBHOOKS_RETRY_SECONDS", "5,30,120,600,3600,7200",
+        "Waits between delivery attempts (comma-separated seconds, with 10% jitter); the last repeats.",
+        validate_default=True,
+    )
+    webhooks_give_up_seconds: float = _var(
+        "TRACKER_WEBHOOKS_GIVE_UP_SECONDS", 86400.0,
+        "A delivery failing this long is given up, and an endpoint failing this long is disabled.",
+        ge=1.0, le=30 * 86400.0,
     )
     # Embedded mode: neither service URL was set, so serve starts both itself (and
     # fills in redis_url once its Valkey runs) and runs ingest in-process.

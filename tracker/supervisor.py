@@ -6,7 +6,8 @@ directory (its lock, the embedded Valkey, chDB with the migrations applied), her
 
 - serves chDB to the workers as a ClickHouse HTTP endpoint on 127.0.0.1, with a
   password made for this start (``storage.chdb_http``);
-- runs the ingest loop (streams -> chDB, in-process and at nice 10, as one process does);
+- runs the ingest loop (streams -> chDB, in-process and at nice 10, as one process does)
+  and the outbound webhook sender;
 - starts N uvicorn workers of the production app (``app.create_worker_app``) with
   ``REDIS_URL`` = the Valkey's Unix socket and ``CLICKHOUSE_URL`` = the endpoint:
   the workers run exactly the production code path (redirects, postbacks, the
@@ -56,6 +57,7 @@ def run(settings: Settings, workers: int, options: dict[str, Any]) -> int:
     from tracker.ingest.component import IngestComponent
     from tracker.storage.chdb_http import ChdbEndpoint
     from tracker.storage.clickhouse import ClickHouse, chdb_path
+    from tracker.webhooks.component import WebhookComponent
 
     config = uvicorn.Config(WORKER_APP, factory=True, workers=workers, **options)
     try:
@@ -67,15 +69,18 @@ def run(settings: Settings, workers: int, options: dict[str, Any]) -> int:
                                 tmp_dir=settings.data_dir / "tmp", nice=BACKGROUND_NICE)
         ch = ClickHouse.connect(settings)  # the same engine, for the ingest loop
         ingest = IngestComponent(settings, ch)
+        webhooks = WebhookComponent(settings, ch)  # the outbound webhook sender, as one process runs it
         endpoint.start()
         try:
             asyncio.run(ingest.start())
+            asyncio.run(webhooks.start())
             try:
                 # Spawned workers inherit the environment: what this process decided, they read.
                 os.environ.update(worker_environment(settings, endpoint.url(ch.database)))
                 log.info("chDB threads at nice %d: %d", BACKGROUND_NICE, engine_threads_priority())
                 return _run_workers(config, sock)
             finally:
+                asyncio.run(webhooks.stop())
                 asyncio.run(ingest.stop())
         finally:
             endpoint.stop()

@@ -112,6 +112,8 @@ def test_revoked_key_is_refused_once_the_cache_is_gone(client: TestClient, ch: C
         ["key_hash", "brand_id", "prefix", "revoked", "created_at", "version"],
     )
     redis_client.delete(keys.api_key(token_hash(key)))
+    # This process keeps a looked-up key for GRANT_CACHE_SECONDS (2 s); forget it now.
+    client.app.state.services.registry.apikeys.clear_cache()  # type: ignore[attr-defined]
     assert client.get("/api/v1/links", headers=headers).status_code == 401
 
 

@@ -8,6 +8,7 @@ import redis
 from tracker.core import keys
 from tracker.core.credentials import token_hash
 from tracker.registry import Registry
+from tracker.registry.apikeys import Grant
 
 pytestmark = pytest.mark.anyio
 
@@ -18,9 +19,12 @@ async def test_brand_and_api_key_round_trip(reg: Registry, redis_client: redis.R
     assert await reg.brand_for_key(api_key) == brand
     assert await reg.get_brand(str(brand["id"])) == brand
     # Only the hash is stored.
-    assert redis_client.get(keys.api_key(token_hash(api_key))) == str(brand["id"]).encode()
+    record = redis_client.get(keys.api_key(token_hash(api_key)))
+    assert record is not None
+    assert Grant.decode("key_x", record.decode()) == Grant("key_x", str(brand["id"]), "write")
     assert all(api_key not in str(k) for k in redis_client.keys("*"))
     redis_client.flushall()
+    reg.apikeys.clear_cache()
     assert await reg.brand_for_key(api_key) == brand  # rebuilt from ClickHouse
     assert await reg.brand_for_key(api_key + "x") is None
     assert await reg.brand_for_key("nonsense") is None

@@ -60,12 +60,19 @@ SECURITY_SCHEMES: dict[str, Schema] = {
     "brandKey": {
         "type": "http",
         "scheme": "bearer",
-        "description": "A brand API key (shown once at brand creation); acts inside its brand.",
+        "description": "A brand API key of scope `write` (every brand route; the key of POST /api/v1/brands "
+        "is one) or `read` (the brand's GET routes only; anything else answers 403).",
     },
     "influencerKey": {
         "type": "http",
         "scheme": "bearer",
         "description": "An API key of scope `influencer`: only that influencer's own data.",
+    },
+    "portalSession": {
+        "type": "apiKey",
+        "in": "cookie",
+        "name": "trk_portal",
+        "description": "The influencer portal's session cookie, set by following a portal sign-in link.",
     },
     "storeId": {"type": "apiKey", "in": "header", "name": "X-Store-Id"},
     "storeSignature": {
@@ -86,6 +93,7 @@ REQUIREMENTS: dict[str, dict[str, list[str]]] = {
     "admin": {"adminToken": []},
     "brand": {"brandKey": []},
     "influencer": {"influencerKey": []},
+    "session": {"portalSession": []},
     "store_signature": {"storeId": [], "storeSignature": []},
     "store_token": {"storeToken": []},
 }

@@ -38,6 +38,7 @@ RESERVED = frozenset(
         "login",
         "logout",
         "assets",
+        "portal",
     }
 )
 _RESERVED_PATHS = frozenset("/" + name for name in RESERVED)

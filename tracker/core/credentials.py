@@ -42,3 +42,25 @@ def derive_key(secret_key: str, purpose: str) -> bytes:
 def store_secret(secret_key: str, nonce: str) -> str:
     """The signing secret of a store: HMAC of its nonce under the server secret (migrations/0006)."""
     return hmac.new(derive_key(secret_key, "store-secret"), nonce.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+PORTAL_TOKEN_PREFIX = "pst_"  # noqa: S105 - a prefix, not a credential
+
+
+def new_portal_token() -> str:
+    """A one-time portal sign-in token (stored only as its sha256)."""
+    return PORTAL_TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def new_session_id() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def sign(secret_key: str, purpose: str, message: str) -> str:
+    """Hex HMAC-SHA256 of ``message`` under the sub-key of the server secret for ``purpose``."""
+    return hmac.new(derive_key(secret_key, purpose), message.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def webhook_secret(secret_key: str, nonce: str) -> bytes:
+    """The 32 signing bytes of a webhook endpoint: derived from its nonce, never stored (like store secrets)."""
+    return hmac.new(derive_key(secret_key, "webhook-secret"), nonce.encode("utf-8"), hashlib.sha256).digest()

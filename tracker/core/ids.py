@@ -18,6 +18,7 @@ PREFIXES = {
     "fee": "fee",
     "conversion": "cnv",
     "audit": "aud",
+    "webhook": "whk",
 }
 
 

@@ -109,3 +109,61 @@ def link_code(link_id: int) -> str:
 def registry_lock(kind: str, ident: str) -> str:
     """Short-lived lock serialising read-modify-write of one registry row (link PATCH)."""
     return f"{PREFIX}lock:{kind}:{ident}"
+
+
+def key_used(key_id: str) -> str:
+    """Epoch ms an API key was last used (written at most once a minute per key and process)."""
+    return f"{PREFIX}keyused:{key_id}"
+
+
+def portal_signin(token_hash: str) -> str:
+    """sha256 of a one-time portal sign-in token -> JSON {brand_id, influencer_id}; expires."""
+    return f"{PREFIX}portal:signin:{token_hash}"
+
+
+def portal_session(session_hash: str) -> str:
+    """sha256 of a portal session id -> JSON {brand_id, influencer_id, expires_ms}; expires."""
+    return f"{PREFIX}portal:session:{session_hash}"
+
+
+# Outbound webhooks (``tracker.webhooks``): the outbox stream of events other than conversions
+# (conversions are read from the conversion stream through their own consumer group).
+WEBHOOK_STREAM = PREFIX + "stream:webhooks"
+WEBHOOK_GROUP = "webhooks"
+# Member "<endpoint id>|<object id>" -> epoch ms the head of that queue is due.
+WEBHOOK_DUE = PREFIX + "wh:due"
+
+
+def webhook_endpoints(brand_id: str) -> str:
+    """JSON list of a brand's webhook endpoints (cache of ``webhook_endpoints FINAL``)."""
+    return f"{PREFIX}wh:brand:{brand_id}"
+
+
+def webhook_endpoint(endpoint_id: str) -> str:
+    """JSON record of one endpoint (cache), read by the sender."""
+    return f"{PREFIX}wh:ep:{endpoint_id}"
+
+
+def webhook_health(endpoint_id: str) -> str:
+    """Hash: failing_since, last_success_at, last_error of one endpoint."""
+    return f"{PREFIX}wh:health:{endpoint_id}"
+
+
+def webhook_delivery(delivery_id: str) -> str:
+    """Hash: one delivery (event body, status, attempts, last error, response code)."""
+    return f"{PREFIX}wh:d:{delivery_id}"
+
+
+def webhook_log(endpoint_id: str) -> str:
+    """Sorted set delivery id -> created ms: an endpoint's delivery log, newest last."""
+    return f"{PREFIX}wh:log:{endpoint_id}"
+
+
+def webhook_queue(endpoint_id: str, object_id: str) -> str:
+    """List of delivery ids of one object for one endpoint, oldest first (order per object)."""
+    return f"{PREFIX}wh:q:{endpoint_id}:{object_id}"
+
+
+def webhook_queues(endpoint_id: str) -> str:
+    """Set of the object ids whose queue for this endpoint is not empty."""
+    return f"{PREFIX}wh:queues:{endpoint_id}"

@@ -1,4 +1,4 @@
-"""The registry: brands, API keys, campaigns, influencers, links, stores, fees, FX rates.
+"""The registry: brands, API keys (scoped), campaigns, influencers, links, stores, fees, FX rates.
 
 ``Registry`` is the one object the rest of a process holds (``services.registry``):
 one part per entity over a shared cache layer (``cache``: ClickHouse rows, Redis
@@ -12,6 +12,7 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 
 from tracker.core.codes import Codes, salt_for
+from tracker.registry.apikeys import ApiKeys
 from tracker.registry.audit import AuditLog
 from tracker.registry.brands import Brands
 from tracker.registry.cache import Cache
@@ -32,7 +33,8 @@ class Registry:
     def __init__(self, settings: Settings, ch: ClickHouse, redis: aioredis.Redis) -> None:
         cache = Cache(ch, redis)
         self.codes = Codes(salt_for(settings.hashids_salt, settings.secret_key))
-        self.brands = Brands(cache)
+        self.apikeys = ApiKeys(cache)
+        self.brands = Brands(cache, self.apikeys)
         self.campaigns = Campaigns(cache)
         self.influencers = Influencers(cache)
         self.links = Links(cache, self.codes, self.campaigns, self.influencers)

@@ -12,10 +12,10 @@ import time
 from typing import Any
 
 from tracker.core import keys
-from tracker.core.credentials import looks_like_api_key, new_api_key, token_hash
 from tracker.core.ids import looks_like, new_id
 from tracker.core.timeutil import iso, now_utc
-from tracker.registry.cache import Cache, Row, text
+from tracker.registry.apikeys import BRAND_KEY_NAME, ApiKeys
+from tracker.registry.cache import Cache, Row
 
 BrandRecord = dict[str, Any]
 _COLUMNS = "id, name, currency, created_at"
@@ -26,30 +26,19 @@ def _record(row: Row) -> BrandRecord:
 
 
 class Brands:
-    def __init__(self, cache: Cache) -> None:
+    def __init__(self, cache: Cache, apikeys: ApiKeys) -> None:
         self.cache = cache
+        self.apikeys = apikeys
 
     async def create(self, name: str, currency: str) -> tuple[BrandRecord, str]:
         """The new brand and its API key (shown this once; only its hash is kept)."""
         row: Row = {"id": new_id("brand"), "name": name, "currency": currency, "created_at": now_utc()}
-        api_key = new_api_key()
-        digest = token_hash(api_key)
         await self.cache.insert("brands", {**row, "version": time.time_ns()})
-        await self.cache.insert(
-            "api_keys",
-            {
-                "key_hash": digest,
-                "brand_id": row["id"],
-                "prefix": api_key[:8],
-                "revoked": 0,
-                "created_at": row["created_at"],
-                "version": time.time_ns(),
-            },
-        )
         brand = _record(row)
         await self.cache.write(self.cache.redis.set(keys.brand(brand["id"]), json.dumps(brand)))
-        await self.cache.write(self.cache.redis.set(keys.api_key(digest), brand["id"]))
-        return brand, api_key
+        # The brand key is a write key like any other (listed, revocable, rotatable).
+        new = await self.apikeys.create(row["id"], name=BRAND_KEY_NAME, scope="write", created_at=row["created_at"])
+        return brand, new.key
 
     async def get(self, brand_id: str) -> BrandRecord | None:
         if not looks_like("brand", brand_id):
@@ -73,18 +62,5 @@ class Brands:
 
     async def for_key(self, api_key: str) -> BrandRecord | None:
         """The brand an API key belongs to; None for an unknown or revoked key."""
-        if not looks_like_api_key(api_key):
-            return None
-        digest = token_hash(api_key)
-        raw = await self.cache.get(keys.api_key(digest))
-        if raw is not None:
-            return await self.get(text(raw)) if raw else None
-        row = await self.cache.first(
-            "SELECT brand_id FROM api_keys FINAL WHERE key_hash = {h:String} AND revoked = 0 LIMIT 1", {"h": digest}
-        )
-        if row is None:
-            await self.cache.fill_missing(keys.api_key(digest))
-            return None
-        brand_id = str(row["brand_id"])
-        await self.cache.fill(keys.api_key(digest), brand_id)
-        return await self.get(brand_id)
+        grant = await self.apikeys.grant(api_key)
+        return await self.get(grant.brand_id) if grant is not None else None

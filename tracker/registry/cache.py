@@ -77,6 +77,13 @@ class Cache:
         except RedisError as exc:
             log.warning("redis write-back of %s failed: %s", key, exc)
 
+    async def note(self, key: str, value: bytes | str) -> None:
+        """A best-effort record (a key's last use): a Redis error is logged, never raised."""
+        try:
+            await self.redis.set(key, value)
+        except RedisError as exc:
+            log.warning("redis write of %s failed: %s", key, exc)
+
     async def fill_missing(self, key: str) -> None:
         """Remember that ClickHouse has no row for this key (an empty record)."""
         await self.fill(key, b"", ex=NEGATIVE_SECONDS)
