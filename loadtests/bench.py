@@ -351,11 +351,16 @@ def table(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                          _verdict(fresh.get("max_seconds", 1e9) <= fresh.get("goal_seconds", 2))))
     postbacks = results.get("postbacks")
     if isinstance(postbacks, dict):
-        for phase in ("new_orders", "replays", "partial_refunds"):
+        goals = {"new_orders": ">= 5,000, p99 <= 50 ms", "replays": ">= 10,000", "shopify_webhooks": ""}
+        for phase, goal in goals.items():
             ph = postbacks.get(phase)
             if isinstance(ph, dict):
                 rows.append((f"postbacks/s, {phase.replace('_', ' ')}", f"{_fmt(ph.get('rps'))} (p99 "
-                             f"{_fmt(ph.get('p99_ms'), ' ms')})", "", ""))
+                             f"{_fmt(ph.get('p99_ms'), ' ms')})", goal, ""))
+        rec = postbacks.get("reconciliation")
+        if isinstance(rec, dict):
+            rows.append(("postbacks reconciled with ClickHouse", str(rec.get("exact")), "exact",
+                         _verdict(bool(rec.get("exact")))))
     elif postbacks is not None:
         rows.append(("postbacks", str(postbacks)[:60], "", ""))
     reports = results.get("reports")
@@ -429,7 +434,8 @@ def main(argv: list[str] | None = None) -> int:
                 "--connections", str(args.connections)])),
             ("ingest", lambda: run_module("bench_ingest", args.module_timeout, [])),
             # Its own chDB path: generated once (10M clicks, ~1 min) and reused by later runs.
-            ("postbacks", lambda: run_module("bench_postbacks", args.module_timeout, ["--orders", "1000"])),
+            ("postbacks", lambda: run_module("bench_postbacks", args.module_timeout, [
+                "--workers", str(max(2, args.workers)), "--duration", str(args.seconds)])),
             ("reports", lambda: run_module("bench_reports", args.module_timeout, ["--path", str(REPORTS_DATA)])),
         ]
         short = {"tracker": "tracker", "bare_starlette": "bare", "nginx": "nginx", "ingest": "ingest",

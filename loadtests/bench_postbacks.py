@@ -1,30 +1,41 @@
-"""Postback throughput and latency against an embedded `tracker serve`, then a reconciliation.
+"""Postback and platform-webhook throughput with a C load generator (wrk), then an exact reconciliation.
 
-    /work/venv/bin/python -m loadtests.bench_postbacks [--orders 2000] [--concurrency 32] [--json]
+    python -m loadtests.bench_postbacks [--workers 2] [--embedded] [--duration 10] [--connections 64] [--json]
 
-Phases, each with `--concurrency` connections:
-1. new orders: signed POST /api/v1/conversions with click ids taken from real
-   redirects (each new order also reads ClickHouse once: Redis has no state yet);
-2. replays of the same postbacks (answered `duplicate: true` from Redis);
-3. partial refunds of every second order (a new version each).
-Then it waits for the ingest worker and checks that ClickHouse, read through the
-reports API, holds exactly the accepted conversions, revenue and commission.
+1. Starts the server: by default the production topology (its own Valkey, ClickHouse over HTTP in
+   front of chDB (``loadtests.chdb_http``), ``tracker migrate``, ``tracker serve --workers N``, no
+   ingest while measuring), or with ``--embedded`` one ``tracker serve`` process (Valkey, chDB and
+   ingest inside). Seeds a brand (4 links with coupons, a store, a Shopify store) through the API
+   and takes click ids from real redirects.
+2. Pre-signs the requests right before each run (signatures hold 300 s) into a file that wrk's Lua
+   script walks through in order, one line per request:
+   - ``new_orders``: ``POST /api/v1/conversions`` with fresh order ids (a third with a click id,
+     a third with a coupon, a third neither);
+   - ``replays``: the same postbacks again, cycled (each answered ``duplicate: true``);
+   - ``shopify_webhooks``: ``orders/create`` webhooks (the fixture's order, fresh ids and webhook
+     ids, signed with X-Shopify-Hmac-Sha256).
+3. Drains the conversion stream into ClickHouse (``tracker ingest --once``, or the embedded worker)
+   and checks that ClickHouse holds exactly the orders wrk's requests created: wrk walks the file in
+   order, so they are a prefix of it, of length between wrk's completed count and that plus the
+   connections in flight at its cut-off; ids, count and the sum of amounts must match to the cent.
 Nothing here asserts on speed; the numbers are the output.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
+import base64
 import hashlib
 import hmac
 import json
 import os
 import platform
+import shutil
+import subprocess
+import sys
 import tempfile
 import time
-from datetime import UTC, datetime
+from dataclasses import asdict
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -32,176 +43,294 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-from loadtests.serve import EmbeddedServe, seed
+from loadtests.bench_redirect import (
+    ADMIN,
+    PY,
+    TRACKER,
+    Result,
+    _free_port,
+    _server_env,
+    _stop,
+    _wait_http,
+    measured_run,
+)
+from loadtests.cpu import sum_cpu
+
+FIXTURE = Path(__file__).resolve().parent.parent / "tests" / "conversions" / "fixtures" / "shopify"
+SHOPIFY_SECRET = "shpss_bench_webhook_secret_0123456789"
+
+_LUA = """
+local lines = {}
+for line in io.lines("%(path)s") do lines[#lines + 1] = line end
+local n = 0
+request = function()
+  n = n %% #lines + 1
+  local path, h1, v1, h2, v2, h3, v3, body =
+    lines[n]:match("^(%%S+)\\t(%%S+)\\t(%%S+)\\t(%%S+)\\t(%%S+)\\t(%%S+)\\t(%%S+)\\t(.*)$")
+  return wrk.format("POST", path, {[h1] = v1, [h2] = v2, [h3] = v3, ["Content-Type"] = "application/json"}, body)
+end
+"""
 
 
-def sign(secret: str, body: bytes) -> str:
+def _sign_postback(secret: str, body: bytes) -> str:
     t = int(time.time())
-    mac = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={t},v1={mac}"
+    return f"t={t},v1={hmac.new(secret.encode(), f'{t}.'.encode() + body, hashlib.sha256).hexdigest()}"
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and its children so far (the embedded Valkey included)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    pids = [pid]
-    with contextlib.suppress(OSError):
-        pids += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    for p in pids:
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / ticks
-    return total
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * p))] if ordered else 0.0
-
-
-async def phase(base: str, store: dict[str, Any], bodies: list[dict[str, Any]], concurrency: int) -> dict[str, Any]:
-    latencies: list[float] = []
-    statuses: dict[int, int] = {}
-    duplicates = 0
-    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    for b in bodies:
-        queue.put_nowait(b)
-
-    async def worker(client: httpx.AsyncClient) -> None:
-        nonlocal duplicates
-        while not queue.empty():
-            body = queue.get_nowait()
-            raw = json.dumps(body, separators=(",", ":")).encode()
-            headers = {"X-Store-Id": store["id"], "X-Signature": sign(store["secret"], raw),
-                       "Content-Type": "application/json"}
-            t0 = time.perf_counter()
-            r = await client.post("/api/v1/conversions", content=raw, headers=headers)
-            latencies.append(time.perf_counter() - t0)
-            statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
-            if r.status_code == 202 and r.json()["duplicate"]:
-                duplicates += 1
-
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as client:
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
-        elapsed = time.perf_counter() - t0
-    return {
-        "requests": len(bodies),
-        "seconds": round(elapsed, 2),
-        "rps": round(len(bodies) / elapsed, 1),
-        "p50_ms": round(pct(latencies, 0.50) * 1000, 2),
-        "p99_ms": round(pct(latencies, 0.99) * 1000, 2),
-        "statuses": statuses,
-        "duplicates": duplicates,
-    }
-
-
-def click_ids(base: str, code: str, n: int) -> list[str]:
+def postbacks(n: int, start: int, links: list[dict[str, Any]], click_ids: list[str]) -> list[dict[str, Any]]:
     out = []
-    with httpx.Client(base_url=base, timeout=30) as client:
-        for _ in range(n):
-            r = client.get(f"/{code}", headers={"User-Agent": "Mozilla/5.0 (iPhone) bench"})
-            location = r.headers["location"]
-            out.append(parse_qs(urlsplit(location).query)["click_id"][0])
+    for i in range(start, start + n):
+        body: dict[str, Any] = {"order_id": f"B-{i}", "amount": f"{10 + i % 90}.{i % 100:02d}", "currency": "USD"}
+        if i % 3 == 0:
+            body["click_id"] = click_ids[i % len(click_ids)]
+        elif i % 3 == 1:
+            body["coupon_code"] = links[i % len(links)]["coupon_code"]
+        out.append(body)
     return out
 
 
-def run(orders: int, concurrency: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="bench-postbacks-") as tmp:
-        env = {"TRACKER_POSTBACK_RATE_LIMIT": "10000000", "TRACKER_LOG_LEVEL": "WARNING"}
-        with EmbeddedServe(Path(tmp) / "data", env=env) as serve:
-            s = seed(serve.base, serve.admin_token, influencers=4, stores=1, commission="10")
-            store = s.stores[0]
-            links = s.links
-            ids = click_ids(serve.base, links[0]["code"], 50)
-            new = []
-            for i in range(orders):
-                body: dict[str, Any] = {"order_id": f"B-{i}", "amount": f"{10 + i % 90}.{i % 100:02d}",
-                                        "currency": "USD"}
-                if i % 3 == 0:
-                    body["click_id"] = ids[i % len(ids)]
-                elif i % 3 == 1:
-                    body["coupon_code"] = links[i % len(links)]["coupon_code"]
-                new.append(body)
-            refunds = [
-                {"order_id": b["order_id"], "amount": "5.00", "currency": "USD", "status": "refunded"}
-                for b in new[::2]
-            ]
-            assert serve.proc is not None
-            pid = serve.proc.pid
-            result: dict[str, Any] = {}
-            for name, bodies in (("new_orders", new), ("replays", new), ("partial_refunds", refunds)):
-                cpu0 = cpu_seconds(pid)
-                result[name] = asyncio.run(phase(serve.base, store, bodies, concurrency))
-                # Server CPU per request: a number that holds on a box shared with other work.
-                result[name]["server_cpu_ms_per_request"] = round((cpu_seconds(pid) - cpu0) * 1000 / len(bodies), 2)
-            result["load_average"] = os.getloadavg()
-            # Expected totals: attributed = click or coupon (2 of every 3 orders).
-            revenue = Decimal(0)
-            commission = Decimal(0)
-            attributed = 0
-            refunded = {r["order_id"] for r in refunds}
-            for b in new:
-                if "click_id" in b or "coupon_code" in b:
-                    attributed += 1
-                    net = Decimal(b["amount"]) - (Decimal("5.00") if b["order_id"] in refunded else 0)
-                    revenue += net
-                    commission += (net / 10).quantize(Decimal("0.01"), rounding="ROUND_HALF_UP")
-            today = datetime.now(UTC).date().isoformat()
-            api = httpx.Client(base_url=serve.base, headers={"Authorization": f"Bearer {s.brand['api_key']}"})
-            t0 = time.monotonic()
-            totals: dict[str, Any] = {}
-            while time.monotonic() - t0 < 60:
-                r = api.get("/api/v1/reports", params={"from": today, "to": today, "group_by": "influencer"})
-                if r.status_code != 200:
-                    totals = {"report_status": r.status_code}
-                    time.sleep(1)
-                    continue
-                totals = r.json().get("totals", {})
-                if (
-                    totals.get("conversions") == attributed
-                    and Decimal(str(totals.get("revenue", "0"))) == revenue
-                    and Decimal(str(totals.get("commission", "0"))) == commission
-                ):
-                    break
+def write_postbacks(path: Path, store: dict[str, Any], bodies: list[dict[str, Any]]) -> None:
+    with path.open("w") as f:
+        for b in bodies:
+            raw = json.dumps(b, separators=(",", ":")).encode()
+            signed = _sign_postback(store["secret"], raw)
+            f.write(f"/api/v1/conversions\tX-Store-Id\t{store['id']}\tX-Signature\t{signed}"
+                    f"\tX-Request-Kind\tpostback\t{raw.decode()}\n")
+
+
+def write_webhooks(path: Path, store_id: str, n: int) -> list[dict[str, Any]]:
+    template = json.loads((FIXTURE / "orders_create_usd.json").read_text())
+    orders = []
+    with path.open("w") as f:
+        for i in range(n):
+            order = {**template, "id": 10_000_000 + i, "note_attributes": [], "discount_codes": []}
+            raw = json.dumps(order, separators=(",", ":")).encode()
+            mac = base64.b64encode(hmac.new(SHOPIFY_SECRET.encode(), raw, hashlib.sha256).digest()).decode()
+            f.write(f"/api/v1/integrations/shopify/{store_id}\tX-Shopify-Hmac-Sha256\t{mac}\tX-Shopify-Topic\t"
+                    f"orders/create\tX-Shopify-Webhook-Id\tbench-{i}\t{raw.decode()}\n")
+            orders.append(order)
+    return orders
+
+
+def lua(work: Path, name: str, data: Path) -> Path:
+    script = work / f"{name}.lua"
+    script.write_text(_LUA % {"path": data})
+    return script
+
+
+class Server:
+    """The tracker under test, production topology or embedded."""
+
+    def __init__(self, args: argparse.Namespace, work: Path) -> None:
+        self.args, self.work = args, work
+        self.port = _free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.log = open(work / "tracker.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.valkey: Any = None
+        self.env: dict[str, str] = {}
+        self.ch_port: int | None = None
+
+    def start(self) -> None:
+        extra = {"TRACKER_POSTBACK_RATE_LIMIT": "10000000", "TRACKER_PUBLIC_URL": f"http://127.0.0.1:{self.port}"}
+        if self.args.embedded:
+            self.env = _server_env(extra)
+            cmd = [*TRACKER, "serve", "--port", str(self.port), "--data-dir", str(self.work / "data")]
+        else:
+            from tracker.storage.embedded import EmbeddedRedis
+
+            self.valkey = EmbeddedRedis(self.work)
+            self.valkey.start()
+            ch_port = self.ch_port = _free_port()
+            self.procs.append(subprocess.Popen(
+                [PY, "-m", "loadtests.chdb_http", "--path", str(self.work / "ch"), "--port", str(ch_port)],
+                stdout=self.log, stderr=self.log,
+            ))
+            self.env = _server_env({**extra, "REDIS_URL": self.valkey.url,
+                                    "CLICKHOUSE_URL": f"http://127.0.0.1:{ch_port}/bench"})
+            deadline = time.monotonic() + 60
+            while subprocess.run([*TRACKER, "migrate"], env=self.env, stdout=self.log, stderr=self.log).returncode:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("tracker migrate kept failing; see tracker.log")
                 time.sleep(0.5)
-            result["reconciled"] = {
-                "expected": {"conversions": attributed, "revenue": str(revenue), "commission": str(commission),
-                             "unattributed_conversions": orders - attributed},
-                "report_totals": {k: totals.get(k) for k in ("conversions", "revenue", "commission",
-                                                             "unattributed_conversions", "report_status")},
-                "seconds_to_match": round(time.monotonic() - t0, 2),
+            cmd = [*TRACKER, "serve", "--port", str(self.port), "--workers", str(self.args.workers)]
+        server = subprocess.Popen(cmd, env=self.env, stdout=self.log, stderr=self.log)
+        self.procs.append(server)
+        _wait_http(self.base + "/healthz", 90, server)
+
+    def roots(self) -> list[int]:
+        roots = [self.procs[-1].pid]
+        if self.valkey is not None:
+            roots.append(int(self.valkey.pidfile.read_text().strip()))
+        return roots
+
+    def drain(self) -> None:
+        if not self.args.embedded:
+            subprocess.run([*TRACKER, "ingest", "--once"], env=self.env, stdout=self.log, stderr=self.log,
+                           check=True, timeout=600)
+
+    def order_ids(self, brand_id: str) -> list[str] | None:
+        """Every order id in ClickHouse (production mode: its HTTP endpoint); None in embedded mode."""
+        if self.ch_port is None:
+            return None
+        sql = "SELECT order_id FROM bench.conversions FINAL WHERE brand_id = {b:String} FORMAT TSV"
+        r = httpx.post(f"http://127.0.0.1:{self.ch_port}/", params={"param_b": brand_id}, content=sql, timeout=120)
+        r.raise_for_status()
+        return r.text.split()
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            _stop(proc)
+        if self.valkey is not None:
+            self.valkey.stop()
+        self.log.close()
+
+
+def seed(base: str) -> dict[str, Any]:
+    admin = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30)
+    brand = admin.post("/api/v1/brands", json={"name": "Bench", "currency": "USD"}).json()
+    api = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {brand['api_key']}"}, timeout=30)
+    camp = api.post("/api/v1/campaigns", json={"name": "C", "commission": {"type": "percent", "value": "10"}}).json()
+    links = []
+    for i in range(4):
+        inf = api.post("/api/v1/influencers", json={"name": f"I{i}"}).json()
+        links.append(api.post("/api/v1/links", json={
+            "campaign_id": camp["id"], "influencer_id": inf["id"], "destination_url": f"https://shop.example/{i}",
+            "coupon_code": f"BENCH{i}"}).json())
+    store = api.post("/api/v1/stores", json={"name": "S"}).json()
+    shop = api.post("/api/v1/stores", json={"name": "Shopify", "platform": "shopify",
+                                             "webhook_secret": SHOPIFY_SECRET}).json()
+    clicks = []
+    with httpx.Client(base_url=base, timeout=30) as client:
+        for i in range(200):
+            location = client.get(f"/{links[i % 4]['code']}", headers={"User-Agent": "Mozilla/5.0 bench"})
+            clicks.append(parse_qs(urlsplit(location.headers["location"]).query)["click_id"][0])
+    return {"brand": brand, "links": links, "store": store, "shop": shop, "clicks": clicks}
+
+
+def stored(base: str, brand: dict[str, Any], want: int, timeout: float = 120) -> dict[str, Any]:
+    """Orders in ClickHouse (every one is new, counted or unattributed), read through the reports API's totals."""
+    api = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {brand['api_key']}"}, timeout=60)
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    since = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 300 * 86400))  # the webhook fixture's date too
+    deadline = time.monotonic() + timeout
+    totals: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        totals = api.get("/api/v1/reports", params={"from": since, "to": today, "group_by": "campaign"}).json()
+        totals = totals.get("totals", {})
+        if totals.get("conversions", 0) + totals.get("unattributed_conversions", 0) >= want:
+            break
+        time.sleep(0.5)
+    return totals
+
+
+def server_counts(base: str) -> tuple[int, int]:
+    """New orders the server acknowledged: postbacks accepted, Shopify webhooks accepted (all workers)."""
+    text = httpx.get(base + "/metrics", timeout=30).text
+    found = {"postbacks": 0.0, "webhooks": 0.0}
+    for line in text.splitlines():
+        if line.startswith('tracker_postbacks_total{outcome="accepted"}'):
+            found["postbacks"] += float(line.split()[-1])
+        elif line.startswith("tracker_webhooks_total{") and 'outcome="accepted"' in line and "shopify" in line:
+            found["webhooks"] += float(line.split()[-1])
+    return int(found["postbacks"]), int(found["webhooks"])
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="bench-postbacks-"))
+    server = Server(args, work)
+    result: dict[str, Any] = {}
+    try:
+        server.start()
+        world = seed(server.base)
+        per_run = max(20_000, 12_000 * args.duration)  # more than wrk can send: no order id is sent twice
+        bodies = postbacks(per_run, 0, world["links"], world["clicks"])
+        phases: dict[str, Result] = {}
+        write_postbacks(work / "new.tsv", world["store"], bodies)
+        cpu = lambda: sum_cpu(server.roots())  # noqa: E731
+        phases["new_orders"] = measured_run("new orders", server.port, lua(work, "new", work / "new.tsv"),
+                                            args.connections, args.duration, cpu)
+        sent = phases["new_orders"].requests
+        write_postbacks(work / "replay.tsv", world["store"], bodies[: max(sent, 1)])
+        phases["replays"] = measured_run("replays", server.port, lua(work, "replay", work / "replay.tsv"),
+                                         args.connections, args.duration, cpu)
+        write_webhooks(work / "shopify.tsv", world["shop"]["id"], per_run)
+        phases["shopify_webhooks"] = measured_run("shopify webhooks", server.port,
+                                                  lua(work, "shopify", work / "shopify.tsv"),
+                                                  args.connections, args.duration, cpu)
+        hooks = phases["shopify_webhooks"].requests
+        accepted = server_counts(server.base)
+        server.drain()
+        totals = stored(server.base, world["brand"], sent + hooks)
+        n_stored = int(totals.get("conversions", 0)) + int(totals.get("unattributed_conversions", 0))
+        revenue = Decimal(str(totals.get("revenue", "0"))) + Decimal(str(totals.get("unattributed_revenue", "0")))
+        # wrk walks each file in order, so the orders created are its first lines: as many as the server
+        # acknowledged as new (wrk's own count misses those in flight at its cut-off).
+        new_postbacks, new_hooks = accepted
+        want = sum((Decimal(b["amount"]) for b in bodies[:new_postbacks]), Decimal(0)) + Decimal("127.80") * new_hooks
+        ids = server.order_ids(world["brand"]["id"])
+        if ids is not None:  # production: the ids themselves, so a gap (a lost order) would show
+            posted = sorted(int(i[2:]) for i in ids if i.startswith("B-"))
+            result["order_ids"] = {
+                "postback_ids_are_0_to_n": posted == list(range(len(posted))), "postback_ids": len(posted),
+                "missing_below_max": (posted[-1] + 1 - len(posted)) if posted else 0,
+                "webhook_ids": sum(1 for i in ids if not i.startswith("B-")), "distinct": len(set(ids)) == len(ids),
             }
-            api.close()
-    result["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    result["date"] = datetime.now(UTC).isoformat(timespec="seconds")
-    result["command"] = f"python -m loadtests.bench_postbacks --orders {orders} --concurrency {concurrency}"
+        result["reconciliation"] = {
+            "wrk_new_orders": sent, "wrk_webhooks": hooks, "server_new_orders": new_postbacks,
+            "server_new_webhook_orders": new_hooks, "stored_orders": n_stored, "stored_revenue": str(revenue),
+            "expected_revenue": str(want),
+            "exact": n_stored == new_postbacks + new_hooks and revenue == want
+            and sent <= new_postbacks <= sent + args.connections + 1
+            and hooks <= new_hooks <= hooks + args.connections + 1,
+        }
+        for name, r in phases.items():
+            result[name] = {**asdict(r), "errors": r.errors}
+        result["server_log_errors"] = (work / "tracker.log").read_text(errors="replace").count("Traceback")
+    finally:
+        server.stop()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    mode = "embedded, 1 process" if args.embedded else f"production, tracker serve --workers {args.workers}"
+    result.update({
+        "mode": mode, "connections": args.connections, "duration_s": args.duration, "cpus": os.cpu_count(),
+        "python": platform.python_version(), "load_average": os.getloadavg()[0],
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": "python -m loadtests.bench_postbacks " + " ".join(sys.argv[1:]),
+    })
     return result
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--orders", type=int, default=2000)
-    p.add_argument("--concurrency", type=int, default=32)
-    p.add_argument("--json", action="store_true", help="Print one JSON object.")
-    args = p.parse_args()
-    result = run(args.orders, args.concurrency)
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    p.add_argument("--workers", type=int, default=2, help="tracker serve --workers N (production mode)")
+    p.add_argument("--embedded", action="store_true", help="one embedded tracker serve process instead")
+    p.add_argument("--duration", type=int, default=10)
+    p.add_argument("--connections", type=int, default=64)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    args = p.parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
+        return 2
+    result = run(args)
     if args.json:
         print(json.dumps(result))
-        return
-    print(f"{result['date']}  {result['machine']}\n{result['command']}")
-    for name in ("new_orders", "replays", "partial_refunds"):
+        return 0
+    print(f"{result['date']}  {result['mode']}; wrk -t1 -c{args.connections} -d{args.duration}s, "
+          f"{result['cpus']} CPUs, Python {result['python']}")
+    for name in ("new_orders", "replays", "shopify_webhooks"):
         r = result[name]
-        print(f"{name:16} {r['requests']:6} req  {r['rps']:8} req/s  p50 {r['p50_ms']:7} ms  p99 {r['p99_ms']:7} ms  "
-              f"server CPU {r['server_cpu_ms_per_request']} ms/req  statuses {r['statuses']}  "
-              f"duplicates {r['duplicates']}")
-    print("load average during the run:", result["load_average"])
-    print("reconciliation:", json.dumps(result["reconciled"]))
+        cpu = ", ".join(f"{k} {v}" for k, v in sorted(r["cpu_us_per_request"].items()))
+        print(f"{name:17} {r['requests']:8} req {r['rps']:9.0f}/s  p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms"
+              f"  errors {r['errors']}  other jobs {r['other_cpu_cores']} cores  CPU us/req: {cpu}")
+    print("reconciliation:", json.dumps(result["reconciliation"]))
+    if "order_ids" in result:
+        print("order ids in ClickHouse:", json.dumps(result["order_ids"]))
+    print(f"load average at the end: {result['load_average']:.2f}; tracebacks in the server log: "
+          f"{result['server_log_errors']}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

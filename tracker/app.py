@@ -32,9 +32,9 @@ log = logging.getLogger("tracker.app")
 
 
 def _postback_routes() -> list[BaseRoute]:
-    from tracker.conversions import routes
+    from tracker.conversions import integrations, routes, storeroutes
 
-    return routes.routes()
+    return [*routes.routes(), *integrations.routes(), *storeroutes.routes()]
 
 
 def _routes() -> list[BaseRoute]:
@@ -44,7 +44,7 @@ def _routes() -> list[BaseRoute]:
     from tracker.registry import keyroutes
     from tracker.registry import routes as registry_api
     from tracker.reports import routes as reports_api
-    from tracker.web import dashboard, portal, qr
+    from tracker.web import carrier, dashboard, portal, qr
     from tracker.webhooks import routes as webhooks_api
 
     routes: list[BaseRoute] = [
@@ -61,6 +61,7 @@ def _routes() -> list[BaseRoute]:
         *qr.routes(),
         *portal.routes(),
         *webhooks_api.routes(),
+        carrier.ROUTE,
     ]
     return routes
 
@@ -107,7 +108,9 @@ def build_services(
     # The registry's sweep repairs records a Redis restart rolled back. Ingest comes
     # before the redirect, so it stops after it (reverse order) and takes its last clicks.
     # The webhook sender (embedded: a thread of this process) reads what the recorder wrote.
-    svc.components = [registry, *([ingest] if ingest else []), *([webhooks] if webhooks else []), redirect]
+    svc.components = [
+        registry, *([ingest] if ingest else []), *([webhooks] if webhooks else []), redirect, svc.conversions,
+    ]
     return svc
 
 

@@ -217,7 +217,9 @@ class Settings(BaseSettings):
         "TRACKER_CLICK_RETENTION_MONTHS", 13, "TTL of raw clicks (conversions are never expired).", ge=1, le=1200
     )
     link_cache_seconds: float = _var(
-        "TRACKER_LINK_CACHE_SECONDS", 2.0, "In-process link cache lifetime (link changes reach redirects within).",
+        "TRACKER_LINK_CACHE_SECONDS", 2.0,
+        "In-process lifetime of link records in redirects and registry records in postbacks (changes reach "
+        "them within).",
         ge=0.0, le=5.0,
     )
     spool_dir: Path | None = _var(

@@ -249,12 +249,11 @@ def test_a_lost_race_is_decided_again_on_the_winners_state(
     real_write = states.write
     versions: list[int] = []
 
-    async def rival_first(base: Any, row: dict[str, Any]) -> bool:
+    async def rival_first(base: Any, row: dict[str, Any], extras: Any = None) -> Any:
         versions.append(row["version"])
         if len(versions) == 1:
-            assert await real_write(base, row)  # an identical copy lands just before this one
-            return False
-        return bool(await real_write(base, row))
+            assert await real_write(base, row) is None  # an identical copy lands just before this one
+        return await real_write(base, row)
 
     monkeypatch.setattr(states, "write", rival_first)
     r = world.post({"order_id": "RACE-1", "amount": "10.00", "currency": "USD", "coupon_code": "ANNA10"})
@@ -270,9 +269,9 @@ def test_an_order_that_never_settles_answers_503(
     states = world.client.app.state.services.conversions.states  # type: ignore[attr-defined]
     attempts: list[int] = []
 
-    async def always_beaten(base: Any, row: dict[str, Any]) -> bool:
+    async def always_beaten(base: Any, row: dict[str, Any], extras: Any = None) -> Any:
         attempts.append(1)
-        return False
+        return base
 
     monkeypatch.setattr(states, "write", always_beaten)
     r = world.post({"order_id": "BUSY-1", "amount": "10.00", "currency": "USD"})

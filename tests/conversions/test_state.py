@@ -18,6 +18,7 @@ from starlette.testclient import TestClient
 from tests.conversions.world import World, make_world, order, stream_rows
 from tracker.app import create_app
 from tracker.conversions import signature
+from tracker.conversions.orderset import OrderSet
 from tracker.conversions.state import (
     STATE_TTL_SECONDS,
     OrderStates,
@@ -160,6 +161,7 @@ ROW: dict[str, Any] = {
     "campaign_id": "cmp_1", "influencer_id": "inf_1", "coupon_code": "BOB5",
     "occurred_at": datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC),
     "created_at": datetime(2026, 1, 2, 3, 4, 6, tzinfo=UTC), "updated_at": datetime(2026, 1, 2, 3, 4, 6, tzinfo=UTC),
+    "customer_hash": "", "email_hash": "", "platform_state": "",
 }
 # The same row as ClickHouse returns it: naive UTC times, Decimal columns at their scale.
 FROM_CLICKHOUSE = {
@@ -183,21 +185,26 @@ def test_every_source_normalizes_to_one_row(source: dict[str, Any]) -> None:
     assert decode_state(encode_conversion(row)) == row
 
 
+async def _no_rebuild(brand_id: str) -> None:
+    return None
+
+
 def test_a_write_on_a_stale_state_is_refused(redis_url: str, redis_client: redis.Redis, ch: ClickHouse) -> None:
     key = keys.conversion(ROW["brand_id"], ROW["order_id"])
 
     async def scenario() -> None:
         client = aioredis.Redis.from_url(redis_url)
-        states = OrderStates(client, ch)
+        states = OrderStates(client, ch, OrderSet(client, "test-secret-key-0123456789abcdefghijklmnop"), _no_rebuild)
         try:
             empty = await states.read(ROW["brand_id"], ROW["order_id"])
             assert empty == Snapshot(None, None)  # neither in Redis nor in ClickHouse
-            assert await states.write(empty, ROW)
-            assert not await states.write(empty, ROW)  # another copy wrote first
+            assert await states.write(empty, ROW) is None
+            won = await states.write(empty, ROW)  # another copy wrote first: the winner's state comes back
+            assert won is not None and won.row == ROW
             seen = await states.read(ROW["brand_id"], ROW["order_id"])
             assert seen.raw == encode_conversion(ROW) and seen.row == ROW
-            assert await states.write(seen, {**ROW, "version": 2})
-            assert not await states.write(seen, {**ROW, "version": 3})  # decided on version 1
+            assert await states.write(seen, {**ROW, "version": 2}) is None
+            assert await states.write(seen, {**ROW, "version": 3}) is not None  # decided on version 1
             await states.restore({**ROW, "version": 9})  # only where Redis has nothing
         finally:
             await client.aclose()

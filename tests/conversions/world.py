@@ -74,7 +74,8 @@ def make_world(client: TestClient, settings: Settings, currency: str = "USD") ->
     def call(fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
         return client.portal.call(functools.partial(fn, *args, **kw))
 
-    brand, _key = call(reg.create_brand, "Acme", currency)
+    brand, key = call(reg.create_brand, "Acme", currency)
+    brand = {**brand, "api_key": key}
     pct = call(reg.create_campaign, brand["id"], name="Spring", commission_type="percent",
                commission_value=Decimal("10"), attribution_window_days=30)
     flat = call(reg.create_campaign, brand["id"], name="Flat", commission_type="flat",

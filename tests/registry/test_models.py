@@ -25,9 +25,8 @@ from tracker.registry.models import (
     LinkIn,
     LinkPatch,
     LinkQuery,
-    NewStore,
-    StoreIn,
 )
+from tracker.registry.storemodels import NewStore, Store, StoreIn, StorePatch
 
 USD = {"currency": "USD"}
 LINK = {"campaign_id": "cmp_x", "influencer_id": "inf_x", "destination_url": "https://shop.example/p"}
@@ -78,6 +77,18 @@ def test_valid_ip_or_network(raw: str, norm: str) -> None:
         (StoreIn, {"name": "S", "allowed_ips": [" 203.0.113.7 ", "10.1.2.3/8", "10.0.0.0/8", "2001:db8::/32"]}, None,
          {"allowed_ips": ["203.0.113.7", "10.0.0.0/8", "2001:db8::/32"]}),
         (StoreIn, {"name": "S", "allowed_ips": None}, None, {"allowed_ips": []}),
+        (StoreIn, {"name": "S"}, None, {"platform": "custom", "webhook_secret": None}),
+        (StoreIn, {"name": "S", "platform": "shopify", "webhook_secret": "shpss_0123456789abcdef"}, None,
+         {"platform": "shopify", "webhook_secret": "shpss_0123456789abcdef"}),
+        (StoreIn, {"name": "S", "platform": "woocommerce", "webhook_secret": "w{8}:Q;x!"}, None,
+         {"platform": "woocommerce"}),
+        (StoreIn, {"name": "S", "platform": "stripe", "webhook_secret": "whsec_abcdefgh"}, None,
+         {"platform": "stripe"}),
+        (StorePatch, {"webhook_secret": "whsec_abcdefgh"}, None, {"webhook_secret": "whsec_abcdefgh", "name": None}),
+        (StorePatch, {"name": "New name", "allowed_ips": []}, None, {"name": "New name", "allowed_ips": []}),
+        (CampaignIn, CAMPAIGN, USD, {"recurring_months": 12}),
+        (CampaignIn, {**CAMPAIGN, "recurring_months": 0}, USD, {"recurring_months": 0}),
+        (CampaignIn, {**CAMPAIGN, "recurring_months": 120}, USD, {"recurring_months": 120}),
         (FeeIn, FEE, USD, {"currency": None, "amount": Decimal(10), "date": datetime.now(UTC).date(), "note": ""}),
         (FeeIn, {**FEE, "amount": "1.001", "currency": "KWD", "date": "2026-11-01"}, USD,
          {"amount": Decimal("1.001"), "currency": "KWD", "date": date(2026, 11, 1)}),
@@ -142,6 +153,19 @@ REFUSED: list[tuple[type[BaseModel], dict[str, Any], str, str]] = [
     (LinkPatch, {"disabled": "true"}, "invalid_field", "disabled"),
     (LinkPatch, {"code": "x"}, "invalid_field", "code"),
     (StoreIn, {"name": "S", "allowed_ips": ["1.2.3"]}, "invalid_field", "allowed_ips"),
+    (StoreIn, {"name": "S", "platform": "shopify"}, "missing_field", "webhook_secret"),
+    (StoreIn, {"name": "S", "platform": "stripe", "webhook_secret": "sk_live_abcdefgh"}, "invalid_field", "whsec_"),
+    (StoreIn, {"name": "S", "webhook_secret": "abcdefghij"}, "invalid_field", "only for stores on"),
+    (StoreIn, {"name": "S", "platform": "magento", "webhook_secret": "abcdefghij"}, "invalid_field", "platform"),
+    (StoreIn, {"name": "S", "platform": "shopify", "webhook_secret": "short"}, "invalid_field", "webhook_secret"),
+    (StoreIn, {"name": "S", "platform": "shopify", "webhook_secret": "has a space"}, "invalid_field",
+     "webhook_secret"),
+    (StoreIn, {"name": "S", "platform": "shopify", "webhook_secret": "x" * 257}, "invalid_field", "webhook_secret"),
+    (StorePatch, {}, "invalid_field", "at least one"),
+    (StorePatch, {"secret": "abcdefghij"}, "invalid_field", "secret"),
+    (CampaignIn, {**CAMPAIGN, "recurring_months": -1}, "invalid_field", "recurring_months"),
+    (CampaignIn, {**CAMPAIGN, "recurring_months": 121}, "invalid_field", "recurring_months"),
+    (CampaignIn, {**CAMPAIGN, "recurring_months": "12"}, "invalid_field", "recurring_months"),
     (StoreIn, {"name": "S", "allowed_ips": [5]}, "invalid_field", "allowed_ips"),
     (StoreIn, {"name": "S", "allowed_ips": ["1" * 65]}, "invalid_field", "allowed_ips"),
     (StoreIn, {"name": "S", "allowed_ips": ["10.0.0.1"] * 101}, "invalid_field", "allowed_ips"),
@@ -219,14 +243,19 @@ def test_fee_answer_rounds_to_each_currency(currency: str, amount: str, original
 def test_other_answers() -> None:
     record = {"id": "cmp_x", "name": "S", "attribution_window_days": 30,
               "commission": {"type": "percent", "value": Decimal("12.5")}, "click_id_param": "click_id",
-              "allowed_domains": [], "created_at": "2026-11-02T10:11:12.345Z"}
+              "allowed_domains": [], "recurring_months": 12, "created_at": "2026-11-02T10:11:12.345Z"}
     assert Campaign.model_validate(record).dump() == {**record, "commission": {"type": "percent", "value": "12.5"}}
     row = {"id": "inf_x", "name": "Bo", "handle": "", "platform": "", "created_at": CREATED}
     assert Influencer.from_row(row).dump()["handle"] is None
     store = {"id": "sto_x", "name": "S", "allowed_ips": ("10.0.0.0/8",), "created_at": CREATED, "secret_nonce": "n"}
-    assert NewStore.from_created(store, secret="s", postback_token="t").dump() == {
-        "id": "sto_x", "name": "S", "allowed_ips": ["10.0.0.0/8"], "created_at": "2026-11-02T10:11:12.345Z",
-        "secret": "s", "postback_token": "t"}
+    assert NewStore.from_created(store, "https://t.example/", secret="s", postback_token="t").dump() == {
+        "id": "sto_x", "name": "S", "allowed_ips": ["10.0.0.0/8"], "platform": "custom", "webhook_url": None,
+        "webhook_secret_rotated_at": None, "created_at": "2026-11-02T10:11:12.345Z", "secret": "s",
+        "postback_token": "t"}
+    shop = {**store, "platform": "shopify", "webhook_secret": "v1.sealed"}
+    answer = Store.from_row(shop, "https://t.example/").dump()
+    assert answer["webhook_url"] == "https://t.example/api/v1/integrations/shopify/sto_x"
+    assert "sealed" not in str(answer) and "secret_nonce" not in str(answer)
 
 
 # --- the schema says what the code accepts -------------------------------------------------------

@@ -173,10 +173,12 @@ def test_store_secret_shown_once(client: TestClient, world: dict[str, Any], sett
                     headers=world["h"])
     assert r.status_code == 201, r.text
     store = r.json()
-    assert set(store) == {"id", "name", "secret", "postback_token", "allowed_ips", "created_at"}
+    assert set(store) == {"id", "name", "secret", "postback_token", "allowed_ips", "platform", "webhook_url",
+                          "webhook_secret_rotated_at", "created_at"}
     assert store["allowed_ips"] == ["203.0.113.7", "10.1.0.0/16"]
+    assert (store["platform"], store["webhook_url"]) == ("custom", None)
     listed = client.get("/api/v1/stores", headers=world["h"]).json()["items"]
-    assert listed == [{k: store[k] for k in ("id", "name", "allowed_ips", "created_at")}]
+    assert listed == [{k: v for k, v in store.items() if k not in ("secret", "postback_token")}]
     one = client.get(f"/api/v1/stores/{store['id']}", headers=world["h"]).json()
     assert "secret" not in one and "postback_token" not in one
     assert client.portal is not None

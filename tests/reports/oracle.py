@@ -151,6 +151,9 @@ def build_data(seed: int = 7) -> Data:
                     "occurred_at": ts,
                     "created_at": ts,
                     "updated_at": ts,
+                    "customer_hash": "",
+                    "email_hash": "",
+                    "platform_state": "",
                 }
             )
 

@@ -270,6 +270,9 @@ def test_the_rendered_schema_is_created_by_a_chdb_configured_as_a_cluster_node(t
         "0023_clicks_projections.sql: ALTER TABLE clicks_local ADD PROJECTION",
         "0023_clicks_projections.sql: ALTER TABLE clicks_local MATERIALIZE PROJECTION",
         # Column changes of a replicated table need Keeper too (the Distributed table's ALTER runs).
+        "0030_stores_platform.sql: ALTER TABLE stores_local ADD COLUMN",
+        "0031_campaigns_recurring_months.sql: ALTER TABLE campaigns_local ADD COLUMN",
+        "0032_conversions_customers.sql: ALTER TABLE conversions_local ADD COLUMN",
         "0050_api_key_scopes.sql: ALTER TABLE api_keys_local ADD COLUMN",
     ]
     engines = {name: engine for name, engine, _ in result["tables"]}

@@ -6,8 +6,11 @@ the order's current state), calls these functions, and writes the result.
 Attribution order (DESIGN.md "Conversions"):
 1. a valid click id of this brand whose click is not older than the campaign's
    window at ``occurred_at``, on a link that is not disabled -> ``click``;
-2. else a coupon code that belongs to a link of this brand -> ``coupon``;
-3. else unattributed.
+2. else, for a customer whose first attributed order came through a link of this brand
+   within the campaign's ``recurring_months`` before this order -> ``customer`` (a
+   returning customer, a subscription renewal), credited to that link;
+3. else a coupon code that belongs to a link of this brand -> ``coupon``;
+4. else unattributed.
 
 Status moves: pending -> approved, rejected or refunded; approved -> refunded;
 the same status again is a duplicate; anything else is a conflict (409). A
@@ -17,7 +20,9 @@ partial refund (the status stays), the whole amount (or none) is a full refund.
 
 from __future__ import annotations
 
+import calendar
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Literal
 
@@ -43,7 +48,7 @@ _MOVES: frozenset[tuple[str, str]] = frozenset(
 # A click a little after the order's time still counts: the store's and our clocks differ.
 CLOCK_SKEW_MS = 300_000
 
-AttributionKind = Literal["click", "coupon"]
+AttributionKind = Literal["click", "coupon", "customer"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,15 +80,40 @@ def coupon_qualifies(brand_id: str, link: LinkRecord | None) -> bool:
     return link is not None and link.brand_id == brand_id
 
 
+def add_months(when: datetime, months: int) -> datetime:
+    """``when`` plus whole calendar months, the day clamped to the month's end (Jan 31 + 1 = Feb 28/29)."""
+    index = when.month - 1 + months
+    year, month = when.year + index // 12, index % 12 + 1
+    return when.replace(year=year, month=month, day=min(when.day, calendar.monthrange(year, month)[1]))
+
+
+def customer_qualifies(
+    brand_id: str, occurred_ms: int, first_ms: int, link: LinkRecord | None, recurring_months: int
+) -> bool:
+    """A returning customer's order: on or after the first attributed order, within ``recurring_months``
+    calendar months of it (0: never), through a link of this brand (disabled or not: the customer was brought)."""
+    if link is None or link.brand_id != brand_id or recurring_months <= 0:
+        return False
+    if occurred_ms < first_ms - CLOCK_SKEW_MS:
+        return False
+    end = add_months(datetime.fromtimestamp(first_ms / 1000, UTC), recurring_months)
+    return occurred_ms < int(end.timestamp() * 1000)
+
+
 def attribute(
     brand_id: str,
     occurred_ms: int,
     click_ref: ClickRef | None,
     click_link: LinkRecord | None,
     coupon_link: LinkRecord | None,
+    customer_link: LinkRecord | None = None,
 ) -> Attribution:
+    """``customer_link``: the link of the customer's first attributed order, already checked
+    with ``customer_qualifies`` (None when there is none or it does not qualify)."""
     if click_qualifies(brand_id, occurred_ms, click_ref, click_link):
         return Attribution("click", click_link)
+    if customer_link is not None:
+        return Attribution("customer", customer_link)
     if coupon_qualifies(brand_id, coupon_link):
         return Attribution("coupon", coupon_link)
     return UNATTRIBUTED

@@ -24,6 +24,8 @@ from tracker.core.timeutil import now_utc, truncate_ms, utc
 MAX_ORDER_ID = 128
 MAX_CLICK_ID = 256
 MAX_COUPON = 64
+MAX_CUSTOMER = 128
+MAX_EMAIL = 320
 # How far in the future occurred_at may lie (store clocks drift).
 CLOCK_SKEW_SECONDS = 300
 _EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
@@ -40,9 +42,14 @@ GET_ALIASES: dict[str, tuple[str, ...]] = {
     "coupon_code": ("coupon_code", "coupon"),
     "status": ("status",),
     "occurred_at": ("occurred_at",),
+    "customer_id": ("customer_id",),
+    "customer_email": ("customer_email",),
 }
 
-_TEXT_LIMITS = {"order_id": MAX_ORDER_ID, "click_id": MAX_CLICK_ID, "coupon_code": MAX_COUPON}
+_TEXT_LIMITS = {
+    "order_id": MAX_ORDER_ID, "click_id": MAX_CLICK_ID, "coupon_code": MAX_COUPON, "customer_id": MAX_CUSTOMER,
+    "customer_email": MAX_EMAIL,
+}
 
 _AMOUNT_SCHEMA = WithJsonSchema(
     {
@@ -127,12 +134,34 @@ class Postback(Model):
     click_id: str | None = Field(None, max_length=MAX_CLICK_ID, description="The click id the redirect appended.")
     coupon_code: str | None = Field(None, max_length=MAX_COUPON, description="A coupon code used on the order.")
     occurred_at: Annotated[datetime | None, _OCCURRED_SCHEMA] = None
+    customer_id: str | None = Field(
+        None, max_length=MAX_CUSTOMER,
+        description="The store's id of the customer (stored only as a keyed hash): a later order of the customer "
+        "without a click id is credited to the link that brought the customer's first attributed order, "
+        "within the campaign's recurring_months.",
+    )
+    customer_email: str | None = Field(
+        None, max_length=MAX_EMAIL,
+        description="The customer's email (trimmed, lower-cased, stored only as a keyed hash).",
+    )
 
-    @field_validator("order_id", "click_id", "coupon_code", mode="before")
+    @field_validator("order_id", "click_id", "coupon_code", "customer_id", mode="before")
     @classmethod
     def _text(cls, value: object, info: ValidationInfo) -> str | None:
         name = str(info.field_name)
         return text_field(value, name, _TEXT_LIMITS[name], required=name == "order_id")
+
+    @field_validator("customer_email", mode="before")
+    @classmethod
+    def _email(cls, value: object) -> str | None:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        if not isinstance(value, str):
+            raise BadRequest(f"customer_email must be a string, not {type(value).__name__}.", code="invalid_field")
+        email = value.strip()
+        if len(email) > MAX_EMAIL or "@" not in email or not email.isprintable() or " " in email:
+            raise Unprocessable("customer_email is not an email address.", code="invalid_field")
+        return email
 
     @field_validator("status", mode="before")
     @classmethod

@@ -1,20 +1,26 @@
-"""Recording a postback: decide the change to its order, attribute a new order, price the commission.
+"""Recording an order: decide the change to its state, attribute a new order, price the commission.
 
-The pure rules live in ``tracker.conversions.attribution``; this module looks their inputs up
-(the order's state, links, the campaign's rule, the brand's exchange rate) and writes the new
-version through ``tracker.conversions.state``. The answer is sent only after the write: an
-accepted conversion is in Redis (AOF) and reaches ClickHouse through the ingest worker.
+The pure rules live in ``tracker.conversions.attribution`` (postbacks) and
+``tracker.conversions.orders`` (platform events); this module looks their inputs up (the
+order's state, links, the campaign's rule, the brand's exchange rate, the customer's
+first order) and writes the new version through ``tracker.conversions.state``. The
+answer is sent only after the write: an accepted conversion is in Redis (AOF) and
+reaches ClickHouse through the ingest worker. ``tracker.conversions.platform`` records
+platform events with the same steps.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 import redis.asyncio as aioredis
 
+from tracker.conversions import customers
 from tracker.conversions.attribution import (
     REFUNDED,
     Change,
@@ -24,12 +30,18 @@ from tracker.conversions.attribution import (
     attribute,
     click_qualifies,
     commission,
+    customer_qualifies,
 )
+from tracker.conversions.customers import FirstOrder
+from tracker.conversions.lookups import Lookups
+from tracker.conversions.orderset import OrderSet
 from tracker.conversions.parse import Postback
-from tracker.conversions.state import Conversion, OrderStates
-from tracker.core import ids, money
+from tracker.conversions.rebuild import Rebuilder
+from tracker.conversions.state import Conversion, Extras, OrderStates, Snapshot
+from tracker.core import credentials, ids, money
 from tracker.core.clickid import ClickIds
 from tracker.core.errors import StorageUnavailable, Unauthorized, Unprocessable
+from tracker.core.records import LinkRecord
 from tracker.core.timeutil import now_ms_precision, to_ms
 from tracker.registry import Registry
 from tracker.settings import Settings
@@ -38,62 +50,101 @@ from tracker.storage.clickhouse import ClickHouse
 log = logging.getLogger("tracker.conversions.recorder")
 
 # Rounds of (read the state, decide, compare-and-write) before giving up on a busy order.
-_MAX_ATTEMPTS = 8
+MAX_ATTEMPTS = 8
 
 BAD_STORE_SIGNATURE = "The store id or the X-Signature is not valid."
 
 
+@dataclass(frozen=True, slots=True)
+class NewOrder:
+    """What the first version of an order is made of, from a postback or a platform event."""
+
+    order_id: str
+    status: str
+    currency: str
+    amount: Decimal  # in ``currency``
+    refunded: Decimal  # in ``currency``
+    click_id: str | None
+    coupon_code: str | None
+    occurred_at: datetime | None
+    customer_hash: str = ""
+    email_hash: str = ""
+    platform_state: str = ""
+
+
 class Conversions:
-    """Records postbacks for one process."""
+    """Records postbacks and platform events for one process."""
 
     def __init__(self, settings: Settings, redis: aioredis.Redis, ch: ClickHouse, registry: Registry) -> None:
         assert settings.secret_key is not None
         self.settings = settings
+        self.secret_key = settings.secret_key
         self.registry = registry
+        self.ch = ch
+        self.lookups = Lookups(registry, settings.link_cache_seconds)
         self.click_ids = ClickIds(settings.secret_key)
-        self.states = OrderStates(redis, ch)
+        self.orders = OrderSet(redis, settings.secret_key)
+        self.rebuild = Rebuilder(redis, ch, self.orders)
+        self.states = OrderStates(redis, ch, self.orders, self.rebuild)
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        await self.orders.stop()
+
+    def hashes(self, brand_id: str, customer_id: str | None, email: str | None) -> tuple[str, str]:
+        """The keyed hashes a conversion keeps of its customer ("" when not given)."""
+        key = self.secret_key
+        return (
+            credentials.customer_hash(key, brand_id, customer_id) if customer_id else "",
+            credentials.email_hash(key, brand_id, email) if email else "",
+        )
 
     async def record(self, store: Mapping[str, Any], pb: Postback) -> Conversion:
         """Apply one postback to its order; the order's state after it, and whether it was a duplicate."""
         brand_id = str(store["brand_id"])
-        brand: dict[str, Any] | None = None  # read only for a new order (its currency)
-        for _ in range(_MAX_ATTEMPTS):
-            seen = await self.states.read(brand_id, pb.order_id)
-            current = seen.row
+        customer, email = self.hashes(brand_id, pb.customer_id, pb.customer_email)
+        snap = await self.states.read(brand_id, pb.order_id, customer_hash=customer)
+        for _ in range(MAX_ATTEMPTS):
+            current = snap.row
             if current is None:
-                brand = brand or await self.registry.get_brand(brand_id)
-                if brand is None:
-                    # The store outlived its brand: answer as for an unknown store.
-                    raise Unauthorized(BAD_STORE_SIGNATURE, code="invalid_signature")
-                row = await self._first_version(brand, store, pb)
+                change = apply(pb.order_id, None, pb.status, pb.amount)
+                assert pb.currency is not None  # an amount (required here) comes with its currency
+                new = NewOrder(pb.order_id, change.status, pb.currency, change.amount, change.refunded, pb.click_id,
+                               pb.coupon_code, pb.occurred_at, customer, email)
+                row = await self.first_version(store, new, snap)
             else:
                 change = self._change(current, pb)
                 if change.duplicate:
-                    if seen.raw is None:
+                    if snap.raw is None:
                         # Redis lost this order: put the rebuilt state back for the next postback.
                         await self.states.restore(current)
                     return Conversion.of(current, duplicate=True)
-                row = await self._next_version(current, change)
-            if await self.states.write(seen, row):
+                row = await self.next_version(current, change.status, change.amount, change.refunded)
+            after = await self.states.write(snap, row, self.extras(row))
+            if after is None:
                 return Conversion.of(row, duplicate=False)
-            # Another copy or status change won the race: decide again on the new state.
+            snap = after  # another copy or status change won the race: decide again on the new state
         raise StorageUnavailable(f"Order {pb.order_id!r} is changing too often right now; retry the postback.")
 
+    def extras(self, row: Mapping[str, Any], delivery_key: str | None = None) -> Extras:
+        """The commit's other writes: the delivery marker, and the customer's first attributed order."""
+        first = customers.mapping_of(dict(row))
+        if first is None:
+            return Extras(delivery_key)
+        h = str(row["customer_hash"])
+        return Extras(delivery_key, h, customers.shard_key(str(row["brand_id"]), h), first.encode())
+
     def _change(self, current: Mapping[str, Any], pb: Postback) -> Change:
-        original_currency = current["original_currency"]
-        if pb.currency is not None and pb.currency != original_currency:
-            raise Unprocessable(
-                f"Order {pb.order_id!r} was recorded in {original_currency}; "
-                f"send its status changes in {original_currency}, not {pb.currency}.",
-                code="invalid_currency",
-            )
+        check_currency(current, pb.order_id, pb.currency)
         state = OrderState(current["status"], current["original_amount"], current["original_refunded_amount"])
         return apply(pb.order_id, state, pb.status, pb.amount)
 
-    async def _rule(self, brand_id: str, campaign_id: str) -> CommissionRule | None:
+    async def rule(self, brand_id: str, campaign_id: str) -> CommissionRule | None:
         if not campaign_id:
             return None
-        campaign = await self.registry.get_campaign(brand_id, campaign_id)
+        campaign = await self.lookups.campaign(brand_id, campaign_id)
         if campaign is None:
             log.warning("campaign %s of brand %s is gone; commission 0", campaign_id, brand_id)
             return None
@@ -102,7 +153,7 @@ class Conversions:
     async def _rate(self, brand_id: str, brand_currency: str, currency: str) -> Decimal:
         if currency == brand_currency:
             return Decimal(1)
-        rate = await self.registry.fx_rate(brand_id, currency)
+        rate = await self.lookups.fx_rate(brand_id, currency)
         if rate is None or rate <= 0:
             raise Unprocessable(
                 f"The amount is in {currency} but the brand's currency is {brand_currency}, and the brand "
@@ -111,71 +162,105 @@ class Conversions:
             )
         return Decimal(rate)
 
-    async def _first_version(
-        self, brand: Mapping[str, Any], store: Mapping[str, Any], pb: Postback
-    ) -> dict[str, Any]:
-        brand_id = str(brand["id"])
+    async def _customer_link(self, brand_id: str, occurred_ms: int, raw: str) -> LinkRecord | None:
+        """The link of the customer's first attributed order, when this order falls in its campaign's window."""
+        first = FirstOrder.decode(raw)
+        if first is None:
+            return None
+        link = await self.lookups.link_by_id(first.link_id)
+        if link is None:
+            return None
+        campaign = await self.lookups.campaign(brand_id, link.campaign_id)
+        months = int(campaign.get("recurring_months", 12)) if campaign else 0
+        return link if customer_qualifies(brand_id, occurred_ms, first.first_ms, link, months) else None
+
+    async def first_version(self, store: Mapping[str, Any], new: NewOrder, snap: Snapshot) -> dict[str, Any]:
+        brand_id = str(store["brand_id"])
+        brand = await self.lookups.brand(brand_id)
+        if brand is None:
+            # The store outlived its brand: answer as for an unknown store.
+            raise Unauthorized(BAD_STORE_SIGNATURE, code="invalid_signature")
         brand_currency = str(brand["currency"])
-        change = apply(pb.order_id, None, pb.status, pb.amount)
-        assert pb.currency is not None  # an amount (required here) comes with its currency
-        rate = await self._rate(brand_id, brand_currency, pb.currency)
+        rate = await self._rate(brand_id, brand_currency, new.currency)
         now = now_ms_precision()
-        occurred = pb.occurred_at or now
+        occurred = new.occurred_at or now
         occurred_ms = to_ms(occurred)
 
-        ref = self.click_ids.parse(pb.click_id) if pb.click_id else None
-        click_link = await self.registry.link_by_id(ref.link_id) if ref is not None else None
-        coupon_link = None
-        if pb.coupon_code and not click_qualifies(brand_id, occurred_ms, ref, click_link):
-            coupon_link = await self.registry.link_by_coupon(brand_id, pb.coupon_code)
-        result = attribute(brand_id, occurred_ms, ref, click_link, coupon_link)
+        ref = self.click_ids.parse(new.click_id) if new.click_id else None
+        click_link = await self.lookups.link_by_id(ref.link_id) if ref is not None else None
+        coupon_link = customer_link = None
+        if not click_qualifies(brand_id, occurred_ms, ref, click_link):
+            if snap.customer:
+                customer_link = await self._customer_link(brand_id, occurred_ms, snap.customer)
+            if new.coupon_code and customer_link is None:
+                coupon_link = await self.lookups.link_by_coupon(brand_id, new.coupon_code)
+        result = attribute(brand_id, occurred_ms, ref, click_link, coupon_link, customer_link)
         link = result.link
-        rule = await self._rule(brand_id, link.campaign_id) if link is not None else None
+        rule = await self.rule(brand_id, link.campaign_id) if link is not None else None
 
-        amount = money.round_money(change.amount * rate, brand_currency)
+        amount = money.round_money(new.amount * rate, brand_currency)
+        refunded = amount if new.status == REFUNDED else money.round_money(new.refunded * rate, brand_currency)
         return {
             "brand_id": brand_id,
-            "order_id": pb.order_id,
+            "order_id": new.order_id,
             "version": 1,
             "conversion_id": ids.new_id("conversion"),
             "store_id": str(store["id"]),
-            "status": change.status,
+            "status": new.status,
             "currency": brand_currency,
             "amount": amount,
-            "refunded_amount": money.round_money(money.ZERO, brand_currency),
-            "original_currency": pb.currency,
-            "original_amount": change.amount,
-            "original_refunded_amount": money.round_money(money.ZERO, pb.currency),
+            "refunded_amount": refunded,
+            "original_currency": new.currency,
+            "original_amount": money.round_money(new.amount, new.currency),
+            "original_refunded_amount": money.round_money(new.refunded, new.currency),
             "fx_rate": rate,
-            "commission": commission(rule, change.status, amount, brand_currency),
+            "commission": commission(rule, new.status, amount - refunded, brand_currency),
             "attributed": 1 if result.attributed else 0,
             "attribution": result.kind or "",
-            "click_id": pb.click_id or "",
+            "click_id": new.click_id or "",
             "link_id": link.id if link is not None else 0,
             "link_code": link.code if link is not None else "",
             "campaign_id": link.campaign_id if link is not None else "",
             "influencer_id": link.influencer_id if link is not None else "",
-            "coupon_code": pb.coupon_code or "",
+            "coupon_code": new.coupon_code or "",
             "occurred_at": occurred,
             "created_at": now,
             "updated_at": now,
+            "customer_hash": new.customer_hash,
+            "email_hash": new.email_hash,
+            "platform_state": new.platform_state,
         }
 
-    async def _next_version(self, current: Mapping[str, Any], change: Change) -> dict[str, Any]:
+    async def next_version(
+        self, current: Mapping[str, Any], status: str, amount: Decimal, refunded_original: Decimal,
+        platform_state: str | None = None,
+    ) -> dict[str, Any]:
         brand_currency = current["currency"]
         rate: Decimal = current["fx_rate"]  # the rate of the first version, so refunds match the sale
-        amount = money.round_money(change.amount * rate, brand_currency)
-        refunded = amount if change.status == REFUNDED else money.round_money(change.refunded * rate, brand_currency)
-        rule = await self._rule(current["brand_id"], current["campaign_id"])
+        converted = money.round_money(amount * rate, brand_currency)
+        refunded = converted if status == REFUNDED else money.round_money(refunded_original * rate, brand_currency)
+        rule = await self.rule(current["brand_id"], current["campaign_id"])
         row = dict(current)
         row.update(
             version=int(current["version"]) + 1,
-            status=change.status,
-            amount=amount,
+            status=status,
+            amount=converted,
             refunded_amount=refunded,
-            original_amount=change.amount,
-            original_refunded_amount=change.refunded,
-            commission=commission(rule, change.status, amount - refunded, brand_currency),
+            original_amount=amount,
+            original_refunded_amount=refunded_original,
+            commission=commission(rule, status, converted - refunded, brand_currency),
             updated_at=now_ms_precision(),
         )
+        if platform_state is not None:
+            row["platform_state"] = platform_state
         return row
+
+
+def check_currency(current: Mapping[str, Any], order_id: str, currency: str | None) -> None:
+    original_currency = current["original_currency"]
+    if currency is not None and currency != original_currency:
+        raise Unprocessable(
+            f"Order {order_id!r} was recorded in {original_currency}; "
+            f"send its status changes in {original_currency}, not {currency}.",
+            code="invalid_currency",
+        )

@@ -79,7 +79,7 @@ async def _store_by_signature(svc: Services, request: Request, body: bytes) -> d
         # Nothing about the store is known yet, so this message cannot leak anything.
         raise Unauthorized(str(exc), code="invalid_signature") from None
     store_id = request.headers.get("x-store-id", "")
-    store = await svc.registry.get_store(store_id) if ids.looks_like("store", store_id) else None
+    store = await svc.conversions.lookups.store(store_id) if ids.looks_like("store", store_id) else None
     if store is None:
         # Same answer as a wrong signature: a caller cannot probe which store ids exist.
         raise Unauthorized(BAD_STORE_SIGNATURE, code="invalid_signature")
@@ -110,7 +110,7 @@ def ip_allowed(ip: str, allowed: list[str] | tuple[str, ...]) -> bool:
 async def _store_by_token(svc: Services, request: Request) -> dict[str, Any]:
     store_id = request.query_params.get("store_id", "")
     token = request.query_params.get("token", "")
-    store = await svc.registry.get_store(store_id) if ids.looks_like("store", store_id) else None
+    store = await svc.conversions.lookups.store(store_id) if ids.looks_like("store", store_id) else None
     given = token_hash(token) if token else ""
     if store is None or not hmac.compare_digest(given.encode(), str(store["token_hash"]).encode()):
         raise Unauthorized(_BAD_STORE_TOKEN, code="invalid_token")

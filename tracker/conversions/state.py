@@ -6,15 +6,19 @@ writes the new state and XADDs the row, so of 50 concurrent copies of one postba
 number of workers exactly one wins; the others re-read and answer ``duplicate: true``.
 When Redis lost an order's state it is read back from ``conversions FINAL``.
 
-Redis Cluster note: the script touches the order key and the conversion stream, so both
-must hash to one slot there; with a single Redis (or a primary with replicas) nothing is needed.
+The brand's known-orders filter (``orderset``) spares a new order the ClickHouse read:
+only an order the filter cannot rule out is looked up there.
+
+Redis Cluster note: the scripts touch the order key, the conversion stream and the brand's
+filter, held refunds, delivery marker and customer shard, so all must hash to one slot
+there (a hash tag by brand); with a single Redis (or a primary with replicas) nothing is needed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -25,7 +29,9 @@ from pydantic import ConfigDict, PlainSerializer, WithJsonSchema
 from redis.commands.core import AsyncScript
 
 from tracker.api.schema import Answer, MoneyOut
+from tracker.conversions import customers, storeevents
 from tracker.conversions.attribution import AttributionKind
+from tracker.conversions.orderset import COMMIT, HOLD, READ, OrderSet
 from tracker.conversions.parse import Status
 from tracker.core import keys, money
 from tracker.core.errors import StorageUnavailable
@@ -38,31 +44,18 @@ from tracker.storage.clickhouse import ClickHouse, run_sync
 # ClickHouse, which ingest filled long before. Bounds Redis memory (~1 KB an order).
 STATE_TTL_SECONDS = 7 * 86_400
 
-# KEYS: order state, conversion stream. ARGV: state the decision was based on
-# ("" = none in Redis), new state, TTL seconds. Returns 1 when written, 0 when
-# another postback changed the order first (the caller re-reads and decides again).
-_COMMIT = """
-local cur = redis.call('GET', KEYS[1])
-if ARGV[1] == '' then
-  if cur then return 0 end
-elseif cur ~= ARGV[1] then
-  return 0
-end
-redis.call('SET', KEYS[1], ARGV[2], 'EX', tonumber(ARGV[3]))
-redis.call('XADD', KEYS[2], '*', 'e', ARGV[2])
-return 1
-"""
-
 _MONEY_COLUMNS = ("amount", "refunded_amount", "commission")
 _ORIGINAL_COLUMNS = ("original_amount", "original_refunded_amount")
 _TIME_COLUMNS = ("occurred_at", "created_at", "updated_at")
+# Columns added after the first rows were written: a state or a row without them reads as "".
+_LATER = ("customer_hash", "email_hash", "platform_state")
 _INT_COLUMNS = ("version", "attributed", "link_id")
 _TYPED = frozenset((*_INT_COLUMNS, *_MONEY_COLUMNS, *_ORIGINAL_COLUMNS, *_TIME_COLUMNS, "fx_rate"))
 
 
 def normalize_row(row: Mapping[str, Any]) -> dict[str, Any]:
     """Typed values (from the JSON state or a ClickHouse row) with money at its currency's scale."""
-    out = {c: row[c] for c in CONVERSION_COLUMNS}
+    out = {c: row[c] if c in row or c not in _LATER else "" for c in CONVERSION_COLUMNS}
     for c in _INT_COLUMNS:
         out[c] = int(out[c])
     for c in _MONEY_COLUMNS:
@@ -148,38 +141,155 @@ class StateLookups:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """An order's state as read: ``raw`` is the Redis value (None when Redis had none)."""
+    """An order's state as read: ``raw`` is the Redis value (None when Redis had none).
+
+    With no state: ``held`` are refunds held for the order (raw JSON, "" for none, as the
+    commit compares it), ``customer`` the customer's first attributed order ("" for none),
+    ``delivered`` whether this platform delivery was applied already.
+    """
 
     raw: bytes | str | None
     row: dict[str, Any] | None
+    held: str = ""
+    customer: str = ""
+    delivered: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Extras:
+    """What a commit writes besides the state: the delivery marker and the customer's first order."""
+
+    delivery_key: str | None = None
+    customer_field: str = ""
+    customer_key: str | None = None
+    customer_value: str = ""
+
+
+DELIVERY_TTL_SECONDS = 7 * 86_400
 
 
 class OrderStates:
-    """Reads and writes order states; one per process."""
+    """Reads and writes order states; one per process.
 
-    def __init__(self, redis: aioredis.Redis, ch: ClickHouse) -> None:
+    A read is one script (``orderset.READ``): the state, or, when Redis has none, the held
+    refunds, the customer's first order and the brand filter's verdict. Only when the filter
+    cannot say the order is new (``maybe``, or not complete) is ClickHouse asked, and then the
+    held refunds and the customer are read from ClickHouse too. A write is one script
+    (``orderset.COMMIT``).
+    """
+
+    def __init__(self, redis: aioredis.Redis, ch: ClickHouse, orders: OrderSet,
+                 rebuild: Callable[[str], Awaitable[None]]) -> None:
         self.redis = redis
-        self._commit: AsyncScript = redis.register_script(_COMMIT)
+        self.ch = ch
+        self.orders = orders
+        self._rebuild = rebuild
+        self._read: AsyncScript = redis.register_script(READ)
+        self._commit: AsyncScript = redis.register_script(COMMIT)
+        self._hold: AsyncScript = redis.register_script(HOLD)
         self.lookups = StateLookups(ch)
+        self.clickhouse_reads = 0
 
-    async def read(self, brand_id: str, order_id: str) -> Snapshot:
-        raw = await self.redis.get(keys.conversion(brand_id, order_id))
-        if raw is not None:
-            return Snapshot(raw, decode_state(raw))
-        return Snapshot(None, await self.lookups.get(brand_id, order_id))
+    async def read(
+        self, brand_id: str, order_id: str, *, customer_hash: str = "", delivery_key: str | None = None
+    ) -> Snapshot:
+        h1, h2 = self.orders.positions(order_id)
+        cust_key = customers.shard_key(brand_id, customer_hash) if customer_hash else keys.order_set(brand_id)
+        state_key = keys.conversion(brand_id, order_id)
+        while True:
+            reply = await self._read(
+                keys=[state_key, keys.order_set(brand_id), keys.held_refunds(brand_id, order_id), cust_key,
+                      delivery_key or state_key, *self.orders.generation_keys(brand_id)],
+                args=[h1, h2, customer_hash, self.orders.generations(brand_id), "1" if delivery_key else "0"],
+            )
+            if int(reply[0]) == 1:
+                raw = reply[1]
+                return Snapshot(raw, decode_state(raw), delivered=bool(int(reply[2])))
+            verdict, held, customer = _text(reply[1]), _text(reply[2]), _text(reply[3])
+            gens, delivered = int(reply[4]), bool(int(reply[5]))
+            if verdict == "generations":
+                self.orders.saw(brand_id, gens)
+                continue
+            if verdict == "new":
+                return Snapshot(None, None, held, customer, delivered)
+            if verdict == "incomplete":
+                self.orders.incomplete(brand_id, self._rebuild)
+            return await self._from_clickhouse(brand_id, order_id, customer_hash, held, customer, verdict, delivered)
 
-    async def write(self, base: Snapshot, row: Mapping[str, Any]) -> bool:
-        """Store ``row`` and stream it, if the order still is as ``base`` saw it."""
-        key = keys.conversion(str(row["brand_id"]), str(row["order_id"]))
-        written = await self._commit(
-            keys=[key, keys.CONVERSION_STREAM], args=[base.raw or b"", encode_conversion(dict(row)), STATE_TTL_SECONDS]
-        )
-        return bool(written == 1)
+    async def _from_clickhouse(
+        self, brand_id: str, order_id: str, customer_hash: str, held: str, customer: str, verdict: str,
+        delivered: bool,
+    ) -> Snapshot:
+        self.clickhouse_reads += 1
+        row = await self.lookups.get(brand_id, order_id)
+        if row is not None:
+            return Snapshot(None, row, delivered=delivered)
+        if verdict == "incomplete":
+            # Redis may have lost the held refunds and the customer too: ClickHouse keeps both.
+            if not held:
+                stored = await storeevents.held_for(self.ch, brand_id, order_id)
+                held = stored.encode() if stored is not None else ""
+                if held:  # the commit compares the held refunds with Redis': put them there first
+                    await self.redis.set(keys.held_refunds(brand_id, order_id), held, nx=True)
+                    held = _text(await self.redis.get(keys.held_refunds(brand_id, order_id)) or b"")
+            if customer_hash and not customer:
+                found = await run_sync(customers.first_orders, self.ch, brand_id, [customer_hash])
+                first = found.get(customer_hash)
+                customer = first.encode() if first is not None else ""
+        return Snapshot(None, None, held, customer, delivered)
+
+    async def write(self, base: Snapshot, row: Mapping[str, Any], extras: Extras = Extras()) -> Snapshot | None:
+        """Store ``row`` and stream it if the order is still as ``base`` saw it: None when written,
+        else the order as it is now (the caller decides again)."""
+        brand_id, order_id = str(row["brand_id"]), str(row["order_id"])
+        state_key = keys.conversion(brand_id, order_id)
+        h1, h2 = self.orders.positions(order_id)
+        first = base.raw is None
+        while True:
+            gens = self.orders.generations(brand_id)
+            reply = await self._commit(
+                keys=[state_key, keys.CONVERSION_STREAM, keys.order_set(brand_id),
+                      keys.held_refunds(brand_id, order_id), extras.delivery_key or state_key,
+                      extras.customer_key or state_key, *self.orders.generation_keys(brand_id)],
+                args=[base.raw or b"", encode_conversion(dict(row)), STATE_TTL_SECONDS, h1, h2, gens,
+                      base.held if first else "", DELIVERY_TTL_SECONDS if extras.delivery_key else "",
+                      extras.customer_field, extras.customer_value],
+            )
+            kind = int(reply[0])
+            if kind == 1:
+                if first:
+                    await self.orders.filled(brand_id, int(reply[1]))
+                return None
+            if kind == 3:
+                self.orders.saw(brand_id, int(reply[1]))
+                continue
+            if kind == 2:
+                return Snapshot(None, base.row, _text(reply[1]), base.customer, base.delivered)
+            raw = reply[1]
+            if not raw:
+                return Snapshot(None, None, "", base.customer, base.delivered)
+            return Snapshot(raw, decode_state(raw), delivered=base.delivered)
 
     async def restore(self, row: Mapping[str, Any]) -> None:
         """Put a state rebuilt from ClickHouse back into Redis for the next postback."""
         key = keys.conversion(str(row["brand_id"]), str(row["order_id"]))
         await self.redis.set(key, encode_conversion(dict(row)), nx=True, ex=STATE_TTL_SECONDS)
+
+    async def hold(self, brand_id: str, order_id: str, base: str, held: str) -> list[Any]:
+        """Hold refunds of an order with no state (``orderset.HOLD``): {1}, {0, state} or {2, held}."""
+        reply: list[Any] = await self._hold(
+            keys=[keys.conversion(brand_id, order_id), keys.held_refunds(brand_id, order_id)], args=[base, held]
+        )
+        return reply
+
+    async def mark_delivered(self, delivery_key: str) -> None:
+        await self.redis.set(delivery_key, "1", ex=DELIVERY_TTL_SECONDS)
+
+
+def _text(value: bytes | str | None) -> str:
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 # A decimal string without an exponent: a rate of 10 read back from the state is

@@ -39,6 +39,7 @@ RESERVED = frozenset(
         "logout",
         "assets",
         "portal",
+        "t.js",
     }
 )
 _RESERVED_PATHS = frozenset("/" + name for name in RESERVED)

@@ -9,6 +9,7 @@ server secret and never stored at all.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import secrets
@@ -64,3 +65,59 @@ def sign(secret_key: str, purpose: str, message: str) -> str:
 def webhook_secret(secret_key: str, nonce: str) -> bytes:
     """The 32 signing bytes of a webhook endpoint: derived from its nonce, never stored (like store secrets)."""
     return hmac.new(derive_key(secret_key, "webhook-secret"), nonce.encode("utf-8"), hashlib.sha256).digest()
+
+
+# --- platform webhook secrets: kept encrypted, since checking a webhook needs the secret itself -----
+
+_SEALED_PREFIX = "v1."
+
+
+def seal_webhook_secret(secret_key: str, store_id: str, secret: str) -> str:
+    """``secret`` encrypted at rest: AES-256-GCM under a sub-key of the server secret.
+
+    The store id is the associated data, so a sealed secret copied onto another store's
+    row does not open. A fresh 96-bit nonce per seal (NIST SP 800-38D's random nonces:
+    a store's secret is sealed a handful of times, far below the 2^32 bound).
+    """
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    nonce = secrets.token_bytes(12)
+    sealed = AESGCM(derive_key(secret_key, "webhook-secret")).encrypt(nonce, secret.encode(), store_id.encode())
+    return _SEALED_PREFIX + base64.urlsafe_b64encode(nonce + sealed).decode("ascii")
+
+
+def open_webhook_secret(secret_key: str, store_id: str, sealed: str) -> str | None:
+    """The secret ``seal_webhook_secret`` sealed for this store; None for an empty, garbled or foreign value."""
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    if not sealed.startswith(_SEALED_PREFIX):
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(sealed[len(_SEALED_PREFIX):])
+        opened = AESGCM(derive_key(secret_key, "webhook-secret")).decrypt(raw[:12], raw[12:], store_id.encode())
+        return opened.decode()
+    except (ValueError, InvalidTag, UnicodeDecodeError):
+        return None
+
+
+# --- customers: only keyed hashes of their ids and emails are kept ---------------------------------
+
+
+def customer_hash(secret_key: str, brand_id: str, customer_id: str) -> str:
+    """A brand's customer as the tables keep it: HMAC-SHA256 under a server sub-key, 32 hex digits.
+
+    Keyed and per brand: the hash cannot be reversed by trying ids, nor linked across brands.
+    """
+    message = brand_id.encode() + b"\x00" + customer_id.encode()
+    return hmac.new(derive_key(secret_key, "customer"), message, hashlib.sha256).hexdigest()[:32]
+
+
+def normal_email(email: str) -> str:
+    """An email as it is hashed: trimmed and lower-cased."""
+    return email.strip().lower()
+
+
+def email_hash(secret_key: str, brand_id: str, email: str) -> str:
+    message = brand_id.encode() + b"\x00" + normal_email(email).encode()
+    return hmac.new(derive_key(secret_key, "email"), message, hashlib.sha256).hexdigest()[:32]

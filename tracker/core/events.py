@@ -68,6 +68,9 @@ CONVERSION_COLUMNS: tuple[str, ...] = (
     "occurred_at",
     "created_at",
     "updated_at",
+    "customer_hash",
+    "email_hash",
+    "platform_state",
 )
 
 UTM_KEYS: tuple[str, ...] = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")

@@ -167,3 +167,35 @@ def webhook_queue(endpoint_id: str, object_id: str) -> str:
 def webhook_queues(endpoint_id: str) -> str:
     """Set of the object ids whose queue for this endpoint is not empty."""
     return f"{PREFIX}wh:queues:{endpoint_id}"
+# --- conversions: what Redis knows of a brand's orders and customers --------------------------------
+# Every key of one order's commit names the brand, so a hash tag by brand can put them in one slot.
+
+
+def order_set(brand_id: str) -> str:
+    """Hash describing the brand's known-orders filter: generations, fill, completeness (``conversions.orderset``)."""
+    return f"{PREFIX}orders:{brand_id}"
+
+
+def order_set_generation(brand_id: str, generation: int) -> str:
+    """One generation of the brand's known-orders Bloom filter (a bitfield)."""
+    return f"{PREFIX}orders:{brand_id}:g{generation}"
+
+
+def held_refunds(brand_id: str, order_id: str) -> str:
+    """Platform refunds of an order not recorded yet, kept until the order arrives (JSON)."""
+    return f"{PREFIX}held:{brand_id}:{order_id}"
+
+
+def delivery(brand_id: str, store_id: str, delivery_id: str) -> str:
+    """A platform webhook delivery already applied (Shopify webhook id, WooCommerce delivery id, Stripe event id)."""
+    return f"{PREFIX}delivery:{brand_id}:{store_id}:{delivery_id}"
+
+
+def customer_shard(brand_id: str, shard: str) -> str:
+    """Hash customer hash -> "link_id:first_ms" of the customer's first attributed order (one of 4096 shards)."""
+    return f"{PREFIX}cust:{brand_id}:{shard}"
+
+
+def order_set_lock(brand_id: str) -> str:
+    """Held by the one process rebuilding a brand's known-orders filter from ClickHouse."""
+    return f"{PREFIX}lock:orders:{brand_id}"

@@ -93,3 +93,7 @@ def set_stream_gauges(stream: str, st: dict[str, float]) -> None:
     STREAM_LAG.labels(stream).set(st["lag"])
     STREAM_PENDING.labels(stream).set(st["pending"])
     STREAM_OLDEST_PENDING_SECONDS.labels(stream).set(st["oldest_pending_seconds"])
+
+# Platform webhooks (Shopify, WooCommerce, Stripe) by outcome: accepted, duplicate, redelivered, held, ignored,
+# refused (answered 2xx, kept for the brand: see GET /api/v1/stores/{id}/events), unauthorized, invalid, unavailable.
+WEBHOOKS = Counter("tracker_webhooks_total", "Platform webhooks by platform and outcome.", ["platform", "outcome"])

@@ -20,9 +20,10 @@ from tracker.registry.cache import Cache, Row
 CampaignRecord = dict[str, Any]
 DEFAULT_CLICK_ID_PARAM = "click_id"
 DEFAULT_WINDOW_DAYS = 30
+DEFAULT_RECURRING_MONTHS = 12
 _COLUMNS = (
     "id, name, attribution_window_days, commission_type, commission_value, click_id_param, "
-    "allowed_domains, created_at"
+    "allowed_domains, recurring_months, created_at"
 )
 
 
@@ -34,6 +35,7 @@ def _record(row: Row) -> CampaignRecord:
         "commission": {"type": row["commission_type"], "value": plain(Decimal(row["commission_value"]))},
         "click_id_param": row["click_id_param"],
         "allowed_domains": list(row["allowed_domains"]),
+        "recurring_months": int(row.get("recurring_months", DEFAULT_RECURRING_MONTHS)),
         "created_at": iso(row["created_at"]),
     }
 
@@ -46,6 +48,7 @@ def _encode(c: CampaignRecord) -> bytes:
 def _decode(raw: bytes) -> CampaignRecord:
     data: CampaignRecord = json.loads(raw)
     data["commission"]["value"] = Decimal(data["commission"]["value"])
+    data.setdefault("recurring_months", DEFAULT_RECURRING_MONTHS)  # a record cached before the field
     return data
 
 
@@ -63,6 +66,7 @@ class Campaigns:
         commission_value: Decimal,
         click_id_param: str = DEFAULT_CLICK_ID_PARAM,
         allowed_domains: list[str] | None = None,
+        recurring_months: int = DEFAULT_RECURRING_MONTHS,
     ) -> CampaignRecord:
         row: Row = {
             "brand_id": brand_id,
@@ -73,6 +77,7 @@ class Campaigns:
             "commission_value": commission_value,
             "click_id_param": click_id_param,
             "allowed_domains": list(allowed_domains or []),
+            "recurring_months": recurring_months,
             "created_at": now_utc(),
             "version": time.time_ns(),
         }

@@ -18,7 +18,7 @@ from pydantic import BeforeValidator, ConfigDict, Field, ValidationInfo, field_v
 
 from tracker.api.schema import Answer, Model, MoneyOut, Query, Timestamp, invalid
 from tracker.core import money
-from tracker.registry.campaigns import DEFAULT_CLICK_ID_PARAM, DEFAULT_WINDOW_DAYS
+from tracker.registry.campaigns import DEFAULT_CLICK_ID_PARAM, DEFAULT_RECURRING_MONTHS, DEFAULT_WINDOW_DAYS
 from tracker.registry.fields import (
     MAX_OFFSET,
     MAX_PAGE,
@@ -33,7 +33,6 @@ from tracker.registry.fields import (
     Domains,
     FutureInstant,
     Handle,
-    IpList,
     MoneyIn,
     Name,
     Note,
@@ -132,6 +131,11 @@ class CampaignIn(Body):
     commission: CommissionIn
     click_id_param: ClickIdParam = DEFAULT_CLICK_ID_PARAM
     allowed_domains: Domains = []
+    recurring_months: int = Field(
+        default=DEFAULT_RECURRING_MONTHS, ge=0, le=120,
+        description="Months after a customer's first attributed order during which the customer's later orders "
+        "(and subscription renewals) without a click id of their own are credited to the same link; 0: never.",
+    )
 
 
 class InfluencerIn(Body):
@@ -154,7 +158,7 @@ class LinkIn(Body):
         return value or None
 
 
-def _patch_schema(schema: dict[str, Any], model: type[Any]) -> None:
+def patch_schema(schema: dict[str, Any], model: type[Any]) -> None:
     _nullable_optionals(schema, model)
     schema["minProperties"] = 1  # an empty PATCH changes nothing: refused
 
@@ -162,7 +166,7 @@ def _patch_schema(schema: dict[str, Any], model: type[Any]) -> None:
 class LinkPatch(Body):
     """Only the fields sent change; `expires_at: null` removes the expiry."""
 
-    model_config = ConfigDict(json_schema_extra=_patch_schema)
+    model_config = ConfigDict(json_schema_extra=patch_schema)
     null_is_value = frozenset({"disabled", "destination_url", "expires_at"})
 
     disabled: bool | None = None
@@ -178,11 +182,6 @@ class LinkPatch(Body):
             if "destination_url" in data and data["destination_url"] is None:
                 raise invalid("missing_field", "Field 'destination_url' is required")
         return data
-
-
-class StoreIn(Body):
-    name: Name
-    allowed_ips: IpList = []
 
 
 class FeeIn(Body):
@@ -267,6 +266,7 @@ class Campaign(Answer):
     commission: Commission
     click_id_param: str
     allowed_domains: list[str]
+    recurring_months: int
     created_at: Timestamp
 
 
@@ -310,27 +310,6 @@ class Link(Answer):
             expires_at=row["expires_at"],
             created_at=row["created_at"],
         )
-
-
-class Store(Answer):
-    id: str
-    name: str
-    allowed_ips: list[str]
-    created_at: Timestamp
-
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> Store:
-        return cls(id=row["id"], name=row["name"], allowed_ips=list(row["allowed_ips"]), created_at=row["created_at"])
-
-
-class NewStore(Store):
-    secret: str = Field(description="Signs postbacks (X-Signature); shown this once.")
-    postback_token: str = Field(description="Authenticates GET /postback; shown this once.")
-
-    @classmethod
-    def from_created(cls, row: Mapping[str, Any], *, secret: str, postback_token: str) -> NewStore:
-        store = Store.from_row(row).model_dump()
-        return cls.model_validate({**store, "secret": secret, "postback_token": postback_token})
 
 
 class Fee(Answer):
@@ -389,10 +368,6 @@ class InfluencerList(Answer):
 
 class LinkList(Answer):
     items: list[Link]
-
-
-class StoreList(Answer):
-    items: list[Store]
 
 
 class FeeList(Answer):

@@ -20,7 +20,7 @@ from starlette.routing import BaseRoute
 from tracker.api import auth, http
 from tracker.api.endpoints import Operation, api
 from tracker.api.schema import Answer, parse_body, parse_query, validate
-from tracker.core.errors import NotFound
+from tracker.core.errors import NotFound, Unprocessable
 from tracker.registry import Registry
 from tracker.registry.fields import CURRENCY_SCHEMA
 from tracker.registry.links import UNSET
@@ -51,11 +51,8 @@ from tracker.registry.models import (
     LinkPatch,
     LinkQuery,
     NewBrand,
-    NewStore,
-    Store,
-    StoreIn,
-    StoreList,
 )
+from tracker.registry.storemodels import NewStore, Store, StoreIn, StoreList, StorePatch
 from tracker.services import services
 
 M = TypeVar("M", bound=BaseModel)
@@ -151,6 +148,7 @@ async def create_campaign(request: Request) -> Response:
         commission_value=body.commission.value,
         click_id_param=body.click_id_param,
         allowed_domains=body.allowed_domains,
+        recurring_months=body.recurring_months,
     )
     answer = Campaign.model_validate(campaign)
     await _audit(request, brand["id"], "campaign.create", answer.id, None, answer)
@@ -287,16 +285,23 @@ async def update_link(request: Request) -> Response:
 async def create_store(request: Request) -> Response:
     brand = await auth.brand_of(request)
     body = await _body(request, StoreIn)
-    new = await _registry(request).create_store(brand["id"], name=body.name, allowed_ips=body.allowed_ips)
-    await _audit(request, brand["id"], "store.create", new.store["id"], None, Store.from_row(new.store))
-    return _answer(NewStore.from_created(new.store, secret=new.secret, postback_token=new.postback_token), 201)
+    new = await _registry(request).create_store(
+        brand["id"], name=body.name, allowed_ips=body.allowed_ips, platform=body.platform,
+        webhook_secret=body.webhook_secret,
+    )
+    base = _short_url_base(request)
+    await _audit(request, brand["id"], "store.create", new.store["id"], None, Store.from_row(new.store, base))
+    return _answer(
+        NewStore.from_created(new.store, base, secret=new.secret, postback_token=new.postback_token), 201
+    )
 
 
 @api("GET", "/api/v1/stores", _listed("The brand's stores (without secrets).", StoreList))
 async def list_stores(request: Request) -> Response:
     brand = await auth.brand_of(request)
     rows = await _registry(request).list_stores(brand["id"])
-    return _answer(StoreList(items=[Store.from_row(r) for r in rows]))
+    base = _short_url_base(request)
+    return _answer(StoreList(items=[Store.from_row(r, base) for r in rows]))
 
 
 @api("GET", "/api/v1/stores/{store_id}", _one("One store (without secrets).", Store))
@@ -306,7 +311,36 @@ async def get_store(request: Request) -> Response:
     row = await _registry(request).store_row(brand["id"], sid)
     if row is None:
         raise NotFound(f"Store {sid!r} does not exist.")
-    return _answer(Store.from_row(row))
+    return _answer(Store.from_row(row, _short_url_base(request)))
+
+
+@api("PATCH", "/api/v1/stores/{store_id}", Operation(
+    "Rename a store, change its allowed IPs or rotate its webhook secret (the old one verifies for 24 h more).",
+    TAG, ("brand",), body=StorePatch, answers={200: Store}, errors=(*WITH_BODY, 404, 409),
+))
+async def update_store(request: Request) -> Response:
+    brand = await auth.brand_of(request)
+    sid = request.path_params["store_id"]
+    body = await _body(request, StorePatch)
+    registry = _registry(request)
+    old = await registry.store_row(brand["id"], sid)
+    if old is None:
+        raise NotFound(f"Store {sid!r} does not exist.")
+    if body.webhook_secret is not None and (old.get("platform") or "custom") == "custom":
+        raise Unprocessable(
+            f"Store {sid!r} is a custom store (postbacks); only shopify, woocommerce and stripe stores have a "
+            "webhook secret.", code="invalid_field",
+        )
+    row = await registry.stores.update(
+        brand["id"], sid, name=body.name, allowed_ips=body.allowed_ips, webhook_secret=body.webhook_secret
+    )
+    if row is None:
+        raise NotFound(f"Store {sid!r} does not exist.")
+    base = _short_url_base(request)
+    answer = Store.from_row(row, base)
+    action = "store.rotate_webhook_secret" if body.webhook_secret is not None else "store.update"
+    await _audit(request, brand["id"], action, sid, Store.from_row(old, base), answer)
+    return _answer(answer)
 
 
 # -------------------------------------------------------------------------- fees
@@ -381,7 +415,7 @@ def routes() -> list[BaseRoute]:
         create_campaign, list_campaigns, get_campaign,
         create_influencer, list_influencers, get_influencer,
         create_link, list_links, get_link, update_link,
-        create_store, list_stores, get_store,
+        create_store, list_stores, get_store, update_store,
         create_fee, list_fees,
         put_fx_rate, list_fx_rates,
         list_audit,

@@ -138,3 +138,35 @@ def test_order_event_refuses_what_no_connector_may_produce(changes: dict[str, ob
 
 def test_status_may_be_unknown() -> None:
     assert event(status=None).status is None
+
+
+# --- when the platform last changed the order, and the customer's email (hashed by the recorder) --------
+
+
+@pytest.mark.parametrize(
+    ("platform", "name", "topic", "updated", "email"),
+    [
+        ("shopify", "orders_create_usd.json", "orders/create", "2026-11-24T19:03:13+00:00", "mia.rossi@example.com"),
+        ("woocommerce", "order_created_processing_usd.json", "order.created", "2026-11-24T19:28:08+00:00",
+         "noah.keller@example.com"),
+        ("stripe", "invoice_paid_subscription_cycle.json", None, None, "ava.brooks@example.com"),
+        ("stripe", "charge_refunded_partial_usd.json", None, None, "lucas.meyer@example.com"),
+    ],
+)
+def test_updated_at_and_email(platform: str, name: str, topic: str | None, updated: str | None, email: str) -> None:
+    from datetime import datetime
+
+    from tests.conversions.connectors.samples import data, raw
+    from tracker.conversions.connectors import shopify, stripe_, woocommerce
+
+    payload = raw(platform, name)
+    if platform == "shopify":
+        event = shopify.parse(topic, payload)
+    elif platform == "woocommerce":
+        event = woocommerce.parse(topic, payload)
+    else:
+        event = stripe_.parse(payload)
+        updated = datetime.fromtimestamp(data(platform, name)["created"], UTC).isoformat()
+    assert event is not None
+    assert event.updated_at == datetime.fromisoformat(str(updated))
+    assert event.customer_email == email

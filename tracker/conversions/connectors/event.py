@@ -51,7 +51,10 @@ class OrderEvent:
     key is the charge id and a later event replaces the earlier figure.
 
     ``occurred_at`` is when the order was placed (tz-aware UTC), None when the event
-    does not say. ``customer_id`` is the platform's raw id; the recorder hashes it.
+    does not say. ``updated_at`` is when the platform last changed the order (or
+    created the event), so the recorder can tell an older delivery arriving late;
+    None when the event does not say. ``customer_id`` and ``customer_email`` are the
+    platform's raw values; the recorder keeps only keyed hashes of them.
     """
 
     platform: str
@@ -66,14 +69,17 @@ class OrderEvent:
     customer_id: str | None = None
     occurred_at: datetime | None = None
     subscription_id: str | None = None
+    updated_at: datetime | None = None
+    customer_email: str | None = None
 
     def __post_init__(self) -> None:
         if self.platform not in PLATFORMS:
             raise ValueError(f"platform {self.platform!r} is not one of {PLATFORMS}.")
         if self.status is not None and self.status not in STATUSES:
             raise ValueError(f"status {self.status!r} is not one of {STATUSES}.")
-        if self.occurred_at is not None and self.occurred_at.utcoffset() is None:
-            raise ValueError("occurred_at must be timezone-aware.")
+        for when in (self.occurred_at, self.updated_at):
+            if when is not None and when.utcoffset() is None:
+                raise ValueError("occurred_at and updated_at must be timezone-aware.")
         if any(value < 0 for value in self.refunds.values()):
             raise ValueError("refunds must not be negative.")
         # Frozen all the way down: a read-only view of a private copy.

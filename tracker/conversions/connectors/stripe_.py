@@ -125,7 +125,7 @@ def parse_event(event: Mapping[str, Any]) -> OrderEvent | None:
     if kind == "invoice.paid":
         return _invoice(data, envelope)
     if kind == "charge.refunded":
-        return _charge(data)
+        return _charge(data, envelope)
     return _session(data, envelope, kind)
 
 
@@ -172,6 +172,8 @@ def _session(session: Fields, envelope: Fields, kind: str) -> OrderEvent | None:
         # Completion is when the order was placed; an async payment settling days later is not.
         occurred_at=envelope.unix_time("created") if kind == "checkout.session.completed" else None,
         subscription_id=session.ident("subscription"),
+        updated_at=envelope.unix_time("created"),
+        customer_email=_email((session.obj("customer_details") or session).text("email")),
     )
 
 
@@ -205,10 +207,12 @@ def _invoice(invoice: Fields, envelope: Fields) -> OrderEvent:
         or envelope.unix_time("created")
         or invoice.unix_time("created"),
         subscription_id=subscription,
+        updated_at=envelope.unix_time("created"),
+        customer_email=_email(invoice.text("customer_email")),
     )
 
 
-def _charge(charge: Fields) -> OrderEvent:
+def _charge(charge: Fields, envelope: Fields) -> OrderEvent:
     currency = charge.currency("currency")
     charge_id = charge.need_ident("id")
     order_id = charge.ident("invoice") or charge.ident("payment_intent") or charge_id
@@ -226,7 +230,13 @@ def _charge(charge: Fields) -> OrderEvent:
         coupon_code=_meta(metadata, "coupon_code", MAX_COUPON),
         customer_id=charge.ident("customer"),
         occurred_at=charge.unix_time("created"),
+        updated_at=envelope.unix_time("created"),
+        customer_email=_email(charge.text("receipt_email")),
     )
+
+
+def _email(value: str | None) -> str | None:
+    return value.strip() if value and "@" in value and len(value) <= 320 else None
 
 
 def _meta(metadata: Fields | None, key: str, limit: int) -> str | None:

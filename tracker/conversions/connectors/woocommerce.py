@@ -111,6 +111,8 @@ def parse_payload(topic: str | None, payload: Mapping[str, Any]) -> OrderEvent |
         coupon_code=_coupon(order),
         customer_id=order.ident("customer_id", zero_is_none=True),
         occurred_at=order.iso_time("date_created_gmt"),
+        updated_at=order.iso_time("date_modified_gmt"),
+        customer_email=_email(order),
     )
 
 
@@ -121,6 +123,12 @@ def _click_id(order: Fields) -> str | None:
             if found := short(value if isinstance(value, str) else None, MAX_CLICK_ID):
                 return found
     return None
+
+
+def _email(order: Fields) -> str | None:
+    billing = order.obj("billing")
+    value = billing.text("email") if billing else None
+    return value.strip() if value and "@" in value and len(value) <= 320 else None
 
 
 def _coupon(order: Fields) -> str | None:
