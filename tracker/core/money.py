@@ -31,6 +31,11 @@ MINOR_UNITS: dict[str, int] = {**{c: 2 for c in _TWO}, **{c: 0 for c in _ZERO}, 
 
 ZERO = Decimal(0)
 
+# The money columns (amounts, refunds, commissions, fees) are ClickHouse Decimal(18, 4):
+# 14 digits before the point, 4 after. A value beyond them cannot be inserted.
+MONEY_PRECISION, MONEY_SCALE = 18, 4
+MONEY_COLUMN_MAX = Decimal("99999999999999.9999")
+
 
 def is_currency(code: object) -> bool:
     return isinstance(code, str) and code in MINOR_UNITS
@@ -85,3 +90,12 @@ def parse_amount(value: object, currency: str, *, field: str = "amount") -> Deci
     if value >= Decimal("1e13"):
         raise ValueError(f"{field} {value} is too large.")
     return value
+
+
+def fits_column(value: Decimal, precision: int = MONEY_PRECISION, scale: int = MONEY_SCALE) -> bool:
+    """Whether ``value`` can be stored in a ClickHouse ``Decimal(precision, scale)`` column as it is."""
+    if not value.is_finite():
+        return False
+    exponent = value.as_tuple().exponent
+    assert isinstance(exponent, int)
+    return -exponent <= scale and abs(value) < Decimal(10) ** (precision - scale)
