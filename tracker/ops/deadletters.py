@@ -81,7 +81,7 @@ def ingest_streams(shards: int) -> set[str]:
     return {*keys.click_streams(shards), keys.CONVERSION_STREAM}
 
 
-def _letter(entry_id: bytes | str, fields: dict[bytes, bytes], streams: set[str]) -> DeadLetter:
+def _letter(entry_id: bytes | str, fields: dict[Any, Any], streams: set[str]) -> DeadLetter:
     stream = _text(fields.get(b"stream", b""))
     return DeadLetter(
         id=_text(entry_id),
@@ -102,7 +102,8 @@ async def list_dead_letters(request: Request) -> Response:
     q = parse_query(DeadLetterQuery, request.query_params)
     svc = services(request)
     start = f"({q.cursor}" if q.cursor else "-"
-    entries = await svc.redis.xrange(keys.DEAD_LETTER_STREAM, min=start, max="+", count=q.limit + 1)
+    entries: list[Any] = list(
+        await svc.redis.xrange(keys.DEAD_LETTER_STREAM, min=start, max="+", count=q.limit + 1) or [])
     streams = ingest_streams(svc.settings.stream_shards)
     items = [_letter(entry_id, fields, streams) for entry_id, fields in entries[: q.limit]]
     more = len(entries) > q.limit
@@ -117,8 +118,9 @@ async def redrive_dead_letter(request: Request) -> Response:
     await auth.require_admin(request)
     letter_id = request.path_params["id"]
     svc = services(request)
-    found = await svc.redis.xrange(keys.DEAD_LETTER_STREAM, min=letter_id, max=letter_id) if _ID.match(
-        letter_id) else []
+    found: list[Any] = []
+    if _ID.match(letter_id):
+        found = list(await svc.redis.xrange(keys.DEAD_LETTER_STREAM, min=letter_id, max=letter_id) or [])
     if not found:
         raise NotFound(f"No dead letter has the id {letter_id[:40]!r} (already re-driven?).")
     letter = _letter(found[0][0], found[0][1], ingest_streams(svc.settings.stream_shards))
