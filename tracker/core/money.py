@@ -6,6 +6,7 @@ Leaf module. Amounts are rounded half-up to the currency's minor unit
 
 from __future__ import annotations
 
+import re
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 # ISO 4217 active codes -> minor unit digits (list of 2024; X* funds/metals omitted).
@@ -30,6 +31,12 @@ _TWO = {
 MINOR_UNITS: dict[str, int] = {**{c: 2 for c in _TWO}, **{c: 0 for c in _ZERO}, **{c: 3 for c in _THREE}}
 
 ZERO = Decimal(0)
+
+# The contract's decimal string: ASCII digits, an optional sign and fraction. Python's
+# Decimal() would also take "1_000", full-width digits, "1E+2", " 10" and "NaN"; none is money.
+DECIMAL_TEXT = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+DECIMAL_PATTERN = "^" + DECIMAL_TEXT.pattern + "$"
+MAX_DECIMAL_TEXT = 40
 
 # The money columns (amounts, refunds, commissions, fees) are ClickHouse Decimal(18, 4):
 # 14 digits before the point, 4 after. A value beyond them cannot be inserted.
@@ -61,35 +68,41 @@ def plain(value: Decimal) -> Decimal:
     return value.normalize()
 
 
-def parse_amount(value: object, currency: str, *, field: str = "amount") -> Decimal:
-    """A positive amount with at most the currency's decimals; ValueError with a message otherwise.
+def parse_decimal_text(value: object, field: str = "value") -> Decimal:
+    """A Decimal from a decimal string such as "49.90"; ValueError naming ``field`` otherwise.
 
-    Accepts a decimal string or a JSON number already parsed as Decimal (ints too);
-    floats are refused because they cannot carry money exactly.
+    JSON numbers are refused too: the contract sends money as strings, so that no client
+    rounds it through a float on the way.
     """
-    if isinstance(value, (bool, float)):
-        raise ValueError(f"{field} must be a decimal string such as \"49.90\", not a float.")
-    if isinstance(value, int):
-        value = Decimal(value)
-    if isinstance(value, str):
-        text = value.strip()
-        if not text or len(text) > 32:
-            raise ValueError(f"{field} {value!r} is not a decimal amount.")
-        try:
-            value = Decimal(text)
-        except InvalidOperation:
-            raise ValueError(f"{field} {value!r} is not a decimal amount.") from None
-    if not isinstance(value, Decimal) or not value.is_finite():
-        raise ValueError(f"{field} must be a decimal amount.")
-    if value <= 0:
-        raise ValueError(f"{field} must be greater than 0, got {value}.")
-    exponent = value.as_tuple().exponent
+    if not isinstance(value, str):
+        kind = "a JSON number" if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool) else (
+            "null" if value is None else f"a {type(value).__name__}")
+        raise ValueError(f'{field} must be a decimal string such as "49.90", not {kind}.'.lstrip())
+    if len(value) > MAX_DECIMAL_TEXT or not DECIMAL_TEXT.fullmatch(value):
+        shown = value if len(value) <= MAX_DECIMAL_TEXT else value[:MAX_DECIMAL_TEXT] + "..."
+        raise ValueError(
+            f'{field} {shown!r} is not a decimal string such as "49.90" (digits, an optional "-" and '
+            'fraction; no spaces, exponents or digit separators).'.lstrip()
+        )
+    try:
+        return Decimal(value)
+    except InvalidOperation:  # pragma: no cover - the pattern admits only what Decimal reads
+        raise ValueError(f"{field} {value!r} is not a decimal amount.".lstrip()) from None
+
+
+def parse_amount(value: object, currency: str, *, field: str = "amount") -> Decimal:
+    """A positive amount with at most the currency's decimals, from a decimal string; ValueError otherwise."""
+    amount = parse_decimal_text(value, field)
+    if amount <= 0:
+        raise ValueError(f"{field} must be greater than 0, got {amount}.".lstrip())
+    exponent = amount.as_tuple().exponent
     assert isinstance(exponent, int)
     if -exponent > MINOR_UNITS[currency]:
-        raise ValueError(f"{field} {value} has more decimals than {currency} allows ({MINOR_UNITS[currency]}).")
-    if value >= Decimal("1e13"):
-        raise ValueError(f"{field} {value} is too large.")
-    return value
+        raise ValueError(
+            f"{field} {amount} has more decimals than {currency} allows ({MINOR_UNITS[currency]}).".lstrip())
+    if amount >= Decimal("1e13"):
+        raise ValueError(f"{field} {amount} is too large.".lstrip())
+    return amount
 
 
 def fits_column(value: Decimal, precision: int = MONEY_PRECISION, scale: int = MONEY_SCALE) -> bool:

@@ -1,0 +1,90 @@
+"""Input the contract does not allow is refused the same way on every route (issue #13, item 7).
+
+Amounts, rates and commission values are decimal strings matching ``^-?[0-9]+(\\.[0-9]+)?$``
+(ASCII digits only): no JSON numbers, no ``1_000``, full-width digits, exponents, NaN or
+Infinity, no surrounding spaces. Each is answered 422 with ``{"error": {"code", "message"}}``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from tests.conversions.world import World, make_world
+from tracker.app import create_app
+from tracker.settings import Settings
+from tracker.storage.clickhouse import ClickHouse
+
+# Each is a decimal to Python (or JSON) but not a decimal string of the contract.
+NOT_DECIMAL_STRINGS: list[Any] = [
+    "1_000", "\uff11\uff12\uff13", "1E+2", "1e2", "NaN", "nan", "Infinity", "-Infinity", "inf",
+    " 10", "10 ", "+10", ".5", "5.",
+    "0x10", "10,5", "", "\u0661\u0662", 100, 10.5, True, None, [], {},
+]
+GOOD = ["10", "10.5", "0010.50"]
+
+
+@pytest.fixture
+def world(ch: ClickHouse, settings: Settings) -> Iterator[World]:
+    with TestClient(create_app(settings)) as client:
+        yield make_world(client, settings)
+
+
+def _headers(world: World) -> dict[str, str]:
+    return {"Authorization": f"Bearer {world.brand['api_key']}"}
+
+
+def _postback(world: World, value: Any) -> Any:
+    body: dict[str, Any] = {"order_id": "O-1", "currency": "USD"}
+    if value is not None:
+        body["amount"] = value
+    return world.post(json.dumps(body).encode())
+
+
+def _postback_get(world: World, value: Any) -> Any:
+    return world.get(order_id="O-1", currency="USD", amount=str(value))
+
+
+def _fee(world: World, value: Any) -> Any:
+    body = {"campaign_id": world.campaign_id, "influencer_id": world.influencer_id, "amount": value}
+    return world.client.post("/api/v1/fees", content=json.dumps(body), headers={
+        **_headers(world), "Content-Type": "application/json"})
+
+
+def _rate(world: World, value: Any) -> Any:
+    return world.client.put("/api/v1/fx-rates/EUR", content=json.dumps({"rate": value}), headers={
+        **_headers(world), "Content-Type": "application/json"})
+
+
+def _commission(world: World, value: Any) -> Any:
+    body = {"name": "C", "commission": {"type": "percent", "value": value}}
+    return world.client.post("/api/v1/campaigns", content=json.dumps(body), headers={
+        **_headers(world), "Content-Type": "application/json"})
+
+
+ROUTES = {"postback": _postback, "fee": _fee, "rate": _rate, "commission": _commission}
+
+
+@pytest.mark.parametrize("route", sorted(ROUTES))
+def test_decimal_strings_only(world: World, route: str) -> None:
+    send = ROUTES[route]
+    for value in NOT_DECIMAL_STRINGS:
+        if route == "postback" and value in (None, ""):
+            continue  # a postback without an amount is a missing field (400), tested with the postbacks
+        r = send(world, value)
+        assert r.status_code == 422, (route, value, r.status_code, r.text)
+        assert set(r.json()["error"]) == {"code", "message"}
+    for value in GOOD:
+        r = send(world, value)
+        assert r.status_code in (200, 201, 202), (route, value, r.text)
+
+
+@pytest.mark.parametrize("value", [v for v in NOT_DECIMAL_STRINGS if isinstance(v, str) and v and v.strip()])
+def test_decimal_strings_only_on_get_postback(world: World, value: str) -> None:
+    r = _postback_get(world, value)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["code"] == "invalid_amount"
