@@ -8,14 +8,18 @@ Infinity, no surrounding spaces. Each is answered 422 with ``{"error": {"code", 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
 
+from tests.conftest import ADMIN_TOKEN
+from tests.conversions.platforms import make_shops
 from tests.conversions.world import World, make_world
 from tracker.app import create_app
+from tracker.conversions import signature
 from tracker.settings import Settings
 from tracker.storage.clickhouse import ClickHouse
 
@@ -88,3 +92,67 @@ def test_decimal_strings_only_on_get_postback(world: World, value: str) -> None:
     r = _postback_get(world, value)
     assert r.status_code == 422, r.text
     assert r.json()["error"]["code"] == "invalid_amount"
+
+
+# --- Content-Type: a JSON body is declared as JSON (415 otherwise) ---------------------------------
+
+NOT_JSON_TYPES = [
+    "application/x-www-form-urlencoded",  # what `curl -d` sends
+    "text/plain",
+    "multipart/form-data; boundary=x",
+    "application/xml",
+    "application/jsonp",
+    "text/json",
+    None,  # no Content-Type at all
+]
+JSON_TYPES = ["application/json", "application/json; charset=utf-8", "Application/JSON", "application/merchant+json"]
+
+
+def _send_typed(world: World, route: str, content_type: str | None) -> Any:
+    headers = {**_headers(world)}
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    if route == "postback":
+        raw = json.dumps({"order_id": "CT-1", "amount": "10", "currency": "USD"}).encode()
+        headers = {"X-Store-Id": world.store_id, "X-Signature": signature.sign(world.secret, int(time.time()), raw)}
+        if content_type is not None:
+            headers["Content-Type"] = content_type
+        return world.client.post("/api/v1/conversions", content=raw, headers=headers)
+    if route == "influencer":
+        return world.client.post("/api/v1/influencers", content=b'{"name": "Zed"}', headers=headers)
+    if route == "rate":
+        return world.client.put("/api/v1/fx-rates/EUR", content=b'{"rate": "1.1"}', headers=headers)
+    if route == "link":
+        body = {"campaign_id": world.campaign_id, "influencer_id": world.influencer_id,
+                "destination_url": "https://shop.example/x"}
+        return world.client.post("/api/v1/links", content=json.dumps(body).encode(), headers=headers)
+    if route == "brand":
+        headers["Authorization"] = f"Bearer {ADMIN_TOKEN}"
+        return world.client.post("/api/v1/brands", content=b'{"name": "Other"}', headers=headers)
+    raise AssertionError(route)
+
+
+TYPED_ROUTES = ["postback", "influencer", "rate", "link", "brand"]
+
+
+@pytest.mark.parametrize("route", TYPED_ROUTES)
+def test_a_json_body_must_say_so(world: World, route: str) -> None:
+    for content_type in NOT_JSON_TYPES:
+        r = _send_typed(world, route, content_type)
+        assert r.status_code == 415, (route, content_type, r.status_code, r.text)
+        assert r.json()["error"]["code"] == "unsupported_media_type"
+        assert "application/json" in r.json()["error"]["message"]
+    for content_type in JSON_TYPES:
+        r = _send_typed(world, route, content_type)
+        assert r.status_code in (200, 201, 202), (route, content_type, r.text)
+
+
+def test_platform_bodies_and_bodiless_posts_are_not_checked(world: World) -> None:
+    # WooCommerce pings a new webhook with a form body and must get a 200.
+    shops = make_shops(world)
+    r = world.client.post(shops.url("woocommerce"), content=b"webhook_id=7",
+                          headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 200, r.text
+    # A POST that takes no body needs no Content-Type.
+    r = world.client.post(f"/api/v1/influencers/{world.influencer_id}/portal-link", headers=_headers(world))
+    assert r.status_code in (200, 201), r.text

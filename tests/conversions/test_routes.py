@@ -125,7 +125,8 @@ def test_bad_signatures_answer_401(
     message: str,
 ) -> None:
     raw = json.dumps(BODY).encode()
-    r = world.client.post("/api/v1/conversions", content=raw, headers=headers(world, raw))
+    r = world.client.post("/api/v1/conversions", content=raw,
+                          headers={**headers(world, raw), "Content-Type": "application/json"})
     assert r.status_code == 401, case
     assert message in r.json()["error"]["message"], case
     assert redis_client.xlen(keys.CONVERSION_STREAM) == 0

@@ -77,6 +77,11 @@ class PayloadTooLarge(TrackerError):
     code = "payload_too_large"
 
 
+class UnsupportedMediaType(TrackerError):
+    status = 415
+    code = "unsupported_media_type"
+
+
 class Unprocessable(TrackerError):
     status = 422
     code = "unprocessable"
