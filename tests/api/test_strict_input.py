@@ -156,3 +156,31 @@ def test_platform_bodies_and_bodiless_posts_are_not_checked(world: World) -> Non
     # A POST that takes no body needs no Content-Type.
     r = world.client.post(f"/api/v1/influencers/{world.influencer_id}/portal-link", headers=_headers(world))
     assert r.status_code in (200, 201), r.text
+
+
+# --- fee dates: what reports can show (2000-01-01 on), exactly YYYY-MM-DD ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("day", "status"),
+    [
+        ("1999-12-31", 422),  # reports start at 2000: a fee before could never be shown
+        ("1970-01-01", 422),
+        ("2000-01-01", 201),
+        ("2149-06-06", 201),  # the last day of ClickHouse's Date
+        ("2149-06-07", 422),
+        ("2026-W49-1", 422),
+        ("20261205", 422),
+        ("2026-339", 422),
+        ("\uff12\uff10\uff12\uff16-\uff11\uff12-\uff10\uff15", 422),
+        ("2026-02-29", 422),
+    ],
+)
+def test_fee_dates(world: World, day: str, status: int) -> None:
+    body = {"campaign_id": world.campaign_id, "influencer_id": world.influencer_id, "amount": "10", "date": day}
+    r = world.client.post("/api/v1/fees", json=body, headers=_headers(world))
+    assert r.status_code == status, r.text
+    if status == 201:
+        assert r.json()["date"] == day
+    else:
+        assert r.json()["error"]["code"] == "invalid_field" and "date" in r.json()["error"]["message"]

@@ -24,11 +24,12 @@ MAX_LIST = 100
 MAX_PAGE = 10_000
 MAX_OFFSET = 10**9
 _VALUE_MAX = Decimal("1e13")  # money columns are Decimal(18, 4)
-_FIRST_DAY, _LAST_DAY = date(1970, 1, 1), date(2149, 6, 6)  # the range of ClickHouse's Date
+# Reports start at 2000-01-01 (a day before could never be shown); ClickHouse's Date ends at 2149-06-06.
+_FIRST_DAY, _LAST_DAY = date(2000, 1, 1), date(2149, 6, 6)
 _LAST_INSTANT = datetime(2299, 12, 31, tzinfo=UTC)  # the end of ClickHouse's DateTime64 range
 _CLICK_ID_PARAM = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 _COUPON = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{1,63}$")
-_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _DECIMAL_TEXT = money.DECIMAL_PATTERN
 _NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
 _SOME_TEXT = r"^[^\x00-\x1f\x7f]*\S[^\x00-\x1f\x7f]*$"
@@ -255,13 +256,14 @@ def _calendar_day(value: Any) -> date:
     except ValueError:
         raise invalid("invalid_field", f"value {value!r} is not a calendar date") from None
     if not _FIRST_DAY <= day <= _LAST_DAY:
-        raise invalid("invalid_field", f"value {value!r} is out of range")
+        raise invalid("invalid_field", f"value {value!r} is out of range ({_FIRST_DAY} to {_LAST_DAY})")
     return day
 
 
 Day = Annotated[date, BeforeValidator(_calendar_day), WithJsonSchema(
-    {"type": "string", "format": "date", "pattern": r"^(19[7-9][0-9]|20[0-9]{2}|21[0-4][0-9])-[0-9]{2}-[0-9]{2}$",
-     "description": "A calendar date, 1970-01-01 to 2149-06-06 (ClickHouse's Date)."})]
+    {"type": "string", "format": "date", "pattern": r"^(20[0-9]{2}|21[0-4][0-9])-[0-9]{2}-[0-9]{2}$",
+     "description": "A calendar date, YYYY-MM-DD, 2000-01-01 (where reports start) to 2149-06-06 "
+     "(the end of ClickHouse's Date)."})]
 
 
 def digits(value: Any) -> Any:
