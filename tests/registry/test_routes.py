@@ -245,7 +245,6 @@ BAD_FEES: list[tuple[dict[str, Any], str]] = [
     ({"amount": "10", "date": 20261101}, "date"),
     ({"amount": "10", "note": 5}, "note"),
     ({"amount": "10", "campaign_id": None}, "campaign_id"),
-    ({"amount": "10", "influencer_id": "inf_unknownunknown01"}, "inf_unknownunknown01"),
     ({"amount": "10", "paid": True}, "paid"),
 ]
 
@@ -256,6 +255,13 @@ def test_bad_fee_bodies(client: TestClient, world: dict[str, Any], fields: dict[
     r = client.post("/api/v1/fees", json=body, headers=world["h"])
     assert r.status_code == 422, r.text
     assert named in r.json()["error"]["message"]
+
+
+def test_a_fee_for_an_unknown_influencer_is_not_found(client: TestClient, world: dict[str, Any]) -> None:
+    body = {"campaign_id": world["campaign"]["id"], "influencer_id": "inf_unknownunknown01", "amount": "10"}
+    r = client.post("/api/v1/fees", json=body, headers=world["h"])
+    assert r.status_code == 404, r.text
+    assert "inf_unknownunknown01" in r.json()["error"]["message"]
 
 
 @pytest.mark.parametrize(
