@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -184,3 +185,53 @@ def test_fee_dates(world: World, day: str, status: int) -> None:
         assert r.json()["date"] == day
     else:
         assert r.json()["error"]["code"] == "invalid_field" and "date" in r.json()["error"]["message"]
+
+
+# --- every accepted value fits the ClickHouse column it lands in (issue #13, item 2) ---------------
+# fees.amount / campaigns.commission_value: Decimal(18, 4); fx_rates.rate: Decimal(18, 8).
+
+BOUNDS = [
+    ("rate", "9999999999.99999999", 200),
+    ("rate", "10000000000", 422),
+    ("rate", "0.00000001", 200),
+    ("rate", "0.000000001", 422),
+    ("flat", "9999999999999.99", 201),
+    ("flat", "10000000000000", 422),
+    ("percent", "100", 201),
+    ("percent", "100.0001", 422),
+    ("fee", "9999999999999.99", 201),
+    ("fee", "10000000000000", 422),
+    # At 999,999,999.99999999 USD per EUR: 999,999,999,999.99 USD fits; 10,000 EUR rounds to 10^13 USD, refused.
+    ("fee_eur", "1000.00", 201),
+    ("fee_eur", "10000.00", 422),
+]
+
+
+@pytest.mark.parametrize(("what", "value", "status"), BOUNDS)
+def test_accepted_values_fit_their_columns(world: World, ch: ClickHouse, what: str, value: str, status: int) -> None:
+    h = _headers(world)
+    if what == "rate":
+        r = world.client.put("/api/v1/fx-rates/EUR", json={"rate": value}, headers=h)
+        stored = "SELECT toString(rate) FROM fx_rates FINAL WHERE brand_id = {b:String}"
+    elif what in ("flat", "percent"):
+        r = world.client.post("/api/v1/campaigns", json={"name": "B", "commission": {"type": what, "value": value}},
+                              headers=h)
+        stored = ("SELECT toString(commission_value) FROM campaigns FINAL WHERE brand_id = {b:String} "
+                  "AND name = 'B'")
+    else:
+        currency = "USD"
+        if what == "fee_eur":
+            currency = "EUR"
+            assert world.client.put("/api/v1/fx-rates/EUR", json={"rate": "999999999.99999999"},
+                                    headers=h).status_code == 200
+        body = {"campaign_id": world.campaign_id, "influencer_id": world.influencer_id, "amount": value,
+                "currency": currency}
+        r = world.client.post("/api/v1/fees", json=body, headers=h)
+        stored = "SELECT toString(original_amount) FROM fees FINAL WHERE brand_id = {b:String}"
+    assert r.status_code == status, r.text
+    rows = ch.query(stored, {"b": world.brand["id"]})
+    if status == 422:
+        assert set(r.json()["error"]) == {"code", "message"}
+        assert rows == []
+        return
+    assert [Decimal(x) for (x,) in rows] == [Decimal(value)]
