@@ -80,8 +80,18 @@ def test_a_status_change_that_would_overflow_is_refused(
     assert len(stream_rows(redis_client)) == 1
 
 
+@pytest.mark.parametrize(
+    ("amount", "status", "outcome"),
+    [
+        ("4000000000.00", 200, "amount_too_large"),  # the order, from Shopify
+        ("1000000000000000000000000000000.00", 200, "amount_too_large"),  # 31 digits: still kept as refused
+        ("99999999999999999999999999999999999999", 200, "amount_too_large"),
+        ("1e50", 422, "invalid_payload"),  # not an amount at all: refused, nothing kept (the platform retries)
+    ],
+)
 def test_an_overflowing_platform_event_is_kept_as_refused_not_dead_lettered(
-    app_client: TestClient, settings: Settings, redis_client: redis.Redis, ch: ClickHouse
+    app_client: TestClient, settings: Settings, redis_client: redis.Redis, ch: ClickHouse,
+    amount: str, status: int, outcome: str,
 ) -> None:
     world = make_world(app_client, settings, currency="VND")
     shops = make_shops(world)
@@ -89,17 +99,21 @@ def test_an_overflowing_platform_event_is_kept_as_refused_not_dead_lettered(
     assert app_client.put("/api/v1/fx-rates/USD", json={"rate": "25000"}, headers=h).status_code == 200
     order = shopify_order(world, 4242)
     for key in ("subtotal_price", "total_price"):
-        order[key] = "4000000000.00"
-        order[f"{key}_set"] = {side: {"amount": "4000000000.00", "currency_code": "USD"}
+        order[key] = amount
+        order[f"{key}_set"] = {side: {"amount": amount, "currency_code": "USD"}
                                for side in ("shop_money", "presentment_money")}
     r = shops.send("shopify", order)
-    # 2xx only because the event is kept: refused, with its reason, listed for the brand.
-    assert r.status_code == 200, r.text
-    answer = r.json()
-    assert answer["refused"]["code"] == "amount_too_large", answer
-    assert redis_client.xlen(keys.CONVERSION_STREAM) == 0
+    # 2xx only when the event is kept: refused, with its reason, listed for the brand.
+    assert r.status_code == status, r.text
     listed = app_client.get(f"/api/v1/stores/{shops.stores['shopify']}/events", headers=h).json()["items"]
-    assert [(e["id"], e["code"], e["status"]) for e in listed] == [(answer["event_id"], "amount_too_large", "open")]
+    assert redis_client.xlen(keys.CONVERSION_STREAM) == 0
+    if status == 422:
+        assert r.json()["error"]["code"] == outcome
+        assert listed == []
+        return
+    answer = r.json()
+    assert answer["refused"]["code"] == outcome, answer
+    assert [(e["id"], e["code"], e["status"]) for e in listed] == [(answer["event_id"], outcome, "open")]
     worker = Worker(settings, redis_client, ch, name="t-bounds")
     worker.drain()
     assert worker.dead_lettered == 0

@@ -7,7 +7,7 @@ Leaf module. Amounts are rounded half-up to the currency's minor unit
 from __future__ import annotations
 
 import re
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation
 
 # ISO 4217 active codes -> minor unit digits (list of 2024; X* funds/metals omitted).
 _THREE = {"BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"}
@@ -56,9 +56,14 @@ def quantum(currency: str) -> Decimal:
     return Decimal(1).scaleb(-MINOR_UNITS[currency])
 
 
+# Wide enough to round any amount a payload may carry (platform figures are read below 10^40) so
+# that one too large to store is refused by the column check with its reason, not by an exception.
+_ROUNDING = Context(prec=60)
+
+
 def round_money(amount: Decimal, currency: str) -> Decimal:
     """Round half-up to the currency's minor unit."""
-    return amount.quantize(quantum(currency), rounding=ROUND_HALF_UP)
+    return amount.quantize(quantum(currency), rounding=ROUND_HALF_UP, context=_ROUNDING)
 
 
 def plain(value: Decimal) -> Decimal:
