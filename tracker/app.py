@@ -39,7 +39,7 @@ def _postback_routes() -> list[BaseRoute]:
 
 def _routes() -> list[BaseRoute]:
     from tracker.api import openapi
-    from tracker.ops import health, obs
+    from tracker.ops import deadletters, health, obs
     from tracker.portal import routes as portal_api
     from tracker.registry import keyroutes
     from tracker.registry import routes as registry_api
@@ -61,6 +61,7 @@ def _routes() -> list[BaseRoute]:
         *qr.routes(),
         *portal.routes(),
         *webhooks_api.routes(),
+        *deadletters.routes(),
         carrier.ROUTE,
     ]
     return routes

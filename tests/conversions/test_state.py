@@ -87,7 +87,7 @@ def test_fifty_concurrent_copies_on_two_workers_make_one_conversion(
 
         def send(i: int) -> None:
             client = one if i % 2 else two
-            headers = {"X-Store-Id": world.store_id,
+            headers = {"X-Store-Id": world.store_id, "Content-Type": "application/json",
                        "X-Signature": signature.sign(world.secret, int(time.time()), raw)}
             start.wait()
             r = client.post("/api/v1/conversions", content=raw, headers=headers)

@@ -208,7 +208,7 @@ async def get_influencer(request: Request) -> Response:
 
 
 @api("POST", "/api/v1/links", _created(
-    "Mint a tracked short link for an influencer in a campaign.", LinkIn, Link, 409,
+    "Mint a tracked short link for an influencer in a campaign.", LinkIn, Link, 404, 409,
 ))
 async def create_link(request: Request) -> Response:
     brand = await auth.brand_of(request)
@@ -346,7 +346,7 @@ async def update_store(request: Request) -> Response:
 # -------------------------------------------------------------------------- fees
 
 
-@api("POST", "/api/v1/fees", _created("Record a flat fee paid to an influencer.", FeeIn, Fee))
+@api("POST", "/api/v1/fees", _created("Record a flat fee paid to an influencer.", FeeIn, Fee, 404))
 async def create_fee(request: Request) -> Response:
     brand = await auth.brand_of(request)
     body = await _body(request, FeeIn, {"currency": brand["currency"]})
