@@ -39,6 +39,7 @@ def _postback_routes() -> list[BaseRoute]:
 
 def _routes() -> list[BaseRoute]:
     from tracker.api import openapi
+    from tracker.money import routes as money_api
     from tracker.ops import health, obs
     from tracker.portal import routes as portal_api
     from tracker.registry import campaignroutes, keyroutes
@@ -58,6 +59,7 @@ def _routes() -> list[BaseRoute]:
         *portal_api.routes(),
         *_postback_routes(),
         *reports_api.routes(),
+        *money_api.routes(),
         *dashboard.routes(),
         *qr.routes(),
         *portal.routes(),

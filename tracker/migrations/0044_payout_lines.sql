@@ -1,8 +1,8 @@
--- Payout lines: one row per (payout, conversion, kind), written by one INSERT per run
--- under the brand's payout lock (tracker.money.payouts). The payout's own fields ride on
--- each line, so a payout exists exactly when its lines do. A commission line has seq 0; a
--- conversion's n-th clawback has seq n. ORDER BY is a line's identity, so a retried insert
--- folds into the same row.
+-- Payout lines, written by one INSERT per run under the brand's payout lock
+-- (tracker.money.payouts). The payout's own fields ride on each line, so a payout exists
+-- exactly when its lines do. seq numbers the lines of one (conversion, influencer): 0 the
+-- commission, then clawbacks (or top-ups). ORDER BY is a line's identity, so a retried
+-- insert folds into the same row and a line is in at most one payout.
 CREATE TABLE IF NOT EXISTS payout_lines
 (
     brand_id       LowCardinality(String),
@@ -18,5 +18,5 @@ CREATE TABLE IF NOT EXISTS payout_lines
     created_at     DateTime64(3, 'UTC')
 )
 ENGINE = ReplacingMergeTree
-ORDER BY (brand_id, conversion_id, kind, seq)
+ORDER BY (brand_id, conversion_id, influencer_id, seq)
 SETTINGS non_replicated_deduplication_window = 1000
