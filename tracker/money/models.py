@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field
 
 from tracker.api.schema import Answer, Model, MoneyOut, Query, Timestamp
-from tracker.registry.fields import digits
+from tracker.registry.fields import Day, digits
 
 CommissionStatusName = Literal["pending", "payable", "paid", "void", "review"]
 Ref = Annotated[str, Field(min_length=1, max_length=64)]
@@ -91,7 +91,7 @@ class AttributionIn(Model):
 
 
 class PayoutIn(Model):
-    period_end: date | None = Field(None, description="Commission that occurred on or before this day (UTC); "
+    period_end: Day | None = Field(None, description="Commission that occurred on or before this day (UTC); "
                                     "default today.")
     influencer_id: Ref | None = None
 
