@@ -230,6 +230,18 @@ def test_every_figure_matches_an_independent_model(
         else:
             assert row["commission_status"] == "payable", o.oid
 
+    # Reports: commission by lifecycle status over every order.
+    want = {"pending": Decimal("0.00"), "payable": Decimal("0.00"), "paid": Decimal("0.00")}
+    for o in orders:
+        if o.link is None or o.status not in ("approved", "pending"):
+            continue
+        state = ledger[o.oid]["commission_status"]
+        want[state] += o.commission(rules)
+    report = api(world, "GET", "/api/v1/reports", params={
+        "from": str((now - timedelta(days=95)).date()), "to": str(now.date())}).json()["totals"]
+    assert {k: Decimal(report[f"{k}_commission"]) for k in want} == want
+    assert sum(want.values()) == Decimal(report["commission"])
+
     # Statements: each influencer's chain holds and its balance is what is still to come.
     all_payouts = api(world, "GET", "/api/v1/payouts").json()["items"]
     influencers = {lk["influencer_id"] for lk in links}

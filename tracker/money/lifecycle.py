@@ -52,13 +52,13 @@ def payable_at(row: dict[str, Any]) -> datetime:
     return utc(row["occurred_at"]) + timedelta(days=int(row.get("hold_days", 30)))
 
 
-# The same rule in SQL over a conversions row; ``paid`` is a boolean expression and ``{now}`` a
-# bound DateTime64(3, 'UTC') parameter named by ``now``.
-def status_sql(paid: str, now: str = "now") -> str:
+# The same rule in SQL over a conversions row; ``paid`` is a boolean expression, ``now`` an SQL
+# expression of the instant (by default the bound DateTime64(3, 'UTC') parameter ``now``).
+def status_sql(paid: str, now: str = "{now:DateTime64(3, 'UTC')}") -> str:
     return (
         f"multiIf(attributed = 0, '', {paid}, 'paid', review = {REVIEW_HELD}, 'review', "
         f"status IN ('rejected', 'refunded') OR review = {REVIEW_REJECTED}, 'void', status = 'pending', 'pending', "
-        f"occurred_at + toIntervalDay(hold_days) > {{{now}:DateTime64(3, 'UTC')}}, 'pending', 'payable')"
+        f"occurred_at + toIntervalDay(hold_days) > {now}, 'pending', 'payable')"
     )
 
 
