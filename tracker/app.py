@@ -39,7 +39,7 @@ def _postback_routes() -> list[BaseRoute]:
 
 def _routes() -> list[BaseRoute]:
     from tracker.api import openapi
-    from tracker.money import payoutroutes, statementroutes
+    from tracker.money import meroutes, payoutroutes, statementroutes
     from tracker.money import routes as money_api
     from tracker.ops import health, obs
     from tracker.portal import routes as portal_api
@@ -63,6 +63,7 @@ def _routes() -> list[BaseRoute]:
         *money_api.routes(),
         *payoutroutes.routes(),
         *statementroutes.routes(),
+        *meroutes.routes(),
         *dashboard.routes(),
         *qr.routes(),
         *portal.routes(),
