@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -12,8 +13,10 @@ import redis
 
 from tests.conversions.world import World
 from tests.money.helpers import api, drain
+from tracker.core import keys
 from tracker.settings import Settings
 from tracker.storage.clickhouse import ClickHouse
+from tracker.webhooks.events import Event
 
 OLD = (datetime.now(UTC) - timedelta(days=40)).isoformat()  # past the 30-day hold
 
@@ -140,3 +143,20 @@ def test_a_reattributed_conversion_in_an_open_payout_is_clawed_back_from_its_fir
     assert [(line["order_id"], line["kind"], line["amount"]) for line in bob["lines"]] == [
         ("E-1", "commission", "10.00")]
     assert first["amount"] == "40.00"
+
+
+def test_payout_events_reach_the_webhook_outbox(
+    world: World, settings: Settings, redis_client: redis.Redis, ch: ClickHouse
+) -> None:
+    r = api(world, "POST", "/api/v1/webhooks", json={"url": "http://127.0.0.1:9/hook",
+                                                      "events": ["payout.created", "payout.paid"]})
+    assert r.status_code == 201, r.text
+    order(world, "W-1", "100.00", "ANNA10")
+    drain(settings, redis_client, ch)
+    (payout,) = run(world)
+    api(world, "POST", f"/api/v1/payouts/{payout['id']}/paid", json={"reference": "W"})
+    events = [Event.from_fields(fields) for _id, fields in redis_client.xrange(keys.WEBHOOK_STREAM)]
+    mine = [(e.type, e.object_id) for e in events if e.type.startswith("payout.")]
+    assert mine == [("payout.created", payout["id"]), ("payout.paid", payout["id"])]
+    body = json.loads(next(e.body for e in events if e.type == "payout.paid"))
+    assert body["data"]["status"] == "paid" and body["data"]["amount"] == "10.00"
