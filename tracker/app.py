@@ -47,6 +47,7 @@ def _routes() -> list[BaseRoute]:
     from tracker.registry import routes as registry_api
     from tracker.reports import routes as reports_api
     from tracker.web import carrier, dashboard, portal, qr
+    from tracker.web import payouts as payouts_page
     from tracker.webhooks import routes as webhooks_api
 
     routes: list[BaseRoute] = [
@@ -64,6 +65,7 @@ def _routes() -> list[BaseRoute]:
         *payoutroutes.routes(),
         *statementroutes.routes(),
         *meroutes.routes(),
+        *payouts_page.routes(),
         *dashboard.routes(),
         *qr.routes(),
         *portal.routes(),
