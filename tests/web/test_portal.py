@@ -8,7 +8,6 @@ her two links with their QR codes and copy buttons, and a chart of her days.
 from __future__ import annotations
 
 import os
-
 import threading
 import time
 from collections.abc import Iterator

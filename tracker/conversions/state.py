@@ -35,7 +35,7 @@ from tracker.conversions.orderset import COMMIT, HOLD, READ, OrderSet
 from tracker.conversions.parse import Status
 from tracker.core import keys, money
 from tracker.core.errors import StorageUnavailable, Unprocessable
-from tracker.core.events import CONVERSION_COLUMNS, encode_conversion
+from tracker.core.events import CONVERSION_COLUMNS, CONVERSION_DEFAULTS, encode_conversion
 from tracker.core.timeutil import utc
 from tracker.storage.clickhouse import ClickHouse, run_sync
 
@@ -47,15 +47,15 @@ STATE_TTL_SECONDS = 7 * 86_400
 _MONEY_COLUMNS = ("amount", "refunded_amount", "commission")
 _ORIGINAL_COLUMNS = ("original_amount", "original_refunded_amount")
 _TIME_COLUMNS = ("occurred_at", "created_at", "updated_at")
-# Columns added after the first rows were written: a state or a row without them reads as "".
-_LATER = ("customer_hash", "email_hash", "platform_state")
-_INT_COLUMNS = ("version", "attributed", "link_id")
+_INT_COLUMNS = ("version", "attributed", "link_id", "hold_days", "review")
 _TYPED = frozenset((*_INT_COLUMNS, *_MONEY_COLUMNS, *_ORIGINAL_COLUMNS, *_TIME_COLUMNS, "fx_rate"))
 
 
 def normalize_row(row: Mapping[str, Any]) -> dict[str, Any]:
     """Typed values (from the JSON state or a ClickHouse row) with money at its currency's scale."""
-    out = {c: row[c] if c in row or c not in _LATER else "" for c in CONVERSION_COLUMNS}
+    # Columns added after the first rows were written: a state or a row without them has their default.
+    out = {c: row[c] if c in row or c not in CONVERSION_DEFAULTS else CONVERSION_DEFAULTS[c]
+           for c in CONVERSION_COLUMNS}
     for c in _INT_COLUMNS:
         out[c] = int(out[c])
     for c in _MONEY_COLUMNS:
