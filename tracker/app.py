@@ -41,7 +41,7 @@ def _routes() -> list[BaseRoute]:
     from tracker.api import openapi
     from tracker.ops import health, obs
     from tracker.portal import routes as portal_api
-    from tracker.registry import keyroutes
+    from tracker.registry import editroutes, keyroutes
     from tracker.registry import routes as registry_api
     from tracker.reports import routes as reports_api
     from tracker.web import carrier, dashboard, portal, qr
@@ -53,6 +53,7 @@ def _routes() -> list[BaseRoute]:
         obs.METRICS,
         openapi.ROUTE,
         *registry_api.routes(),
+        *editroutes.routes(),
         *keyroutes.routes(),
         *portal_api.routes(),
         *_postback_routes(),

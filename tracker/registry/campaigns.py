@@ -7,6 +7,7 @@ in Redis (the commission value as a decimal string in JSON, a Decimal in Python)
 from __future__ import annotations
 
 import json
+import logging
 import time
 from decimal import Decimal
 from typing import Any
@@ -17,13 +18,15 @@ from tracker.core.money import plain
 from tracker.core.timeutil import iso, now_utc
 from tracker.registry.cache import Cache, Row
 
+log = logging.getLogger("tracker.registry")
+
 CampaignRecord = dict[str, Any]
 DEFAULT_CLICK_ID_PARAM = "click_id"
 DEFAULT_WINDOW_DAYS = 30
 DEFAULT_RECURRING_MONTHS = 12
 _COLUMNS = (
     "id, name, attribution_window_days, commission_type, commission_value, click_id_param, "
-    "allowed_domains, recurring_months, created_at"
+    "allowed_domains, recurring_months, fallback_url, archived, created_at, version"
 )
 
 
@@ -36,6 +39,8 @@ def _record(row: Row) -> CampaignRecord:
         "click_id_param": row["click_id_param"],
         "allowed_domains": list(row["allowed_domains"]),
         "recurring_months": int(row.get("recurring_months", DEFAULT_RECURRING_MONTHS)),
+        "fallback_url": str(row.get("fallback_url") or ""),
+        "archived": bool(row.get("archived", 0)),
         "created_at": iso(row["created_at"]),
     }
 
@@ -48,7 +53,9 @@ def _encode(c: CampaignRecord) -> bytes:
 def _decode(raw: bytes) -> CampaignRecord:
     data: CampaignRecord = json.loads(raw)
     data["commission"]["value"] = Decimal(data["commission"]["value"])
-    data.setdefault("recurring_months", DEFAULT_RECURRING_MONTHS)  # a record cached before the field
+    data.setdefault("recurring_months", DEFAULT_RECURRING_MONTHS)  # records cached before these fields
+    data.setdefault("fallback_url", "")
+    data.setdefault("archived", False)
     return data
 
 
@@ -67,6 +74,7 @@ class Campaigns:
         click_id_param: str = DEFAULT_CLICK_ID_PARAM,
         allowed_domains: list[str] | None = None,
         recurring_months: int = DEFAULT_RECURRING_MONTHS,
+        fallback_url: str = "",
     ) -> CampaignRecord:
         row: Row = {
             "brand_id": brand_id,
@@ -78,6 +86,8 @@ class Campaigns:
             "click_id_param": click_id_param,
             "allowed_domains": list(allowed_domains or []),
             "recurring_months": recurring_months,
+            "fallback_url": fallback_url,
+            "archived": 0,
             "created_at": now_utc(),
             "version": time.time_ns(),
         }
@@ -85,6 +95,30 @@ class Campaigns:
         campaign = _record(row)
         await self.cache.write(self.cache.redis.set(keys.campaign(brand_id, campaign["id"]), _encode(campaign)))
         return campaign
+
+    async def update(self, brand_id: str, campaign_id: str, changes: dict[str, Any]) -> CampaignRecord | None:
+        """Apply a PATCH (column -> value); None when the campaign is unknown or another brand's.
+
+        A new row version in ClickHouse, then the Redis record rewritten: postbacks and the
+        followers' fallback see the change at once. Links keep their own records (the click-id
+        parameter and window they carry are the campaign's at the link's creation or last change).
+        """
+        if not looks_like("campaign", campaign_id) or not looks_like("brand", brand_id):
+            return None
+        async with self.cache.lock("campaign", campaign_id):
+            row = await self.cache.first(
+                f"SELECT {_COLUMNS} FROM campaigns FINAL WHERE brand_id = {{b:String}} AND id = {{id:String}} LIMIT 1",
+                {"b": brand_id, "id": campaign_id},
+            )
+            if row is None:
+                return None
+            row = {**row, **changes, "brand_id": brand_id}
+            row["version"] = max(int(row["version"]) + 1, time.time_ns())
+            await self.cache.write(self.cache.redis.delete(keys.campaign(brand_id, campaign_id)))
+            await self.cache.insert("campaigns", row)
+            campaign = _record(row)
+            await self.cache.write(self.cache.redis.set(keys.campaign(brand_id, campaign_id), _encode(campaign)))
+            return campaign
 
     async def get(self, brand_id: str, campaign_id: str) -> CampaignRecord | None:
         if not looks_like("campaign", campaign_id) or not looks_like("brand", brand_id):
@@ -101,6 +135,15 @@ class Campaigns:
         campaign = _record(row)
         await self.cache.fill(keys.campaign(brand_id, campaign_id), _encode(campaign))
         return campaign
+
+    async def fallback_url(self, brand_id: str, campaign_id: str) -> str:
+        """The campaign's fallback URL for followers of a dead link; "" for none or when storage is down."""
+        try:
+            campaign = await self.get(brand_id, campaign_id)
+        except Exception:  # the follower gets the 410 page instead; never an error page
+            log.warning("fallback URL of campaign %s unavailable", campaign_id, exc_info=True)
+            return ""
+        return str(campaign.get("fallback_url") or "") if campaign else ""
 
     async def all(self, brand_id: str) -> list[CampaignRecord]:
         rows = await self.cache.query(

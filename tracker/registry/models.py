@@ -31,6 +31,7 @@ from tracker.registry.fields import (
     DecimalOut,
     Destination,
     Domains,
+    FallbackUrl,
     FutureInstant,
     Handle,
     MoneyIn,
@@ -136,6 +137,7 @@ class CampaignIn(Body):
         description="Months after a customer's first attributed order during which the customer's later orders "
         "(and subscription renewals) without a click id of their own are credited to the same link; 0: never.",
     )
+    fallback_url: FallbackUrl = ""
 
 
 class InfluencerIn(Body):
@@ -267,7 +269,15 @@ class Campaign(Answer):
     click_id_param: str
     allowed_domains: list[str]
     recurring_months: int
+    fallback_url: str | None = Field(default=None, description="Where followers of a disabled or expired link are "
+                                     "sent (null: an HTML 410 page).")
+    archived: bool = False
     created_at: Timestamp
+
+    @field_validator("fallback_url", mode="before")
+    @classmethod
+    def _none(cls, value: Any) -> Any:
+        return value or None
 
 
 class Influencer(Answer):
@@ -275,12 +285,13 @@ class Influencer(Answer):
     name: str
     handle: str | None
     platform: str | None
+    archived: bool = False
     created_at: Timestamp
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Influencer:
         return cls(id=row["id"], name=row["name"], handle=row["handle"] or None, platform=row["platform"] or None,
-                   created_at=row["created_at"])
+                   archived=bool(row.get("archived", 0)), created_at=row["created_at"])
 
 
 class Link(Answer):

@@ -149,6 +149,7 @@ async def create_campaign(request: Request) -> Response:
         click_id_param=body.click_id_param,
         allowed_domains=body.allowed_domains,
         recurring_months=body.recurring_months,
+        fallback_url=body.fallback_url,
     )
     answer = Campaign.model_validate(campaign)
     await _audit(request, brand["id"], "campaign.create", answer.id, None, answer)
