@@ -92,7 +92,7 @@ def build_services(
         from tracker.webhooks.component import WebhookComponent
 
         webhooks = WebhookComponent(settings, ch)
-    redirect = Redirector(settings, LinkIndex(ch, registry.link_by_code))
+    redirect = Redirector(settings, LinkIndex(ch, registry.link_by_code), registry.campaigns.fallback_url)
     svc = Services(
         settings=settings,
         redis=redis,
