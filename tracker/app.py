@@ -44,7 +44,8 @@ def _routes() -> list[BaseRoute]:
     from tracker.registry import editroutes, keyroutes
     from tracker.registry import routes as registry_api
     from tracker.reports import routes as reports_api
-    from tracker.web import carrier, dashboard, portal, qr
+    from tracker.web import app as brand_app
+    from tracker.web import carrier, portal, qr
     from tracker.webhooks import routes as webhooks_api
 
     routes: list[BaseRoute] = [
@@ -58,7 +59,7 @@ def _routes() -> list[BaseRoute]:
         *portal_api.routes(),
         *_postback_routes(),
         *reports_api.routes(),
-        *dashboard.routes(),
+        *brand_app.routes(),
         *qr.routes(),
         *portal.routes(),
         *webhooks_api.routes(),
@@ -71,6 +72,7 @@ def build_services(
     settings: Settings, redis: aioredis.Redis, ch: ClickHouse, embedded_redis: EmbeddedRedis | None = None
 ) -> Services:
     """This process's services; components start in list order and stop in reverse."""
+    from tracker.api.brandsessions import BrandSessions
     from tracker.api.proxies import TrustedProxies
     from tracker.api.sessions import Sessions
     from tracker.conversions.recorder import Conversions
@@ -103,6 +105,7 @@ def build_services(
         conversions=Conversions(settings, redis, ch, registry),
         postback_limit=StoreRateLimit(redis, settings.postback_rate_limit),
         sessions=Sessions(redis, secret_key, settings.portal_session_hours * 3600),
+        app_sessions=BrandSessions(redis, secret_key, settings.app_session_hours * 3600),
         ingest=ingest,
         embedded_redis=embedded_redis,
     )

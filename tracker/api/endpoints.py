@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from starlette.routing import BaseRoute, Mount, Route
 
-Security = Literal["admin", "brand", "store_signature", "store_token", "influencer", "session"]
+Security = Literal["admin", "brand", "store_signature", "store_token", "influencer", "session", "app_session"]
 
 
 @dataclass(frozen=True)
