@@ -21,6 +21,7 @@ import uvicorn
 
 from loadtests.serve import free_port
 from tests.conftest import ADMIN_TOKEN
+from tests.waiting import wait_until
 from tracker.app import create_app
 from tracker.ingest.worker import Worker
 from tracker.settings import Settings
@@ -33,7 +34,8 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 # A person's browser (the headless one names itself HeadlessChrome, which counts as a bot).
 HUMAN = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
          "Chrome/131.0.0.0 Safari/537.36")
-STATIC_FILES = ["app.html", "app.css", "app.js", "app_core.js", "app_manage.js", "app_links.js", "app_reports.js"]
+STATIC_FILES = ["app.html", "app.css", "app.js", "app_core.js", "app_manage.js", "app_links.js", "app_reports.js",
+                "app_keys.js"]
 
 
 @pytest.mark.parametrize("name", STATIC_FILES)
@@ -46,7 +48,7 @@ def test_nothing_is_loaded_from_another_origin(name: str) -> None:
 
 
 @pytest.fixture
-def live(ch: ClickHouse, settings: Settings, redis_client: redis.Redis) -> Iterator[tuple[str, Worker]]:
+def live(ch: ClickHouse, settings: Settings, redis_client: redis.Redis) -> Iterator[tuple[str, Worker, str]]:
     port = free_port()
     settings = settings.with_(public_url=f"http://127.0.0.1:{port}")
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning",
@@ -58,7 +60,7 @@ def live(ch: ClickHouse, settings: Settings, redis_client: redis.Redis) -> Itera
         assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}", Worker(settings, redis_client, ch, name="app-test")
+        yield f"http://127.0.0.1:{port}", Worker(settings, redis_client, ch, name="app-test"), str(settings.redis_url)
     finally:
         server.should_exit = True
         thread.join(timeout=30)
@@ -164,7 +166,10 @@ def _manage(page: Any, base: str) -> str:
     form.locator("button[type=submit]").click()
     expect(page.locator(f'#links-table tr[data-code="{code}"]')).to_contain_text("https://shop.example/p2")
     page.click("#bulk summary")
-    _submit(page, "bulk-form", destination_url="https://shop.example/b", csv="name,handle\nBob,@bob\nCleo,@cleo\n")
+    page.set_input_files("#bulk-file", files=[{"name": "people.csv", "mimeType": "text/csv",
+                                               "buffer": b"name,handle\nBob,@bob\nCleo,@cleo\n"}])
+    expect(page.locator("#bulk-form [name=csv]")).to_have_value("name,handle\nBob,@bob\nCleo,@cleo\n")
+    _submit(page, "bulk-form", destination_url="https://shop.example/b")
     expect(page.locator('#bulk-results tr[data-result="ok"]')).to_have_count(2)
 
     _go(page, "stores")
@@ -180,6 +185,21 @@ def _manage(page: Any, base: str) -> str:
     expect(_error(page, "rate-form")).to_contain_text("greater than 0")
     _submit(page, "rate-form", currency="EUR", rate="1.08")
     expect(page.locator('#rates-table tr[data-currency="EUR"]')).to_contain_text("1.08 USD")
+
+    _go(page, "keys")
+    _submit(page, "key-form", name="BI", scope="read")
+    shown = page.locator("#key-shown .secret")
+    expect(shown).to_have_text(re.compile(r"^trk_"))
+    first = shown.inner_text()
+    page.locator('#keys-table tr:has-text("BI") [data-action="rotate"]').click()
+    expect(shown).not_to_have_text(first)
+    expect(shown).to_have_text(re.compile(r"^trk_"))
+    page.once("dialog", lambda d: d.accept())
+    page.locator('#keys-table tr:has-text("this session") [data-action="revoke"]').click()
+    expect(page.locator("#keys-table .form-error")).to_contain_text("last write key")
+    page.once("dialog", lambda d: d.accept())
+    page.locator('#keys-table tr:has-text("BI") [data-action="revoke"]').click()
+    expect(page.locator("#keys-table tbody tr")).to_have_count(1)
 
     _go(page, "fees")
     _submit(page, "fee-form", influencer_id="Anna B", amount="1.234")
@@ -223,6 +243,46 @@ def _report(page: Any, base: str, code: str, worker: Worker) -> None:
     assert "campaign_id,campaign_name" in csv.splitlines()[0] and "Spring 2027" in csv
 
 
+def _expiry(page: Any, base: str, api_key: str, redis_url: str) -> None:
+    """A session that runs out while the page is open: the next request shows the sign-in form."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    import redis.asyncio as aioredis
+    from playwright.sync_api import expect
+
+    from tests.conftest import SECRET_KEY
+    from tracker.api.brandsessions import COOKIE, BrandSessions
+    from tracker.core.credentials import token_hash
+
+    async def short() -> str:
+        client = aioredis.from_url(redis_url)
+        try:
+            cookie, _ = await BrandSessions(client, SECRET_KEY, 1).open(token_hash(api_key), 2)
+            return cookie
+        finally:
+            await client.aclose()
+
+    # Playwright's sync API runs a loop in this thread: the coroutine runs in another one.
+    with ThreadPoolExecutor(1) as pool:
+        cookie = pool.submit(asyncio.run, short()).result()
+    page.context.add_cookies([{"name": COOKIE, "value": cookie, "url": base}])
+    page.goto(base + "/app#campaigns")
+    page.reload()  # the page was open (a hash change alone does not reload it)
+    page.wait_for_selector("body[data-state=ready]")
+    expect(page.locator("#brand-name")).to_have_text("Acme")
+
+    def expired() -> bool:
+        if page.locator("#signin-screen").is_visible():
+            return True
+        # Each visit of a view asks the server: the one after the expiry is refused.
+        page.evaluate("location.hash = location.hash === '#fees' ? '#campaigns' : '#fees'")
+        return False
+
+    wait_until(expired, timeout=10, message="the session did not run out")
+    expect(page.locator("#signin-form .form-error")).to_contain_text("session ended")
+
+
 def _csrf_and_signout(page: Any) -> None:
     from playwright.sync_api import expect
 
@@ -240,10 +300,10 @@ def _csrf_and_signout(page: Any) -> None:
 
 @pytest.mark.browser
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
-def test_the_brand_app_on_desktop_and_phone(live: tuple[str, Worker]) -> None:
+def test_the_brand_app_on_desktop_and_phone(live: tuple[str, Worker, str]) -> None:
     from playwright.sync_api import expect, sync_playwright
 
-    base, worker = live
+    base, worker, redis_url = live
     requests: list[str] = []
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
@@ -260,6 +320,7 @@ def test_the_brand_app_on_desktop_and_phone(live: tuple[str, Worker]) -> None:
             ROOT.joinpath("docs").mkdir(exist_ok=True)
             page.screenshot(path=str(ROOT / "docs" / "app.png"), full_page=True)
             _csrf_and_signout(page)
+            _expiry(page, base, key, redis_url)
             assert errors == []
             context.close()
 

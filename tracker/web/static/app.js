@@ -3,6 +3,7 @@ import { ApiError, api, el, getView, session } from "./app_core.js";
 import "./app_manage.js";
 import "./app_links.js";
 import "./app_reports.js";
+import "./app_keys.js";
 
 const $ = (sel) => document.querySelector(sel);
 

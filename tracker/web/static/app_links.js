@@ -13,6 +13,16 @@ export function parseCsv(text) {
   return rows;
 }
 
+// A .csv file picked from disk fills the CSV box (read here, never uploaded as a file).
+function csvFile(root) {
+  const input = el("input", { id: "bulk-file", type: "file", accept: ".csv,text/csv,text/plain" });
+  input.addEventListener("change", async () => {
+    const file = input.files[0];
+    if (file) root.querySelector("#bulk-form [name=csv]").value = await file.text();
+  });
+  return el("div", {}, el("label", { for: "bulk-file", text: "…or pick a CSV file" }), input);
+}
+
 async function bulkCreate(values, influencers, report) {
   const people = parseCsv(values.csv);
   if (!people.length) throw new Error("Paste at least one line: name,handle,platform.");
@@ -85,7 +95,7 @@ async function renderLinks(root) {
         { name: "campaign_id", label: "Campaign", options: liveCampaigns },
         { name: "destination_url", label: "Destination", type: "url", required: true },
         { name: "csv", label: "CSV", type: "textarea", placeholder: "name,handle,platform\nAnna,@anna,instagram" },
-      ], "Create links", (v) => bulkCreate(v, influencers, report), "stacked"), report));
+      ], "Create links", (v) => bulkCreate(v, influencers, report), "stacked"), csvFile(root), report));
   }
   root.append(table("links-table", [{ label: "Code" }, { label: "Influencer" }, { label: "Campaign" },
     { label: "Destination" }, { label: "Status" }, { label: "" }], items.map((l) => linkRow(l, campaigns, influencers, refresh))));
