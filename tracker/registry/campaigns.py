@@ -97,7 +97,8 @@ class Campaigns:
         return campaign
 
     async def update(self, brand_id: str, campaign_id: str, changes: dict[str, Any]) -> CampaignRecord | None:
-        """Apply a PATCH (column -> value); None when the campaign is unknown or another brand's.
+        """Apply a PATCH (field -> value, ``commission`` as ``{type, value}``); None when the campaign is
+        unknown or another brand's.
 
         A new row version in ClickHouse, then the Redis record rewritten: postbacks and the
         followers' fallback see the change at once. Links keep their own records (the click-id
@@ -112,6 +113,10 @@ class Campaigns:
             )
             if row is None:
                 return None
+            changes = dict(changes)
+            commission = changes.pop("commission", None)
+            if commission is not None:  # {"type", "value"}, as the API names it
+                changes["commission_type"], changes["commission_value"] = commission["type"], commission["value"]
             row = {**row, **changes, "brand_id": brand_id}
             row["version"] = max(int(row["version"]) + 1, time.time_ns())
             await self.cache.write(self.cache.redis.delete(keys.campaign(brand_id, campaign_id)))

@@ -54,8 +54,7 @@ async def update_campaign(request: Request) -> Response:
     if body.archived is not None:
         changes["archived"] = int(body.archived)
     if body.commission is not None:
-        changes["commission_type"] = body.commission.type
-        changes["commission_value"] = body.commission.value
+        changes["commission"] = {"type": body.commission.type, "value": body.commission.value}
     new = await registry.campaigns.update(brand["id"], cid, changes)
     if new is None:
         raise NotFound(f"Campaign {cid!r} does not exist.")
