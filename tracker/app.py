@@ -43,10 +43,11 @@ def _routes() -> list[BaseRoute]:
     from tracker.money import routes as money_api
     from tracker.ops import deadletters, health, obs
     from tracker.portal import routes as portal_api
-    from tracker.registry import campaignroutes, keyroutes
+    from tracker.registry import campaignroutes, editroutes, keyroutes
     from tracker.registry import routes as registry_api
     from tracker.reports import routes as reports_api
-    from tracker.web import carrier, dashboard, portal, qr
+    from tracker.web import app as brand_app
+    from tracker.web import carrier, portal, qr
     from tracker.web import payouts as payouts_page
     from tracker.webhooks import routes as webhooks_api
 
@@ -57,6 +58,7 @@ def _routes() -> list[BaseRoute]:
         openapi.ROUTE,
         *registry_api.routes(),
         *campaignroutes.routes(),
+        *editroutes.routes(),
         *keyroutes.routes(),
         *portal_api.routes(),
         *_postback_routes(),
@@ -66,7 +68,7 @@ def _routes() -> list[BaseRoute]:
         *statementroutes.routes(),
         *meroutes.routes(),
         *payouts_page.routes(),
-        *dashboard.routes(),
+        *brand_app.routes(),
         *qr.routes(),
         *portal.routes(),
         *webhooks_api.routes(),
@@ -80,6 +82,7 @@ def build_services(
     settings: Settings, redis: aioredis.Redis, ch: ClickHouse, embedded_redis: EmbeddedRedis | None = None
 ) -> Services:
     """This process's services; components start in list order and stop in reverse."""
+    from tracker.api.brandsessions import BrandSessions
     from tracker.api.proxies import TrustedProxies
     from tracker.api.sessions import Sessions
     from tracker.conversions.recorder import Conversions
@@ -101,7 +104,7 @@ def build_services(
         from tracker.webhooks.component import WebhookComponent
 
         webhooks = WebhookComponent(settings, ch)
-    redirect = Redirector(settings, LinkIndex(ch, registry.link_by_code))
+    redirect = Redirector(settings, LinkIndex(ch, registry.link_by_code), registry.campaigns.fallback_url)
     svc = Services(
         settings=settings,
         redis=redis,
@@ -112,6 +115,7 @@ def build_services(
         conversions=Conversions(settings, redis, ch, registry),
         postback_limit=StoreRateLimit(redis, settings.postback_rate_limit),
         sessions=Sessions(redis, secret_key, settings.portal_session_hours * 3600),
+        app_sessions=BrandSessions(redis, secret_key, settings.app_session_hours * 3600),
         ingest=ingest,
         embedded_redis=embedded_redis,
     )

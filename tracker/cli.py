@@ -147,7 +147,10 @@ def serve(args: argparse.Namespace) -> int:
         _multiprocess_metrics_dir()
     from tracker.storage.embedded import DataDirLock, EmbeddedRedis, prepare_data_dir
 
+    first_start = settings.admin_token is None and not (settings.data_dir.resolve() / "admin_token").exists()
     settings = prepare_data_dir(settings)
+    if first_start:
+        print(next_steps(settings), file=sys.stderr, flush=True)
     lock = DataDirLock(settings.data_dir)
     lock.acquire()
     redis_server = EmbeddedRedis(settings.data_dir)
@@ -165,6 +168,21 @@ def serve(args: argparse.Namespace) -> int:
     finally:
         redis_server.stop()
         lock.release()
+
+
+def next_steps(settings: Settings) -> str:
+    """What a newcomer does after the first start (printed once, under the generated admin token)."""
+    url = (settings.public_url or "http://127.0.0.1:8000").rstrip("/")
+    return (
+        "\nNext steps:\n"
+        f"  1. Open {url}/app, choose \"First time here?\", paste the admin token above and create your brand;\n"
+        "     the app shows the brand's API key once and signs you in with it.\n"
+        "  2. Or with curl:\n"
+        f"       ADMIN=$(cat {settings.data_dir / 'admin_token'})\n"
+        f"       curl -s -X POST {url}/api/v1/brands -H \"Authorization: Bearer $ADMIN\" "
+        "-d '{\"name\":\"Acme\",\"currency\":\"USD\"}'\n"
+        "  3. The README's quickstart goes on from there to a click and a sale in a report.\n"
+    )
 
 
 _PROTOCOL = "tracker.api.connections:GuardedHttpToolsProtocol"

@@ -18,6 +18,7 @@ from tracker.settings import Settings
 from tracker.storage.clickhouse import ClickHouse
 
 if TYPE_CHECKING:  # the types only: the stages import this module, not the other way round
+    from tracker.api.brandsessions import BrandSessions
     from tracker.api.proxies import TrustedProxies
     from tracker.api.sessions import Sessions
     from tracker.conversions.recorder import Conversions
@@ -46,6 +47,8 @@ class Services:
     postback_limit: StoreRateLimit
     # Portal sign-in links and sessions.
     sessions: Sessions
+    # Brand app sessions (``/app``).
+    app_sessions: BrandSessions
     # The in-process ingest worker of the embedded mode (None in production).
     ingest: IngestComponent | None = None
     # The supervised Valkey server `tracker serve` started (embedded mode), for /readyz.

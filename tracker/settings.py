@@ -262,6 +262,10 @@ class Settings(BaseSettings):
         "(`tracker migrate --cluster`). Same on every process.",
         unset="(none: one server)",
     )
+    app_session_hours: int = _var(
+        "TRACKER_APP_SESSION_HOURS", 12,
+        "How long a brand stays signed in to `/app` after exchanging its API key for a session.", ge=1, le=720,
+    )
     portal_session_hours: int = _var(
         "TRACKER_PORTAL_SESSION_HOURS", 168,
         "How long an influencer stays signed in to `/portal` after following a sign-in link.", ge=1, le=8760,

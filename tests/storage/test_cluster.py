@@ -274,6 +274,9 @@ def test_the_rendered_schema_is_created_by_a_chdb_configured_as_a_cluster_node(t
         "0031_campaigns_recurring_months.sql: ALTER TABLE campaigns_local ADD COLUMN",
         "0032_conversions_customers.sql: ALTER TABLE conversions_local ADD COLUMN",
         "0050_api_key_scopes.sql: ALTER TABLE api_keys_local ADD COLUMN",
+        "0070_campaigns_fallback_archived.sql: ALTER TABLE campaigns_local ADD COLUMN",
+        "0071_influencers_archived.sql: ALTER TABLE influencers_local ADD COLUMN",
+        "0072_fees_deleted.sql: ALTER TABLE fees_local ADD COLUMN",
     ]
     engines = {name: engine for name, engine, _ in result["tables"]}
     full = {name: engine_full for name, _, engine_full in result["tables"]}

@@ -7,7 +7,6 @@ her two links with their QR codes and copy buttons, and a chart of her days.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from starlette.testclient import TestClient
 from loadtests.serve import free_port
 from tests import reports_world
 from tests.reports_world import EXPECTED_INFLUENCERS
+from tests.web.shots import shot
 from tracker.app import create_app
 from tracker.settings import Settings
 from tracker.storage.clickhouse import ClickHouse
@@ -115,10 +115,7 @@ def _check_portal(page: Any, base: str, world: dict[str, Any], signin: str, phon
 
     if phone:  # nothing wider than the screen: no sideways scrolling of the page
         assert page.evaluate("document.documentElement.scrollWidth") <= 390
-    # The README's pictures are refreshed on purpose (TRACKER_SCREENSHOTS=docs), never by a plain run.
-    shots = ROOT / ("docs" if os.environ.get("TRACKER_SCREENSHOTS") == "docs" else "test-artifacts")
-    shots.mkdir(exist_ok=True)
-    page.screenshot(path=str(shots / ("portal-phone.png" if phone else "portal.png")), full_page=True)
+    page.screenshot(path=shot("portal-phone.png" if phone else "portal.png"), full_page=True)
 
     page.click("#signout")
     expect(page.locator("h1")).to_have_text("Your influencer portal")

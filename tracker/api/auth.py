@@ -7,7 +7,9 @@ only as their sha256 hex (``tracker.registry.apikeys``). Each has a scope:
 - ``read``: the brand routes that only read (GET, HEAD); anything else answers 403;
 - ``influencer``: only ``/api/v1/me/*`` (``viewer_of``), for one influencer; brand routes 403.
 
-The ``/api/v1/me`` routes also take the portal's session cookie (``tracker.api.sessions``).
+The ``/api/v1/me`` routes also take the portal's session cookie (``tracker.api.sessions``);
+brand routes take the brand app's session cookie (``tracker.api.brandsessions``) when no
+``Authorization`` header is sent, with the CSRF header on every change.
 The acting key's id is left on ``conn.state.key_id`` for the audit log (``actor``).
 The admin token is compared in constant time.
 """
@@ -20,6 +22,8 @@ from typing import Any
 
 from starlette.requests import HTTPConnection
 
+from tracker.api.brandsessions import COOKIE as APP_COOKIE
+from tracker.api.brandsessions import CSRF_HEADER, SAFE_METHODS, csrf_ok
 from tracker.api.sessions import COOKIE
 from tracker.core.credentials import looks_like_api_key, token_hash
 from tracker.core.errors import Forbidden, NotFound, Unauthorized
@@ -69,12 +73,33 @@ async def require_admin(conn: HTTPConnection) -> None:
         raise BearerRequired("The bearer token is not the admin token.", code="invalid_token")
 
 
+_BRAND = "a brand API key"
 # Methods a read key may use.
 _READING = frozenset({"GET", "HEAD"})
 
 
+async def _session_grant(conn: HTTPConnection, cookie: str) -> Grant:
+    """The grant of the key behind a brand app session (``tracker.api.brandsessions``), CSRF checked."""
+    svc = services(conn)
+    seat = await svc.app_sessions.read(cookie)
+    grant = await svc.registry.apikeys.grant_for_digest(seat.key_hash) if seat is not None else None
+    if seat is None or grant is None:
+        raise BearerRequired("The app session is missing, expired or signed out (or its key was revoked); "
+                             "sign in again at /app.", code="invalid_session")
+    if conn.scope.get("method", "GET") not in SAFE_METHODS and not csrf_ok(seat, conn.headers.get(CSRF_HEADER)):
+        raise Forbidden("This change needs the X-CSRF-Token header of the app session; reload /app.",
+                        code="csrf_failed")
+    return grant
+
+
 async def _grant(conn: HTTPConnection, needs: str) -> Grant:
     token = bearer(conn)
+    cookie = conn.cookies.get(APP_COOKIE) if token is None and needs == _BRAND else None
+    if cookie:
+        seated = await _session_grant(conn, cookie)
+        conn.state.key_id = seated.key_id
+        await services(conn).registry.apikeys.touch(seated.key_id)
+        return seated
     if token is None:
         raise BearerRequired(f"This route needs {needs}: send Authorization: Bearer trk_....")
     grant = await services(conn).registry.apikeys.grant(token)
@@ -93,7 +118,7 @@ async def brand_of(conn: HTTPConnection) -> dict[str, Any]:
     401 when the key is missing or unknown; 403 for an influencer key (brand routes are not
     theirs) and for a read key on a route that changes something.
     """
-    grant = await _grant(conn, "a brand API key")
+    grant = await _grant(conn, _BRAND)
     if grant.scope == "influencer":
         raise Forbidden(
             "An influencer key reads only /api/v1/me and its sub-routes; brand routes need a read or write key.",

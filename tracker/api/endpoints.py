@@ -20,7 +20,7 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from tracker.core.errors import UnsupportedMediaType
 
-Security = Literal["admin", "brand", "store_signature", "store_token", "influencer", "session"]
+Security = Literal["admin", "brand", "store_signature", "store_token", "influencer", "session", "app_session"]
 
 
 @dataclass(frozen=True)

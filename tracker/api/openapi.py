@@ -61,7 +61,9 @@ SECURITY_SCHEMES: dict[str, Schema] = {
         "type": "http",
         "scheme": "bearer",
         "description": "A brand API key of scope `write` (every brand route; the key of POST /api/v1/brands "
-        "is one) or `read` (the brand's GET routes only; anything else answers 403).",
+        "is one) or `read` (the brand's GET routes only; anything else answers 403). Instead of the header, the "
+        "brand app's session cookie `trk_app` (POST /app/signin) acts with the key it was opened with; every "
+        "change made with it needs the `X-CSRF-Token` header.",
     },
     "influencerKey": {
         "type": "http",
@@ -73,6 +75,12 @@ SECURITY_SCHEMES: dict[str, Schema] = {
         "in": "cookie",
         "name": "trk_portal",
         "description": "The influencer portal's session cookie, set by following a portal sign-in link.",
+    },
+    "appSession": {
+        "type": "apiKey",
+        "in": "cookie",
+        "name": "trk_app",
+        "description": "The brand app's session cookie (POST /app/signin); changes also need X-CSRF-Token.",
     },
     "storeId": {"type": "apiKey", "in": "header", "name": "X-Store-Id"},
     "storeSignature": {
@@ -94,6 +102,7 @@ REQUIREMENTS: dict[str, dict[str, list[str]]] = {
     "brand": {"brandKey": []},
     "influencer": {"influencerKey": []},
     "session": {"portalSession": []},
+    "app_session": {"appSession": []},
     "store_signature": {"storeId": [], "storeSignature": []},
     "store_token": {"storeToken": []},
 }

@@ -40,6 +40,7 @@ RESERVED = frozenset(
         "assets",
         "portal",
         "t.js",
+        "app",
     }
 )
 _RESERVED_PATHS = frozenset("/" + name for name in RESERVED)

@@ -121,6 +121,11 @@ def portal_signin(token_hash: str) -> str:
     return f"{PREFIX}portal:signin:{token_hash}"
 
 
+def app_session(session_hash: str) -> str:
+    """sha256 of a brand app session id -> JSON {key_hash, csrf, expires_ms}; expires."""
+    return f"{PREFIX}app:session:{session_hash}"
+
+
 def portal_session(session_hash: str) -> str:
     """sha256 of a portal session id -> JSON {brand_id, influencer_id, expires_ms}; expires."""
     return f"{PREFIX}portal:session:{session_hash}"

@@ -30,6 +30,7 @@ import logging
 import re
 import time
 from bisect import bisect_left
+from collections.abc import Awaitable, Callable
 from json.encoder import encode_basestring as _json_string  # C-accelerated, ensure_ascii=False
 
 from redis.asyncio.retry import Retry
@@ -54,6 +55,7 @@ from tracker.redirect.visitor import Countries, VisitorHasher, normalize_country
 from tracker.services import Services
 from tracker.settings import Settings
 from tracker.storage import redis_client
+from tracker.web import follower
 
 # The cheap shape check (no storage access for garbage). 3, not 4: the registry accepts
 # vanity codes of 3 characters (``codes.VANITY``).
@@ -72,6 +74,10 @@ _BODY: Message = {"type": "http.response.body", "body": b""}
 _UTM_INDEX = {k: i for i, k in enumerate(UTM_KEYS)}
 _NO_UTM = ',"","","","",""'
 _PURPOSE_HEADERS = (b"sec-purpose", b"purpose", b"x-purpose", b"x-moz")
+# A fallback URL goes into a Location header only as printable ASCII (the registry checked it).
+_SAFE_LOCATION = re.compile(r"https?://[\x21-\x7e]+")
+# (brand id, campaign id) -> the campaign's fallback URL, "" for none (never raises).
+FallbackSource = Callable[[str, str], Awaitable[str]]
 
 log = logging.getLogger("tracker.redirect.handler")
 
@@ -171,7 +177,9 @@ class NotFoundLimiter:
 class Redirector:
     """The parts of the hot path, started and stopped with the app (component ``redirect``)."""
 
-    def __init__(self, settings: Settings, registry: LinkSource | None) -> None:
+    def __init__(
+        self, settings: Settings, registry: LinkSource | None, fallback: FallbackSource | None = None
+    ) -> None:
         assert settings.secret_key, "checked at start-up (tracker.startup.check_settings)"
         # Lookups get one retry (a connection left over from before a Redis restart fails
         # once); short timeouts so a hung Redis turns into stale answers quickly.
@@ -179,6 +187,7 @@ class Redirector:
             settings, socket_connect_timeout=0.5, socket_timeout=1.0, retry=Retry(NoBackoff(), 1)
         )
         self.links = LinkCache(self.redis, settings.link_cache_seconds, registry=registry)
+        self.fallback = fallback
         self.visitors = VisitorHasher(self.redis)
         self.clicklog = ClickLog(settings)
         self.click_ids = ClickIds(settings.secret_key)
@@ -246,7 +255,7 @@ class Redirector:
         ip = client_ip(peer, forwarded, self.trusted) if forwarded else peer
 
         if _CODE.fullmatch(code) is None:
-            await self._not_found(send, ip, f"No link has the code {code[:64]!r}.")
+            await self._not_found(scope, send, ip, f"No link has the code {code[:64]!r}.")
             return
         links = self.links
         cached = links.fresh(code)
@@ -259,14 +268,12 @@ class Redirector:
                          ((b"retry-after", b"1"),))
             return
         if target is None:
-            await self._not_found(send, ip, f"No link has the code {code!r}.")
+            await self._not_found(scope, send, ip, f"No link has the code {code!r}.")
             return
         record = target.record
         now_ms = time.time_ns() // 1_000_000
         if record.disabled or (record.expires_at_ms is not None and now_ms >= record.expires_at_ms):
-            REDIRECTS.labels("410").inc()
-            why = "disabled" if record.disabled else "expired"
-            await _error(send, 410, "gone", f"Link {code!r} is {why}.")
+            await self._gone(scope, send, target)
             return
 
         if country_header is not None and country and peer in self.trusted:
@@ -297,12 +304,35 @@ class Redirector:
         await send(_BODY)
         self.stats.record(time.perf_counter() - started)
 
-    async def _not_found(self, send: Send, ip: str, message: str) -> None:
+    async def _not_found(self, scope: Scope, send: Send, ip: str, message: str) -> None:
         if self.limiter.hit(ip):
             await _too_many(send)
             return
         REDIRECTS.labels("404").inc()
-        await _error(send, 404, "not_found", message)
+        if follower.wants_html(scope["headers"]):
+            await _page(send, 404)
+        else:
+            await _error(send, 404, "not_found", message)
+
+    async def _gone(self, scope: Scope, send: Send, target: Target) -> None:
+        """A disabled or expired link: the campaign's fallback URL when set (no click is logged),
+        else 410 (an HTML page for a browser)."""
+        record = target.record
+        fallback = ""
+        if self.fallback is not None:
+            fallback = await self.fallback(record.brand_id, record.campaign_id)
+        if fallback and _SAFE_LOCATION.fullmatch(fallback):
+            REDIRECTS.labels("fallback").inc()
+            await send({"type": "http.response.start", "status": 302,
+                        "headers": [(b"location", fallback.encode("ascii")), _NO_STORE, _EMPTY]})
+            await send(_BODY)
+            return
+        REDIRECTS.labels("410").inc()
+        if follower.wants_html(scope["headers"]):
+            await _page(send, 410)
+        else:
+            why = "disabled" if record.disabled else "expired"
+            await _error(send, 410, "gone", f"Link {record.code!r} is {why}.")
 
 
 async def _too_many(send: Send) -> None:
@@ -310,6 +340,12 @@ async def _too_many(send: Send) -> None:
     await _error(send, 429, "rate_limited",
                  f"Too many unknown links from this address: at most {NOT_FOUND_LIMIT} a minute.",
                  ((b"retry-after", b"60"),))
+
+
+async def _page(send: Send, status: int) -> None:
+    body, headers = follower.page(status)
+    await send({"type": "http.response.start", "status": status, "headers": list(headers)})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _error(send: Send, status: int, code: str, message: str, extra: tuple[tuple[bytes, bytes], ...] = ()) -> None:

@@ -172,7 +172,10 @@ class ApiKeys:
         """What ``token`` may do; None for an unknown or revoked key. Cached in process for 2 s."""
         if not looks_like_api_key(token):
             return None
-        digest = token_hash(token)
+        return await self.grant_for_digest(token_hash(token))
+
+    async def grant_for_digest(self, digest: str) -> Grant | None:
+        """``grant`` by the key's sha256 hex (what a brand app session keeps instead of the key)."""
         now = time.monotonic()
         hit = self._grants.get(digest)
         if hit is not None and hit[0] > now:

@@ -1,4 +1,5 @@
-"""``PATCH /api/v1/campaigns/{campaign_id}``: rename a campaign, change its rule, hold, window or months.
+"""``PATCH /api/v1/campaigns/{campaign_id}``: rename a campaign, change its rule, hold, window, months,
+fallback URL, or archive it.
 
 A new commission or hold becomes a new entry of the campaign's rule history, in force
 from now (``tracker.registry.campaigns``): an order is priced by the rule in force when it
@@ -11,45 +12,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ConfigDict, Field, model_validator
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from tracker.api import auth, http
 from tracker.api.endpoints import Operation, api
-from tracker.api.schema import invalid, parse_body
+from tracker.api.schema import parse_body
 from tracker.core import keys
 from tracker.core.errors import NotFound
-from tracker.registry.fields import Name
 from tracker.registry.links import record
-from tracker.registry.models import Body, Campaign, CommissionIn, patch_schema
+from tracker.registry.models import Campaign
+from tracker.registry.patches import CampaignPatch
 from tracker.services import services
 
-_FIELDS = ("name", "commission", "attribution_window_days", "hold_days", "recurring_months")
-
-
-class CampaignPatch(Body):
-    """Only the fields sent change. A new `commission` or `hold_days` applies to orders that occur from now on."""
-
-    model_config = ConfigDict(json_schema_extra=patch_schema)
-
-    name: Name | None = None
-    commission: CommissionIn | None = None
-    attribution_window_days: int | None = Field(default=None, ge=1, le=365)
-    hold_days: int | None = Field(default=None, ge=0, le=365)
-    recurring_months: int | None = Field(default=None, ge=0, le=120)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _a_change(cls, data: Any) -> Any:
-        if isinstance(data, dict) and not any(data.get(f) is not None for f in _FIELDS):
-            raise invalid("invalid_field", f"Send at least one of {', '.join(_FIELDS)}")
-        return data
+_FIELDS = ("name", "commission", "attribution_window_days", "hold_days", "recurring_months", "fallback_url",
+           "archived")
 
 
 @api("PATCH", "/api/v1/campaigns/{campaign_id}", Operation(
-    "Change a campaign: name, commission, window, hold, recurring months (new rules apply to later orders).",
+    "Change a campaign: name, commission, window, hold, recurring months (new rules apply to later orders), "
+    "fallback URL, archived.",
     "registry", ("brand",), body=CampaignPatch, answers={200: Campaign},
     errors=(401, 403, 503, 400, 413, 422, 404, 409),
 ))
@@ -63,6 +46,8 @@ async def update_campaign(request: Request) -> Response:
         raise NotFound(f"Campaign {cid!r} does not exist.")
     changes: dict[str, Any] = {f: getattr(body, f) for f in _FIELDS if f in body.model_fields_set}
     changes = {k: v for k, v in changes.items() if v is not None}
+    if "archived" in changes:
+        changes["archived"] = int(changes["archived"])
     if "commission" in changes:
         changes["commission"] = {"type": body.commission.type, "value": body.commission.value}  # type: ignore[union-attr]
     campaign = await registry.campaigns.update(brand["id"], cid, changes)

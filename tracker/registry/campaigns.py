@@ -7,6 +7,7 @@ in Redis (the commission value as a decimal string in JSON, a Decimal in Python)
 from __future__ import annotations
 
 import json
+import logging
 import time
 from decimal import Decimal
 from typing import Any
@@ -17,6 +18,8 @@ from tracker.core.money import plain
 from tracker.core.timeutil import iso, now_utc
 from tracker.registry.cache import Cache, Row
 
+log = logging.getLogger("tracker.registry")
+
 CampaignRecord = dict[str, Any]
 DEFAULT_CLICK_ID_PARAM = "click_id"
 DEFAULT_WINDOW_DAYS = 30
@@ -24,7 +27,7 @@ DEFAULT_RECURRING_MONTHS = 12
 DEFAULT_HOLD_DAYS = 30
 _COLUMNS = (
     "id, name, attribution_window_days, commission_type, commission_value, click_id_param, "
-    "allowed_domains, recurring_months, hold_days, rules, created_at, version"
+    "allowed_domains, recurring_months, hold_days, rules, fallback_url, archived, created_at, version"
 )
 
 
@@ -62,6 +65,8 @@ def _record(row: Row) -> CampaignRecord:
         "recurring_months": int(row.get("recurring_months", DEFAULT_RECURRING_MONTHS)),
         "hold_days": int(row.get("hold_days", DEFAULT_HOLD_DAYS)),
         "rules": _rules(row),
+        "fallback_url": str(row.get("fallback_url") or ""),
+        "archived": bool(row.get("archived", 0)),
         "created_at": iso(row["created_at"]),
     }
 
@@ -79,6 +84,8 @@ def _decode(raw: bytes) -> CampaignRecord:
     if "rules" not in data:
         data["rules"] = _rules({"commission_type": data["commission"]["type"],
                                 "commission_value": data["commission"]["value"], "hold_days": data["hold_days"]})
+    data.setdefault("fallback_url", "")
+    data.setdefault("archived", False)
     return data
 
 
@@ -98,6 +105,7 @@ class Campaigns:
         allowed_domains: list[str] | None = None,
         recurring_months: int = DEFAULT_RECURRING_MONTHS,
         hold_days: int = DEFAULT_HOLD_DAYS,
+        fallback_url: str = "",
     ) -> CampaignRecord:
         rules = [{"from_ms": 0, "type": commission_type, "value": str(plain(commission_value)),
                   "hold_days": hold_days}]
@@ -113,6 +121,8 @@ class Campaigns:
             "recurring_months": recurring_months,
             "hold_days": hold_days,
             "rules": json.dumps(rules, separators=(",", ":")),
+            "fallback_url": fallback_url,
+            "archived": 0,
             "created_at": now_utc(),
             "version": time.time_ns(),
         }
@@ -142,8 +152,9 @@ class Campaigns:
 
     async def update(self, brand_id: str, campaign_id: str, changes: dict[str, Any]) -> CampaignRecord | None:
         """Apply a PATCH (``name``, ``attribution_window_days``, ``recurring_months``, ``commission``
-        {type, value}, ``hold_days``); None for an unknown campaign. A new commission or hold starts a
-        new rule in the history, in force from now: orders that occurred before keep the old one."""
+        {type, value}, ``hold_days``, ``fallback_url``, ``archived``); None for an unknown campaign.
+        A new commission or hold starts a new rule in the history, in force from now: orders that
+        occurred before keep the old one."""
         if not looks_like("campaign", campaign_id) or not looks_like("brand", brand_id):
             return None
         async with self.cache.lock("campaign", campaign_id):
@@ -151,7 +162,7 @@ class Campaigns:
             if row is None:
                 return None
             rules = _rules(row)
-            for field in ("name", "attribution_window_days", "recurring_months"):
+            for field in ("name", "attribution_window_days", "recurring_months", "fallback_url", "archived"):
                 if field in changes:
                     row[field] = changes[field]
             if "commission" in changes or "hold_days" in changes:
@@ -169,6 +180,15 @@ class Campaigns:
             campaign = _record(row)
             await self.cache.write(self.cache.redis.set(keys.campaign(brand_id, campaign_id), _encode(campaign)))
             return campaign
+
+    async def fallback_url(self, brand_id: str, campaign_id: str) -> str:
+        """The campaign's fallback URL for followers of a dead link; "" for none or when storage is down."""
+        try:
+            campaign = await self.get(brand_id, campaign_id)
+        except Exception:  # the follower gets the 410 page instead; never an error page
+            log.warning("fallback URL of campaign %s unavailable", campaign_id, exc_info=True)
+            return ""
+        return str(campaign.get("fallback_url") or "") if campaign else ""
 
     async def all(self, brand_id: str) -> list[CampaignRecord]:
         rows = await self.cache.query(

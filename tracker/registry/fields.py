@@ -125,6 +125,22 @@ Destination = Annotated[str, AfterValidator(_destination), WithJsonSchema(
     {"type": "string", "format": "uri", "maxLength": MAX_URL_LENGTH, "pattern": "^https?://[^\\s/@\\\\]+"})]
 
 
+def _fallback(value: str) -> str:
+    if value:
+        problem = destination_problem(value)
+        if problem is not None:
+            raise invalid(problem.code, problem.problem)
+    return value
+
+
+# An absolute http(s) URL like a destination (any domain: it is the brand's own page), or "" for none.
+FallbackUrl = Annotated[str, AfterValidator(_fallback), WithJsonSchema({
+    "type": "string", "maxLength": MAX_URL_LENGTH, "pattern": "^(https?://[^\\s/@\\\\]+.*)?$",
+    "description": "Where followers of a disabled or expired link of this campaign are sent; \"\" for none "
+    "(they get an HTML 410 page).",
+})]
+
+
 def _listed_text(value: Any) -> str:
     """An entry of a list of strings (domains, addresses), trimmed."""
     if not isinstance(value, str) or not value.strip() or len(value) > 255:

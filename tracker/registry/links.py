@@ -274,6 +274,13 @@ class Links:
             return None
         return row
 
+    async def get_by_id(self, brand_id: str, link_id: int) -> Row | None:
+        """The link row of this brand with this numeric id (None when unknown or another brand's)."""
+        return await self.cache.first(
+            f"SELECT {_COLUMNS} FROM links FINAL WHERE brand_id = {{b:String}} AND id = {{id:UInt64}} LIMIT 1",
+            {"b": brand_id, "id": link_id},
+        )
+
     async def all(
         self, brand_id: str, *, campaign_id: str | None = None, influencer_id: str | None = None,
         limit: int = 1000, offset: int = 0,

@@ -36,6 +36,7 @@ from tracker.registry.fields import (
     DecimalOut,
     Destination,
     Domains,
+    FallbackUrl,
     FutureInstant,
     Handle,
     MoneyIn,
@@ -145,6 +146,7 @@ class CampaignIn(Body):
         default=DEFAULT_HOLD_DAYS, ge=0, le=365,
         description="Days after an approved order occurred before its commission is payable.",
     )
+    fallback_url: FallbackUrl = ""
 
 
 class InfluencerIn(Body):
@@ -277,6 +279,9 @@ class Campaign(Answer):
     allowed_domains: list[str]
     recurring_months: int
     hold_days: int
+    fallback_url: str | None = Field(default=None, description="Where followers of a disabled or expired link are "
+                                     "sent (null: an HTML 410 page).")
+    archived: bool = False
     created_at: Timestamp
 
     @model_validator(mode="before")
@@ -285,18 +290,24 @@ class Campaign(Answer):
         # The registry record carries the rule history (for pricing orders); the answer does not.
         return {k: v for k, v in data.items() if k != "rules"} if isinstance(data, Mapping) else data
 
+    @field_validator("fallback_url", mode="before")
+    @classmethod
+    def _none(cls, value: Any) -> Any:
+        return value or None
+
 
 class Influencer(Answer):
     id: str
     name: str
     handle: str | None
     platform: str | None
+    archived: bool = False
     created_at: Timestamp
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Influencer:
         return cls(id=row["id"], name=row["name"], handle=row["handle"] or None, platform=row["platform"] or None,
-                   created_at=row["created_at"])
+                   archived=bool(row.get("archived", 0)), created_at=row["created_at"])
 
 
 class Link(Answer):

@@ -150,6 +150,7 @@ async def create_campaign(request: Request) -> Response:
         allowed_domains=body.allowed_domains,
         recurring_months=body.recurring_months,
         hold_days=body.hold_days,
+        fallback_url=body.fallback_url,
     )
     answer = Campaign.model_validate(campaign)
     await _audit(request, brand["id"], "campaign.create", answer.id, None, answer)

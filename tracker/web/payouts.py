@@ -13,7 +13,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute
 
 from tracker.api.endpoints import Operation, api
-from tracker.web.dashboard import HEADERS, STATIC
+from tracker.web.app import HEADERS, STATIC
 
 
 @cache
