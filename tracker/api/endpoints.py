@@ -43,6 +43,8 @@ class Operation:
     headers: Mapping[int, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
     # The OpenAPI operationId; an ApiRoute fills it from its handler's name (create_brand -> createBrand).
     operation_id: str | None = None
+    # The body may also come as an HTML form (application/x-www-form-urlencoded): no 415 for it.
+    form_too: bool = False
 
 
 @dataclass(frozen=True)
@@ -89,10 +91,28 @@ def json_only(endpoint: Callable[..., Any]) -> Callable[..., Any]:
     return checked
 
 
+def json_or_form(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    """``endpoint`` answering 415 to a body that is neither JSON nor an HTML form."""
+
+    @functools.wraps(endpoint)
+    async def checked(request: Request) -> Any:
+        content_type = request.headers.get("content-type")
+        media = (content_type or "").split(";", 1)[0].strip().lower()
+        if _has_body(request) and not is_json(content_type) and media != "application/x-www-form-urlencoded":
+            given = f"Content-Type {content_type[:100]!r}" if content_type else "no Content-Type"
+            raise UnsupportedMediaType(
+                f"This route takes a JSON body (application/json) or a form "
+                f"(application/x-www-form-urlencoded), not {given}."
+            )
+        return await endpoint(request)
+
+    return checked
+
+
 class ApiRoute(Route):
     def __init__(self, path: str, endpoint: Callable[..., Any], *, method: str, operation: Operation) -> None:
         if operation.body is not None and method in ("POST", "PUT", "PATCH"):
-            endpoint = json_only(endpoint)
+            endpoint = json_or_form(endpoint) if operation.form_too else json_only(endpoint)
             if 415 not in operation.errors:
                 operation = replace(operation, errors=(*operation.errors, 415))
         super().__init__(path, endpoint, methods=[method])

@@ -199,6 +199,9 @@ def _operation(
             "required": True,
             "content": {"application/json": {"schema": refs[(op.body, "validation")]}},
         }
+        if op.form_too:
+            out["requestBody"]["content"]["application/x-www-form-urlencoded"] = {
+                "schema": refs[(op.body, "validation")]}
     out["responses"] = _responses(op, refs)
     return out
 

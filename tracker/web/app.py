@@ -168,7 +168,7 @@ _LOCATION = {"Location": {"type": "string"}}
 PAGE = api("GET", "/app", _op("The brand app (a page).", {200: None}, also={200: "text/html"}))(app_page)
 SIGNIN = api("POST", "/app/signin", _op(
     "Exchange a brand key (read or write) for an app session cookie; answers the session with its CSRF token.",
-    {200: AppSession, 303: None}, (400, 401, 403, 413, 422, 503), body=SigninIn,
+    {200: AppSession, 303: None}, (400, 401, 403, 413, 422, 503), body=SigninIn, form_too=True,
     headers={200: {"Set-Cookie": {"type": "string"}}, 303: {"Set-Cookie": {"type": "string"}, **_LOCATION}},
     description="JSON `{key}`, or a form field `key` (answered 303 to /app). The cookie is HttpOnly, "
     "SameSite=Strict; every change made with it needs the `X-CSRF-Token` header.",
