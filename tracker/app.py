@@ -41,6 +41,7 @@ def _routes() -> list[BaseRoute]:
     from tracker.api import openapi
     from tracker.ops import health, obs
     from tracker.portal import routes as portal_api
+    from tracker.quality import routes as quality_api
     from tracker.registry import keyroutes
     from tracker.registry import routes as registry_api
     from tracker.reports import routes as reports_api
@@ -57,6 +58,7 @@ def _routes() -> list[BaseRoute]:
         *portal_api.routes(),
         *_postback_routes(),
         *reports_api.routes(),
+        *quality_api.routes(),
         *dashboard.routes(),
         *qr.routes(),
         *portal.routes(),

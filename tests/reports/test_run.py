@@ -31,6 +31,7 @@ from tests.reports.oracle import (
 )
 from tracker.core.events import CLICK_COLUMNS
 from tracker.reports import run as reports
+from tracker.reports.answer import money_ratio
 from tracker.reports.params import GROUP_KEYS, ReportParams
 from tracker.reports.plan import plan
 from tracker.reports.run import (
@@ -64,6 +65,15 @@ GROUPINGS = (
     ("link", "hour"),
     ("country", "device"),
     ("day", "device"),
+    ("utm_source",),
+    ("utm_medium", "utm_campaign"),
+    ("referer", "influencer"),
+    ("coupon",),
+    ("attribution", "day"),
+    ("store", "status"),
+    ("customer",),
+    ("customer", "country"),
+    ("influencer", "coupon", "hour"),
 )
 
 
@@ -169,7 +179,14 @@ def test_without_cache_rounds_the_visitor_sets_answer(ch: ClickHouse, monkeypatc
 
 def test_money_and_ratio_formats() -> None:
     assert money_str(Decimal("49.9000"), "USD") == "49.90"
-    assert money_str(Decimal("12.3450"), "USD") == "12.345"
+    assert money_str(Decimal("12.3450"), "USD") == "12.35"  # half-up to the minor unit
+    assert money_str(Decimal("12.3449"), "USD") == "12.34"
+    assert money_str(Decimal("-0.005"), "USD") == "-0.01"
+    assert money_str(Decimal("100.5"), "JPY") == "101"
+    assert money_str(Decimal("0.0005"), "KWD") == "0.001"
+    assert money_ratio(Decimal(10), Decimal(3), "USD") == "3.33"
+    assert money_ratio(Decimal("20.01"), Decimal(2), "USD") == "10.01"  # 10.005: the exact quotient, then rounded
+    assert money_ratio(Decimal(1), Decimal(0), "USD") is None
     assert money_str(Decimal("0E-4"), "USD") == "0.00"
     assert money_str(Decimal("100"), "JPY") == "100"
     assert money_str(Decimal("1500.0000"), "KWD") == "1500.000"

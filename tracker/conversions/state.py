@@ -48,7 +48,7 @@ _MONEY_COLUMNS = ("amount", "refunded_amount", "commission")
 _ORIGINAL_COLUMNS = ("original_amount", "original_refunded_amount")
 _TIME_COLUMNS = ("occurred_at", "created_at", "updated_at")
 # Columns added after the first rows were written: a state or a row without them reads as "".
-_LATER = ("customer_hash", "email_hash", "platform_state")
+_LATER = ("customer_hash", "email_hash", "platform_state", "country")
 _INT_COLUMNS = ("version", "attributed", "link_id")
 _TYPED = frozenset((*_INT_COLUMNS, *_MONEY_COLUMNS, *_ORIGINAL_COLUMNS, *_TIME_COLUMNS, "fx_rate"))
 

@@ -71,7 +71,10 @@ CONVERSION_COLUMNS: tuple[str, ...] = (
     "customer_hash",
     "email_hash",
     "platform_state",
+    "country",
 )
+# Conversion columns added after entries without them may sit in the stream: read as "".
+OPTIONAL_CONVERSION_COLUMNS: frozenset[str] = frozenset({"country"})
 
 UTM_KEYS: tuple[str, ...] = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
 
@@ -135,7 +138,7 @@ class ClickEvent:
 
 def encode_conversion(row: dict[str, Any]) -> bytes:
     """A conversion row as JSON (Decimal and datetime as strings); decoded by ingest."""
-    missing = [c for c in CONVERSION_COLUMNS if c not in row]
+    missing = [c for c in CONVERSION_COLUMNS if c not in row and c not in OPTIONAL_CONVERSION_COLUMNS]
     if missing:
         raise ValueError(f"conversion row lacks {', '.join(missing)}")
-    return json.dumps({c: row[c] for c in CONVERSION_COLUMNS}, default=str, separators=(",", ":")).encode()
+    return json.dumps({c: row.get(c, "") for c in CONVERSION_COLUMNS}, default=str, separators=(",", ":")).encode()

@@ -21,7 +21,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tracker.core.events import CLICK_COLUMNS, CLICK_VERSION, CONVERSION_COLUMNS, HINT_HEAD, HINT_PREFETCH, ClickEvent
+from tracker.core.events import (
+    CLICK_COLUMNS,
+    CLICK_VERSION,
+    CONVERSION_COLUMNS,
+    HINT_HEAD,
+    HINT_PREFETCH,
+    OPTIONAL_CONVERSION_COLUMNS,
+    ClickEvent,
+)
 from tracker.ingest.agents import DEVICE_BOT, REASON_HEAD, REASON_PREFETCH, classify_agent, referer_host
 
 # DateTime64(3) holds 1900..2299; a click outside these years is garbled, not a click.
@@ -244,12 +252,12 @@ def decode_conversion(raw: bytes | str) -> list[Any]:
         raise ValueError(f"conversion entry is not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ValueError("conversion entry is not a JSON object")
-    missing = [c for c in CONVERSION_COLUMNS if c not in data]
+    missing = [c for c in CONVERSION_COLUMNS if c not in data and c not in OPTIONAL_CONVERSION_COLUMNS]
     if missing:
         raise ValueError(f"conversion entry lacks {', '.join(missing)}")
     row: list[Any] = []
     for column in CONVERSION_COLUMNS:
-        value = data[column]
+        value = data.get(column, "")
         if column in _DECIMALS:
             row.append(_decimal(column, value))
         elif column in _TIMES:

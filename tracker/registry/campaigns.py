@@ -21,9 +21,10 @@ CampaignRecord = dict[str, Any]
 DEFAULT_CLICK_ID_PARAM = "click_id"
 DEFAULT_WINDOW_DAYS = 30
 DEFAULT_RECURRING_MONTHS = 12
+DEFAULT_ATTRIBUTION_PRIORITY = "click"
 _COLUMNS = (
     "id, name, attribution_window_days, commission_type, commission_value, click_id_param, "
-    "allowed_domains, recurring_months, created_at"
+    "allowed_domains, recurring_months, attribution_priority, created_at"
 )
 
 
@@ -36,6 +37,7 @@ def _record(row: Row) -> CampaignRecord:
         "click_id_param": row["click_id_param"],
         "allowed_domains": list(row["allowed_domains"]),
         "recurring_months": int(row.get("recurring_months", DEFAULT_RECURRING_MONTHS)),
+        "attribution_priority": str(row.get("attribution_priority") or DEFAULT_ATTRIBUTION_PRIORITY),
         "created_at": iso(row["created_at"]),
     }
 
@@ -49,6 +51,7 @@ def _decode(raw: bytes) -> CampaignRecord:
     data: CampaignRecord = json.loads(raw)
     data["commission"]["value"] = Decimal(data["commission"]["value"])
     data.setdefault("recurring_months", DEFAULT_RECURRING_MONTHS)  # a record cached before the field
+    data.setdefault("attribution_priority", DEFAULT_ATTRIBUTION_PRIORITY)
     return data
 
 
@@ -67,6 +70,7 @@ class Campaigns:
         click_id_param: str = DEFAULT_CLICK_ID_PARAM,
         allowed_domains: list[str] | None = None,
         recurring_months: int = DEFAULT_RECURRING_MONTHS,
+        attribution_priority: str = DEFAULT_ATTRIBUTION_PRIORITY,
     ) -> CampaignRecord:
         row: Row = {
             "brand_id": brand_id,
@@ -78,6 +82,7 @@ class Campaigns:
             "click_id_param": click_id_param,
             "allowed_domains": list(allowed_domains or []),
             "recurring_months": recurring_months,
+            "attribution_priority": attribution_priority,
             "created_at": now_utc(),
             "version": time.time_ns(),
         }

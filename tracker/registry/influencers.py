@@ -8,20 +8,23 @@ from tracker.core.ids import looks_like, new_id
 from tracker.core.timeutil import now_utc
 from tracker.registry.cache import Cache, Row
 
-_COLUMNS = "id, name, handle, platform, created_at"
+_COLUMNS = "id, name, handle, platform, email_hash, created_at"
 
 
 class Influencers:
     def __init__(self, cache: Cache) -> None:
         self.cache = cache
 
-    async def create(self, brand_id: str, *, name: str, handle: str = "", platform: str = "") -> Row:
+    async def create(
+        self, brand_id: str, *, name: str, handle: str = "", platform: str = "", email_hash: str = ""
+    ) -> Row:
         row: Row = {
             "brand_id": brand_id,
             "id": new_id("influencer"),
             "name": name,
             "handle": handle,
             "platform": platform,
+            "email_hash": email_hash,
             "created_at": now_utc(),
             "version": time.time_ns(),
         }

@@ -136,12 +136,22 @@ class CampaignIn(Body):
         description="Months after a customer's first attributed order during which the customer's later orders "
         "(and subscription renewals) without a click id of their own are credited to the same link; 0: never.",
     )
+    attribution_priority: Literal["click", "coupon"] = Field(
+        default="click",
+        description="When an order carries a qualifying click id and a coupon of this campaign's links: `click` "
+        "credits the click's link, `coupon` the coupon's link.",
+    )
 
 
 class InfluencerIn(Body):
     name: Name
     handle: Handle = ""
     platform: Platform = ""
+    email: str | None = Field(
+        None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$",
+        description="Stored only as a keyed hash: an order whose customer email is the influencer's own is "
+        "flagged self_referral.",
+    )
 
 
 class LinkIn(Body):
@@ -267,6 +277,7 @@ class Campaign(Answer):
     click_id_param: str
     allowed_domains: list[str]
     recurring_months: int
+    attribution_priority: Literal["click", "coupon"] = "click"
     created_at: Timestamp
 
 
@@ -275,12 +286,13 @@ class Influencer(Answer):
     name: str
     handle: str | None
     platform: str | None
+    has_email: bool = Field(False, description="Whether an email (kept only as a keyed hash) is on file.")
     created_at: Timestamp
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Influencer:
         return cls(id=row["id"], name=row["name"], handle=row["handle"] or None, platform=row["platform"] or None,
-                   created_at=row["created_at"])
+                   has_email=bool(row.get("email_hash")), created_at=row["created_at"])
 
 
 class Link(Answer):
