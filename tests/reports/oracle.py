@@ -422,7 +422,7 @@ def expected(
             h = cur["customer_hash"]
             more = {
                 **(_click_keys(ck) if ck else _NO_CLICK),
-                "coupon": cur["coupon_code"], "attribution": cur["attribution"], "store": cur["store_id"],
+                "coupon": cur["coupon_code"].upper(), "attribution": cur["attribution"], "store": cur["store_id"],
                 "status": cur["status"], "customer": "returning" if h and first_order[h][1] != oid else "new",
             }
             targets.append(rows[key(cur["occurred_at"], None, cur["campaign_id"], cur["influencer_id"],

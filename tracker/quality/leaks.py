@@ -21,9 +21,9 @@ from tracker.quality.sync import click_countries
 from tracker.storage.clickhouse import ClickHouse
 
 _ORDERS = (
-    "SELECT link_id, any(link_code) AS link_code, any(coupon_code) AS coupon_code, any(influencer_id) AS influencer, "
-    "any(campaign_id) AS campaign, attribution, country, count() AS n, min(occurred_at) AS first, "
-    "max(occurred_at) AS last FROM conversions FINAL WHERE brand_id = {b:String} "
+    "SELECT link_id, any(link_code) AS link_code, any(upper(coupon_code)) AS coupon_code, "
+    "any(influencer_id) AS influencer, any(campaign_id) AS campaign, attribution, country, count() AS n, "
+    "min(occurred_at) AS first, max(occurred_at) AS last FROM conversions FINAL WHERE brand_id = {b:String} "
     "AND occurred_at >= {t0:DateTime64(3, 'UTC')} AND occurred_at < {t1:DateTime64(3, 'UTC')} "
     "AND attribution IN ('coupon', 'click') AND status != 'rejected' GROUP BY link_id, attribution, country"
 )

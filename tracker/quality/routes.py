@@ -8,7 +8,7 @@ commission lifecycle reads it to release (approve) or void (reject) a held commi
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -21,7 +21,7 @@ from tracker.api.endpoints import Operation, api
 from tracker.api.schema import Answer, parse_body, parse_query
 from tracker.core import money
 from tracker.core.errors import Conflict, NotFound
-from tracker.core.timeutil import now_utc
+from tracker.core.timeutil import now_utc, utc
 from tracker.quality import leaks, rules
 from tracker.quality.models import CouponLeakList, CouponLeakQuery, Review, ReviewIn, ReviewQuery, ReviewQueue
 from tracker.quality.sync import Sync
@@ -148,7 +148,8 @@ async def review(request: Request) -> Response:
         raise Conflict(f"Conversion {conversion_id!r} is not flagged by any rule; there is nothing to review.",
                        code="not_flagged")
     before = found[0]
-    at = max(now_utc(), before.reviewed_at or datetime.min.replace(tzinfo=UTC))
+    # Latest decision wins (ReplacingMergeTree on ``at``): never older than the one it replaces.
+    at = max(now_utc(), utc(before.reviewed_at) + timedelta(microseconds=1) if before.reviewed_at else now_utc())
     await run_sync(ch.insert, "conversion_reviews",
                    [[brand["id"], conversion_id, before.order_id, body.decision, body.note, before.flags, at]],
                    ("brand_id", "conversion_id", "order_id", "decision", "note", "flags", "at"))

@@ -98,7 +98,7 @@ class GroupKeys(Answer):
     utm_medium: str | None = None
     utm_campaign: str | None = None
     referer: str | None = Field(None, description="The referring site's host name ('' when none).")
-    coupon: str | None = Field(None, description="The coupon code on the order ('' when none).")
+    coupon: str | None = Field(None, description="The coupon code on the order, upper-cased ('' when none).")
     attribution: str | None = Field(None, description="click, coupon, customer (or manual).")
     store_id: str | None = None
     status: str | None = Field(None, description="approved or pending (the statuses that count).")

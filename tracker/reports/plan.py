@@ -91,7 +91,7 @@ _CONVERSION = {
     "link": "link_code",
     "day": "toDate(occurred_at, {tz:String})",
     "hour": "formatDateTime(occurred_at, '%Y-%m-%dT%H:00', {tz:String})",
-    "coupon": "coupon_code",
+    "coupon": "upper(coupon_code)",  # coupons match in any case (registry.links)
     "attribution": "attribution",
     "store": "store_id",
     "status": "status",
