@@ -16,6 +16,7 @@ from starlette.testclient import TestClient
 from tests.quality.world import World, build
 from tests.reports_world import ADMIN
 from tracker.app import create_app
+from tracker.ingest.worker import Worker
 from tracker.settings import Settings
 from tracker.storage.clickhouse import ClickHouse
 
@@ -179,3 +180,14 @@ def test_reports_per_dimension_are_exact(client: TestClient, world: World) -> No
     assert coupons == {"": len(counted) - coupon_orders, "CORA10": 5, "DAN20": 2}
     influencers = {r["influencer_name"]: r["flagged_conversions"] for r in report(client, world, "influencer")["rows"]}
     assert influencers == {"Anna": 3, "Sally": 1, "Cora": 2, "Dan": 5}
+
+
+def test_later_orders_are_evaluated_and_earlier_flags_kept(
+    client: TestClient, world: World, redis_client: redis.Redis, ch: ClickHouse, settings: Settings
+) -> None:
+    assert {o: set(i["flags"]) for o, i in queue(client, world).items()} == world.planted
+    assert world.post is not None
+    world.post({"order_id": "LATE1", "amount": "12.00", "currency": "USD", "coupon_code": "CORA10", "country": "AR"})
+    world.post({"order_id": "LATE2", "amount": "12.00", "currency": "USD", "coupon_code": "DAN20", "country": "IN"})
+    Worker(settings, redis_client, ch, name="quality-late").drain()
+    assert {o: set(i["flags"]) for o, i in queue(client, world).items()} == {**world.planted, "LATE1": {"coupon_leak"}}

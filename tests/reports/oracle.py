@@ -517,7 +517,7 @@ def check(report: reports.Report, data: Data, brand: str, params: ReportParams) 
 def fill_facts(ch: ClickHouse) -> None:
     """What the report route does first: copy the clicks behind click-attributed conversions."""
     for brand in (BRAND, OTHER):
-        assert facts.fill(ch, ClickIds("oracle-secret-key-0123456789abcdef"), brand["id"]) > 0  # some not ingested
+        assert facts.fill(ch, ClickIds("oracle-secret-key-0123456789abcdef"), brand["id"]).missing > 0  # not ingested
 
 
 def run(ch: ClickHouse, brand: dict[str, str], **kw: Any) -> reports.Report:

@@ -10,6 +10,7 @@ A click not ingested yet stays missing and is tried again on the next fill.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,8 +25,9 @@ COLUMNS = (
 )
 
 _MISSING = (
-    "SELECT click_id, link_id FROM conversions FINAL WHERE brand_id = {b:String} AND attribution = 'click' "
-    "AND click_id != '' AND click_id NOT IN (SELECT click_id FROM conversion_clicks WHERE brand_id = {b:String})"
+    "SELECT click_id, link_id, occurred_at FROM conversions FINAL WHERE brand_id = {b:String} "
+    "AND attribution = 'click' AND click_id != '' "
+    "AND click_id NOT IN (SELECT click_id FROM conversion_clicks WHERE brand_id = {b:String})"
 )
 _COPY = (
     f"INSERT INTO conversion_clicks ({', '.join(COLUMNS)}) "
@@ -41,11 +43,17 @@ def _time(value: datetime) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
-def fill(ch: ClickHouse, click_ids: ClickIds, brand_id: str) -> int:
-    """Copy the clicks of the brand's click-attributed conversions; the number still missing."""
+@dataclass(frozen=True)
+class Filled:
+    missing: int  # click-attributed conversions whose click is still not in ClickHouse
+    earliest: datetime | None  # the earliest occurred_at among the conversions looked up
+
+
+def fill(ch: ClickHouse, click_ids: ClickIds, brand_id: str) -> Filled:
+    """Copy the clicks of the brand's click-attributed conversions that have none yet."""
     missing = ch.query_dicts(_MISSING, {"b": brand_id})
     if not missing:
-        return 0
+        return Filled(0, None)
     for i in range(0, len(missing), IDS_PER_QUERY):
         part = missing[i : i + IDS_PER_QUERY]
         times: list[datetime] = []
@@ -63,4 +71,4 @@ def fill(ch: ClickHouse, click_ids: ClickIds, brand_id: str) -> int:
             "ids": [str(r["click_id"]) for r in part],
         }
         ch.command(_COPY, params)
-    return len(ch.query_dicts(_MISSING, {"b": brand_id}))
+    return Filled(len(ch.query_dicts(_MISSING, {"b": brand_id})), min(r["occurred_at"] for r in missing))

@@ -3,10 +3,16 @@
 ``sync`` is called by the report route, the review queue and the coupon-leak list. It
 costs one small query when nothing changed: a fingerprint of the brand's conversions,
 rules, influencers, copied clicks and flags, kept per process. When it differs, the
-missing clicks are copied (``facts.fill``), every attributed conversion of the brand is
-evaluated (``flags.evaluate``) and the flags that changed are written (a conversion whose
-flags cleared gets an empty row). A fill that left clicks missing (not ingested yet) is not
+missing clicks are copied (``facts.fill``), the attributed conversions are evaluated
+(``flags.evaluate``) and the flags that changed are written (a conversion whose flags
+cleared gets an empty row). A fill that left clicks missing (not ingested yet) is not
 remembered, so the next call tries again.
+
+Incremental: when only conversions (and copied clicks) changed since the last sync, only the
+UTC days from the earliest changed order on are evaluated, with the 7 days before as the
+coupon rule's context; a rule or influencer change evaluates everything. Changed orders are
+those with ``updated_at`` after the last sync's latest minus ``INGEST_MARGIN`` (a conversion
+recorded earlier may be ingested after a later one).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from tracker.core.clickid import ClickIds
-from tracker.core.timeutil import now_utc
+from tracker.core.timeutil import now_utc, utc
 from tracker.quality import facts, flags, rules
 from tracker.storage.clickhouse import ClickHouse
 
@@ -45,6 +51,9 @@ _COUNTRIES = (
 )
 
 
+INGEST_MARGIN = timedelta(minutes=10)
+
+
 class Sync:
     """Per process: the fingerprint each brand was last brought up to date at."""
 
@@ -55,12 +64,23 @@ class Sync:
 
     def __call__(self, ch: ClickHouse, brand_id: str) -> None:
         with self._lock:  # one evaluation at a time per process; the others then find it done
-            before = _fingerprint(ch, brand_id)
-            if self._done.get(brand_id) == before:
+            now = _fingerprint(ch, brand_id)
+            last = self._done.get(brand_id)
+            if last == now:
                 return
-            missing = facts.fill(ch, self.click_ids, brand_id)
-            evaluate(ch, brand_id)
-            if missing:
+            filled = facts.fill(ch, self.click_ids, brand_id)
+            since = None
+            if last is not None and last[2:4] == now[2:4] and last[1] is not None:  # same rules and influencers
+                changed = ch.query(
+                    "SELECT min(occurred_at), count() FROM conversions WHERE brand_id = {b:String} "
+                    "AND updated_at > {t:DateTime64(3, 'UTC')}",
+                    {"b": brand_id, "t": (utc(last[1]) - INGEST_MARGIN).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]},
+                )[0]
+                starts = [utc(t) for t in (changed[0] if changed[1] else None, filled.earliest) if t is not None]
+                # None: flags or copies changed elsewhere (another process): evaluate all of it.
+                since = min(starts).date() if starts else None
+            evaluate(ch, brand_id, since)
+            if filled.missing:
                 self._done.pop(brand_id, None)
             else:
                 self._done[brand_id] = _fingerprint(ch, brand_id)
@@ -85,10 +105,16 @@ def click_countries(
     return {(int(r["link_id"]), r["day"]): frozenset(r["countries"]) for r in rows}
 
 
-def evaluate(ch: ClickHouse, brand_id: str) -> int:
-    """Evaluate every attributed conversion of the brand; write the changed flags; how many changed."""
+def evaluate(ch: ClickHouse, brand_id: str, since: date | None = None) -> int:
+    """Evaluate the attributed conversions of the brand (those of UTC days from ``since`` on, the 7
+    days before as context; all without it); write the changed flags; how many changed."""
     brand_rules = rules.load(ch, brand_id)
-    convs = [flags.Conv.of(r) for r in ch.query_dicts(_CONVERSIONS, {"b": brand_id})]
+    sql, params = _CONVERSIONS, {"b": brand_id}
+    if since is not None:
+        context = since - timedelta(days=flags.LEAK_DAYS + 1)
+        sql = sql.replace("attributed = 1)", "attributed = 1 AND occurred_at >= {t:DateTime64(3, 'UTC')})")
+        params["t"] = f"{context} 00:00:00.000"
+    convs = [flags.Conv.of(r) for r in ch.query_dicts(sql, params)]
     emails = {
         str(r["id"]): str(r["email_hash"])
         for r in ch.query_dicts(
@@ -104,6 +130,8 @@ def evaluate(ch: ClickHouse, brand_id: str) -> int:
             ch, brand_id, sorted({c.link_id for c in coupon}), min(days) - timedelta(days=flags.LEAK_DAYS), max(days)
         )
     verdicts = flags.evaluate(convs, brand_rules, emails, countries)
+    if since is not None:  # the context days only informed the others
+        convs = [c for c in convs if c.occurred_at.date() >= since]
     current: dict[str, tuple[list[str], str]] = defaultdict(lambda: ([], ""))
     for r in ch.query_dicts(
         "SELECT order_id, flags, evidence FROM conversion_flags FINAL WHERE brand_id = {b:String}", {"b": brand_id}
