@@ -21,15 +21,18 @@ from tracker.reports.sql import CLICKS, Join, Query, Scope
         ("UTC", ("day", "link"), "cached"),
         ("UTC", (), "cached"),
         ("Europe/London", ("campaign", "day"), "cached"),  # GMT in November
-        ("UTC", ("hour",), "raw"),
+        ("UTC", ("hour",), "cached"),  # the dimension cache
+        ("UTC", ("hour", "country"), "raw"),  # two dimensions
         ("America/New_York", ("day",), "raw"),
         ("America/New_York", ("influencer",), "cached"),  # full UTC days cached, edge days merged
         ("Asia/Tokyo", ("campaign", "link"), "cached"),
         ("Asia/Tokyo", ("hour", "link"), "raw"),
         ("Asia/Kolkata", ("influencer",), "raw"),
         ("Australia/Lord_Howe", ("day",), "raw"),  # +11:00 in its summer
-        ("UTC", ("country",), "raw"),
-        ("UTC", ("device", "day"), "raw"),
+        ("UTC", ("country",), "cached"),
+        ("UTC", ("device", "day"), "cached"),
+        ("UTC", ("referer", "influencer"), "cached"),
+        ("Asia/Tokyo", ("country",), "raw"),
     ],
 )
 def test_source_choice(tz: str, group_by: tuple[str, ...], source: str) -> None:
@@ -41,7 +44,7 @@ def test_source_choice(tz: str, group_by: tuple[str, ...], source: str) -> None:
 
 @pytest.mark.parametrize(
     ("tz", "group_by", "rows_source"),
-    [("UTC", ("country",), "raw"), ("America/New_York", ("day",), "raw"), ("Asia/Tokyo", ("hour",), "raw")],
+    [("UTC", ("country", "device"), "raw"), ("America/New_York", ("day",), "raw"), ("Asia/Tokyo", ("hour",), "raw")],
 )
 def test_totals_use_the_cache_when_the_rows_cannot(tz: str, group_by: tuple[str, ...], rows_source: str) -> None:
     scope = Scope.of("brd_x", D_FROM, D_TO, tz, 400)

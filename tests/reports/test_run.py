@@ -25,6 +25,7 @@ from tests.reports.oracle import (
     Data,
     build_data,
     check,
+    fill_facts,
     load,
     make_click,
     run,
@@ -134,6 +135,34 @@ def test_rows_carry_names_and_current_versions(loaded: ClickHouse) -> None:
     assert all("(old)" not in n for n, _ in names)
 
 
+
+
+@pytest.mark.parametrize("group_by", [("hour",), ("country",), ("link", "device"), ("utm_campaign", "day")], ids=str)
+def test_the_dimension_cache_follows_new_clicks_and_is_never_believed_when_off(
+    ch: ClickHouse, group_by: tuple[str, ...]
+) -> None:
+    """Cached (link, day, value) counts are checked against the daily rollup's counts on every read."""
+    data = build_data(seed=17)
+    load(ch, data)
+    fill_facts(ch)
+    params = ReportParams(D_FROM, D_TO, group_by, "UTC")
+    p = plan(Scope.of(BRAND["id"], D_FROM, D_TO, "UTC", 400), params)
+    assert p.source == "cached" and p.dim_stale is not None
+    check(run_report(ch, BRAND, params, 400), data, BRAND["id"], params)
+    assert ch.query("SELECT count() FROM report_dim_uniques")[0][0] > 0
+    # More clicks (bots too) on a day already cached, from visitors already seen and new ones.
+    rng = random.Random(3)
+    more = [make_click(rng, 800_000 + i, BRAND["id"], (102, *LINKS[102]), datetime(2026, 11, 1, 9, i, tzinfo=UTC))
+            for i in range(30)]
+    ch.insert("clicks", [[c[k] for k in CLICK_COLUMNS] for c in more], CLICK_COLUMNS)
+    data.clicks.extend(more)
+    check(run_report(ch, BRAND, params, 400), data, BRAND["id"], params)
+    # Rows whose counts do not add up are recomputed, never believed.
+    ch.command(
+        "INSERT INTO report_dim_uniques SELECT brand_id, dim, day, link_id, value, campaign_id, influencer_id, "
+        "clicks + 1, bot_clicks, 999999, now64(6) FROM report_dim_uniques FINAL"
+    )
+    check(run_report(ch, BRAND, params, 400), data, BRAND["id"], params)
 
 
 def test_the_cache_follows_new_clicks(ch: ClickHouse) -> None:

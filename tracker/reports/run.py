@@ -54,6 +54,17 @@ def refresh_uniques(ch: ClickHouse, query: Query) -> None:
     )
 
 
+def refresh_dims(ch: ClickHouse, query: Query) -> None:
+    """Write recomputed (link, UTC day, value) counts of one dimension into its cache table."""
+    if not isinstance(query, Query) or query.table is not CLICKS:
+        raise TypeError("The dimension cache is filled from a gated clicks Query only.")
+    ch.command(
+        "INSERT INTO report_dim_uniques (brand_id, dim, day, link_id, value, campaign_id, influencer_id, clicks, "
+        f"bot_clicks, uniques, computed_at) {query.sql}",
+        query.parameters,
+    )
+
+
 def run_report(ch: ClickHouse, brand: Mapping[str, Any], params: ReportParams, max_days: int) -> Report:
     """Build the scope from the caller's brand, run the plan, assemble rows and totals."""
     scope = Scope.of(str(brand["id"]), params.date_from, params.date_to, params.tz, max_days)
@@ -67,6 +78,18 @@ def run_report(ch: ClickHouse, brand: Mapping[str, Any], params: ReportParams, m
 
     def bind(q: Statement) -> Statement:
         return q.with_params(**extra) if extra else q
+
+    if p.dim_stale is not None and p.dim_refresh is not None:
+        # The dimension cache: recompute the (link, day)s whose counts moved on, then read it.
+        stale, refresh = p.dim_stale, p.dim_refresh
+        for round_ in range(_REFRESH_ROUNDS + 1):
+            days = [r["day"] for r in fetch(ch, bind(stale))]
+            if not days:
+                break
+            if round_ == _REFRESH_ROUNDS:  # clicks keep arriving faster than the cache follows
+                p = plan(scope, params, allow_cache=False)
+                break
+            refresh_dims(ch, refresh.with_params(f_days=days, **extra))
 
     link_code_of: dict[int, str] = {}
     if p.source != "raw" and "link" in keys:

@@ -109,6 +109,7 @@ class Table:
 CLICKS = Table("clicks", False, "ts", "DateTime64(3, 'UTC')")
 CLICKS_DAILY = Table("clicks_daily", False, "day", "Date")
 DAILY_UNIQUES = Table("report_daily_uniques", True, "day", "Date")
+DIM_UNIQUES = Table("report_dim_uniques", True, "day", "Date")
 CONVERSIONS = Table("conversions", True, "occurred_at", "DateTime64(3, 'UTC')")
 FEES = Table("fees", True, "date", "Date")
 INFLUENCERS = Table("influencers", True)
@@ -120,8 +121,8 @@ CONVERSION_FLAGS = Table("conversion_flags", True)
 # Every order of the brand, whatever its time (a customer's first order may precede the range).
 ALL_CONVERSIONS = Table("conversions", True)
 TABLES = (
-    CLICKS, CLICKS_DAILY, DAILY_UNIQUES, CONVERSIONS, FEES, INFLUENCERS, CAMPAIGNS, LINKS, CONVERSION_CLICKS,
-    CONVERSION_FLAGS, ALL_CONVERSIONS,
+    CLICKS, CLICKS_DAILY, DAILY_UNIQUES, DIM_UNIQUES, CONVERSIONS, FEES, INFLUENCERS, CAMPAIGNS, LINKS,
+    CONVERSION_CLICKS, CONVERSION_FLAGS, ALL_CONVERSIONS,
 )
 
 
