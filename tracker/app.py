@@ -45,7 +45,7 @@ def _routes() -> list[BaseRoute]:
     from tracker.registry import keyroutes
     from tracker.registry import routes as registry_api
     from tracker.reports import routes as reports_api
-    from tracker.web import carrier, dashboard, portal, qr
+    from tracker.web import carrier, dashboard, portal, qr, quality
     from tracker.webhooks import routes as webhooks_api
 
     routes: list[BaseRoute] = [
@@ -59,6 +59,7 @@ def _routes() -> list[BaseRoute]:
         *_postback_routes(),
         *reports_api.routes(),
         *quality_api.routes(),
+        *quality.routes(),  # /dashboard/quality, before the /dashboard mount
         *dashboard.routes(),
         *qr.routes(),
         *portal.routes(),
