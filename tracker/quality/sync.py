@@ -5,8 +5,8 @@ costs one small query when nothing changed: a fingerprint of the brand's convers
 rules, influencers, copied clicks and flags, kept per process. When it differs, the
 missing clicks are copied (``facts.fill``), the attributed conversions are evaluated
 (``flags.evaluate``) and the flags that changed are written (a conversion whose flags
-cleared gets an empty row). A fill that left clicks missing (not ingested yet) is not
-remembered, so the next call tries again.
+cleared gets an empty row). A fill that left clicks missing (not ingested yet) is tried
+again by the first call after ``RETRY_MISSING_SECONDS`` even when nothing else changed.
 
 Incremental: when only conversions (and copied clicks) changed since the last sync, only the
 UTC days from the earliest changed order on are evaluated, with the 7 days before as the
@@ -18,7 +18,9 @@ recorded earlier may be ingested after a later one).
 from __future__ import annotations
 
 import json
+import math
 import threading
+import time
 from collections import defaultdict
 from datetime import date, timedelta
 from typing import Any
@@ -52,6 +54,7 @@ _COUNTRIES = (
 
 
 INGEST_MARGIN = timedelta(minutes=10)
+RETRY_MISSING_SECONDS = 5.0
 
 
 class Sync:
@@ -60,13 +63,19 @@ class Sync:
     def __init__(self, secret_key: str) -> None:
         self.click_ids = ClickIds(secret_key)
         self._done: dict[str, tuple[Any, ...]] = {}
-        self._lock = threading.Lock()
+        self._retry_at: dict[str, float] = {}  # brand -> when to look for missing clicks again
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def _lock(self, brand_id: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(brand_id, threading.Lock())
 
     def __call__(self, ch: ClickHouse, brand_id: str) -> None:
-        with self._lock:  # one evaluation at a time per process; the others then find it done
+        with self._lock(brand_id):  # one evaluation per brand at a time; the others then find it done
             now = _fingerprint(ch, brand_id)
             last = self._done.get(brand_id)
-            if last == now:
+            if last == now and time.monotonic() < self._retry_at.get(brand_id, math.inf):
                 return
             filled = facts.fill(ch, self.click_ids, brand_id)
             since = None
@@ -80,10 +89,11 @@ class Sync:
                 # None: flags or copies changed elsewhere (another process): evaluate all of it.
                 since = min(starts).date() if starts else None
             evaluate(ch, brand_id, since)
+            self._done[brand_id] = _fingerprint(ch, brand_id)
             if filled.missing:
-                self._done.pop(brand_id, None)
+                self._retry_at[brand_id] = time.monotonic() + RETRY_MISSING_SECONDS
             else:
-                self._done[brand_id] = _fingerprint(ch, brand_id)
+                self._retry_at.pop(brand_id, None)
 
 
 def _fingerprint(ch: ClickHouse, brand_id: str) -> tuple[Any, ...]:
