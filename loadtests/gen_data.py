@@ -107,8 +107,11 @@ SELECT
     cityHash64(cityHash64(number, 2) % 4000000) AS visitor_hash,
     ['US', 'US', 'US', 'GB', 'DE', 'FR', 'BR', 'IN', 'CA', ''][1 + cityHash64(number, 3) % 10] AS country,
     if(bot, 'bot', ['mobile', 'mobile', 'mobile', 'desktop', 'tablet'][1 + cityHash64(number, 5) % 5]) AS device,
-    'Chrome' AS browser, 'Android' AS os, 'instagram.com' AS referer_host,
-    '', '', '', '', '',
+    'Chrome' AS browser, 'Android' AS os,
+    ['instagram.com', 'instagram.com', 't.co', 'youtube.com', ''][1 + cityHash64(number, 6) % 5] AS referer_host,
+    ['ig', 'ig', 'yt', 'tt', ''][1 + cityHash64(number, 7) % 5] AS utm_source,
+    ['social', 'social', 'video', ''][1 + cityHash64(number, 8) % 4] AS utm_medium,
+    concat('drop', toString(cityHash64(number, 10) % 12)) AS utm_campaign, '', '',
     bot AS is_bot,
     if(bot, 'crawler', '') AS bot_reason
 FROM
@@ -120,24 +123,38 @@ FROM
 )
 """
 
+# Conversions: 9 in 10 attributed, of those 1 in 10 by coupon; a click-attributed one names a
+# click of the data set (its link and a time up to an hour after it), so reports can group
+# conversions by the click's country, device, referer and UTM values.
+_CLICK_LINK = "toUInt64(1 + floor(pow((cityHash64({n}, 1) % 1000000) / 1000000, 2) * {{n_links:UInt32}}))"
+_CLICK_TS_MS = ("toInt64({{t0_ms:Int64}} + (intDiv({n} * {{span_ms:UInt64}}, {{n_clicks:UInt64}})"
+                " + cityHash64({n}, 9) % 60000) % {{span_ms:UInt64}})")
+
 CONVERSIONS_SQL = f"""
 INSERT INTO conversions (brand_id, order_id, version, conversion_id, store_id, status, currency, amount,
                          refunded_amount, original_currency, original_amount, original_refunded_amount, fx_rate,
                          commission, attributed, attribution, click_id, link_id, link_code, campaign_id,
-                         influencer_id, coupon_code, occurred_at, created_at, updated_at)
+                         influencer_id, coupon_code, occurred_at, created_at, updated_at, customer_hash, country)
 SELECT
-    {{brand:String}}, concat('bo', toString(number)), 1, concat('cnv_bench', toString(number)), 'sto_bench',
+    {{brand:String}}, concat('bo', toString(number)), 1, concat('cnv_bench', toString(number)),
+    ['sto_bench1', 'sto_bench2'][1 + cityHash64(number, 19) % 2],
     status, {{currency:String}}, amount, refunded, {{currency:String}}, amount, refunded, toDecimal64(1, 8),
     if(attributed AND status IN ('approved', 'pending'),
        toDecimal64(round((amount - refunded) * toDecimal64(0.1, 4), 2), 4), toDecimal64(0, 4)) AS commission,
-    attributed, if(attributed, 'click', ''), '', if(attributed, link, 0),
+    attributed, if(attributed, if(by_coupon, 'coupon', 'click'), ''),
+    if(attributed AND NOT by_coupon, concat('bc', toString(k)), ''), if(attributed, link, 0),
     if(attributed, concat('bl', toString(link)), ''),
-    if(attributed, {_campaign("link")}, ''), if(attributed, {_influencer("link")}, ''), '',
-    ts, ts, ts
+    if(attributed, {_campaign("link")}, ''), if(attributed, {_influencer("link")}, ''),
+    if(by_coupon, concat('BC', toString(link)), ''),
+    ts, ts, ts, concat('cust', toString(cityHash64(number, 20) % 60000)),
+    ['US', 'US', 'GB', 'DE', 'FR', 'BR', 'IN', ''][1 + cityHash64(number, 22) % 8]
 FROM
 (
-    SELECT number,
-           toUInt64(1 + floor(pow((cityHash64(number, 11) % 1000000) / 1000000, 2) * {{n_links:UInt32}})) AS link,
+    SELECT number, cityHash64(number, 17) % {{n_clicks:UInt64}} AS k,
+           toUInt8(attributed AND cityHash64(number, 18) % 10 = 0) AS by_coupon,
+           if(by_coupon,
+              toUInt64(1 + floor(pow((cityHash64(number, 11) % 1000000) / 1000000, 2) * {{n_links:UInt32}})),
+              {_CLICK_LINK.format(n="k")}) AS link,
            toUInt8(cityHash64(number, 12) % 10 != 0) AS attributed,
            ['approved', 'approved', 'approved', 'approved', 'approved', 'approved', 'approved',
             'pending', 'refunded', 'rejected'][1 + cityHash64(number, 13) % 10] AS status,
@@ -145,8 +162,10 @@ FROM
            if(status = 'refunded', amount,
               if(status = 'approved' AND cityHash64(number, 15) % 10 = 0, toDecimal64(5, 4), toDecimal64(0, 4)))
               AS refunded,
-           fromUnixTimestamp64Milli(toInt64({{t0_ms:Int64}} + cityHash64(number, 16) % {{span_ms:UInt64}}), 'UTC')
-              AS ts
+           fromUnixTimestamp64Milli(if(by_coupon OR NOT attributed,
+               toInt64({{t0_ms:Int64}} + cityHash64(number, 16) % {{span_ms:UInt64}}),
+               least({_CLICK_TS_MS.format(n="k")} + toInt64(cityHash64(number, 16) % 3600000),
+                     toInt64({{t0_ms:Int64}} + {{span_ms:UInt64}} - 1))), 'UTC') AS ts
     FROM numbers({{n_conv:UInt32}})
 )
 """

@@ -43,11 +43,12 @@ def _routes() -> list[BaseRoute]:
     from tracker.money import routes as money_api
     from tracker.ops import deadletters, health, obs
     from tracker.portal import routes as portal_api
+    from tracker.quality import routes as quality_api
     from tracker.registry import campaignroutes, editroutes, keyroutes
     from tracker.registry import routes as registry_api
     from tracker.reports import routes as reports_api
     from tracker.web import app as brand_app
-    from tracker.web import carrier, portal, qr
+    from tracker.web import carrier, portal, qr, quality
     from tracker.web import payouts as payouts_page
     from tracker.webhooks import routes as webhooks_api
 
@@ -67,7 +68,9 @@ def _routes() -> list[BaseRoute]:
         *payoutroutes.routes(),
         *statementroutes.routes(),
         *meroutes.routes(),
+        *quality_api.routes(),
         *payouts_page.routes(),
+        *quality.routes(),
         *brand_app.routes(),
         *qr.routes(),
         *portal.routes(),

@@ -161,7 +161,7 @@ ROW: dict[str, Any] = {
     "campaign_id": "cmp_1", "influencer_id": "inf_1", "coupon_code": "BOB5",
     "occurred_at": datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC),
     "created_at": datetime(2026, 1, 2, 3, 4, 6, tzinfo=UTC), "updated_at": datetime(2026, 1, 2, 3, 4, 6, tzinfo=UTC),
-    "customer_hash": "", "email_hash": "", "platform_state": "",
+    "customer_hash": "", "email_hash": "", "platform_state": "", "country": "",
     "commission_rule": "percent:10", "hold_days": 30, "review": 0, "change": "created", "reason": "",
 }
 # The same row as ClickHouse returns it: naive UTC times, Decimal columns at their scale.

@@ -11,6 +11,7 @@ import pytest
 from tests.reports.oracle import (
     Data,
     build_data,
+    fill_facts,
     load,
 )
 from tracker.settings import Settings
@@ -32,6 +33,7 @@ def loaded(chdb_dir: Path, data: Data) -> Iterator[ClickHouse]:
     for table in ("clicks", "conversions", "fees"):
         client.command(f"SYSTEM STOP MERGES {table}")
     load(client, data)
+    fill_facts(client)
     try:
         yield client
     finally:

@@ -1,9 +1,10 @@
 """A report data set and the figures it must give, computed in Python from its events.
 
-Two brands, clicks with bots and repeat visitors across UTC-day and DST boundaries,
-conversions whose status moves over several versions (partial and full refunds, rejections),
-unattributed orders, fees. ``expected()`` never touches ClickHouse; ``check()`` compares a
-report with it metric by metric.
+Two brands, clicks with bots and repeat visitors across UTC-day and DST boundaries, UTM values
+and referers, conversions whose status moves over several versions (partial and full refunds,
+rejections) attributed by click (some clicks not ingested), coupon or returning customer, with
+stores, customers, countries and quality flags (some cleared later), unattributed orders, fees.
+``expected()`` never touches ClickHouse; ``check()`` compares a report with it metric by metric.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from tracker.core.clickid import ClickIds
 from tracker.core.events import CLICK_COLUMNS, CONVERSION_COLUMNS, CONVERSION_DEFAULTS
+from tracker.quality import facts
 from tracker.reports import run as reports
 from tracker.reports.params import ReportParams
 from tracker.storage.clickhouse import ClickHouse
@@ -37,6 +40,9 @@ LINKS = {
 OTHER_LINK = (201, "zzzzzz", "cmp_other00009", "inf_other00009")
 COUNTRIES = ("US", "FR", "IN", "")
 DEVICES = ("mobile", "desktop", "tablet")
+UTM_SOURCES = ("ig", "yt", "")
+REFERERS = ("instagram.com", "t.co", "")
+STORES = ("sto_shopA", "sto_shopB")
 T0 = datetime(2026, 10, 29, 0, 0, tzinfo=UTC)  # US DST ends 2026-11-01
 SPAN_HOURS = 24 * 6
 D_FROM, D_TO = date(2026, 10, 30), date(2026, 11, 2)
@@ -45,6 +51,8 @@ D_FROM, D_TO = date(2026, 10, 30), date(2026, 11, 2)
 @dataclass
 class Data:
     clicks: list[dict[str, Any]] = field(default_factory=list)
+    # (brand, order_id) -> flags versions, the last one is current
+    flags: dict[tuple[str, str], list[list[str]]] = field(default_factory=dict)
     # order_id -> list of versions (dicts), the last one is current
     orders: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
     fees: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
@@ -67,10 +75,10 @@ def make_click(rng: random.Random, n: int, brand: str, link: tuple[int, str, str
         "device": "bot" if bot else rng.choice(DEVICES),
         "browser": "Chrome",
         "os": "Android",
-        "referer_host": "",
-        "utm_source": "",
-        "utm_medium": "",
-        "utm_campaign": "",
+        "referer_host": rng.choice(REFERERS),
+        "utm_source": rng.choice(UTM_SOURCES),
+        "utm_medium": rng.choice(("social", "")),
+        "utm_campaign": rng.choice(("spring", "fall", "")),
         "utm_term": "",
         "utm_content": "",
         "is_bot": 1 if bot else 0,
@@ -114,9 +122,25 @@ def build_data(seed: int = 7) -> Data:
         data.clicks.append(make_click(rng, n, OTHER["id"], OTHER_LINK, ts))
         n += 1
 
+    clicks_of: dict[tuple[str, int], list[str]] = defaultdict(list)
+    for ck in data.clicks:
+        clicks_of[(ck["brand_id"], ck["link_id"])].append(ck["click_id"])
+
     def order(brand: str, oid: str, link: tuple[int, str, str, str] | None, ts: datetime) -> None:
         amount = Decimal(rng.randrange(500, 20000)) / 100
         campaign = link[2] if link else ""
+        kind = rng.choice(("click", "click", "click", "coupon", "customer")) if link else ""
+        click_id = ""
+        if kind == "click":  # one in five clicks is not ingested yet
+            click_id = rng.choice(clicks_of[(brand, link[0])]) if rng.random() < 0.8 else f"x{oid}"  # type: ignore[index]
+        coupon = f"CODE{link[1]}" if link and (kind == "coupon" or rng.random() < 0.2) else ""
+        extra = {
+            "attribution": kind, "click_id": click_id, "coupon_code": coupon, "store_id": rng.choice(STORES),
+            "customer_hash": rng.choice(["", "", *(f"h{n:02d}" for n in range(12))]),
+            "country": rng.choice(("US", "DE", "")),
+        }
+        if rng.random() < 0.3:
+            data.flags[(brand, oid)] = [["fast_click"], []] if rng.random() < 0.3 else [["coupon_leak"]]
         history: list[dict[str, Any]] = []
         status = rng.choice(["pending", "approved", "approved"])
         refunded = Decimal(0)
@@ -141,19 +165,16 @@ def build_data(seed: int = 7) -> Data:
                     "fx_rate": Decimal(1),
                     "commission": commission,
                     "attributed": 1 if link else 0,
-                    "attribution": "click" if link else "",
-                    "click_id": "",
                     "link_id": link[0] if link else 0,
                     "link_code": link[1] if link else "",
                     "campaign_id": campaign,
                     "influencer_id": link[3] if link else "",
-                    "coupon_code": "",
                     "occurred_at": ts,
                     "created_at": ts,
                     "updated_at": ts,
-                    "customer_hash": "",
                     "email_hash": "",
                     "platform_state": "",
+                    **extra,
                 }
             )
 
@@ -254,6 +275,12 @@ def load(ch: ClickHouse, data: Data) -> None:
     rows.append([OTHER["id"], OTHER_LINK[0], OTHER_LINK[1], OTHER_LINK[2], OTHER_LINK[3],
                  "https://x.example/", "", 0, None, now, now, 1])
     ch.insert("links", rows, link_cols)
+    for v in range(2):  # flags that cleared: a second, empty version
+        flag_rows = [[b, o, "cnv_" + o, h[v], "{}", datetime(2026, 11, 5, v, tzinfo=UTC)]
+                     for (b, o), h in data.flags.items() if len(h) > v]
+        if flag_rows:
+            ch.insert("conversion_flags", flag_rows,
+                      ["brand_id", "order_id", "conversion_id", "flags", "evidence", "evaluated_at"])
 
 
 
@@ -267,7 +294,19 @@ KEYS_OUT = {
     "hour": ("hour",),
     "country": ("country",),
     "device": ("device",),
+    "utm_source": ("utm_source",),
+    "utm_medium": ("utm_medium",),
+    "utm_campaign": ("utm_campaign",),
+    "referer": ("referer",),
+    "coupon": ("coupon",),
+    "attribution": ("attribution",),
+    "store": ("store_id",),
+    "status": ("status",),
+    "customer": ("customer",),
 }
+CLICK_KEYS = {"influencer", "campaign", "link", "day", "hour", "country", "device", "utm_source", "utm_medium",
+              "utm_campaign", "referer"}
+FEE_KEYS = {"influencer", "campaign", "day"}
 
 
 def _q(value: Decimal) -> Decimal:
@@ -276,6 +315,18 @@ def _q(value: Decimal) -> Decimal:
 
 def _ratio(a: Decimal, b: Decimal) -> Decimal | None:
     return None if b == 0 else _q(a / b)
+
+
+def _cents(value: Decimal) -> Decimal:
+    return value.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+
+
+_NO_CLICK = {"utm_source": "", "utm_medium": "", "utm_campaign": "", "referer": ""}
+
+
+def _click_keys(ck: dict[str, Any]) -> dict[str, str]:
+    return {"utm_source": ck["utm_source"], "utm_medium": ck["utm_medium"], "utm_campaign": ck["utm_campaign"],
+            "referer": ck["referer_host"]}
 
 
 def expected(
@@ -300,10 +351,14 @@ def expected(
             and (link is None or code == link)
         )
 
-    def key(ts: datetime | None, day: date | None, c: str, i: str, code: str, country: str, device: str) -> tuple:
+    def key(ts: datetime | None, day: date | None, c: str, i: str, code: str, country: str, device: str,
+            more: dict[str, str] | None = None) -> tuple:
         out: list[Any] = []
         local = ts.astimezone(zi) if ts is not None else None
         for k in group_by:
+            if more is not None and k in more:
+                out.append(more[k])
+                continue
             if k == "influencer":
                 out += [i, INFLUENCERS.get(i)]
             elif k == "campaign":
@@ -321,7 +376,7 @@ def expected(
         return tuple(out)
 
     def blank() -> dict[str, Any]:
-        return {"clicks": 0, "bot_clicks": 0, "u": set(), "conversions": 0,
+        return {"clicks": 0, "bot_clicks": 0, "u": set(), "conversions": 0, "flagged": 0,
                 "revenue": Decimal(0), "commission": Decimal(0), "fees": Decimal(0),
                 **{f"{s}_commission": Decimal(0) for s in ("pending", "payable", "paid")}}
 
@@ -335,17 +390,24 @@ def expected(
         if not passes(ck["campaign_id"], ck["influencer_id"], ck["link_code"]):
             continue
         targets = [tot]
-        if group_by:
+        if group_by and set(group_by) <= CLICK_KEYS:
             targets.append(rows[key(ck["ts"], None, ck["campaign_id"], ck["influencer_id"], ck["link_code"],
-                                    ck["country"], ck["device"])])
+                                    ck["country"], ck["device"], _click_keys(ck))])
         for t in targets:
             if ck["is_bot"]:
                 t["bot_clicks"] += 1
             else:
                 t["clicks"] += 1
                 t["u"].add((ck["link_id"], ck["visitor_hash"], ck["ts"].astimezone(UTC).date()))
-    conv_rows = bool(group_by) and not set(group_by) & {"country", "device"}
-    for (b, _), history in data.orders.items():
+    conv_rows = bool(group_by)
+    click_by_id = {ck["click_id"]: ck for ck in data.clicks if ck["brand_id"] == brand}
+    first_order: dict[str, tuple[datetime, str]] = {}
+    for (b, oid), history in data.orders.items():
+        h = history[-1]["customer_hash"]
+        if b == brand and h:
+            mine = (history[-1]["occurred_at"], oid)
+            first_order[h] = min(first_order.get(h, mine), mine)
+    for (b, oid), history in data.orders.items():
         cur = history[-1]
         if b != brand or not start <= cur["occurred_at"] < end or cur["status"] not in ("approved", "pending"):
             continue
@@ -358,16 +420,26 @@ def expected(
             continue
         targets = [tot]
         if conv_rows:
+            ck = click_by_id.get(cur["click_id"]) if cur["attribution"] == "click" else None
+            h = cur["customer_hash"]
+            more = {
+                **(_click_keys(ck) if ck else _NO_CLICK),
+                "coupon": cur["coupon_code"].upper(), "attribution": cur["attribution"], "store": cur["store_id"],
+                "status": cur["status"], "customer": "returning" if h and first_order[h][1] != oid else "new",
+            }
             targets.append(rows[key(cur["occurred_at"], None, cur["campaign_id"], cur["influencer_id"],
-                                    cur["link_code"], "", "")])
+                                    cur["link_code"], ck["country"] if ck else cur["country"],
+                                    ck["device"] if ck else "", more)])
+        flagged = bool(data.flags.get((b, oid), [[]])[-1])
         for t in targets:
+            t["flagged"] += flagged
             t["conversions"] += 1
             t["revenue"] += net
             t["commission"] += cur["commission"]
             # Nothing is paid here; pending: the order pending or inside the 30-day hold.
             held = cur["status"] == "pending" or cur["occurred_at"] + timedelta(days=30) > datetime.now(UTC)
             t["pending_commission" if held else "payable_commission"] += cur["commission"]
-    fee_rows = bool(group_by) and set(group_by) <= {"influencer", "campaign", "day"}
+    fee_rows = bool(group_by) and set(group_by) <= FEE_KEYS
     if link is None:
         for (b, _), history in data.fees.items():
             cur = history[-1]
@@ -383,41 +455,47 @@ def expected(
 
     def finish(t: dict[str, Any]) -> dict[str, Any]:
         cost = t["commission"] + t["fees"]
+        allocated = link is None and ("unattributed_conversions" in t or set(group_by) <= FEE_KEYS)
         out = {
             "clicks": t["clicks"],
             "bot_clicks": t["bot_clicks"],
             "unique_clicks": len(t["u"]),
             "conversions": t["conversions"],
-            "revenue": t["revenue"],
-            "commission": t["commission"],
-            **{f"{s}_commission": t[f"{s}_commission"] for s in ("pending", "payable", "paid")},
-            "fees": t["fees"],
-            "cost": cost,
-            "roi": _ratio(t["revenue"] - cost, cost),
+            "flagged_conversions": t["flagged"],
+            "revenue": _cents(t["revenue"]),
+            "commission": _cents(t["commission"]),
+            **{f"{s}_commission": _cents(t[f"{s}_commission"]) for s in ("pending", "payable", "paid")},
+            "fees": _cents(t["fees"]) if allocated else None,
+            "cost": _cents(cost) if allocated else None,
+            "roi": _ratio(t["revenue"] - cost, cost) if allocated else None,
             "conversion_rate": _ratio(Decimal(t["conversions"]), Decimal(t["clicks"])),
-            "epc": _ratio(t["commission"], Decimal(t["clicks"])),
-            "aov": _ratio(t["revenue"], Decimal(t["conversions"])),
+            "epc": None if not t["clicks"] else _cents(t["commission"] / t["clicks"]),
+            "aov": None if not t["conversions"] else _cents(t["revenue"] / t["conversions"]),
         }
         if "unattributed_conversions" in t:
             out["unattributed_conversions"] = t["unattributed_conversions"]
-            out["unattributed_revenue"] = t["unattributed_revenue"]
+            out["unattributed_revenue"] = _cents(t["unattributed_revenue"])
         return out
 
     return {k: finish(v) for k, v in rows.items()}, finish(tot)
 
 
-MONEY = ("revenue", "commission", "pending_commission", "payable_commission", "paid_commission", "fees", "cost",
+MONEY = ("revenue", "commission", "pending_commission", "payable_commission", "paid_commission",
          "unattributed_revenue")
-RATIOS = ("roi", "conversion_rate", "epc", "aov")
+MONEY_OR_NULL = ("fees", "cost", "epc", "aov")  # null: not allocated, or a zero denominator
+RATIOS = ("roi", "conversion_rate")
 
 
 def normalize(metrics: dict[str, Any]) -> dict[str, Any]:
     """API strings -> Decimal for comparison; checks the wire format on the way."""
     out: dict[str, Any] = {}
     for name, value in metrics.items():
-        if name in MONEY:
-            assert isinstance(value, str) and re.fullmatch(r"-?\d+\.\d{2,}", value), (name, value)
+        if name in MONEY or (name in MONEY_OR_NULL and value is not None):
+            # Rounded half-up to the cent: exactly two decimals (USD).
+            assert isinstance(value, str) and re.fullmatch(r"-?\d+\.\d{2}", value), (name, value)
             out[name] = Decimal(value)
+        elif name in MONEY_OR_NULL:
+            out[name] = None
         elif name in RATIOS:
             assert value is None or (isinstance(value, str) and re.fullmatch(r"-?\d+\.\d{6}", value)), (name, value)
             out[name] = None if value is None else Decimal(value)
@@ -441,6 +519,12 @@ def check(report: reports.Report, data: Data, brand: str, params: ReportParams) 
     for row in report.rows:
         assert set(row) == set(key_fields) | set(reports.METRICS)
     assert set(report.totals) == set(reports.TOTAL_METRICS)
+
+
+def fill_facts(ch: ClickHouse) -> None:
+    """What the report route does first: copy the clicks behind click-attributed conversions."""
+    for brand in (BRAND, OTHER):
+        assert facts.fill(ch, ClickIds("oracle-secret-key-0123456789abcdef"), brand["id"]).missing > 0  # not ingested
 
 
 def run(ch: ClickHouse, brand: dict[str, str], **kw: Any) -> reports.Report:

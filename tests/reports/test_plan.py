@@ -21,15 +21,18 @@ from tracker.reports.sql import CLICKS, Join, Query, Scope
         ("UTC", ("day", "link"), "cached"),
         ("UTC", (), "cached"),
         ("Europe/London", ("campaign", "day"), "cached"),  # GMT in November
-        ("UTC", ("hour",), "raw"),
+        ("UTC", ("hour",), "cached"),  # the dimension cache
+        ("UTC", ("hour", "country"), "raw"),  # two dimensions
         ("America/New_York", ("day",), "raw"),
         ("America/New_York", ("influencer",), "cached"),  # full UTC days cached, edge days merged
         ("Asia/Tokyo", ("campaign", "link"), "cached"),
         ("Asia/Tokyo", ("hour", "link"), "raw"),
         ("Asia/Kolkata", ("influencer",), "raw"),
         ("Australia/Lord_Howe", ("day",), "raw"),  # +11:00 in its summer
-        ("UTC", ("country",), "raw"),
-        ("UTC", ("device", "day"), "raw"),
+        ("UTC", ("country",), "cached"),
+        ("UTC", ("device", "day"), "cached"),
+        ("UTC", ("referer", "influencer"), "cached"),
+        ("Asia/Tokyo", ("country",), "raw"),
     ],
 )
 def test_source_choice(tz: str, group_by: tuple[str, ...], source: str) -> None:
@@ -41,7 +44,7 @@ def test_source_choice(tz: str, group_by: tuple[str, ...], source: str) -> None:
 
 @pytest.mark.parametrize(
     ("tz", "group_by", "rows_source"),
-    [("UTC", ("country",), "raw"), ("America/New_York", ("day",), "raw"), ("Asia/Tokyo", ("hour",), "raw")],
+    [("UTC", ("country", "device"), "raw"), ("America/New_York", ("day",), "raw"), ("Asia/Tokyo", ("hour",), "raw")],
 )
 def test_totals_use_the_cache_when_the_rows_cannot(tz: str, group_by: tuple[str, ...], rows_source: str) -> None:
     scope = Scope.of("brd_x", D_FROM, D_TO, tz, 400)
@@ -53,29 +56,54 @@ def test_totals_use_the_cache_when_the_rows_cannot(tz: str, group_by: tuple[str,
 
 
 @pytest.mark.parametrize(
-    ("group_by", "filters", "conversion_rows", "fee_rows", "fee_totals"),
+    ("group_by", "filters", "conversion_rows", "fee_rows", "fee_totals", "allocated"),
     [
-        ((), {}, False, False, True),
-        (("influencer",), {}, True, True, False),
-        (("campaign", "day"), {}, True, True, False),
-        (("link",), {}, True, False, True),  # a fee belongs to no link: totals only
-        (("hour",), {}, True, False, True),
-        (("country",), {}, False, False, True),  # conversions have no country: totals only
-        (("device", "day"), {}, False, False, True),
-        (("influencer",), {"link_code": "abc123"}, True, False, False),  # no fee is one link's
-        (("influencer",), {"campaign_id": "cmp_a"}, True, True, False),
+        ((), {}, False, False, True, True),
+        (("influencer",), {}, True, True, False, True),
+        (("campaign", "day"), {}, True, True, False, True),
+        (("link",), {}, True, False, True, False),  # a fee belongs to no link: totals only
+        (("hour",), {}, True, False, True, False),
+        (("country",), {}, True, False, True, False),  # conversions carry their click's country
+        (("device", "day"), {}, True, False, True, False),
+        (("coupon",), {}, True, False, True, False),
+        (("influencer", "customer"), {}, True, False, True, False),
+        (("influencer",), {"link_code": "abc123"}, True, False, False, False),  # no fee is one link's
+        (("influencer",), {"campaign_id": "cmp_a"}, True, True, False, True),
     ],
 )
 def test_conversions_and_fees_by_grouping(
-    group_by: tuple[str, ...], filters: dict[str, str], conversion_rows: bool, fee_rows: bool, fee_totals: bool
+    group_by: tuple[str, ...], filters: dict[str, str], conversion_rows: bool, fee_rows: bool, fee_totals: bool,
+    allocated: bool,
 ) -> None:
     scope = Scope.of(BRAND["id"], D_FROM, D_TO, "UTC", 400)
     p = plan(scope, ReportParams(D_FROM, D_TO, group_by, "UTC", **filters))
-    assert (p.conversion_rows, p.fee_rows is not None, p.fee_totals is not None) == (
-        conversion_rows, fee_rows, fee_totals,
+    assert (p.conversion_rows, p.fee_rows is not None, p.fee_totals is not None, p.fees_allocated) == (
+        conversion_rows, fee_rows, fee_totals, allocated,
     )
     grouped = [f"g_{k}" for k in group_by] if conversion_rows else []
     assert p.conversions.group_by == (*grouped, "g_attributed")
+
+
+@pytest.mark.parametrize(
+    ("group_by", "joins"),
+    [((), ()), (("country",), ("conversion_clicks",)), (("customer",), ("conversions",)),
+     (("utm_source", "customer"), ("conversion_clicks", "conversions"))],
+)
+def test_conversions_join_click_facts_and_first_orders_only_when_grouped_by_them(
+    group_by: tuple[str, ...], joins: tuple[str, ...]
+) -> None:
+    scope = Scope.of(BRAND["id"], D_FROM, D_TO, "UTC", 400)
+    p = plan(scope, ReportParams(D_FROM, D_TO, group_by, "UTC"))
+    assert p.conversions.right.table.name == "conversion_flags"
+    assert tuple(q.table.name for q, _ in p.conversions.more) == joins
+
+
+@pytest.mark.parametrize("group_by", [("coupon",), ("status", "store"), ("attribution",), ("customer",)])
+def test_clicks_know_no_conversion_keys_so_they_are_in_the_totals_only(group_by: tuple[str, ...]) -> None:
+    scope = Scope.of(BRAND["id"], D_FROM, D_TO, "UTC", 400)
+    p = plan(scope, ReportParams(D_FROM, D_TO, group_by, "UTC"))
+    assert p.click_rows is None and p.click_totals is not None
+    assert p.source == "cached"
 
 
 @pytest.mark.parametrize("tz", ["UTC", "America/New_York", "Asia/Tokyo"])

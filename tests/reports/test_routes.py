@@ -75,8 +75,9 @@ def test_report_by_link_day_and_hour(client: TestClient, world: dict[str, Any]) 
         3, 2, 1, "60.00", "6.00"
     )
     assert (a2["clicks"], a2["unique_clicks"], a2["conversions"], a2["commission"]) == (2, 1, 1, "2.50")
-    # Fees belong to an influencer and a campaign, not to a link: 0 in link rows, in the totals.
-    assert {row["fees"] for row in body["rows"]} == {"0.00"}
+    # Fees belong to an influencer and a campaign, not to a link: not allocated (null) in link
+    # rows, so neither are cost and roi; the totals carry them.
+    assert {(row["fees"], row["cost"], row["roi"]) for row in body["rows"]} == {(None, None, None)}
     assert body["totals"] == EXPECTED_TOTALS
 
     body = get(client, world, group_by="day").json()
@@ -88,14 +89,16 @@ def test_report_by_link_day_and_hour(client: TestClient, world: dict[str, Any]) 
     assert all(row["hour"].startswith(world["today"].isoformat()[:8]) for row in body["rows"])
 
 
-def test_country_and_device_rows_carry_clicks_and_totals_carry_the_rest(
+def test_device_rows_carry_clicks_and_the_conversions_of_their_clicks(
     client: TestClient, world: dict[str, Any]
 ) -> None:
     body = get(client, world, group_by="device").json()
     devices = {row["device"]: row for row in body["rows"]}
     assert sum(row["clicks"] for row in body["rows"]) == 9
     assert sum(row["bot_clicks"] for row in body["rows"]) == 3
-    assert all(row["conversions"] == 0 and row["revenue"] == "0.00" for row in devices.values())
+    # O1, O2 (net 30.00) and O4 came through clicks of the Pixel phone; O6 (coupon) has no click.
+    assert (devices["mobile"]["conversions"], devices["mobile"]["revenue"]) == (3, "170.00")
+    assert (devices[""]["clicks"], devices[""]["conversions"], devices[""]["revenue"]) == (0, 1, "60.00")
     assert body["totals"] == EXPECTED_TOTALS
 
 
@@ -109,7 +112,7 @@ def test_filters(client: TestClient, world: dict[str, Any]) -> None:
     assert metrics(body["totals"]) == {**EXPECTED_INFLUENCERS["Bob"], "unattributed_conversions": 0,
                                        "unattributed_revenue": "0.00"}
     body = get(client, world, link=world["links"]["A1"]).json()
-    assert (body["totals"]["clicks"], body["totals"]["fees"]) == (4, "0.00")
+    assert (body["totals"]["clicks"], body["totals"]["fees"], body["totals"]["roi"]) == (4, None, None)
 
 
 def test_csv_matches_json(client: TestClient, world: dict[str, Any]) -> None:

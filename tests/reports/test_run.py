@@ -25,12 +25,14 @@ from tests.reports.oracle import (
     Data,
     build_data,
     check,
+    fill_facts,
     load,
     make_click,
     run,
 )
 from tracker.core.events import CLICK_COLUMNS
 from tracker.reports import run as reports
+from tracker.reports.answer import money_ratio
 from tracker.reports.params import GROUP_KEYS, ReportParams
 from tracker.reports.plan import plan
 from tracker.reports.run import (
@@ -64,6 +66,15 @@ GROUPINGS = (
     ("link", "hour"),
     ("country", "device"),
     ("day", "device"),
+    ("utm_source",),
+    ("utm_medium", "utm_campaign"),
+    ("referer", "influencer"),
+    ("coupon",),
+    ("attribution", "day"),
+    ("store", "status"),
+    ("customer",),
+    ("customer", "country"),
+    ("influencer", "coupon", "hour"),
 )
 
 
@@ -126,6 +137,34 @@ def test_rows_carry_names_and_current_versions(loaded: ClickHouse) -> None:
 
 
 
+@pytest.mark.parametrize("group_by", [("hour",), ("country",), ("link", "device"), ("utm_campaign", "day")], ids=str)
+def test_the_dimension_cache_follows_new_clicks_and_is_never_believed_when_off(
+    ch: ClickHouse, group_by: tuple[str, ...]
+) -> None:
+    """Cached (link, day, value) counts are checked against the daily rollup's counts on every read."""
+    data = build_data(seed=17)
+    load(ch, data)
+    fill_facts(ch)
+    params = ReportParams(D_FROM, D_TO, group_by, "UTC")
+    p = plan(Scope.of(BRAND["id"], D_FROM, D_TO, "UTC", 400), params)
+    assert p.source == "cached" and p.dim_stale is not None
+    check(run_report(ch, BRAND, params, 400), data, BRAND["id"], params)
+    assert ch.query("SELECT count() FROM report_dim_uniques")[0][0] > 0
+    # More clicks (bots too) on a day already cached, from visitors already seen and new ones.
+    rng = random.Random(3)
+    more = [make_click(rng, 800_000 + i, BRAND["id"], (102, *LINKS[102]), datetime(2026, 11, 1, 9, i, tzinfo=UTC))
+            for i in range(30)]
+    ch.insert("clicks", [[c[k] for k in CLICK_COLUMNS] for c in more], CLICK_COLUMNS)
+    data.clicks.extend(more)
+    check(run_report(ch, BRAND, params, 400), data, BRAND["id"], params)
+    # Rows whose counts do not add up are recomputed, never believed.
+    ch.command(
+        "INSERT INTO report_dim_uniques SELECT brand_id, dim, day, link_id, value, campaign_id, influencer_id, "
+        "clicks + 1, bot_clicks, 999999, now64(6) FROM report_dim_uniques FINAL"
+    )
+    check(run_report(ch, BRAND, params, 400), data, BRAND["id"], params)
+
+
 def test_the_cache_follows_new_clicks(ch: ClickHouse) -> None:
     """Cached daily uniques are checked against the daily rollup's click count on every read."""
     data = build_data(seed=11)
@@ -169,7 +208,14 @@ def test_without_cache_rounds_the_visitor_sets_answer(ch: ClickHouse, monkeypatc
 
 def test_money_and_ratio_formats() -> None:
     assert money_str(Decimal("49.9000"), "USD") == "49.90"
-    assert money_str(Decimal("12.3450"), "USD") == "12.345"
+    assert money_str(Decimal("12.3450"), "USD") == "12.35"  # half-up to the minor unit
+    assert money_str(Decimal("12.3449"), "USD") == "12.34"
+    assert money_str(Decimal("-0.005"), "USD") == "-0.01"
+    assert money_str(Decimal("100.5"), "JPY") == "101"
+    assert money_str(Decimal("0.0005"), "KWD") == "0.001"
+    assert money_ratio(Decimal(10), Decimal(3), "USD") == "3.33"
+    assert money_ratio(Decimal("20.01"), Decimal(2), "USD") == "10.01"  # 10.005: the exact quotient, then rounded
+    assert money_ratio(Decimal(1), Decimal(0), "USD") is None
     assert money_str(Decimal("0E-4"), "USD") == "0.00"
     assert money_str(Decimal("100"), "JPY") == "100"
     assert money_str(Decimal("1500.0000"), "KWD") == "1500.000"

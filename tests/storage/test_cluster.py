@@ -21,6 +21,7 @@ import pytest
 from tests.chdb_server import ChdbHttpServer
 from tracker import cli
 from tracker.core.errors import MigrationError
+from tracker.reports.params import GROUP_KEYS
 from tracker.settings import Settings
 from tracker.storage import cluster, migrate
 from tracker.storage.clickhouse import CLUSTER_SETTINGS, ClickHouse
@@ -274,6 +275,9 @@ def test_the_rendered_schema_is_created_by_a_chdb_configured_as_a_cluster_node(t
         "0031_campaigns_recurring_months.sql: ALTER TABLE campaigns_local ADD COLUMN",
         "0032_conversions_customers.sql: ALTER TABLE conversions_local ADD COLUMN",
         "0050_api_key_scopes.sql: ALTER TABLE api_keys_local ADD COLUMN",
+        "0060_conversions_quality.sql: ALTER TABLE conversions_local ADD COLUMN",
+        "0065_influencers_email.sql: ALTER TABLE influencers_local ADD COLUMN",
+        "0066_campaigns_attribution_priority.sql: ALTER TABLE campaigns_local ADD COLUMN",
         "0070_campaigns_fallback_archived.sql: ALTER TABLE campaigns_local ADD COLUMN",
         "0071_influencers_archived.sql: ALTER TABLE influencers_local ADD COLUMN",
         "0072_fees_deleted.sql: ALTER TABLE fees_local ADD COLUMN",
@@ -294,7 +298,12 @@ def test_the_rendered_schema_is_created_by_a_chdb_configured_as_a_cluster_node(t
     reads = result["reads"]
     assert reads.pop("pending migrations") == repr(len(MIGRATIONS))
     assert reads.pop("conversions FINAL") == "[(0,)]"
-    assert len(reads) == 2 * 9
+    assert len(reads) == 2 * (len(GROUP_KEYS) + 2)
+    # Without Keeper the ALTER ... ADD COLUMN statements are parsed only, so the groupings that read
+    # an added column (country: conversions.country of 0060; customer: customer_hash of 0032) fail
+    # here for that reason alone; every other grouping runs.
+    altered = {k: reads.pop(k) for k in list(reads) if k.split()[1] in ("country", "customer")}
+    assert len(altered) == 4 and all("cannot be resolved" in v for v in altered.values()), altered
     assert all(value == "0" for value in reads.values()), reads
 
 

@@ -11,6 +11,8 @@ Attribution order (DESIGN.md "Conversions"):
    returning customer, a subscription renewal), credited to that link;
 3. else a coupon code that belongs to a link of this brand -> ``coupon``;
 4. else unattributed.
+A coupon whose campaign has ``attribution_priority: coupon`` comes first: it beats a
+qualifying click id (the recorder then passes ``coupon_first``).
 
 Status moves: pending -> approved, rejected or refunded; approved -> refunded;
 the same status again is a duplicate; anything else is a conflict (409). A
@@ -107,9 +109,13 @@ def attribute(
     click_link: LinkRecord | None,
     coupon_link: LinkRecord | None,
     customer_link: LinkRecord | None = None,
+    coupon_first: bool = False,
 ) -> Attribution:
     """``customer_link``: the link of the customer's first attributed order, already checked
-    with ``customer_qualifies`` (None when there is none or it does not qualify)."""
+    with ``customer_qualifies`` (None when there is none or it does not qualify).
+    ``coupon_first``: the coupon's campaign puts coupons before clicks."""
+    if coupon_first and coupon_qualifies(brand_id, coupon_link):
+        return Attribution("coupon", coupon_link)
     if click_qualifies(brand_id, occurred_ms, click_ref, click_link):
         return Attribution("click", click_link)
     if customer_link is not None:

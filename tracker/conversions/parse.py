@@ -44,6 +44,7 @@ GET_ALIASES: dict[str, tuple[str, ...]] = {
     "occurred_at": ("occurred_at",),
     "customer_id": ("customer_id",),
     "customer_email": ("customer_email",),
+    "country": ("country",),
 }
 
 _TEXT_LIMITS = {
@@ -143,6 +144,21 @@ class Postback(Model):
         None, max_length=MAX_EMAIL,
         description="The customer's email (trimmed, lower-cased, stored only as a keyed hash).",
     )
+    country: str | None = Field(
+        None, description="The order's country (ISO 3166 alpha-2, e.g. the shipping country): coupon-only "
+        "conversions are compared with the countries of the link's clicks (coupon-leak detector).",
+        examples=["US"],
+    )
+
+    @field_validator("country", mode="before")
+    @classmethod
+    def _country(cls, value: object) -> str | None:
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str) or len(value.strip()) != 2 or not value.strip().isascii() \
+                or not value.strip().isalpha():
+            raise Unprocessable("country is not an ISO 3166 alpha-2 code such as US.", code="invalid_field")
+        return value.strip().upper()
 
     @field_validator("order_id", "click_id", "coupon_code", "customer_id", mode="before")
     @classmethod

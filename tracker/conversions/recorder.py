@@ -71,6 +71,7 @@ class NewOrder:
     customer_hash: str = ""
     email_hash: str = ""
     platform_state: str = ""
+    country: str = ""
 
 
 class Conversions:
@@ -113,7 +114,7 @@ class Conversions:
                 change = apply(pb.order_id, None, pb.status, pb.amount)
                 assert pb.currency is not None  # an amount (required here) comes with its currency
                 new = NewOrder(pb.order_id, change.status, pb.currency, change.amount, change.refunded, pb.click_id,
-                               pb.coupon_code, pb.occurred_at, customer, email)
+                               pb.coupon_code, pb.occurred_at, customer, email, country=pb.country or "")
                 row = await self.first_version(store, new, snap)
             else:
                 change = self._change(current, pb)
@@ -187,6 +188,10 @@ class Conversions:
         months = int(campaign.get("recurring_months", 12)) if campaign else 0
         return link if customer_qualifies(brand_id, occurred_ms, first.first_ms, link, months) else None
 
+    async def _coupon_first(self, brand_id: str, link: LinkRecord) -> bool:
+        campaign = await self.lookups.campaign(brand_id, link.campaign_id)
+        return campaign is not None and campaign.get("attribution_priority") == "coupon"
+
     async def first_version(self, store: Mapping[str, Any], new: NewOrder, snap: Snapshot) -> dict[str, Any]:
         brand_id = str(store["brand_id"])
         brand = await self.lookups.brand(brand_id)
@@ -202,12 +207,17 @@ class Conversions:
         ref = self.click_ids.parse(new.click_id) if new.click_id else None
         click_link = await self.lookups.link_by_id(ref.link_id) if ref is not None else None
         coupon_link = customer_link = None
+        coupon_first = False
         if not click_qualifies(brand_id, occurred_ms, ref, click_link):
             if snap.customer:
                 customer_link = await self._customer_link(brand_id, occurred_ms, snap.customer)
             if new.coupon_code and customer_link is None:
                 coupon_link = await self.lookups.link_by_coupon(brand_id, new.coupon_code)
-        result = attribute(brand_id, occurred_ms, ref, click_link, coupon_link, customer_link)
+        elif new.coupon_code:
+            # A click qualifies: the coupon still wins when its campaign says coupons come first.
+            coupon_link = await self.lookups.link_by_coupon(brand_id, new.coupon_code)
+            coupon_first = coupon_link is not None and await self._coupon_first(brand_id, coupon_link)
+        result = attribute(brand_id, occurred_ms, ref, click_link, coupon_link, customer_link, coupon_first)
         link = result.link
         applied, hold_days = await self.rule_in_force(brand_id, link.campaign_id if link else "", occurred_ms)
         rule = stored_rule(applied)
@@ -250,6 +260,7 @@ class Conversions:
             "review": 0,
             "change": "created",
             "reason": reason,
+            "country": new.country,
         }
 
     async def next_version(

@@ -76,12 +76,13 @@ CONVERSION_COLUMNS: tuple[str, ...] = (
     "review",
     "change",
     "reason",
+    "country",
 )
-
+# Conversion columns added after entries without them may sit in the stream: read as "".
 # Columns added after the first conversions were streamed, with the value an older entry or state has.
 CONVERSION_DEFAULTS: dict[str, Any] = {
     "customer_hash": "", "email_hash": "", "platform_state": "",
-    "commission_rule": "", "hold_days": 30, "review": 0, "change": "", "reason": "",
+    "commission_rule": "", "hold_days": 30, "review": 0, "change": "", "reason": "", "country": "",
 }
 
 UTM_KEYS: tuple[str, ...] = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")

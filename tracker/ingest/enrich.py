@@ -260,7 +260,7 @@ def decode_conversion(raw: bytes | str) -> list[Any]:
         raise ValueError(f"conversion entry lacks {', '.join(missing)}")
     row: list[Any] = []
     for column in CONVERSION_COLUMNS:
-        value = data[column]
+        value = data.get(column, "")
         if column in _DECIMALS:
             row.append(_decimal(column, value))
         elif column in _TIMES:

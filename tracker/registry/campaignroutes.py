@@ -27,7 +27,7 @@ from tracker.registry.patches import CampaignPatch
 from tracker.services import services
 
 _FIELDS = ("name", "commission", "attribution_window_days", "hold_days", "recurring_months", "fallback_url",
-           "archived")
+           "archived", "attribution_priority")
 
 
 @api("PATCH", "/api/v1/campaigns/{campaign_id}", Operation(

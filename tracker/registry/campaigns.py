@@ -25,9 +25,11 @@ DEFAULT_CLICK_ID_PARAM = "click_id"
 DEFAULT_WINDOW_DAYS = 30
 DEFAULT_RECURRING_MONTHS = 12
 DEFAULT_HOLD_DAYS = 30
+DEFAULT_ATTRIBUTION_PRIORITY = "click"
 _COLUMNS = (
     "id, name, attribution_window_days, commission_type, commission_value, click_id_param, "
-    "allowed_domains, recurring_months, hold_days, rules, fallback_url, archived, created_at, version"
+    "allowed_domains, recurring_months, hold_days, rules, fallback_url, archived, attribution_priority, "
+    "created_at, version"
 )
 
 
@@ -67,6 +69,7 @@ def _record(row: Row) -> CampaignRecord:
         "rules": _rules(row),
         "fallback_url": str(row.get("fallback_url") or ""),
         "archived": bool(row.get("archived", 0)),
+        "attribution_priority": str(row.get("attribution_priority") or DEFAULT_ATTRIBUTION_PRIORITY),
         "created_at": iso(row["created_at"]),
     }
 
@@ -86,6 +89,7 @@ def _decode(raw: bytes) -> CampaignRecord:
                                 "commission_value": data["commission"]["value"], "hold_days": data["hold_days"]})
     data.setdefault("fallback_url", "")
     data.setdefault("archived", False)
+    data.setdefault("attribution_priority", DEFAULT_ATTRIBUTION_PRIORITY)
     return data
 
 
@@ -106,6 +110,7 @@ class Campaigns:
         recurring_months: int = DEFAULT_RECURRING_MONTHS,
         hold_days: int = DEFAULT_HOLD_DAYS,
         fallback_url: str = "",
+        attribution_priority: str = DEFAULT_ATTRIBUTION_PRIORITY,
     ) -> CampaignRecord:
         rules = [{"from_ms": 0, "type": commission_type, "value": str(plain(commission_value)),
                   "hold_days": hold_days}]
@@ -123,6 +128,7 @@ class Campaigns:
             "rules": json.dumps(rules, separators=(",", ":")),
             "fallback_url": fallback_url,
             "archived": 0,
+            "attribution_priority": attribution_priority,
             "created_at": now_utc(),
             "version": time.time_ns(),
         }
@@ -162,7 +168,8 @@ class Campaigns:
             if row is None:
                 return None
             rules = _rules(row)
-            for field in ("name", "attribution_window_days", "recurring_months", "fallback_url", "archived"):
+            for field in ("name", "attribution_window_days", "recurring_months", "fallback_url", "archived",
+                          "attribution_priority"):
                 if field in changes:
                     row[field] = changes[field]
             if "commission" in changes or "hold_days" in changes:

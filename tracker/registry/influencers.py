@@ -9,14 +9,16 @@ from tracker.core.ids import looks_like, new_id
 from tracker.core.timeutil import now_utc
 from tracker.registry.cache import Cache, Row
 
-_COLUMNS = "id, name, handle, platform, archived, created_at"
+_COLUMNS = "id, name, handle, platform, archived, email_hash, created_at"
 
 
 class Influencers:
     def __init__(self, cache: Cache) -> None:
         self.cache = cache
 
-    async def create(self, brand_id: str, *, name: str, handle: str = "", platform: str = "") -> Row:
+    async def create(
+        self, brand_id: str, *, name: str, handle: str = "", platform: str = "", email_hash: str = ""
+    ) -> Row:
         row: Row = {
             "brand_id": brand_id,
             "id": new_id("influencer"),
@@ -24,6 +26,7 @@ class Influencers:
             "handle": handle,
             "platform": platform,
             "archived": 0,
+            "email_hash": email_hash,
             "created_at": now_utc(),
             "version": time.time_ns(),
         }

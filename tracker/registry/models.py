@@ -147,12 +147,22 @@ class CampaignIn(Body):
         description="Days after an approved order occurred before its commission is payable.",
     )
     fallback_url: FallbackUrl = ""
+    attribution_priority: Literal["click", "coupon"] = Field(
+        default="click",
+        description="When an order carries a qualifying click id and a coupon of this campaign's links: `click` "
+        "credits the click's link, `coupon` the coupon's link.",
+    )
 
 
 class InfluencerIn(Body):
     name: Name
     handle: Handle = ""
     platform: Platform = ""
+    email: str | None = Field(
+        None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$",
+        description="Stored only as a keyed hash: an order whose customer email is the influencer's own is "
+        "flagged self_referral.",
+    )
 
 
 class LinkIn(Body):
@@ -282,6 +292,7 @@ class Campaign(Answer):
     fallback_url: str | None = Field(default=None, description="Where followers of a disabled or expired link are "
                                      "sent (null: an HTML 410 page).")
     archived: bool = False
+    attribution_priority: Literal["click", "coupon"] = "click"
     created_at: Timestamp
 
     @model_validator(mode="before")
@@ -302,12 +313,14 @@ class Influencer(Answer):
     handle: str | None
     platform: str | None
     archived: bool = False
+    has_email: bool = Field(False, description="Whether an email (kept only as a keyed hash) is on file.")
     created_at: Timestamp
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Influencer:
         return cls(id=row["id"], name=row["name"], handle=row["handle"] or None, platform=row["platform"] or None,
-                   archived=bool(row.get("archived", 0)), created_at=row["created_at"])
+                   archived=bool(row.get("archived", 0)), has_email=bool(row.get("email_hash")),
+                   created_at=row["created_at"])
 
 
 class Link(Answer):

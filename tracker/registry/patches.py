@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -41,6 +41,7 @@ class CampaignPatch(Patch):
     recurring_months: int | None = Field(default=None, ge=0, le=120)
     fallback_url: FallbackUrl | None = None
     archived: bool | None = None
+    attribution_priority: Literal["click", "coupon"] | None = None
 
 
 class InfluencerPatch(Patch):

@@ -20,6 +20,7 @@ from starlette.routing import BaseRoute
 from tracker.api import auth, http
 from tracker.api.endpoints import Operation, api
 from tracker.api.schema import Answer, parse_body, parse_query, validate
+from tracker.core import credentials
 from tracker.core.errors import NotFound, Unprocessable
 from tracker.registry import Registry
 from tracker.registry.fields import CURRENCY_SCHEMA
@@ -151,6 +152,7 @@ async def create_campaign(request: Request) -> Response:
         recurring_months=body.recurring_months,
         hold_days=body.hold_days,
         fallback_url=body.fallback_url,
+        attribution_priority=body.attribution_priority,
     )
     answer = Campaign.model_validate(campaign)
     await _audit(request, brand["id"], "campaign.create", answer.id, None, answer)
@@ -181,8 +183,11 @@ async def get_campaign(request: Request) -> Response:
 async def create_influencer(request: Request) -> Response:
     brand = await auth.brand_of(request)
     body = await _body(request, InfluencerIn)
+    key = services(request).settings.secret_key
+    assert key is not None
+    email = credentials.email_hash(key, brand["id"], body.email) if body.email else ""
     row = await _registry(request).create_influencer(
-        brand["id"], name=body.name, handle=body.handle, platform=body.platform
+        brand["id"], name=body.name, handle=body.handle, platform=body.platform, email_hash=email
     )
     answer = Influencer.from_row(row)
     await _audit(request, brand["id"], "influencer.create", answer.id, None, answer)

@@ -21,7 +21,10 @@ from pydantic import Field, ValidationInfo, WithJsonSchema, field_validator, mod
 from tracker.api.schema import Query, parse_query
 from tracker.core.errors import BadRequest
 
-GroupKey = Literal["influencer", "campaign", "link", "day", "hour", "country", "device"]
+GroupKey = Literal[
+    "influencer", "campaign", "link", "day", "hour", "country", "device", "utm_source", "utm_medium", "utm_campaign",
+    "referer", "coupon", "attribution", "store", "status", "customer",
+]
 GROUP_KEYS: tuple[str, ...] = get_args(GroupKey)
 
 ID_PATTERN = r"^[A-Za-z0-9_\-]{1,64}$"

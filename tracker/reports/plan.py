@@ -9,17 +9,29 @@
   ranges grouped by influencer, campaign, link or day, and for any whole-hour zone grouped
   by influencer, campaign or link (the two partial UTC days at the edges of the range then
   come from raw clicks).
-- ``raw``: ``clicks`` for every other grouping (hour, country, device, days in another zone):
+- ``cached`` by dimension, UTC-aligned ranges grouped by one of hour, country, device, a UTM
+  value or referer (alone or with influencer, campaign, link, day): ``report_dim_uniques``,
+  exact counts per (link, UTC day, value) that reports compute from raw clicks and keep; a
+  (link, day) is used only while its values' counts add up to its counts in ``clicks_daily``,
+  else the day is recomputed first (``dim_stale``, ``dim_refresh``).
+- ``raw``: ``clicks`` for every other grouping (several dimensions, days or dimensions in
+  another zone):
   distinct visitors per (link, UTC day), added up. Measured on 10M clicks, building them from
   the raw columns (~0.2 s for 30 days) beats merging stored hourly visitor sets (~0.8 s), so
   there is no hourly rollup.
+- clicks know no coupon, attribution, store, status or customer: rows grouped by one of these
+  show 0 clicks, and the totals carry them.
 - conversions, revenue, commission: ``conversions`` FINAL, attributed, status approved or
-  pending, by ``occurred_at``. Conversions carry no country or device: rows grouped by
-  country or device show 0 for them, and the totals carry them.
+  pending, by ``occurred_at``, joined with their quality flags (``flagged_conversions``). A
+  click-attributed conversion takes country, device, referer and UTM values from its click
+  (``conversion_clicks``, filled by ``tracker.quality.facts`` before the report); any other
+  conversion takes the country the store sent, no device, referer or UTM. ``customer`` is
+  ``returning`` when the customer (by keyed hash) has an earlier order with the brand, else
+  ``new`` (an order without a customer id cannot be recognised: new).
 - fees: ``fees`` FINAL by fee date (a calendar date, independent of ``tz``). A fee belongs to
-  an influencer and a campaign on a date; rows grouped by link, hour, country or device
-  show 0 fees, and the totals carry them. With a ``link`` filter fees are 0 everywhere:
-  a fee cannot be attributed to one link.
+  an influencer and a campaign on a date, so only rows grouped by those keys can carry fees;
+  rows grouped by any other key carry ``fees``, ``cost`` and ``roi`` as null (not allocated),
+  and the totals carry the fees. With a ``link`` filter fees are not allocated anywhere.
 - Totals are added up from the rows when every click, conversion and fee falls in exactly
   one row; otherwise they are queried on their own (a visitor's UTC day can span two local
   days or hours, so unique clicks of such rows do not add up to the total).
@@ -35,10 +47,14 @@ from typing import Any
 from tracker.money.lifecycle import PAID_IDS_SQL, status_sql
 from tracker.reports.params import ReportParams
 from tracker.reports.sql import (
+    ALL_CONVERSIONS,
     CLICKS,
     CLICKS_DAILY,
+    CONVERSION_CLICKS,
+    CONVERSION_FLAGS,
     CONVERSIONS,
     DAILY_UNIQUES,
+    DIM_UNIQUES,
     FEES,
     LINKS,
     Join,
@@ -48,9 +64,8 @@ from tracker.reports.sql import (
     sql_time,
 )
 
-# Keys only raw clicks know; keys conversions and fees can be grouped by.
-_RAW_ONLY = frozenset({"country", "device"})
-_CONVERSION_KEYS = frozenset({"influencer", "campaign", "link", "day", "hour"})
+# Click keys only raw clicks know; keys fees can be grouped by.
+_RAW_ONLY = frozenset({"country", "device", "utm_source", "utm_medium", "utm_campaign", "referer"})
 _FEE_KEYS = frozenset({"influencer", "campaign", "day"})
 
 # Group key -> SQL expression, per source. Aliased as g_<key>.
@@ -62,7 +77,15 @@ _CLICK_RAW = {
     "hour": "formatDateTime(ts, '%Y-%m-%dT%H:00', {tz:String})",
     "country": "country",
     "device": "device",
+    "utm_source": "utm_source",
+    "utm_medium": "utm_medium",
+    "utm_campaign": "utm_campaign",
+    "referer": "referer_host",
 }
+_CLICK_KEYS = frozenset(_CLICK_RAW)
+# Click dimensions with a cache per (link, UTC day, value): the value as the clicks give it.
+_DIMS = {k: v for k, v in _CLICK_RAW.items() if k in _RAW_ONLY}
+_DIMS["hour"] = "formatDateTime(ts, '%Y-%m-%dT%H:00', 'UTC')"
 # Raw clicks keyed like the cache (link by id), for the edge days next to cached full days.
 _CLICK_BY_ID = {
     "influencer": "influencer_id",
@@ -71,13 +94,34 @@ _CLICK_BY_ID = {
 }
 # On the (link, UTC day) join of the daily counts and the cache (UTC-aligned ranges only).
 _CLICK_CACHED = {"influencer": "r_inf", "campaign": "r_cmp", "link": "link_id", "day": "day"}
+_FROM_CLICK = "attribution = 'click' AND k_click != ''"
 _CONVERSION = {
     "influencer": "influencer_id",
     "campaign": "campaign_id",
     "link": "link_code",
     "day": "toDate(occurred_at, {tz:String})",
     "hour": "formatDateTime(occurred_at, '%Y-%m-%dT%H:00', {tz:String})",
+    "coupon": "upper(coupon_code)",  # coupons match in any case (registry.links)
+    "attribution": "attribution",
+    "store": "store_id",
+    "status": "status",
+    "customer": "if(customer_hash != '' AND f_first != order_id, 'returning', 'new')",
+    "country": f"if({_FROM_CLICK}, k_country, country)",
+    "device": f"if({_FROM_CLICK}, k_device, '')",
+    "utm_source": f"if({_FROM_CLICK}, k_utm_source, '')",
+    "utm_medium": f"if({_FROM_CLICK}, k_utm_medium, '')",
+    "utm_campaign": f"if({_FROM_CLICK}, k_utm_campaign, '')",
+    "referer": f"if({_FROM_CLICK}, k_referer, '')",
 }
+_CONVERSION_COLUMNS = (
+    "order_id", "click_id", "customer_hash", "attribution", "attributed", "influencer_id", "campaign_id",
+    "link_code", "occurred_at", "coupon_code", "store_id", "status", "country", "amount", "refunded_amount",
+    "commission", "conversion_id", "review", "hold_days",
+)
+_FACTS = (
+    "click_id", "click_id AS k_click", "country AS k_country", "device AS k_device", "referer_host AS k_referer",
+    "utm_source AS k_utm_source", "utm_medium AS k_utm_medium", "utm_campaign AS k_utm_campaign",
+)
 _FEE = {"influencer": "influencer_id", "campaign": "campaign_id", "day": "date"}
 _CACHE_KEYS = frozenset(_CLICK_CACHED)
 # Keys whose rows never split a UTC day: the cache serves every full UTC day of any range.
@@ -85,12 +129,12 @@ _WHOLE_DAY_KEYS = frozenset({"influencer", "campaign", "link"})
 _PAIR = ("link_id", "day")
 
 _COUNTED = "status IN ('approved', 'pending')"
+_NET = "(amount - refunded_amount)"
 # Commission by its lifecycle status now (tracker.money.lifecycle): pending, payable, paid.
 _LIFECYCLE = status_sql(f"conversion_id IN ({PAID_IDS_SQL})", now="now64(3, 'UTC')")
-# (The table-qualified column: ``commission`` alone is the alias of its sum in the same SELECT.)
-_BY_STATUS = tuple(f"sumIf(conversions.commission, {_LIFECYCLE} = '{s}') AS {s}_commission"
+# (The joined column r.commission: ``commission`` alone is the alias of its sum in the same SELECT.)
+_BY_STATUS = tuple(f"sumIf(r.commission, {_LIFECYCLE} = '{s}') AS {s}_commission"
                    for s in ("pending", "payable", "paid"))
-_NET = "(amount - refunded_amount)"
 
 
 @dataclass(frozen=True)
@@ -106,13 +150,16 @@ class Plan:
     source: str
     click_rows: tuple[Statement, ...] | None
     click_totals: tuple[Statement, ...] | None
-    conversions: Query
+    conversions: Join
     conversion_rows: bool
+    fees_allocated: bool
     fee_rows: Query | None
     fee_totals: Query | None
     link_ids: Query | None
     stale_days: Join | None = None
     refresh: Query | None = None
+    dim_stale: Join | None = None
+    dim_refresh: Query | None = None
 
 
 def plan(scope: Scope, params: ReportParams, *, allow_cache: bool = True) -> Plan:
@@ -124,13 +171,20 @@ def plan(scope: Scope, params: ReportParams, *, allow_cache: bool = True) -> Pla
         # Cached: UTC-aligned ranges for keys up to the day; other whole-hour zones for keys
         # that never split a day (their full UTC days from the cache, the partial edge days
         # from raw clicks). The totals (no keys) qualify in any whole-hour zone.
-        if set(ks) & _RAW_ONLY or not whole:
+        if not whole:
+            return "raw"
+        if dim_of(ks) is not None:
+            return "dims" if allow_cache and aligned else "raw"
+        if set(ks) & _RAW_ONLY:
             return "raw"
         if allow_cache and (set(ks) <= _WHOLE_DAY_KEYS or (aligned and set(ks) <= _CACHE_KEYS)):
             return "cached"
         return "raw"
 
-    source = mode(keys)
+    # Keys clicks do not know (coupon, store, ...): the clicks are in the totals only.
+    source = mode(keys) if set(keys) <= _CLICK_KEYS else mode(())
+    dim = dim_of(keys) if source == "dims" else None
+    source = "cached" if source == "dims" else source
     any_cached = "cached" in (source, mode(()))
     full_days = True
     full_where: tuple[str, ...] = ()
@@ -191,6 +245,14 @@ def plan(scope: Scope, params: ReportParams, *, allow_cache: bool = True) -> Pla
 
     def clicks(ks: tuple[str, ...]) -> tuple[Statement, ...]:
         m = mode(ks)
+        if m == "dims":
+            exprs = {**_CLICK_CACHED, "influencer": "influencer_id", "campaign": "campaign_id", str(dim): "value"}
+            return (Query(
+                scope, DIM_UNIQUES,
+                (*aliased(exprs, ks), "sum(clicks) AS clicks", "sum(bot_clicks) AS bot_clicks",
+                 "sum(uniques) AS unique_clicks"),
+                (*by_id, "dim = {f_dim:String}"), names(ks), {**id_filters, "f_dim": dim},
+            ),)
         if m == "cached":
             out: list[Statement] = []
             if full_days:
@@ -231,17 +293,32 @@ def plan(scope: Scope, params: ReportParams, *, allow_cache: bool = True) -> Pla
     # Unique clicks add up over rows when no (link, visitor, UTC day) can fall into two rows.
     additive = bool(keys) and set(keys) <= _CACHE_KEYS and ("day" not in keys or aligned)
 
-    conversion_rows = bool(keys) and set(keys) <= _CONVERSION_KEYS
-    conv_keys = keys if conversion_rows else ()
-    conversions = Query(
-        scope, CONVERSIONS,
-        (*aliased(_CONVERSION, conv_keys), "attributed AS g_attributed", "count() AS conversions",
-         f"sum({_NET}) AS revenue", "sum(commission) AS commission", *_BY_STATUS),
-        (*by_code, _COUNTED), (*names(conv_keys), "g_attributed"), filters,
-        # Every version of an order keeps its occurred_at (postbacks copy it forward), so an
-        # order's rows share one monthly partition and FINAL need not merge across them.
-        settings={"do_not_merge_across_partitions_select_final": 1},
+    conversion_rows = bool(keys)
+    more: list[tuple[Query, tuple[str, ...]]] = []
+    if set(keys) & _RAW_ONLY:
+        more.append((Query(scope, CONVERSION_CLICKS, _FACTS), ("click_id",)))
+    if "customer" in keys:
+        first_orders = Query(
+            scope, ALL_CONVERSIONS, ("customer_hash", "argMin(order_id, (occurred_at, order_id)) AS f_first"),
+            ("customer_hash != ''",), ("customer_hash",),
+        )
+        more.append((first_orders, ("customer_hash",)))
+    conversions = Join(
+        Query(
+            scope, CONVERSIONS, _CONVERSION_COLUMNS, (*by_code, _COUNTED), (), filters,
+            # Every version of an order keeps its occurred_at (postbacks copy it forward), so an
+            # order's rows share one monthly partition and FINAL need not merge across them.
+            settings={"do_not_merge_across_partitions_select_final": 1},
+        ),
+        Query(scope, CONVERSION_FLAGS, ("order_id", "notEmpty(flags) AS q_flagged")),
+        ("order_id",),
+        (*aliased(_CONVERSION, keys), "attributed AS g_attributed", "count() AS conversions",
+         f"sum({_NET}) AS revenue", "sum(commission) AS commission", "countIf(q_flagged) AS flagged_conversions",
+         *_BY_STATUS),
+        group_by=(*names(keys), "g_attributed"),
+        more=tuple(more),
     )
+    fees_allocated = params.link_code is None and set(keys) <= _FEE_KEYS
     fee_rows = fee_totals = None
     if params.link_code is None:
         if keys and set(keys) <= _FEE_KEYS:
@@ -263,16 +340,43 @@ def plan(scope: Scope, params: ReportParams, *, allow_cache: bool = True) -> Pla
             (*by_id, "toDate(ts, 'UTC') IN {f_days:Array(Date)}"),
             ("day", "link_id", "campaign_id", "influencer_id"), id_filters,
         )
+    dim_stale = dim_refresh = None
+    if dim is not None:
+        value_sums = Query(
+            scope, DIM_UNIQUES, (*_PAIR, "sum(clicks) AS vc", "sum(bot_clicks) AS vb"),
+            (*by_id, "dim = {f_dim:String}"), _PAIR, {**id_filters, "f_dim": dim},
+        )
+        dim_stale = Join(daily_sums(), value_sums, _PAIR, ("DISTINCT day",), where=("vc != c OR vb != b",))
+        dim_refresh = Query(
+            scope, CLICKS,
+            ("{brand:String}", "{f_dim:String}", "toDate(ts, 'UTC') AS day", "link_id",
+             f"{_DIMS[dim]} AS value", "any(campaign_id)", "any(influencer_id)", "countIf(is_bot = 0)",
+             "countIf(is_bot = 1)", "uniqExactIf(visitor_hash, is_bot = 0)", "now64(6)"),
+            (*by_id, "toDate(ts, 'UTC') IN {f_days:Array(Date)}"), ("day", "link_id", "value"),
+            {**id_filters, "f_dim": dim},
+        )
     return Plan(
         source=source,
-        click_rows=clicks(keys) if keys else None,
+        click_rows=clicks(keys) if keys and set(keys) <= _CLICK_KEYS else None,
         click_totals=None if additive else clicks(()),
         conversions=conversions,
         conversion_rows=conversion_rows,
+        fees_allocated=fees_allocated,
         fee_rows=fee_rows,
         fee_totals=fee_totals,
         link_ids=link_ids if any_cached else None,
         stale_days=stale_days,
         refresh=refresh,
+        dim_stale=dim_stale,
+        dim_refresh=dim_refresh,
     )
+
+
+def dim_of(keys: tuple[str, ...]) -> str | None:
+    """The click dimension a grouping can read from ``report_dim_uniques``: exactly one, beside
+    keys that never split a (link, UTC day)."""
+    dims = [k for k in keys if k in _DIMS]
+    if len(dims) == 1 and set(keys) - {dims[0]} <= _CACHE_KEYS:
+        return dims[0]
+    return None
 

@@ -13,13 +13,15 @@ from starlette.routing import BaseRoute
 from tracker.api import auth
 from tracker.api.endpoints import Operation, api
 from tracker.api.schema import parse_query
+from tracker.quality.routes import bring_up_to_date
 from tracker.reports.params import ReportQuery
 from tracker.reports.run import ReportAnswer, run_report
 from tracker.services import services
 from tracker.storage.clickhouse import run_sync
 
 GET_REPORT = Operation(
-    summary="Attribution metrics grouped by influencer, campaign, link, day, hour, country or device.",
+    summary="Attribution metrics grouped by influencer, campaign, link, day, hour, country, device, UTM values, "
+    "referer, coupon, attribution, store, status or customer (new or returning).",
     tag="reports",
     security=("brand",),
     query=ReportQuery,
@@ -35,6 +37,8 @@ async def get_report(request: Request) -> Response:
     brand = await auth.brand_of(request)
     params = parse_query(ReportQuery, request.query_params).params()
     svc = services(request)
+    # Conversions' click facts (country, device, UTM, referer) and quality flags first.
+    await bring_up_to_date(request, str(brand["id"]))
     report = await run_sync(run_report, svc.ch, brand, params, svc.settings.max_report_days)
     if params.format == "csv":
         name = f"report-{params.date_from}-{params.date_to}-{'-'.join(params.group_by) or 'totals'}.csv"

@@ -109,16 +109,24 @@ class Table:
 CLICKS = Table("clicks", False, "ts", "DateTime64(3, 'UTC')")
 CLICKS_DAILY = Table("clicks_daily", False, "day", "Date")
 DAILY_UNIQUES = Table("report_daily_uniques", True, "day", "Date")
+DIM_UNIQUES = Table("report_dim_uniques", True, "day", "Date")
 CONVERSIONS = Table("conversions", True, "occurred_at", "DateTime64(3, 'UTC')")
 FEES = Table("fees", True, "date", "Date")
 INFLUENCERS = Table("influencers", True)
 CAMPAIGNS = Table("campaigns", True)
 LINKS = Table("links", True)
+# Keyed by click id or order id, joined to the conversions of the range: gated by brand only.
+CONVERSION_CLICKS = Table("conversion_clicks", True)
+CONVERSION_FLAGS = Table("conversion_flags", True)
+# Every order of the brand, whatever its time (a customer's first order may precede the range).
+ALL_CONVERSIONS = Table("conversions", True)
 # Read by the commission-status metrics (which conversions are paid: tracker.money.lifecycle).
 PAYOUT_LINES = Table("payout_lines", True)
 PAYOUT_EVENTS = Table("payout_events", True)
-TABLES = (CLICKS, CLICKS_DAILY, DAILY_UNIQUES, CONVERSIONS, FEES, INFLUENCERS, CAMPAIGNS, LINKS, PAYOUT_LINES,
-          PAYOUT_EVENTS)
+TABLES = (
+    CLICKS, CLICKS_DAILY, DAILY_UNIQUES, DIM_UNIQUES, CONVERSIONS, FEES, INFLUENCERS, CAMPAIGNS, LINKS,
+    CONVERSION_CLICKS, CONVERSION_FLAGS, ALL_CONVERSIONS, PAYOUT_LINES, PAYOUT_EVENTS,
+)
 
 
 def gate(scope: Scope, table: Table) -> str:
@@ -192,7 +200,7 @@ class Query:
 @dataclass(frozen=True)
 class Join:
     """``SELECT <select> FROM (<left>) AS r LEFT JOIN (<right>) AS d USING (...)``: two gated
-    queries of the same scope."""
+    queries of the same scope; ``more`` adds further ``LEFT JOIN (<query>) AS d<n> USING (...)``."""
 
     left: Query
     right: Query
@@ -200,11 +208,13 @@ class Join:
     select: tuple[str, ...]
     where: tuple[str, ...] = ()
     group_by: tuple[str, ...] = ()
+    more: tuple[tuple[Query, tuple[str, ...]], ...] = ()
 
     def __post_init__(self) -> None:
-        if not isinstance(self.left, Query) or not isinstance(self.right, Query):
+        rights = (self.right, *(q for q, _ in self.more))
+        if not isinstance(self.left, Query) or not all(isinstance(q, Query) for q in rights):
             raise TypeError("A join joins Query objects only.")
-        if self.left.scope != self.right.scope:
+        if any(q.scope != self.left.scope for q in rights):
             raise ValueError("A join needs both sides in the same scope.")
 
     @property
@@ -217,6 +227,8 @@ class Join:
             f"SELECT {', '.join(self.select)} FROM ({self.left.sql}) AS r "
             f"LEFT JOIN ({self.right.sql}) AS d USING ({', '.join(self.using)})"
         )
+        for n, (query, using) in enumerate(self.more, start=2):
+            sql += f" LEFT JOIN ({query.sql}) AS d{n} USING ({', '.join(using)})"
         if self.where:
             sql += " WHERE " + " AND ".join(f"({c})" for c in self.where)
         if self.group_by:
@@ -225,12 +237,19 @@ class Join:
 
     @property
     def parameters(self) -> dict[str, Any]:
-        return {**self.left.parameters, **self.right.parameters}
+        out = {**self.left.parameters, **self.right.parameters}
+        for query, _ in self.more:
+            out.update(query.parameters)
+        return out
+
+    @property
+    def settings(self) -> Mapping[str, int]:
+        return self.left.settings
 
     def with_params(self, **params: Any) -> Join:
         return Join(
             self.left.with_params(**params), self.right.with_params(**params), self.using, self.select,
-            self.where, self.group_by,
+            self.where, self.group_by, tuple((q.with_params(**params), u) for q, u in self.more),
         )
 
 
