@@ -46,7 +46,7 @@ def conversion_row(brand_id: str, n: int, influencer_id: str, commission: Decima
         "link_id": 1, "link_code": "code1", "campaign_id": "cmp_1", "influencer_id": influencer_id,
         "coupon_code": "", "occurred_at": occurred, "created_at": occurred, "updated_at": occurred,
         "customer_hash": "", "email_hash": "", "platform_state": "", "commission_rule": "percent:10",
-        "hold_days": hold_days, "review": 0, "change": "created", "reason": "",
+        "hold_days": hold_days, "review": 0, "change": "created", "reason": "", "country": "",
     }
 
 
