@@ -27,6 +27,7 @@ from tracker.ingest.retry import Pace
 from tracker.ingest.writer import Writer
 from tracker.ops import metrics
 from tracker.settings import Settings
+from tracker.storage import redis_client
 
 log = logging.getLogger("tracker.ingest.worker")
 
@@ -54,8 +55,8 @@ class Recovery:
         self.dead_lettered = 0
         # Entries read back (resuming a range) as Redis sends them: a client on the same
         # pool without redis-py's reply callback, like the reads' own replies.
-        self._raw: Any = redis.Redis(connection_pool=r.connection_pool)
-        self._raw.set_response_callback("XRANGE", lambda response, **options: response)
+        # (On a cluster, clients of the streams' primaries: ``redis_client.SyncNodes``.)
+        self._raw = redis_client.SyncNodes(r, raw=("XRANGE",))
 
     def recover_own(self) -> None:
         """Finish the ranges this consumer name held before (a crash, a lost reply, a lapsed lease)."""
@@ -85,6 +86,13 @@ class Recovery:
                     dead.append(rng)
             self.resume(stream, dead, min_idle_ms=idle_ms)
 
+    def _fetch(self, rng: Range) -> list[Any]:
+        try:
+            return delivery.fetch(self._raw.for_key(rng.stream), rng)
+        except redis.RedisError:
+            self._raw.reset()
+            raise
+
     def resume(self, stream: str, held: list[Range], min_idle_ms: int) -> None:
         """Take ranges over and finish them, read back from the stream, in batches."""
         size = self.settings.ingest_batch_size
@@ -95,7 +103,7 @@ class Recovery:
             if not self.pace.redis(taken):
                 continue  # its owner came back, another worker took it, or it is not idle yet
             log.info("resuming range (%s, %s] of %s (attempt %d)", rng.start, rng.end, stream, rng.attempts)
-            got = Entries.from_raw(self.pace.redis(partial(delivery.fetch, self._raw, rng)))
+            got = Entries.from_raw(self.pace.redis(partial(self._fetch, rng)))
             # A range that failed before goes alone: an innocent neighbour is not split with it.
             if group and (len(entries) + len(got) > size or rng.attempts > 1 or group[-1].attempts > 1):
                 self.process(stream, group, entries, attempts=max(r.attempts for r in group))
