@@ -2,7 +2,7 @@
 
 Made with ``redis-cli --cluster create ... --cluster-replicas 1``, each node with AOF on
 and a short ``cluster-node-timeout`` so a killed primary's replica is promoted within a
-few seconds. Ports are free ones the kernel hands out (several test processes and
+few seconds. Ports are free ones picked at random (several test processes and
 engineers share the machine), or ``base``..``base+5`` when given.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -24,11 +25,22 @@ from tests.waiting import wait_until
 NODE_TIMEOUT_MS = 1000
 
 
-def _free_port() -> int:
+def _free(port: int) -> bool:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port(taken: list[int]) -> int:
+    """A free port whose cluster bus port (port + 10000) is free and below 65536 too."""
+    rnd = random.Random()
+    while True:
+        port = rnd.randrange(20_000, 45_000)
+        if port not in taken and port + 10_000 not in taken and _free(port) and _free(port + 10_000):
+            return port
 
 
 @dataclass
@@ -110,6 +122,11 @@ class Cluster:
         os.kill(self.pids.pop(port), signal.SIGKILL)
         return port
 
+    def restart(self, port: int) -> None:
+        """Start a killed node again: it rejoins (as a replica of its promoted one) from its nodes.conf."""
+        self._start_node(port)
+        self.wait_healthy()
+
     def flush(self) -> None:
         for port in self.primaries():
             self.node(port).flushall()
@@ -122,7 +139,9 @@ class Cluster:
 
 
 def start_cluster(root: Path, base: int | None = None) -> Cluster:
-    ports = [base + i for i in range(6)] if base else [_free_port() for _ in range(6)]
+    ports: list[int] = [base + i for i in range(6)] if base else []
+    while len(ports) < 6:
+        ports.append(_free_port(ports))
     cluster = Cluster(root, ports)
     try:
         cluster.start()
