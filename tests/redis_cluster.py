@@ -47,6 +47,7 @@ def _free_port(taken: list[int]) -> int:
 class Cluster:
     root: Path
     ports: list[int]
+    replicas: int = 1
     pids: dict[int, int] = field(default_factory=dict)
 
     @property
@@ -77,7 +78,7 @@ class Cluster:
             self._start_node(port)
         subprocess.run(
             ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
-             "--cluster-replicas", "1", "--cluster-yes"],
+             "--cluster-replicas", str(self.replicas), "--cluster-yes"],
             check=True, stdout=subprocess.DEVNULL,
         )
         self.wait_healthy()
@@ -107,7 +108,7 @@ class Cluster:
                 if "cluster_state:ok" not in text:
                     return False
             slots = self.node(self.alive()[0]).execute_command("CLUSTER", "SLOTS")
-            return len(slots) == 3 and all(len(s) >= 4 for s in slots)
+            return len(slots) == 3 and all(len(s) >= 3 + self.replicas for s in slots)
 
         wait_until(ok, timeout=timeout, interval=0.1, ignoring=(redis.RedisError,),
                    message="the Redis Cluster did not become healthy")
@@ -138,11 +139,13 @@ class Cluster:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def start_cluster(root: Path, base: int | None = None) -> Cluster:
-    ports: list[int] = [base + i for i in range(6)] if base else []
-    while len(ports) < 6:
+def start_cluster(root: Path, base: int | None = None, replicas: int = 1) -> Cluster:
+    """3 primaries with ``replicas`` replicas each."""
+    n = 3 * (1 + replicas)
+    ports: list[int] = [base + i for i in range(n)] if base else []
+    while len(ports) < n:
         ports.append(_free_port(ports))
-    cluster = Cluster(root, ports)
+    cluster = Cluster(root, ports, replicas)
     try:
         cluster.start()
     except BaseException:
