@@ -17,7 +17,10 @@ The two alternate for ``--rounds`` rounds (the box is shared: alternating spread
 jobs over both), each ``wrk -t1 -cC -dDs`` over 16 links, 127.0.0.1 only. Durability check
 per run: the clicks added to every shard (``XINFO STREAM`` entries-added, summed over the
 shards, on whichever primary holds them) equal the server's 302s. Prints the median
-req/s and p99 of each and their ratio. Nothing here asserts: it measures and reports.
+req/s and p99 of each and their ratio, and the CPU per redirect of the server's processes
+and every Redis node (``loadtests.cpu``): on a box shared with other jobs req/s swings by
+a factor of several between runs, the CPU a redirect costs much less. Nothing here
+asserts: it measures and reports.
 """
 
 from __future__ import annotations
@@ -48,8 +51,10 @@ from loadtests.bench_redirect import (
     _stop,
     _wait_http,
     create_links,
+    measured_run,
     run_wrk,
 )
+from loadtests.cpu import sum_cpu
 from tests.redis_cluster import Cluster, start_cluster
 from tracker.core import keys
 
@@ -96,7 +101,9 @@ def _clicks_added(url: str) -> int:
     return total
 
 
-def run_one(name: str, redis_url: str, args: argparse.Namespace, work: Path) -> tuple[Result, dict[str, Any]]:
+def run_one(
+    name: str, redis_url: str, redis_pids: list[int], args: argparse.Namespace, work: Path
+) -> tuple[Result, dict[str, Any]]:
     port, ch_port = _free_port(), _free_port()
     base = f"http://127.0.0.1:{port}"
     log = open(work / f"{name}.log", "ab")  # noqa: SIM115 - closed in finally
@@ -125,7 +132,12 @@ def run_one(name: str, redis_url: str, args: argparse.Namespace, work: Path) -> 
         run_wrk("warm-up", port, script, args.connections, 2)
         time.sleep(0.5)
         added0, served0 = _clicks_added(redis_url), _redirects_302(base)
-        result = run_wrk(name, port, script, args.connections, args.duration)
+        # CPU per redirect of the server's processes and every Redis node (replicas included):
+        # the cost, which the other jobs on a shared box do not move the way they move req/s.
+        def cpu() -> dict[str, float]:
+            return {"server": sum(sum_cpu([server.pid]).values()), "redis": sum(sum_cpu(redis_pids).values())}
+
+        result = measured_run(name, port, script, args.connections, args.duration, cpu)
         time.sleep(0.5)
         added, served = _clicks_added(redis_url) - added0, _redirects_302(base) - served0
         return result, {"stream_clicks_added": added, "server_302s": served, "ok": added == served}
@@ -158,9 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         wait = args.wait_replicas
         for _ in range(args.rounds):
             args.wait_replicas = 0  # one Redis has no replica to wait for
-            runs["single"].append(run_one("single", single_url, args, work))
+            runs["single"].append(run_one("single", single_url, [single_pid], args, work))
             args.wait_replicas = wait
-            runs["cluster"].append(run_one("cluster", cluster.url, args, work))
+            runs["cluster"].append(run_one("cluster", cluster.url, list(cluster.pids.values()), args, work))
     finally:
         if cluster is not None:
             cluster.stop()
@@ -168,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
             os.kill(single_pid, 15)
         shutil.rmtree(work, ignore_errors=True)
     med = {k: statistics.median(r.rps for r, _ in v) for k, v in runs.items()}
+    cpu = {k: statistics.median(sum(r.cpu_us_per_request.values()) for r, _ in v) for k, v in runs.items()}
+    redis_cpu = {k: statistics.median(r.cpu_us_per_request.get("redis", 0.0) for r, _ in v)
+                 for k, v in runs.items()}
     p99 = {k: statistics.median(r.p99_ms for r, _ in v) for k, v in runs.items()}
     ratio = med["cluster"] / med["single"] if med["single"] else float("nan")
     print(f"\nRedirects, production serve --workers {args.workers}, {SHARDS} click shards, wrk -t1 "
@@ -179,15 +194,20 @@ def main(argv: list[str] | None = None) -> int:
         durable = all(d["ok"] for _, d in results)
         print(f"{name:<8} median {med[name]:>8.0f} req/s  p99 {p99[name]:6.2f} ms  (runs: {each})  errors {errors}  "
               f"302s == stream clicks: {durable}")
-    print(f"cluster / single: {ratio:.3f} (target >= 0.90)")
+        print(f"{'':<8} CPU per redirect {cpu[name]:.0f} us (Redis nodes {redis_cpu[name]:.0f} us)")
+    print(f"cluster / single req/s: {ratio:.3f} (target >= 0.90)")
+    cost = cpu["single"] / cpu["cluster"] if cpu["cluster"] else float("nan")
+    print(f"cluster / single by CPU per redirect (redirects per CPU second): {cost:.3f}")
     print(f"load average at the end: {os.getloadavg()[0]:.2f} (other jobs on the box distort req/s)")
     if args.json:
         print(json.dumps({
             "benchmark": "redis_cluster_redirect", "workers": args.workers, "connections": args.connections,
             "duration_s": args.duration, "rounds": args.rounds, "wait_replicas": args.wait_replicas,
             "replicas": args.replicas,
-            "median_rps": med, "median_p99_ms": p99, "ratio": ratio,
-            "runs": {k: [{"rps": r.rps, "p99_ms": r.p99_ms, "errors": r.errors, **d} for r, d in v]
+            "median_rps": med, "median_p99_ms": p99, "ratio": ratio, "median_cpu_us_per_redirect": cpu,
+            "median_redis_cpu_us_per_redirect": redis_cpu, "cost_ratio": cost,
+            "runs": {k: [{"rps": r.rps, "p99_ms": r.p99_ms, "errors": r.errors, "cpu_us": r.cpu_us_per_request,
+                          "other_cpu_cores": r.other_cpu_cores, **d} for r, d in v]
                      for k, v in runs.items()},
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }))
