@@ -18,6 +18,7 @@ from redis.crc import key_slot
 from starlette.testclient import TestClient
 
 from tests.conversions.world import World, make_world
+from tests.ingest_helpers import make_clicks
 from tests.redis_cluster import Cluster
 from tests.waiting import wait_until
 from tracker.app import create_app
@@ -153,6 +154,9 @@ def test_redirects_and_ingest_on_the_cluster(cluster_settings: Settings, ch: Cli
         r.close()
         assert sum(lengths.values()) == 600 and all(n > 0 for n in lengths.values()), lengths
         assert drain(cluster_settings, ch) == 600
+        assert client.get("/readyz").status_code == 200
+        metrics = client.get("/metrics").text  # the stream gauges, read from every primary
+        assert all(f'tracker_stream_lag{{stream="{s}"}} 0.0' in metrics for s in keys.click_streams(3)), metrics
     assert ch.query_dicts("SELECT count() AS n, uniqExact(click_id) AS u FROM clicks") == [{"n": 600, "u": 600}]
     # every shard trimmed up to what is stored (no range left open)
     r = redis_client.connect_sync(cluster_settings)
@@ -233,3 +237,24 @@ def test_wait_without_a_replica_spools_the_batch(
         wait_until(lambda: sample("tracker_clicks_spooled_total") - spooled >= 20,
                    message="the unreplicated batch was not spooled")
         assert not client.app.state.services.redirect.clicklog.redis_up  # type: ignore[attr-defined]
+
+
+def test_poison_clicks_are_dead_lettered_on_the_cluster(cluster_settings: Settings, ch: ClickHouse) -> None:
+    """The dead-letter stream is in another slot than a shard's ranges: still every good click is
+    stored, the bad ones are dead-lettered once, and no range is left open."""
+    events = make_clicks(60)
+    r = redis_client.connect_sync(cluster_settings)
+    try:
+        shards = keys.click_streams(3)
+        bad = []
+        for i, event in enumerate(events):
+            r.xadd(shards[i % 3], {"e": event.encode()})
+            if i % 20 == 0:
+                bad.append((shards[i % 3], r.xadd(shards[i % 3], {"e": b"not json"}).decode()))
+        assert Worker(cluster_settings.with_(ingest_batch_size=7), r, ch).drain(threading.Event()) == 60
+        dead = [(f[b"stream"].decode(), f[b"id"].decode()) for _, f in r.xrange(keys.DEAD_LETTER_STREAM)]
+        assert sorted(dead) == sorted(bad)
+        assert all(r.scard(delivery.ranges_key(s)) == 0 for s in shards)
+    finally:
+        r.close()
+    assert ch.query_dicts("SELECT uniqExact(click_id) AS u, count() AS n FROM clicks") == [{"u": 60, "n": 60}]

@@ -163,13 +163,19 @@ class Recovery:
         self, stream: str, poison: list[Poison], ranges: Sequence[Range] = (), finish: Sequence[Range] = ()
     ) -> None:
         """Send entries to the dead-letter stream, note them in their ``ranges`` (a resumed range
-        skips them), and drop the ranges in ``finish``: all in one transaction."""
+        skips them), and drop the ranges in ``finish``: all in one transaction on a single Redis."""
         dead = {e[0] for e in poison}
+        # On a Redis Cluster the dead-letter stream is in another slot than the ranges, and one
+        # transaction cannot span slots: the dead letters go first (a crash before the ranges'
+        # update dead-letters the same entries again, never loses one).
+        apart = redis_client.is_cluster(self.r)
+        if apart:
+            with self.r.pipeline(transaction=False) as p:
+                _queue_dead_letters(p, stream, poison)
+                p.execute()
         with self.r.pipeline(transaction=True) as p:
-            for entry_id, fields, reason in poison:
-                record: dict[Any, Any] = dict(fields)
-                record.update({b"stream": stream, b"id": entry_id, b"reason": reason[:1000]})
-                p.xadd(keys.DEAD_LETTER_STREAM, record, maxlen=DEAD_LETTER_MAXLEN, approximate=True)
+            if not apart:
+                _queue_dead_letters(p, stream, poison)
             for rng in ranges:
                 mine = {i for i in dead if rng.holds(i)}
                 if mine:
@@ -182,3 +188,10 @@ class Recovery:
         self.dead_lettered += len(poison)
         for entry_id, _, reason in poison:
             log.warning("dead-lettered entry %s of %s: %s", entry_id, stream, reason)
+
+
+def _queue_dead_letters(p: Any, stream: str, poison: list[Poison]) -> None:
+    for entry_id, fields, reason in poison:
+        record: dict[Any, Any] = dict(fields)
+        record.update({b"stream": stream, b"id": entry_id, b"reason": reason[:1000]})
+        p.xadd(keys.DEAD_LETTER_STREAM, record, maxlen=DEAD_LETTER_MAXLEN, approximate=True)
