@@ -113,6 +113,9 @@ def test_dashboard_in_a_browser(live_world: tuple[str, dict[str, Any]]) -> None:
             expect(totals.locator('[data-metric="cost"]')).to_have_text("42.00 USD")
             expect(totals.locator('[data-metric="roi"]')).to_have_text("447.6 %")  # (230 - 42) / 42
             expect(totals.locator('[data-metric="unattributed_revenue"]')).to_contain_text("25.00 USD")
+            expect(totals.locator('[data-metric="payable_commission"]')).to_have_text("0.00 USD")
+            status = totals.locator('[data-metric="commission_status"]')
+            expect(status).to_have_text("21.50 USD pending · 0.00 USD paid")
             assert page.evaluate("localStorage.getItem('tracker.apiKey')") == world["brand"]["api_key"]
 
             # The chart: one bar per day of the range, today's bars carry today's figures.
@@ -160,7 +163,7 @@ def test_dashboard_in_a_browser(live_world: tuple[str, dict[str, Any]]) -> None:
             lines = csv_text.strip().splitlines()
             assert lines[0].startswith("type,influencer_id,influencer_name,clicks")
             assert any(",Anna,6,2,3,3,170.00," in line for line in lines)
-            assert lines[-1].startswith("total,,,9,3,5,4,230.00,21.50,20.50,42.00,")
+            assert lines[-1].startswith("total,,,9,3,5,4,230.00,21.50,21.50,0.00,0.00,20.50,42.00,")
 
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)

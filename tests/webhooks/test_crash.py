@@ -22,7 +22,9 @@ ORDERS = 20
 @pytest.mark.slow
 def test_kill_9_with_events_pending_loses_nothing(tmp_path: Path) -> None:
     receiver = Receiver()  # not started: the brand's server is down at first
-    env = {"TRACKER_WEBHOOKS_ALLOW_PRIVATE": "1", "TRACKER_WEBHOOKS_RETRY_SECONDS": "0.3,0.5"}
+    env = {"TRACKER_WEBHOOKS_ALLOW_PRIVATE": "1", "TRACKER_WEBHOOKS_RETRY_SECONDS": "0.3,0.5",
+           # A short request timeout makes the dead sender's leases short (2 x 2 + 2 s).
+           "TRACKER_WEBHOOKS_TIMEOUT_SECONDS": "2"}
     serve = EmbeddedServe(tmp_path / "data", env=env).start()
     try:
         s = seed(serve.base, serve.admin_token)

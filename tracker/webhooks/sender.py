@@ -100,7 +100,10 @@ class Sender:
             timeout=settings.webhooks_timeout_seconds, follow_redirects=False, trust_env=False,
             limits=httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY),
         )
-        self.lease_ms = int((settings.webhooks_timeout_seconds + 15) * 1000)
+        # A claim outlives the attempt it covers: the request's own timeout, once more for the
+        # bookkeeping around it (DNS, signing, the result script), and 2 s. A sender that dies
+        # mid-attempt leaves its queues to be claimed again when this runs out.
+        self.lease_ms = int((2 * settings.webhooks_timeout_seconds + 2) * 1000)
         self.wake = asyncio.Event()
         self._brands: dict[str, tuple[float, list[dict[str, Any]]]] = {}
         self._records: dict[str, tuple[float, dict[str, Any] | None]] = {}

@@ -110,6 +110,8 @@
     set("commission_fees", `${money(t.commission)} commission + ${money(t.fees)} fees`);
     set("roi", percent(t.roi));
     set("epc", `EPC ${money(t.epc)}`);
+    set("payable_commission", money(t.payable_commission));
+    set("commission_status", `${money(t.pending_commission)} pending · ${money(t.paid_commission)} paid`);
   }
 
   function svg(tag, attrs, parent) {
