@@ -258,3 +258,18 @@ def test_poison_clicks_are_dead_lettered_on_the_cluster(cluster_settings: Settin
     finally:
         r.close()
     assert ch.query_dicts("SELECT uniqExact(click_id) AS u, count() AS n FROM clicks") == [{"u": 60, "n": 60}]
+
+
+def test_conversion_shards_on_one_redis(settings: Settings, ch: ClickHouse, redis_client: redis.Redis) -> None:
+    """TRACKER_CONVERSION_SHARDS > 1 on a single Redis: the tagged layout, every shard ingested."""
+    settings = settings.with_(conversion_shards=3)
+    with TestClient(create_app(settings), follow_redirects=False) as client:
+        worlds = [make_world(client, settings) for _ in range(4)]
+        for i, world in enumerate(worlds):
+            _post(world, f"o-{i}", "10.00", click_id=world.click(world.link))
+            assert _post(world, f"o-{i}", "10.00")["duplicate"]
+        assert keys.tagged() and redis_client.exists(keys.CONVERSION_STREAM) == 0
+        lengths = [redis_client.xlen(s) for s in keys.conversion_streams()]
+        assert sum(lengths) == 4
+        assert drain(settings, ch) == 4
+    assert ch.query_dicts("SELECT count() AS n FROM conversions FINAL") == [{"n": 4}]
