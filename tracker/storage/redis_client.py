@@ -222,7 +222,10 @@ class SyncNodes:
                 self._single = self._prepare(redis.Redis(connection_pool=self.client.connection_pool))
             return self._single
         if self._stale:
-            self.client.nodes_manager.initialize()
+            try:
+                self.client.nodes_manager.initialize()
+            except redis.exceptions.RedisClusterException as exc:  # no node answered: transient
+                raise redis.ConnectionError(f"The Redis Cluster's slot map cannot be read: {exc}") from exc
             self._stale = False
         where = primary_sync(self.client, key)
         node = self._nodes.get(where)
