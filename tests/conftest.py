@@ -19,6 +19,7 @@ import pytest
 import redis
 
 from tests.schema_cache import SchemaCache
+from tracker.core import keys
 from tracker.settings import Settings
 from tracker.storage import migrate
 from tracker.storage.clickhouse import ClickHouse
@@ -67,6 +68,13 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _plain_key_layout() -> Iterator[None]:
+    """Opening a Redis Cluster switches the process to the tagged key layout: back to the plain one."""
+    yield
+    keys.use_layout(cluster=False, conversion_shards=1)
 
 
 @pytest.fixture(scope="session")

@@ -50,8 +50,13 @@ def _var(env: str, default: Any, doc: str, *, unset: str | None = None, **limits
 
 
 def _redis_url(raw: str | None) -> str | None:
-    if raw is not None and urlsplit(raw).scheme not in ("redis", "rediss", "unix"):
-        raise _Bad("must start with redis://, rediss:// or unix://.")
+    if raw is None:
+        return None
+    scheme = urlsplit(raw).scheme
+    if scheme not in ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster"):
+        raise _Bad("must start with redis://, rediss://, unix:// or redis+cluster://.")
+    if scheme.endswith("+cluster") and not urlsplit(raw).netloc.rpartition("@")[2].strip(","):
+        raise _Bad("must name at least one node: redis+cluster://host:port[,host:port...].")
     return raw
 
 
@@ -153,7 +158,9 @@ class Settings(BaseSettings):
     )
 
     redis_url: Annotated[str | None, AfterValidator(_redis_url)] = _var(
-        "REDIS_URL", None, "Redis URL (`redis://`, `rediss://`, `unix://`). Unset: embedded.",
+        "REDIS_URL", None,
+        "Redis URL (`redis://`, `rediss://`, `unix://`), or `redis+cluster://host:port[,host:port...]` for a "
+        "Redis Cluster. Unset: embedded.",
         unset="(embedded Valkey)",
     )
     clickhouse_url: Annotated[str | None, AfterValidator(_clickhouse_url)] = _var(
@@ -192,6 +199,22 @@ class Settings(BaseSettings):
     )
     stream_shards: int = _var(
         "TRACKER_STREAM_SHARDS", 1, "Number of click stream keys (Redis Cluster scale-out).", ge=1, le=1024
+    )
+    conversion_shards: int = _var(
+        "TRACKER_CONVERSION_SHARDS", 1,
+        "Number of conversion stream keys; a brand's order state lives in its stream's slot "
+        "(Redis Cluster scale-out). Same on every process.",
+        ge=1, le=1024,
+    )
+    redis_wait_replicas: int = _var(
+        "TRACKER_REDIS_WAIT_REPLICAS", 0,
+        "Replicas that must hold a click batch (`WAIT`) before its redirects are answered; 0: do not wait.",
+        ge=0, le=16,
+    )
+    redis_wait_ms: int = _var(
+        "TRACKER_REDIS_WAIT_MS", 200,
+        "Longest `WAIT` for those replicas; a batch not replicated in time is spooled as well.",
+        ge=1, le=10_000,
     )
     ingest_batch_size: int = _var(
         "TRACKER_INGEST_BATCH_SIZE", 50_000, "Rows per ClickHouse insert.", ge=1, le=1_000_000

@@ -94,7 +94,7 @@ class Rebuilder:
     async def _stream_rows(self, brand_id: str) -> AsyncIterator[dict[str, Any]]:
         start = "-"
         while True:
-            read = await self.redis.xrange(keys.CONVERSION_STREAM, min=start, count=_STREAM_CHUNK)
+            read = await self.redis.xrange(keys.conversion_stream(brand_id), min=start, count=_STREAM_CHUNK)
             entries: list[Any] = list(read or [])
             for _id, fields in entries:
                 raw = fields.get(b"e") or fields.get("e")

@@ -16,7 +16,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from limits import RateLimitItemPerMinute
-from limits.aio.storage import RedisStorage
+from limits.aio.storage import RedisClusterStorage, RedisStorage
 from limits.aio.strategies import FixedWindowRateLimiter
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -37,6 +37,7 @@ from tracker.core.credentials import store_secret, token_hash
 from tracker.core.errors import Forbidden, RateLimited, StorageUnavailable, TrackerError, Unauthorized
 from tracker.ops.metrics import POSTBACKS
 from tracker.services import Services, services
+from tracker.storage import redis_client
 
 MAX_BODY_BYTES = 16 * 1024
 
@@ -53,8 +54,14 @@ class StoreRateLimit:
 
     def __init__(self, redis: aioredis.Redis, per_minute: int) -> None:
         # Passed through to redis-py (``limits`` types its options more narrowly than it takes them).
-        shared: dict[str, Any] = {"connection_pool": redis.connection_pool}
-        storage = RedisStorage("async+redis://", implementation="redispy", key_prefix=keys.RATE_LIMITS, **shared)
+        storage: RedisStorage | RedisClusterStorage
+        if redis_client.is_cluster(redis):
+            # A Redis Cluster has no one pool to share: limits' own cluster client, same nodes.
+            uri, options = redis_client.limits_cluster_uri(redis)
+            storage = RedisClusterStorage(uri, implementation="redispy", key_prefix=keys.RATE_LIMITS, **options)
+        else:
+            shared: dict[str, Any] = {"connection_pool": redis.connection_pool}
+            storage = RedisStorage("async+redis://", implementation="redispy", key_prefix=keys.RATE_LIMITS, **shared)
         self._limiter = FixedWindowRateLimiter(storage)
         self._item = RateLimitItemPerMinute(per_minute, namespace="postback")
 

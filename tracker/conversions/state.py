@@ -272,7 +272,7 @@ class OrderStates:
         while True:
             gens = self.orders.generations(brand_id)
             reply = await self._commit(
-                keys=[state_key, keys.CONVERSION_STREAM, keys.order_set(brand_id),
+                keys=[state_key, keys.conversion_stream(brand_id), keys.order_set(brand_id),
                       keys.held_refunds(brand_id, order_id), extras.delivery_key or state_key,
                       extras.customer_key or state_key, *self.orders.generation_keys(brand_id)],
                 args=[base.raw or b"", encode_conversion(dict(row)), STATE_TTL_SECONDS, h1, h2, gens,

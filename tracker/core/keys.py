@@ -5,10 +5,13 @@ Leaf module: imports nothing of the project.
 
 from __future__ import annotations
 
+import zlib
+
 PREFIX = "trk:"
 
 # Streams and the consumer group that ingest workers share.
 CLICK_STREAM = PREFIX + "stream:clicks"
+# The conversion stream of the plain layout; ``conversion_streams`` lists the current layout's.
 CONVERSION_STREAM = PREFIX + "stream:conversions"
 DEAD_LETTER_STREAM = PREFIX + "stream:dead"
 INGEST_GROUP = "ingest"
@@ -41,7 +44,7 @@ def api_key(key_hash: str) -> str:
 
 def conversion(brand_id: str, order_id: str) -> str:
     """Current state of one order (idempotency and status moves)."""
-    return f"{PREFIX}conv:{brand_id}:{order_id}"
+    return f"{_brand(brand_id)}conv:{brand_id}:{order_id}"
 
 
 def visitor_salt(day: str) -> str:
@@ -133,74 +136,138 @@ def portal_session(session_hash: str) -> str:
 
 # Outbound webhooks (``tracker.webhooks``): the outbox stream of events other than conversions
 # (conversions are read from the conversion stream through their own consumer group).
+# The outbox scripts build their keys from a prefix: in the tagged layout every webhook key
+# carries the hash tag ``{wh}`` (one slot: the outbox is small next to clicks and orders).
 WEBHOOK_STREAM = PREFIX + "stream:webhooks"
 WEBHOOK_GROUP = "webhooks"
 # Member "<endpoint id>|<object id>" -> epoch ms the head of that queue is due.
 WEBHOOK_DUE = PREFIX + "wh:due"
 
 
+def webhook_prefix() -> str:
+    """What every webhook key starts with (``WEBHOOK_*`` are the plain layout's names)."""
+    return PREFIX + "{wh}:" if _layout["tagged"] else PREFIX
+
+
+def webhook_stream() -> str:
+    return webhook_prefix() + "stream:webhooks"
+
+
+def webhook_due() -> str:
+    return webhook_prefix() + "wh:due"
+
+
 def webhook_endpoints(brand_id: str) -> str:
     """JSON list of a brand's webhook endpoints (cache of ``webhook_endpoints FINAL``)."""
-    return f"{PREFIX}wh:brand:{brand_id}"
+    return f"{webhook_prefix()}wh:brand:{brand_id}"
 
 
 def webhook_endpoint(endpoint_id: str) -> str:
     """JSON record of one endpoint (cache), read by the sender."""
-    return f"{PREFIX}wh:ep:{endpoint_id}"
+    return f"{webhook_prefix()}wh:ep:{endpoint_id}"
 
 
 def webhook_health(endpoint_id: str) -> str:
     """Hash: failing_since, last_success_at, last_error of one endpoint."""
-    return f"{PREFIX}wh:health:{endpoint_id}"
+    return f"{webhook_prefix()}wh:health:{endpoint_id}"
 
 
 def webhook_delivery(delivery_id: str) -> str:
     """Hash: one delivery (event body, status, attempts, last error, response code)."""
-    return f"{PREFIX}wh:d:{delivery_id}"
+    return f"{webhook_prefix()}wh:d:{delivery_id}"
 
 
 def webhook_log(endpoint_id: str) -> str:
     """Sorted set delivery id -> created ms: an endpoint's delivery log, newest last."""
-    return f"{PREFIX}wh:log:{endpoint_id}"
+    return f"{webhook_prefix()}wh:log:{endpoint_id}"
 
 
 def webhook_queue(endpoint_id: str, object_id: str) -> str:
     """List of delivery ids of one object for one endpoint, oldest first (order per object)."""
-    return f"{PREFIX}wh:q:{endpoint_id}:{object_id}"
+    return f"{webhook_prefix()}wh:q:{endpoint_id}:{object_id}"
 
 
 def webhook_queues(endpoint_id: str) -> str:
     """Set of the object ids whose queue for this endpoint is not empty."""
-    return f"{PREFIX}wh:queues:{endpoint_id}"
+    return f"{webhook_prefix()}wh:queues:{endpoint_id}"
 # --- conversions: what Redis knows of a brand's orders and customers --------------------------------
-# Every key of one order's commit names the brand, so a hash tag by brand can put them in one slot.
+# One order's commit (``conversions.orderset.COMMIT``) writes its state, the conversion stream and
+# the brand's filter, held refunds, delivery marker and customer shard in one script. On a Redis
+# Cluster they must share a slot: with the *tagged* layout every such key of a brand starts with
+# its conversion shard's hash tag ``{c:N}`` (N = crc32(brand) mod TRACKER_CONVERSION_SHARDS), and
+# shard N's conversion stream carries the same tag. The plain layout (one Redis, one conversion
+# shard) keeps the names every release before had, so existing data stays where it is.
+#
+# The layout is process-wide (a process talks to one Redis deployment) and is set by
+# ``tracker.storage.redis_client`` when it opens Redis; it only changes key names.
+_layout = {"tagged": False, "shards": 1}
+
+
+def use_layout(*, cluster: bool, conversion_shards: int) -> None:
+    """Tagged brand keys when Redis is a cluster or conversions are sharded; else the plain names."""
+    _layout["shards"] = max(1, conversion_shards)
+    _layout["tagged"] = cluster or conversion_shards > 1
+
+
+def tagged() -> bool:
+    return bool(_layout["tagged"])
+
+
+def conversion_shard(brand_id: str) -> int:
+    return zlib.crc32(brand_id.encode()) % _layout["shards"]
+
+
+def _conversion_tag(shard: int) -> str:
+    return f"{PREFIX}{{c:{shard}}}:"
+
+
+def _brand(brand_id: str) -> str:
+    """Where a brand's conversion keys start: the prefix, or the prefix and its shard's hash tag."""
+    return _conversion_tag(conversion_shard(brand_id)) if _layout["tagged"] else PREFIX
+
+
+def conversion_streams() -> list[str]:
+    """Every conversion stream of the current layout (ingest and the webhook sender read them all)."""
+    if not _layout["tagged"]:
+        return [CONVERSION_STREAM]
+    return [_conversion_tag(i) + "stream:conversions" for i in range(_layout["shards"])]
+
+
+def conversion_stream(brand_id: str) -> str:
+    """The conversion stream a brand's orders go to (in the slot of the brand's order keys)."""
+    return _brand(brand_id) + "stream:conversions" if _layout["tagged"] else CONVERSION_STREAM
+
+
+def is_conversion_stream(stream: str) -> bool:
+    tagged_stream = stream.startswith(PREFIX + "{c:") and stream.endswith("}:stream:conversions")
+    return stream == CONVERSION_STREAM or tagged_stream
 
 
 def order_set(brand_id: str) -> str:
     """Hash describing the brand's known-orders filter: generations, fill, completeness (``conversions.orderset``)."""
-    return f"{PREFIX}orders:{brand_id}"
+    return f"{_brand(brand_id)}orders:{brand_id}"
 
 
 def order_set_generation(brand_id: str, generation: int) -> str:
     """One generation of the brand's known-orders Bloom filter (a bitfield)."""
-    return f"{PREFIX}orders:{brand_id}:g{generation}"
+    return f"{_brand(brand_id)}orders:{brand_id}:g{generation}"
 
 
 def held_refunds(brand_id: str, order_id: str) -> str:
     """Platform refunds of an order not recorded yet, kept until the order arrives (JSON)."""
-    return f"{PREFIX}held:{brand_id}:{order_id}"
+    return f"{_brand(brand_id)}held:{brand_id}:{order_id}"
 
 
 def delivery(brand_id: str, store_id: str, delivery_id: str) -> str:
     """A platform webhook delivery already applied (Shopify webhook id, WooCommerce delivery id, Stripe event id)."""
-    return f"{PREFIX}delivery:{brand_id}:{store_id}:{delivery_id}"
+    return f"{_brand(brand_id)}delivery:{brand_id}:{store_id}:{delivery_id}"
 
 
 def customer_shard(brand_id: str, shard: str) -> str:
     """Hash customer hash -> "link_id:first_ms" of the customer's first attributed order (one of 4096 shards)."""
-    return f"{PREFIX}cust:{brand_id}:{shard}"
+    return f"{_brand(brand_id)}cust:{brand_id}:{shard}"
 
 
 def order_set_lock(brand_id: str) -> str:
     """Held by the one process rebuilding a brand's known-orders filter from ClickHouse."""
-    return f"{PREFIX}lock:orders:{brand_id}"
+    return f"{_brand(brand_id)}lock:orders:{brand_id}"

@@ -68,7 +68,7 @@ class IngestComponent:
 
 async def ingest_status(settings: Settings, redis: Any, component: IngestComponent) -> dict[str, Any]:
     """Readiness: lag and pending per stream, and a ``problem`` when reports go stale."""
-    streams = [*keys.click_streams(settings.stream_shards), keys.CONVERSION_STREAM]
+    streams = [*keys.click_streams(settings.stream_shards), *keys.conversion_streams()]
     out: dict[str, Any] = {"streams": {}}
     worst = 0.0
     for stream in streams:

@@ -336,7 +336,8 @@ def record(p: Any, rng: Range, touched_ms: int | None = None) -> None:
 
 def queue_stats(p: Any, stream: str, group: str) -> Any:
     """Ask for a stream's ``STATS`` (on a client or a pipeline); ``summarize`` reads the answer."""
-    return p.eval(STATS, 2, stream, ranges_key(stream), group, range_prefix(stream))
+    # (EVAL as a plain command: a Redis Cluster pipeline has no eval method, and all keys share the tag.)
+    return p.execute_command("EVAL", STATS, 2, stream, ranges_key(stream), group, range_prefix(stream))
 
 
 def stats(r: Any, stream: str, group: str) -> dict[str, Any]:
@@ -363,7 +364,7 @@ def summarize(raw: Sequence[Any]) -> dict[str, Any]:
 
 def note_skip(p: Any, rng: Range) -> None:
     """Queue the command that records a range's dead-lettered entries (``rng.skip``)."""
-    p.eval(SKIP, 1, rng.key, rng.owner, ",".join(sorted(rng.skip, key=id_key)))
+    p.execute_command("EVAL", SKIP, 1, rng.key, rng.owner, ",".join(sorted(rng.skip, key=id_key)))
 
 
 def gauges(st: dict[str, Any], now: float | None = None) -> dict[str, Any]:

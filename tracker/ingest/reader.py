@@ -5,6 +5,9 @@ cursor, ``XREADGROUP ... NOACK``, record the range) sent in one round trip, its 
 read raw: no redis-py parsing of the entries and no Python object per entry for the
 garbage collector. When a buffer is full the next read is sent ahead, so Redis builds its
 reply while this batch is decoded and the last one inserted.
+
+On a Redis Cluster the streams are grouped by the primary that holds them: one round trip
+per primary, all sent before any reply is read (``redis_client.SyncNodes``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from tracker.ingest.batch import Buffer, Entries
 from tracker.ingest.lease import Lease
 from tracker.ingest.retry import REDIS_ERRORS, Pace
 from tracker.settings import Settings
+from tracker.storage import redis_client
 
 log = logging.getLogger("tracker.ingest.worker")
 
@@ -34,7 +38,10 @@ READS_PER_BATCH = 4
 CONTENDED_SLEEP_SECONDS = 0.02
 
 Replies = list[tuple[str, Any]]
-Sent = tuple[Any, list[str]]
+# Per primary (one on a single Redis): the connection the reads were sent on, its pool, the streams.
+Sent = list[tuple[Any, Any, list[str]]]
+# Answers meaning the slot map changed under us (a failover): read again once it is re-read.
+_MOVED = ("MOVED", "ASK", "CLUSTERDOWN", "TRYAGAIN")
 
 
 def create_groups(r: Any, streams: Iterable[str]) -> None:
@@ -74,6 +81,7 @@ class Reader:
         self.lease = lease
         self.pace = pace
         self.unrecorded = unrecorded
+        self.nodes = redis_client.SyncNodes(r)
         self.buffers: dict[str, Buffer] = {s: Buffer() for s in self.streams}
         self.cursors: dict[str, str] = {}  # each stream's group cursor as the last read left it
         # After a read that emptied the streams, the next waits a little (see Worker._tick),
@@ -135,6 +143,7 @@ class Reader:
                 del replies
         except REDIS_ERRORS:
             self.lost = True
+            self.nodes.reset()
             raise
         if n:
             self._contended = False
@@ -146,39 +155,54 @@ class Reader:
         return n
 
     def send(self, room: Mapping[str, int]) -> Sent:
-        """Send one ``MULTI`` read per stream (``delivery.read_commands``) in one round trip."""
-        pool = self.r.connection_pool
-        conn = pool.get_connection()
+        """Send one ``MULTI`` read per stream (``delivery.read_commands``), one round trip per primary."""
+        sent: Sent = []
         try:
-            commands: list[tuple[Any, ...]] = []
-            for stream, count in room.items():
-                commands.append(("MULTI",))
-                commands.extend(
-                    delivery.read_commands(stream, keys.INGEST_GROUP, self.lease.name, self.lease.token, count)
-                )
-                commands.append(("EXEC",))
-            conn.send_packed_command(conn.pack_commands(commands))
+            for node, streams in self.nodes.group(list(room)):
+                pool = node.connection_pool
+                conn: Any = pool.get_connection()
+                sent.append((conn, pool, streams))
+                commands: list[tuple[Any, ...]] = []
+                for stream in streams:
+                    commands.append(("MULTI",))
+                    commands.extend(delivery.read_commands(
+                        stream, keys.INGEST_GROUP, self.lease.name, self.lease.token, room[stream]
+                    ))
+                    commands.append(("EXEC",))
+                conn.send_packed_command(conn.pack_commands(commands))
         except BaseException:
-            conn.disconnect()
-            pool.release(conn)
+            for conn, pool, _ in sent:
+                conn.disconnect()
+                pool.release(conn)
             raise
-        return conn, list(room)
+        return sent
 
     def receive(self, sent: Sent) -> Replies:
         """The EXEC replies of ``send``, raw (no redis-py parsing of the entries)."""
-        conn, streams = sent
-        pool = self.r.connection_pool
         out = []
-        try:
-            for stream in streams:
-                for _ in range(4):  # MULTI's OK and three QUEUED
-                    conn.read_response()
-                out.append((stream, conn.read_response()))
-        except BaseException:
-            conn.disconnect()
-            raise
-        finally:
-            pool.release(conn)
+        failed: BaseException | None = None
+        for conn, pool, streams in sent:
+            try:
+                if failed is None:
+                    for stream in streams:
+                        for _ in range(4):  # MULTI's OK and three QUEUED
+                            conn.read_response()
+                        out.append((stream, conn.read_response()))
+                else:
+                    conn.disconnect()  # its replies are never read: never reuse it
+            except redis.ResponseError as exc:
+                conn.disconnect()
+                if not str(exc).startswith(_MOVED):
+                    failed = exc
+                else:
+                    failed = redis.ConnectionError(f"the cluster moved a stream's slot: {exc}")
+            except BaseException as exc:
+                conn.disconnect()
+                failed = exc
+            finally:
+                pool.release(conn)
+        if failed is not None:
+            raise failed
         return out
 
     def absorb(self, replies: Sequence[tuple[str, Any]] | None) -> int:
@@ -226,6 +250,10 @@ class Reader:
         streams = [s for s in self.streams if s in self.cursors]
         if not streams:
             self.pace.sleep(min(block_ms, 100) / 1000)
+            return
+        if self.nodes.cluster:
+            # One XREAD cannot wait on streams of several slots: poll (the next read checks them all).
+            self.pace.sleep(min(block_ms, 50) / 1000)
             return
         got = self.r.xread({s: self.cursors[s] for s in streams}, count=1, block=block_ms)
         self._contended = bool(got)

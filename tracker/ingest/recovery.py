@@ -27,6 +27,7 @@ from tracker.ingest.retry import Pace
 from tracker.ingest.writer import Writer
 from tracker.ops import metrics
 from tracker.settings import Settings
+from tracker.storage import redis_client
 
 log = logging.getLogger("tracker.ingest.worker")
 
@@ -54,8 +55,8 @@ class Recovery:
         self.dead_lettered = 0
         # Entries read back (resuming a range) as Redis sends them: a client on the same
         # pool without redis-py's reply callback, like the reads' own replies.
-        self._raw: Any = redis.Redis(connection_pool=r.connection_pool)
-        self._raw.set_response_callback("XRANGE", lambda response, **options: response)
+        # (On a cluster, clients of the streams' primaries: ``redis_client.SyncNodes``.)
+        self._raw = redis_client.SyncNodes(r, raw=("XRANGE",))
 
     def recover_own(self) -> None:
         """Finish the ranges this consumer name held before (a crash, a lost reply, a lapsed lease)."""
@@ -85,6 +86,13 @@ class Recovery:
                     dead.append(rng)
             self.resume(stream, dead, min_idle_ms=idle_ms)
 
+    def _fetch(self, rng: Range) -> list[Any]:
+        try:
+            return delivery.fetch(self._raw.for_key(rng.stream), rng)
+        except redis.RedisError:
+            self._raw.reset()
+            raise
+
     def resume(self, stream: str, held: list[Range], min_idle_ms: int) -> None:
         """Take ranges over and finish them, read back from the stream, in batches."""
         size = self.settings.ingest_batch_size
@@ -95,7 +103,7 @@ class Recovery:
             if not self.pace.redis(taken):
                 continue  # its owner came back, another worker took it, or it is not idle yet
             log.info("resuming range (%s, %s] of %s (attempt %d)", rng.start, rng.end, stream, rng.attempts)
-            got = Entries.from_raw(self.pace.redis(partial(delivery.fetch, self._raw, rng)))
+            got = Entries.from_raw(self.pace.redis(partial(self._fetch, rng)))
             # A range that failed before goes alone: an innocent neighbour is not split with it.
             if group and (len(entries) + len(got) > size or rng.attempts > 1 or group[-1].attempts > 1):
                 self.process(stream, group, entries, attempts=max(r.attempts for r in group))
@@ -155,13 +163,19 @@ class Recovery:
         self, stream: str, poison: list[Poison], ranges: Sequence[Range] = (), finish: Sequence[Range] = ()
     ) -> None:
         """Send entries to the dead-letter stream, note them in their ``ranges`` (a resumed range
-        skips them), and drop the ranges in ``finish``: all in one transaction."""
+        skips them), and drop the ranges in ``finish``: all in one transaction on a single Redis."""
         dead = {e[0] for e in poison}
+        # On a Redis Cluster the dead-letter stream is in another slot than the ranges, and one
+        # transaction cannot span slots: the dead letters go first (a crash before the ranges'
+        # update dead-letters the same entries again, never loses one).
+        apart = redis_client.is_cluster(self.r)
+        if apart:
+            with self.r.pipeline(transaction=False) as p:
+                _queue_dead_letters(p, stream, poison)
+                p.execute()
         with self.r.pipeline(transaction=True) as p:
-            for entry_id, fields, reason in poison:
-                record: dict[Any, Any] = dict(fields)
-                record.update({b"stream": stream, b"id": entry_id, b"reason": reason[:1000]})
-                p.xadd(keys.DEAD_LETTER_STREAM, record, maxlen=DEAD_LETTER_MAXLEN, approximate=True)
+            if not apart:
+                _queue_dead_letters(p, stream, poison)
             for rng in ranges:
                 mine = {i for i in dead if rng.holds(i)}
                 if mine:
@@ -174,3 +188,10 @@ class Recovery:
         self.dead_lettered += len(poison)
         for entry_id, _, reason in poison:
             log.warning("dead-lettered entry %s of %s: %s", entry_id, stream, reason)
+
+
+def _queue_dead_letters(p: Any, stream: str, poison: list[Poison]) -> None:
+    for entry_id, fields, reason in poison:
+        record: dict[Any, Any] = dict(fields)
+        record.update({b"stream": stream, b"id": entry_id, b"reason": reason[:1000]})
+        p.xadd(keys.DEAD_LETTER_STREAM, record, maxlen=DEAD_LETTER_MAXLEN, approximate=True)

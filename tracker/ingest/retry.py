@@ -27,7 +27,12 @@ T = TypeVar("T")
 
 GRACE_SECONDS = 10.0
 BACKOFF_MAX_SECONDS = 5.0
-REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+# (On a Redis Cluster also the answers of a failover in progress: slots moving or uncovered.)
+REDIS_ERRORS = (
+    redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError, redis.exceptions.ClusterError, redis.exceptions.SlotNotCoveredError,
+    redis.exceptions.MovedError,
+)
 # ClickHouse unreachable, or refusing a statement for every row alike (schema, disk): not the rows' fault.
 CLICKHOUSE_ERRORS = (StorageUnavailable, QueryError)
 

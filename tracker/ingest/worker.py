@@ -78,7 +78,7 @@ class Worker:
         self.r: Any = r
         self.ch = ch
         self.kinds: dict[str, Kind] = {s: CLICKS for s in keys.click_streams(settings.stream_shards)}
-        self.kinds[keys.CONVERSION_STREAM] = CONVERSIONS
+        self.kinds.update({s: CONVERSIONS for s in keys.conversion_streams()})
         self.lease = Lease(self.r, name)
         self.pace = Pace(grace_seconds, keep_alive=self.lease.keep_alive)
         self.writer = Writer(settings, self.r, ch, self.lease, self.pace)

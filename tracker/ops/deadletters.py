@@ -78,7 +78,7 @@ def _decoded(value: bytes) -> Any:
 
 def ingest_streams(shards: int) -> set[str]:
     """The streams ingest reads: a dead letter from one of them can go back."""
-    return {*keys.click_streams(shards), keys.CONVERSION_STREAM}
+    return {*keys.click_streams(shards), *keys.conversion_streams()}
 
 
 def _letter(entry_id: bytes | str, fields: dict[Any, Any], streams: set[str]) -> DeadLetter:

@@ -109,7 +109,7 @@ class RequestIdMiddleware:
 def _stream_names(shards: int) -> list[tuple[str, str]]:
     """(label, key) of every stream an operator watches."""
     names = [(key, key) for key in keys.click_streams(shards)]
-    names.append((keys.CONVERSION_STREAM, keys.CONVERSION_STREAM))
+    names.extend((key, key) for key in keys.conversion_streams())
     names.append((keys.DEAD_LETTER_STREAM, keys.DEAD_LETTER_STREAM))
     return names
 

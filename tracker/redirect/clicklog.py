@@ -7,11 +7,19 @@ answered, so every click whose 302 was sent is in the stream, and a thousand
 concurrent clicks cost one round trip. Clicks arriving while a pipeline is in
 flight form the next batch. No ``MAXLEN``: ingest trims what it has stored.
 
-Redis unreachable (connection error, timeout, or any error answer): the batch
-goes to the spool, an append-only JSON-lines file of this process under
+On a Redis Cluster (``routes``) the batch is one such pipeline per primary, the clicks
+dealt round robin over the primaries' stream shards, all sent at once. With
+``TRACKER_REDIS_WAIT_REPLICAS=n`` each pipeline ends with ``WAIT n ms``: the batch's 302s go
+out once n replicas hold its clicks, and a batch they did not acknowledge in time is
+spooled as well (replayed with ``r=1``, so the copy that did reach the primary is not
+counted twice), so a failover that promotes a replica loses no acknowledged click.
+
+Redis unreachable (connection error, timeout, or any error answer; on a cluster,
+any primary): the batch (the part that failed) goes to the spool, an append-only JSON-lines file of this process under
 ``settings.spool_path`` (written and fsync'd before the requests are answered),
 and so do later batches, without waiting on Redis again. A recovery task pings
-Redis; when it answers, the current spool file is closed and every closed file
+Redis (re-reading a cluster's slot map first, as a failover moves slots); when every
+primary answers, the current spool file is closed and every closed file
 is replayed into the stream with ``r=1`` (the original XADD of a failed batch
 may have landed; ingest de-duplicates replayed clicks by click id). Progress is
 kept in a ``.done`` sidecar, so a crash mid-replay re-sends part of a file, never
@@ -51,6 +59,8 @@ from tracker.ops.metrics import (
     CLICKS_SPOOLED,
     GROUP_COMMIT_SIZE,
 )
+from tracker.redirect import routes
+from tracker.redirect.routes import Route
 from tracker.redirect.spool import DONE, Spool, fsync_dir, lines_from, read_offset, write_offset
 from tracker.settings import Settings
 from tracker.storage import redis_client
@@ -65,11 +75,6 @@ DROPPED_LOG_SECONDS = 10.0
 _REPLAY_TAIL = b"\r\n$1\r\nr\r\n$1\r\n1\r\n"
 
 
-def _command_head(stream: bytes, argc: int) -> bytes:
-    """RESP of ``XADD <stream> * e`` up to the value: the part every click shares."""
-    return b"*%d\r\n$4\r\nXADD\r\n$%d\r\n%s\r\n$1\r\n*\r\n$1\r\ne\r\n" % (argc, len(stream), stream)
-
-
 class ClickLog:
     """The click writer of one process (a lifespan component named ``clicklog``)."""
 
@@ -77,18 +82,24 @@ class ClickLog:
         self._own_redis = redis is None
         # No retries: a retried pipeline could add clicks twice without the replay mark;
         # a failed batch goes to the spool instead. Short timeouts: followers do not wait.
-        self._io_timeout = IO_TIMEOUT_SECONDS
+        self._io_timeout = IO_TIMEOUT_SECONDS + (settings.redis_wait_ms / 1000 if settings.redis_wait_replicas else 0)
         self._redis = redis or redis_client.connect_async(
             settings, socket_connect_timeout=0.5, socket_timeout=IO_TIMEOUT_SECONDS, retry=Retry(NoBackoff(), 0)
         )
-        streams = [k.encode() for k in keys.click_streams(settings.stream_shards)]
-        self._heads = [_command_head(k, 5) for k in streams]
-        self._replay_heads = [_command_head(k, 7) for k in streams]
+        self._streams = keys.click_streams(settings.stream_shards)
+        self._routes: list[Route] | None = None  # built on the first write (a cluster's slot map)
         self._rr = 0
+        self.last_error: BaseException | None = None
+        # TRACKER_REDIS_WAIT_REPLICAS: each write ends with WAIT, its 302s wait for its answer.
+        self._wait_replicas = settings.redis_wait_replicas
+        self._wait = (
+            b"*3\r\n$4\r\nWAIT\r\n$%d\r\n%d\r\n$%d\r\n%d\r\n" % (
+                len(str(settings.redis_wait_replicas)), settings.redis_wait_replicas,
+                len(str(settings.redis_wait_ms)), settings.redis_wait_ms,
+            ) if settings.redis_wait_replicas else b""
+        )
         self.spool = Spool(settings.spool_path, settings.spool_max_bytes)
         self._dropped_logged = 0.0
-        # The flusher's own connection, held across batches (see ``_flusher_connection``).
-        self._conn: AbstractConnection | None = None
         self._batch: list[bytes] = []
         self._batch_done: asyncio.Future[None] | None = None
         self._wake = asyncio.Event()
@@ -118,7 +129,9 @@ class ClickLog:
             self._recovery = None
         async with self.spool.lock:
             self.spool.close()
-        await self._drop_connection()
+        for route in self._routes or []:
+            await route.close()
+        self._routes = None
         if self._own_redis:
             await self._redis.aclose()
 
@@ -155,14 +168,19 @@ class ClickLog:
     async def _write(self, batch: list[bytes]) -> None:
         if self.redis_up:
             try:
-                await self._xadd(batch, replayed=False)
+                failed = await self._xadd(batch, replayed=False)
             except (RedisError, OSError) as exc:
-                log.warning("Redis is unreachable (%s); spooling clicks locally", exc)
-                self._mark_down()
-            else:
-                CLICKS_ENQUEUED.inc(len(batch))
+                failed, self.last_error = batch, exc
+            if len(failed) < len(batch):
+                CLICKS_ENQUEUED.inc(len(batch) - len(failed))
                 GROUP_COMMIT_SIZE.observe(len(batch))
+            if not failed:
                 return
+            # One primary failing is enough: every batch is spooled until all answer again
+            # (a failover leaves the whole cluster refusing writes for a moment anyway).
+            log.warning("Redis is unreachable (%s); spooling clicks locally", self.last_error)
+            self._mark_down()
+            batch = failed
         # The follower is redirected whatever happens here (the contract puts the redirect
         # first): a spool that fails or is full is the one case where clicks are lost, so it
         # is loud (a log line at least every DROPPED_LOG_SECONDS, and tracker_clicks_dropped_total).
@@ -186,89 +204,127 @@ class ClickLog:
             return
         CLICKS_SPOOLED.inc(len(batch))
 
-    def _pack(self, batch: list[bytes], replayed: bool) -> bytes:
-        """The RESP of one ``XADD`` per click, as one buffer.
+    def _pack(self, route: Route, batch: list[bytes], replayed: bool) -> bytes:
+        """The RESP of one ``XADD`` per click, as one buffer (plus ``WAIT`` when replicas must hold it).
 
         The commands are packed here rather than by redis-py's Pipeline: same wire bytes,
         half the client CPU per click, which is most of what a click costs us.
         """
-        heads = self._replay_heads if replayed else self._heads
+        heads = route.replay_heads if replayed else route.heads
         tail = _REPLAY_TAIL if replayed else b"\r\n"
         n = len(heads)
         if n == 1:
             head = heads[0]
-            return b"".join([b"%s$%d\r\n%s%s" % (head, len(data), data, tail) for data in batch])
-        parts = []
-        for data in batch:
-            self._rr += 1
-            parts.append(b"%s$%d\r\n%s%s" % (heads[self._rr % n], len(data), data, tail))
+            parts = [b"%s$%d\r\n%s%s" % (head, len(data), data, tail) for data in batch]
+        else:
+            parts = []
+            for data in batch:
+                route.rr += 1
+                parts.append(b"%s$%d\r\n%s%s" % (heads[route.rr % n], len(data), data, tail))
+        if self._wait:
+            parts.append(self._wait)
         return b"".join(parts)
 
-    async def _flusher_connection(self) -> AbstractConnection:
-        """The flusher's connection: made once and held across batches, not taken from and
-        returned to the pool per batch (the pool's lock, bookkeeping and observability hooks
-        cost more than a small batch's own work). It has no socket timeout of its own (that
-        would run every write in a task): ``_send`` puts one deadline on the whole batch.
-        Checked before each batch the way the pool checks a connection it hands out: a
-        closed or dirty one (Redis restarted meanwhile) is replaced, not written to.
+    def _split(self, batch: list[bytes]) -> list[tuple[Route, list[bytes]]]:
+        """The batch's clicks per route: round robin over the primaries (one route: all of them)."""
+        rts = self._routes or []
+        if len(rts) == 1:
+            return [(rts[0], batch)]
+        parts: list[list[bytes]] = [[] for _ in rts]
+        for data in batch:
+            self._rr += 1
+            parts[self._rr % len(rts)].append(data)
+        return [(route, part) for route, part in zip(rts, parts, strict=True) if part]
+
+    @property
+    def _conn(self) -> AbstractConnection | None:
+        """The flusher's held connection (of the only route, on a single Redis)."""
+        return self._routes[0].conn if self._routes else None
+
+    async def _xadd(self, batch: list[bytes], replayed: bool) -> list[bytes]:
+        """XADD every click, one write per primary at the same time, and read the replies;
+        returns the clicks of the primaries that failed (``self.last_error`` says why).
+
+        Live batches go over each route's held connection; replays (another task, running
+        at the same time) take connections from the pools.
         """
-        conn = self._conn
-        if conn is not None:
-            try:
-                if not await conn.can_read():
-                    return conn
-            except (RedisError, OSError):
-                pass
-            await self._drop_connection()
-        pool = self._redis.connection_pool
-        conn = pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
-        try:
-            async with asyncio.timeout(self._io_timeout):
-                await conn.connect()  # type: ignore[no-untyped-call]
-        except BaseException:
-            await conn.disconnect()
-            raise
-        self._conn = conn
-        return conn
-
-    async def _drop_connection(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            await conn.disconnect()
-
-    async def _send(self, conn: AbstractConnection, payload: bytes, replies: int) -> None:
-        """Write the packed commands and read every reply, under one deadline for the batch
-        (instead of redis-py's timeout context per reply)."""
-        async with asyncio.timeout(self._io_timeout):
-            await conn.send_packed_command(payload, check_health=False)
-            for _ in range(replies):
-                await conn.read_response(timeout=math.inf)  # raises ResponseError on an error reply
-
-    async def _xadd(self, batch: list[bytes], replayed: bool) -> None:
-        """XADD every click in one write and read the replies (a non-transactional pipeline).
-
-        Live batches go over the flusher's held connection; replays (another task, running
-        at the same time) take a connection from the pool.
-        """
-        payload = self._pack(batch, replayed)
+        if self._routes is None:
+            self._routes = await routes.build(self._redis, self._streams)
+        parts = self._split(batch)
+        if len(parts) == 1:
+            route, part = parts[0]
+            await self._send_route(route, part, replayed)
+            return []
         if not replayed:
-            conn = await self._flusher_connection()
+            return await self._write_primaries(parts)
+        results = await asyncio.gather(
+            *(self._send_route(route, part, replayed) for route, part in parts), return_exceptions=True
+        )
+        failed: list[bytes] = []
+        for (_, part), result in zip(parts, results, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, (RedisError, OSError)):
+                    raise result
+                self.last_error = result
+                failed.extend(part)
+        return failed
+
+    async def _write_primaries(self, parts: list[tuple[Route, list[bytes]]]) -> list[bytes]:
+        """A live batch on several primaries: every write first, then every reply, no task per
+        primary (the primaries work at the same time all the same); one deadline for the batch."""
+        deadline = asyncio.get_running_loop().time() + self._io_timeout
+        failed: list[bytes] = []
+        sent = []
+        for route, part in parts:
             try:
-                await self._send(conn, payload, len(batch))
+                conn = await route.held_connection(self._io_timeout)
+                await conn.send_packed_command(self._pack(route, part, False), check_health=False)
+                sent.append((route, conn, part))
+            except (RedisError, OSError) as exc:
+                await route.drop_connection()
+                self.last_error = exc
+                failed.extend(part)
+        replies = (1 if self._wait else 0)
+        for route, conn, part in sent:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    for _ in range(len(part) + replies):
+                        got = await conn.read_response(timeout=math.inf)
+                if self._wait:
+                    self._check_wait(got)
+            except (RedisError, OSError) as exc:  # (TimeoutError is an OSError)
+                await route.drop_connection()  # replies may be left unread on it
+                self.last_error = exc
+                failed.extend(part)
+        return failed
+
+    def _check_wait(self, got: object) -> None:
+        if int(got) < self._wait_replicas:  # type: ignore[call-overload]
+            raise RedisError(f"WAIT: {got!r} of {self._wait_replicas} replicas acknowledged the batch in time")
+
+    async def _send_route(self, route: Route, part: list[bytes], replayed: bool) -> None:
+        payload = self._pack(route, part, replayed)
+        replies = len(part) + (1 if self._wait else 0)
+        if not replayed:
+            conn = await route.held_connection(self._io_timeout)
+            try:
+                got = await routes.send(conn, payload, replies, self._io_timeout)
             except BaseException:
                 # Replies may be left unread on it: never write to this connection again.
-                await self._drop_connection()
+                await route.drop_connection()
                 raise
-            return
-        pool = self._redis.connection_pool
-        pooled = await pool.get_connection()  # type: ignore[no-untyped-call]
-        try:
-            await self._send(pooled, payload, len(batch))
-        except BaseException:
-            await pooled.disconnect()
-            raise
-        finally:
-            await pool.release(pooled)
+        else:
+            pool = route.client.connection_pool
+            pooled = await pool.get_connection()  # type: ignore[no-untyped-call]
+            try:
+                got = await routes.send(pooled, payload, replies, self._io_timeout)
+            except BaseException:
+                await pooled.disconnect()
+                raise
+            finally:
+                await pool.release(pooled)
+        if self._wait:
+            self._check_wait(got[-1])
 
     # --- recovery ----------------------------------------------------------------------------
 
@@ -285,10 +341,13 @@ class ClickLog:
         while True:
             await asyncio.sleep(delay)
             try:
-                await self._redis.ping()
+                fresh = await self._reroute()
             except (RedisError, OSError):
                 delay = min(delay * 2, 2.0)
                 continue
+            old, self._routes = self._routes, fresh
+            for route in old or []:
+                await route.close()
             self.redis_up = True
             async with self.spool.lock:
                 self.spool.close()
@@ -298,6 +357,20 @@ class ClickLog:
                         log.info("Redis is back; the spool is replayed")
                         return
             delay = 0.1
+
+    async def _reroute(self) -> list[Route]:
+        """Routes from the current slot map (a failover moved slots), every primary answering."""
+        await routes.refresh(self._redis)
+        fresh = await routes.build(self._redis, self._streams)
+        try:
+            for route in fresh:
+                async with asyncio.timeout(self._io_timeout):
+                    await route.client.ping()
+        except BaseException:
+            for route in fresh:
+                await route.close()
+            raise
+        return fresh
 
     async def replay(self) -> bool:
         """Replay every closed spool file; False when Redis failed again (try later)."""
@@ -309,6 +382,11 @@ class ClickLog:
                 self.redis_up = False
                 return False
         return True
+
+    async def _replay_chunk(self, chunk: list[bytes]) -> None:
+        if await self._xadd(chunk, replayed=True):
+            assert self.last_error is not None
+            raise self.last_error
 
     async def _replay_file(self, path: Path) -> None:
         try:
@@ -337,13 +415,13 @@ class ClickLog:
                 else:
                     chunk.append(line)
                 if len(chunk) >= REPLAY_CHUNK:
-                    await self._xadd(chunk, replayed=True)
+                    await self._replay_chunk(chunk)
                     sent += len(chunk)
                     CLICKS_REPLAYED.inc(len(chunk))
                     chunk = []
                     write_offset(done_path, end)
             if chunk:
-                await self._xadd(chunk, replayed=True)
+                await self._replay_chunk(chunk)
                 sent += len(chunk)
                 CLICKS_REPLAYED.inc(len(chunk))
             path.unlink()

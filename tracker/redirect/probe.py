@@ -20,12 +20,15 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import RedisError
 
+from tracker.storage import redis_client
+
 IO_TIMEOUT_SECONDS = 1.0
 
 
 class Probe:
     def __init__(self, redis: aioredis.Redis) -> None:
         self._redis = redis
+        self._cluster = redis_client.is_cluster(redis)
         self._batch: list[tuple[bytes, asyncio.Future[bytes | None]]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -69,6 +72,10 @@ class Probe:
                     fut.set_result(value)
 
     async def _mget(self, keys: list[bytes]) -> list[bytes | None]:
+        if self._cluster:
+            # The keys fall in many slots: redis-py's MGET per slot (no held connection on a cluster).
+            async with asyncio.timeout(IO_TIMEOUT_SECONDS):
+                return await redis_client.mget_async(self._redis, [k.decode() for k in keys])
         parts = [b"*%d\r\n$4\r\nMGET\r\n" % (len(keys) + 1)]
         parts.extend(b"$%d\r\n%s\r\n" % (len(key), key) for key in keys)
         payload = b"".join(parts)

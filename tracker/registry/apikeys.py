@@ -28,6 +28,7 @@ from tracker.core.credentials import looks_like_api_key, new_api_key, token_hash
 from tracker.core.errors import Conflict, NotFound
 from tracker.core.timeutil import from_ms, now_utc
 from tracker.registry.cache import Cache, Row, text
+from tracker.storage import redis_client
 
 Scope = Literal["read", "write", "influencer"]
 SCOPES: tuple[Scope, ...] = ("read", "write", "influencer")
@@ -161,7 +162,7 @@ class ApiKeys:
         if not rows:
             return []
         ids = [public_id(r["key_hash"]) for r in rows]
-        used = await self.cache.redis.mget([keys.key_used(i) for i in ids])
+        used = await redis_client.mget_async(self.cache.redis, [keys.key_used(i) for i in ids])
         return [_record(r, int(u) if u else None) for r, u in zip(rows, used, strict=True)]
 
     async def _last_used(self, key_id: str) -> int | None:

@@ -21,6 +21,7 @@ from tracker.registry.cache import Cache, text
 from tracker.registry.campaigns import CampaignRecord
 from tracker.registry.fxrates import FxRates
 from tracker.registry.links import Links, record
+from tracker.storage import redis_client
 
 log = logging.getLogger("tracker.registry")
 
@@ -73,7 +74,7 @@ class Sweep:
         campaigns: dict[tuple[str, str], CampaignRecord | None] = {}
         for start in range(0, len(rows), _CHUNK):
             chunk = rows[start : start + _CHUNK]
-            cached = await self.cache.redis.mget([keys.link(r["code"]) for r in chunk])
+            cached = await redis_client.mget_async(self.cache.redis, [keys.link(r["code"]) for r in chunk])
             for row, raw in zip(chunk, cached, strict=True):
                 if raw is None:
                     continue

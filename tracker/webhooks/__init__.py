@@ -42,7 +42,7 @@ def emit_command(brand_id: str, event_type: str, object_id: str, data: dict[str,
                  timestamp: datetime | None = None) -> tuple[str, dict[str, str | bytes], str]:
     """(stream, fields, event id) of the XADD that ``emit`` sends, for a caller's own MULTI."""
     event = events.of(brand_id, event_type, object_id, data, key=key, timestamp=timestamp)
-    return keys.WEBHOOK_STREAM, event.fields(), event.id
+    return keys.webhook_stream(), event.fields(), event.id
 
 
 async def emit(redis: aioredis.Redis, brand_id: str, event_type: str, object_id: str, data: dict[str, Any], *,

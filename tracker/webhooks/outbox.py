@@ -29,6 +29,14 @@ from tracker.webhooks.events import Event
 KEEP_SECONDS = 30 * 86_400
 LOG_CAP = 10_000
 
+
+
+def lead() -> tuple[int, str, str]:
+    """What every outbox script call starts with: one key (the schedule, so a Redis Cluster runs the
+    script on the node of the webhook slot, ``keys.webhook_prefix``) and the prefix its keys are built from."""
+    return 1, keys.webhook_due(), keys.webhook_prefix()
+
+
 _LIB = """
 local P = ARGV[1]
 local function qkey(ep, obj) return P .. 'wh:q:' .. ep .. ':' .. obj end
@@ -172,7 +180,9 @@ def split(member_: bytes | str) -> tuple[str, str]:
 
 
 def enqueue_args(event: Event, endpoint_ids: list[str], now_ms: int) -> list[Any]:
-    args: list[Any] = [keys.PREFIX, now_ms, event.id, event.type, event.object_id, event.body, event.brand_id, LOG_CAP]
+    args: list[Any] = [
+        keys.webhook_prefix(), now_ms, event.id, event.type, event.object_id, event.body, event.brand_id, LOG_CAP
+    ]
     for ep in endpoint_ids:
         args += [ep, delivery_id(ep, event.id)]
     return args

@@ -136,7 +136,7 @@ async def update_webhook(request: Request) -> Response:
     if body.enabled is True:
         await redis.delete(keys.webhook_health(ident))
     mode = "resume" if after["enabled"] else "park"
-    await redis.eval(outbox.ENDPOINT, 0, keys.PREFIX, ident, int(time.time() * 1000), mode,
+    await redis.eval(outbox.ENDPOINT, *outbox.lead(), ident, int(time.time() * 1000), mode,
                      outbox.KEEP_SECONDS)
     await _audit(request, brand["id"], "webhook.update", ident, before, after)
     return http.JSONResponse(Webhook.model_validate(await _answer(request, after)).dump())
@@ -150,7 +150,7 @@ async def delete_webhook(request: Request) -> Response:
     brand = await auth.brand_of(request)
     ident = request.path_params["webhook_id"]
     before, _ = await _endpoints(request).change(brand["id"], ident, deleted=1, enabled=False)
-    await services(request).redis.eval(outbox.ENDPOINT, 0, keys.PREFIX, ident,
+    await services(request).redis.eval(outbox.ENDPOINT, *outbox.lead(), ident,
                                        int(time.time() * 1000), "cancel", outbox.KEEP_SECONDS)
     await _audit(request, brand["id"], "webhook.delete", ident, before, None)
     return Response(status_code=204)
@@ -210,7 +210,7 @@ async def retry_delivery(request: Request) -> Response:
     if not record["enabled"]:
         raise Conflict(f"Webhook endpoint {ident!r} is disabled; enable it (PATCH enabled=true) to send again.")
     redis = services(request).redis
-    done = await redis.eval(outbox.RETRY, 0, keys.PREFIX, ident, did, int(time.time() * 1000))
+    done = await redis.eval(outbox.RETRY, *outbox.lead(), ident, did, int(time.time() * 1000))
     if not done:
         raise NotFound(f"Delivery {did[:64]!r} of webhook endpoint {ident!r} does not exist.")
     raw = await redis.hgetall(keys.webhook_delivery(did))

@@ -39,12 +39,19 @@ from tracker.core import keys
 from tracker.core.errors import Conflict, NotFound
 from tracker.registry.audit import AuditLog
 from tracker.settings import Settings
+from tracker.storage import redis_client
 from tracker.webhooks import events, guard, outbox
 from tracker.webhooks.endpoints import Endpoints
 
 log = logging.getLogger("tracker.webhooks")
 
-STREAMS = (keys.CONVERSION_STREAM, keys.WEBHOOK_STREAM)
+
+
+def streams() -> list[str]:
+    """The streams the sender reads: every conversion stream of the key layout, and its outbox."""
+    return [*keys.conversion_streams(), keys.webhook_stream()]
+
+
 SYSTEM = "system"
 READ_COUNT = 200
 CLAIM_IDLE_MS = 60_000
@@ -71,7 +78,7 @@ def signature(secret: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
 
 async def ensure_groups(r: aioredis.Redis) -> None:
     """The consumer group on every stream events come from (new events only; idempotent)."""
-    for stream in STREAMS:
+    for stream in streams():
         try:
             await r.xgroup_create(stream, keys.WEBHOOK_GROUP, id="$", mkstream=True)
         except ResponseError as exc:
@@ -115,7 +122,7 @@ class Sender:
         return found
 
     async def _offer(self, stream: str, fields: dict[bytes, bytes]) -> None:
-        if stream == keys.CONVERSION_STREAM:
+        if keys.is_conversion_stream(stream):
             event = events.from_conversion(fields[b"e"])
         else:
             event = events.Event.from_fields(fields)
@@ -123,7 +130,7 @@ class Sender:
                    if e["enabled"] and event.type in e["events"]]
         if targets:
             now = int(time.time() * 1000)
-            await self.r.eval(outbox.ENQUEUE, 0, *outbox.enqueue_args(event, targets, now))
+            await self.r.eval(outbox.ENQUEUE, 1, keys.webhook_due(), *outbox.enqueue_args(event, targets, now))
             self.wake.set()
 
     async def _take(self, stream: str, entries: Iterable[tuple[Any, dict[bytes, bytes]]]) -> int:
@@ -139,15 +146,25 @@ class Sender:
             done.append(entry_id)
         if done:
             await self.r.xack(stream, keys.WEBHOOK_GROUP, *done)
-            if stream == keys.WEBHOOK_STREAM:  # our own outbox: nothing else reads it
+            if stream == keys.webhook_stream():  # our own outbox: nothing else reads it
                 await self.r.xdel(stream, *done)
         return len(done)
 
     async def fan_out(self, pending: bool = False, block_ms: int | None = None) -> int:
         """One read of new entries (or of this consumer's unacknowledged ones); entries handled."""
         start = "0" if pending else ">"
-        reply: Any = await self.r.xreadgroup(
-            keys.WEBHOOK_GROUP, self.consumer, {s: start for s in STREAMS}, count=READ_COUNT, block=block_ms
+        if redis_client.is_cluster(self.r):
+            # One XREADGROUP cannot span slots: each stream on its own, then a short poll wait.
+            n = 0
+            for s in streams():
+                reply: Any = await self.r.xreadgroup(keys.WEBHOOK_GROUP, self.consumer, {s: start}, count=READ_COUNT)
+                for stream, entries in reply or []:
+                    n += await self._take(stream.decode() if isinstance(stream, bytes) else stream, entries)
+            if not n and block_ms:
+                await asyncio.sleep(min(block_ms, 250) / 1000)
+            return n
+        reply = await self.r.xreadgroup(
+            keys.WEBHOOK_GROUP, self.consumer, {s: start for s in streams()}, count=READ_COUNT, block=block_ms
         )
         n = 0
         for stream, entries in reply or []:
@@ -157,7 +174,7 @@ class Sender:
     async def reclaim(self) -> int:
         """Entries another consumer read and never acknowledged (it died), after 60 s."""
         n = 0
-        for stream in STREAMS:
+        for stream in streams():
             reply: Any = await self.r.xautoclaim(stream, keys.WEBHOOK_GROUP, self.consumer, CLAIM_IDLE_MS, "0-0",
                                                  count=READ_COUNT)
             n += await self._take(stream, reply[1])
@@ -188,7 +205,7 @@ class Sender:
         if free <= 0:
             return 0
         now = int(time.time() * 1000)
-        members = await self.r.eval(outbox.CLAIM, 0, keys.PREFIX, now, self.lease_ms, free)
+        members = await self.r.eval(outbox.CLAIM, *outbox.lead(), now, self.lease_ms, free)
         for m in members:
             task = asyncio.create_task(self.deliver(*outbox.split(m)))
             self._inflight.add(task)
@@ -216,7 +233,7 @@ class Sender:
             log.exception("webhook delivery for %s failed unexpectedly; it is retried after its lease", endpoint_id)
 
     async def _deliver(self, endpoint_id: str, object_id: str) -> None:
-        head = await self.r.eval(outbox.HEAD, 0, keys.PREFIX, endpoint_id, object_id)
+        head = await self.r.eval(outbox.HEAD, *outbox.lead(), endpoint_id, object_id)
         if not head:
             return
         delivery_id, d = outbox.text(head[0]), outbox.decode(head[1])
@@ -224,7 +241,7 @@ class Sender:
         now = int(time.time() * 1000)
         if endpoint is None or not endpoint["enabled"]:
             mode = "cancel" if endpoint is None else "park"
-            await self.r.eval(outbox.ENDPOINT, 0, keys.PREFIX, endpoint_id, now, mode,
+            await self.r.eval(outbox.ENDPOINT, *outbox.lead(), endpoint_id, now, mode,
                               outbox.KEEP_SECONDS)
             return
         code, error, retry_after = await self._post(endpoint, d)
@@ -247,7 +264,7 @@ class Sender:
 
     async def _settle(self, endpoint_id: str, object_id: str, delivery_id: str, now: int, outcome: str,
                       next_ms: int, code: int, error: str) -> None:
-        await self.r.eval(outbox.SETTLE, 0, keys.PREFIX, endpoint_id, object_id, delivery_id, now,
+        await self.r.eval(outbox.SETTLE, *outbox.lead(), endpoint_id, object_id, delivery_id, now,
                           outcome, next_ms, code, error[:_ERROR_CHARS], outbox.KEEP_SECONDS)
 
     async def _post(self, endpoint: dict[str, Any], d: dict[str, Any]) -> tuple[int, str, float | None]:
@@ -308,7 +325,7 @@ class Sender:
             return  # another delivery of this endpoint is disabling it right now, or it was deleted
         if not before["enabled"]:
             return  # disabled meanwhile (by another failing delivery, or through the API): keep that reason
-        await self.r.eval(outbox.ENDPOINT, 0, keys.PREFIX, endpoint["id"], int(time.time() * 1000),
+        await self.r.eval(outbox.ENDPOINT, *outbox.lead(), endpoint["id"], int(time.time() * 1000),
                           "park", outbox.KEEP_SECONDS)
         self._brands.pop(endpoint["brand_id"], None)
         self._records.pop(endpoint["id"], None)
