@@ -243,7 +243,7 @@ def test_fee_answer_rounds_to_each_currency(currency: str, amount: str, original
 def test_other_answers() -> None:
     record = {"id": "cmp_x", "name": "S", "attribution_window_days": 30,
               "commission": {"type": "percent", "value": Decimal("12.5")}, "click_id_param": "click_id",
-              "allowed_domains": [], "recurring_months": 12, "created_at": "2026-11-02T10:11:12.345Z"}
+              "allowed_domains": [], "recurring_months": 12, "hold_days": 30, "created_at": "2026-11-02T10:11:12.345Z"}
     assert Campaign.model_validate(record).dump() == {**record, "commission": {"type": "percent", "value": "12.5"}}
     row = {"id": "inf_x", "name": "Bo", "handle": "", "platform": "", "created_at": CREATED}
     assert Influencer.from_row(row).dump()["handle"] is None
