@@ -6,7 +6,8 @@ inserted meanwhile (a new order lands before the cursor or after it, never shift
 A page is two reads: the next candidates in that order from ``conversion_order`` (sorted by
 it, so only the page's granules are read), then their last versions from ``conversions
 FINAL`` by primary key, where the filters apply exactly (status, influencer, ... change with
-new versions); with filters, candidates are read in growing chunks until the page is full.
+new versions). With a filter on what versions change (status, influencer, ...) a page is one
+read of ``conversions FINAL`` with the filter instead.
 ``commission_status`` is computed in the query (``lifecycle.status_sql``). The history of
 one conversion comes from ``conversion_versions`` (every version, kept after merges). Every
 value is bound server-side.
@@ -42,7 +43,7 @@ SELECT_PAGE = (
     f"SELECT {', '.join(COLUMNS)}, {status_sql('conversion_id IN (' + _PAGE_PAID + ')')} AS commission_status "
     "FROM conversions FINAL WHERE brand_id = {brand:String} AND order_id IN {orders:Array(String)}"
 )
-FIRST_CHUNK, MAX_CHUNK = 1000, 200_000
+MAX_CHUNK = 200_000
 _FILTERS = ("status", "influencer_id", "campaign_id", "store_id", "commission_status")
 _HISTORY_FIELDS = ("status", "amount", "refunded_amount", "commission", "attribution", "link_code", "influencer_id",
                    "campaign_id", "review")
@@ -108,7 +109,32 @@ def page(ch: ClickHouse, brand_id: str, filters: dict[str, Any], now: datetime, 
         params["attribution"] = "" if attribution == "none" else attribution
         exact.append("attribution = {attribution:String}")
     after = _parse_cursor(cursor) if cursor else None
-    chunk = FIRST_CHUNK if exact else limit + 1
+    if exact:
+        found = _filtered(ch, [*where, *exact], params, after, limit)
+    else:
+        found = _unfiltered(ch, where, params, after, limit)
+    more = len(found) > limit
+    found = found[:limit]
+    next_cursor = _cursor(found[-1]["occurred_at"], found[-1]["conversion_id"]) if more and found else None
+    return [item(r) for r in found], next_cursor
+
+
+def _filtered(ch: ClickHouse, where: list[str], params: dict[str, Any], after: tuple[datetime, str] | None,
+              limit: int) -> list[dict[str, Any]]:
+    """With filters on what versions change: one read of ``conversions FINAL`` with them."""
+    if after is not None:
+        params.update(c_at=after[0], c_id=after[1])
+        where = [*where, "(occurred_at, conversion_id) < ({c_at:DateTime64(3, 'UTC')}, {c_id:String})"]
+    return ch.query_dicts(
+        f"{SELECT} WHERE {' AND '.join(where)} ORDER BY occurred_at DESC, conversion_id DESC LIMIT {{n:UInt32}}",
+        {**params, "n": limit + 1},
+    )
+
+
+def _unfiltered(ch: ClickHouse, where: list[str], params: dict[str, Any], after: tuple[datetime, str] | None,
+                limit: int) -> list[dict[str, Any]]:
+    """Without: the page's orders from ``conversion_order``, then their last versions by key."""
+    chunk = limit + 1
     found: list[dict[str, Any]] = []
     while len(found) <= limit:
         conds = list(where)
@@ -124,7 +150,7 @@ def page(ch: ClickHouse, brand_id: str, filters: dict[str, Any], now: datetime, 
         orders = list(dict.fromkeys(str(c[2]) for c in candidates))
         cids = list(dict.fromkeys(str(c[1]) for c in candidates))
         rows = ch.query_dicts(
-            SELECT_PAGE + "".join(f" AND {c}" for c in exact) + " ORDER BY occurred_at DESC, conversion_id DESC",
+            SELECT_PAGE + " ORDER BY occurred_at DESC, conversion_id DESC",
             {**params, "orders": orders, "cids": cids},
         )
         found += rows
@@ -132,10 +158,7 @@ def page(ch: ClickHouse, brand_id: str, filters: dict[str, Any], now: datetime, 
         if len(candidates) < chunk:
             break
         chunk = min(chunk * 4, MAX_CHUNK)
-    more = len(found) > limit
-    found = found[:limit]
-    next_cursor = _cursor(found[-1]["occurred_at"], found[-1]["conversion_id"]) if more and found else None
-    return [item(r) for r in found], next_cursor
+    return found
 
 
 def one(ch: ClickHouse, brand_id: str, conversion_id: str, now: datetime) -> dict[str, Any] | None:
