@@ -1,12 +1,16 @@
 """The conversion ledger: a brand's conversions with their commission status, reason and history.
 
-Reads ``conversions FINAL`` (each order's last version) newest first by ``(occurred_at,
-conversion_id)`` with a keyset cursor: a page never repeats or skips a conversion that
-existed when the first page was read, whatever is inserted meanwhile (a new order lands
-before the cursor or after it, never shifts the rest). ``commission_status`` is computed
-in the query (``lifecycle.status_sql``) so it filters and pages exactly. The history of
-one conversion comes from ``conversion_versions`` (every version, kept after merges).
-Every value is bound server-side.
+Pages go newest first by ``(occurred_at, conversion_id)`` with a keyset cursor: a page never
+repeats or skips a conversion that existed when the first page was read, whatever is
+inserted meanwhile (a new order lands before the cursor or after it, never shifts the rest).
+A page is two reads: the next candidates in that order from ``conversion_order`` (sorted by
+it, so only the page's granules are read), then their last versions from ``conversions
+FINAL`` by primary key, where the filters apply exactly (status, influencer, ... change with
+new versions). With a filter on what versions change (status, influencer, ...) a page is one
+read of ``conversions FINAL`` with the filter instead.
+``commission_status`` is computed in the query (``lifecycle.status_sql``). The history of
+one conversion comes from ``conversion_versions`` (every version, kept after merges). Every
+value is bound server-side.
 """
 
 from __future__ import annotations
@@ -32,6 +36,14 @@ SELECT = (
     f"SELECT {', '.join(COLUMNS)}, {status_sql('conversion_id IN (' + PAID_IDS_SQL + ')')} AS commission_status "
     "FROM conversions FINAL"
 )
+# The same for the orders of one page: the paid lines looked up by the page's conversion ids.
+_PAGE_PAID = PAID_IDS_SQL.replace(
+    "AND kind = 'commission'", "AND conversion_id IN {cids:Array(String)} AND kind = 'commission'")
+SELECT_PAGE = (
+    f"SELECT {', '.join(COLUMNS)}, {status_sql('conversion_id IN (' + _PAGE_PAID + ')')} AS commission_status "
+    "FROM conversions FINAL WHERE brand_id = {brand:String} AND order_id IN {orders:Array(String)}"
+)
+MAX_CHUNK = 200_000
 _FILTERS = ("status", "influencer_id", "campaign_id", "store_id", "commission_status")
 _HISTORY_FIELDS = ("status", "amount", "refunded_amount", "commission", "attribution", "link_code", "influencer_id",
                    "campaign_id", "review")
@@ -77,7 +89,7 @@ def item(r: dict[str, Any]) -> dict[str, Any]:
 def page(ch: ClickHouse, brand_id: str, filters: dict[str, Any], now: datetime, limit: int,
          cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
     """Up to ``limit`` conversions, newest first, after ``cursor``; the next cursor or None at the end."""
-    params: dict[str, Any] = {"brand": brand_id, "now": now, "n": limit + 1}
+    params: dict[str, Any] = {"brand": brand_id, "now": now}
     where = ["brand_id = {brand:String}"]
     start: date | None = filters.get("from")
     end: date | None = filters.get("to")
@@ -87,26 +99,66 @@ def page(ch: ClickHouse, brand_id: str, filters: dict[str, Any], now: datetime, 
     if end is not None:
         params["end"] = datetime(end.year, end.month, end.day) + timedelta(days=1)
         where.append("occurred_at < {end:DateTime64(3, 'UTC')}")
+    exact: list[str] = []
     for name in _FILTERS:
         if filters.get(name):
             params[name] = filters[name]
-            where.append(f"{name} = {{{name}:String}}")
+            exact.append(f"{name} = {{{name}:String}}")
     attribution = filters.get("attribution")
     if attribution:
         params["attribution"] = "" if attribution == "none" else attribution
-        where.append("attribution = {attribution:String}")
-    if cursor:
-        at, cid = _parse_cursor(cursor)
-        params.update(c_at=at, c_id=cid)
-        where.append("(occurred_at, conversion_id) < ({c_at:DateTime64(3, 'UTC')}, {c_id:String})")
-    rows = ch.query_dicts(
+        exact.append("attribution = {attribution:String}")
+    after = _parse_cursor(cursor) if cursor else None
+    if exact:
+        found = _filtered(ch, [*where, *exact], params, after, limit)
+    else:
+        found = _unfiltered(ch, where, params, after, limit)
+    more = len(found) > limit
+    found = found[:limit]
+    next_cursor = _cursor(found[-1]["occurred_at"], found[-1]["conversion_id"]) if more and found else None
+    return [item(r) for r in found], next_cursor
+
+
+def _filtered(ch: ClickHouse, where: list[str], params: dict[str, Any], after: tuple[datetime, str] | None,
+              limit: int) -> list[dict[str, Any]]:
+    """With filters on what versions change: one read of ``conversions FINAL`` with them."""
+    if after is not None:
+        params.update(c_at=after[0], c_id=after[1])
+        where = [*where, "(occurred_at, conversion_id) < ({c_at:DateTime64(3, 'UTC')}, {c_id:String})"]
+    return ch.query_dicts(
         f"{SELECT} WHERE {' AND '.join(where)} ORDER BY occurred_at DESC, conversion_id DESC LIMIT {{n:UInt32}}",
-        params,
+        {**params, "n": limit + 1},
     )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = _cursor(rows[-1]["occurred_at"], rows[-1]["conversion_id"]) if more and rows else None
-    return [item(r) for r in rows], next_cursor
+
+
+def _unfiltered(ch: ClickHouse, where: list[str], params: dict[str, Any], after: tuple[datetime, str] | None,
+                limit: int) -> list[dict[str, Any]]:
+    """Without: the page's orders from ``conversion_order``, then their last versions by key."""
+    chunk = limit + 1
+    found: list[dict[str, Any]] = []
+    while len(found) <= limit:
+        conds = list(where)
+        if after is not None:
+            params.update(c_at=after[0], c_id=after[1])
+            conds.append("(occurred_at, conversion_id) < ({c_at:DateTime64(3, 'UTC')}, {c_id:String})")
+        candidates = ch.query(
+            f"SELECT occurred_at, conversion_id, order_id FROM conversion_order WHERE {' AND '.join(conds)} "
+            f"ORDER BY occurred_at DESC, conversion_id DESC LIMIT {{n:UInt32}}", {**params, "n": chunk},
+        )
+        if not candidates:
+            break
+        orders = list(dict.fromkeys(str(c[2]) for c in candidates))
+        cids = list(dict.fromkeys(str(c[1]) for c in candidates))
+        rows = ch.query_dicts(
+            SELECT_PAGE + " ORDER BY occurred_at DESC, conversion_id DESC",
+            {**params, "orders": orders, "cids": cids},
+        )
+        found += rows
+        after = (candidates[-1][0], str(candidates[-1][1]))
+        if len(candidates) < chunk:
+            break
+        chunk = min(chunk * 4, MAX_CHUNK)
+    return found
 
 
 def one(ch: ClickHouse, brand_id: str, conversion_id: str, now: datetime) -> dict[str, Any] | None:
