@@ -27,10 +27,12 @@ def test_embedded_app_ingests_in_the_background(settings: Settings, ch: ClickHou
         )
 
         def finished() -> Any:
-            # The rows land a moment before the worker drops their ranges and counts them.
+            # The rows land a moment before the worker drops their ranges and counts them, and
+            # /readyz reads the streams before the worker's counters (not one snapshot): wait for both.
             answer = client.get("/readyz")
-            worker = answer.json().get("checks", {}).get("ingest", {}).get("worker", {})
-            return answer if worker.get("rows_inserted") == 500 else None
+            ingest = answer.json().get("checks", {}).get("ingest", {})
+            pending = ingest.get("streams", {}).get(keys.CLICK_STREAM, {}).get("pending")
+            return answer if ingest.get("worker", {}).get("rows_inserted") == 500 and pending == 0 else None
 
         ready = wait_until(finished, what="the batch finishing")
         assert ready.status_code == 200, ready.text
