@@ -41,35 +41,41 @@ def _ua(n: int) -> str:
 GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
 FACEBOOK = "facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)"
 
-# Hand-computed figures. Ratios: roi = (revenue - cost) / cost, conversion_rate =
+# Hand-computed figures (recent orders: all commission is pending, inside the 30-day hold).
+# Ratios: roi = (revenue - cost) / cost, conversion_rate =
 # conversions / clicks, epc = commission / clicks, aov = revenue / conversions.
 EXPECTED_INFLUENCERS = {
     "Anna": {
         "clicks": 6, "bot_clicks": 2, "unique_clicks": 3, "conversions": 3, "revenue": "170.00",
-        "commission": "15.50", "fees": "15.00", "cost": "30.50", "roi": "4.573770",
+        "commission": "15.50", "pending_commission": "15.50", "payable_commission": "0.00",
+        "paid_commission": "0.00", "fees": "15.00", "cost": "30.50", "roi": "4.573770",
         "conversion_rate": "0.500000", "epc": "2.583333", "aov": "56.666667",
     },
     "Bob": {
         "clicks": 3, "bot_clicks": 1, "unique_clicks": 2, "conversions": 1, "revenue": "60.00",
-        "commission": "6.00", "fees": "5.50", "cost": "11.50", "roi": "4.217391",
+        "commission": "6.00", "pending_commission": "6.00", "payable_commission": "0.00",
+        "paid_commission": "0.00", "fees": "5.50", "cost": "11.50", "roi": "4.217391",
         "conversion_rate": "0.333333", "epc": "2.000000", "aov": "60.000000",
     },
 }
 EXPECTED_CAMPAIGNS = {
     "Spring": {
         "clicks": 7, "bot_clicks": 3, "unique_clicks": 4, "conversions": 3, "revenue": "190.00",
-        "commission": "19.00", "fees": "20.50", "cost": "39.50", "roi": "3.810127",
+        "commission": "19.00", "pending_commission": "19.00", "payable_commission": "0.00",
+        "paid_commission": "0.00", "fees": "20.50", "cost": "39.50", "roi": "3.810127",
         "conversion_rate": "0.428571", "epc": "2.714286", "aov": "63.333333",
     },
     "Flat": {
         "clicks": 2, "bot_clicks": 0, "unique_clicks": 1, "conversions": 1, "revenue": "40.00",
-        "commission": "2.50", "fees": "0.00", "cost": "2.50", "roi": "15.000000",
+        "commission": "2.50", "pending_commission": "2.50", "payable_commission": "0.00",
+        "paid_commission": "0.00", "fees": "0.00", "cost": "2.50", "roi": "15.000000",
         "conversion_rate": "0.500000", "epc": "1.250000", "aov": "40.000000",
     },
 }
 EXPECTED_TOTALS = {
     "clicks": 9, "bot_clicks": 3, "unique_clicks": 5, "conversions": 4, "revenue": "230.00",
-    "commission": "21.50", "fees": "20.50", "cost": "42.00", "roi": "4.476190",
+    "commission": "21.50", "pending_commission": "21.50", "payable_commission": "0.00",
+        "paid_commission": "0.00", "fees": "20.50", "cost": "42.00", "roi": "4.476190",
     "conversion_rate": "0.444444", "epc": "2.388889", "aov": "57.500000",
     "unattributed_conversions": 1, "unattributed_revenue": "25.00",
 }

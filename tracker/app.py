@@ -39,13 +39,16 @@ def _postback_routes() -> list[BaseRoute]:
 
 def _routes() -> list[BaseRoute]:
     from tracker.api import openapi
-    from tracker.ops import health, obs
+    from tracker.money import meroutes, payoutroutes, statementroutes
+    from tracker.money import routes as money_api
+    from tracker.ops import deadletters, health, obs
     from tracker.portal import routes as portal_api
-    from tracker.registry import editroutes, keyroutes
+    from tracker.registry import campaignroutes, editroutes, keyroutes
     from tracker.registry import routes as registry_api
     from tracker.reports import routes as reports_api
     from tracker.web import app as brand_app
-    from tracker.web import carrier, portal, qr
+    from tracker.web import carrier, dashboard, portal, qr
+    from tracker.web import payouts as payouts_page
     from tracker.webhooks import routes as webhooks_api
 
     routes: list[BaseRoute] = [
@@ -54,15 +57,23 @@ def _routes() -> list[BaseRoute]:
         obs.METRICS,
         openapi.ROUTE,
         *registry_api.routes(),
+        *campaignroutes.routes(),
         *editroutes.routes(),
         *keyroutes.routes(),
         *portal_api.routes(),
         *_postback_routes(),
         *reports_api.routes(),
         *brand_app.routes(),
+        *money_api.routes(),
+        *payoutroutes.routes(),
+        *statementroutes.routes(),
+        *meroutes.routes(),
+        *payouts_page.routes(),
+        *dashboard.routes(),
         *qr.routes(),
         *portal.routes(),
         *webhooks_api.routes(),
+        *deadletters.routes(),
         carrier.ROUTE,
     ]
     return routes

@@ -1,4 +1,4 @@
-"""Command line: ``tracker serve | ingest | webhooks | migrate``.
+"""Command line: ``tracker serve | ingest | webhooks | migrate | verify-statement``.
 
 Errors a user can fix (a bad setting, an unreachable service, a failed
 migration) print one line and exit non-zero (2 for settings), never a traceback.
@@ -34,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
         "With neither REDIS_URL nor CLICKHOUSE_URL set, serve runs everything embedded.",
     )
     p.add_argument("--version", action="version", version=f"tracker {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{serve,ingest,webhooks,migrate}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{serve,ingest,webhooks,migrate,verify-statement}")
 
     serve = sub.add_parser("serve", help="Run the HTTP server (and, embedded, Redis, chDB and ingest).")
     serve.add_argument("--host", default="127.0.0.1", help="Address to bind (default 127.0.0.1).")
@@ -58,7 +58,23 @@ def _parser() -> argparse.ArgumentParser:
         help="Apply them to this ClickHouse cluster as Replicated + Distributed tables "
         "(default: TRACKER_CLICKHOUSE_CLUSTER).",
     )
+    verify = sub.add_parser("verify-statement", help="Check the hash chain of a saved statement (JSON or CSV).")
+    verify.add_argument("file", type=Path, help="A statement saved from the API or the portal.")
     return p
+
+
+def verify_statement(path: Path) -> int:
+    """Exit 0 and print the head hash when the chain holds; 1 with one line naming the broken entry."""
+    from tracker.money import chain
+
+    try:
+        entries, head = chain.load(path.read_text(encoding="utf-8"))
+        head_hash = chain.verify(entries, head)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        print(f"tracker: {path}: statement does not verify: {exc}", file=sys.stderr)
+        return 1
+    print(f"ok: {len(entries)} entries, head hash {head_hash}")
+    return 0
 
 
 def _settings(data_dir: Path | None = None) -> Settings:
@@ -77,6 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return ingest(args)
         if args.command == "webhooks":
             return webhooks()
+        if args.command == "verify-statement":
+            return verify_statement(args.file)
         return migrate_cmd(args)
     except SettingsError as exc:
         print(f"tracker: {exc.message}", file=sys.stderr)

@@ -64,9 +64,12 @@ def test_attribution_cases_end_to_end(world: World, app_client: TestClient, sett
             assert body["influencer_id"] is None and body["campaign_id"] is None, case
 
 
-def test_json_number_amounts_are_exact(world: World) -> None:
+def test_json_number_amounts_are_refused(world: World) -> None:
+    # The contract sends money as decimal strings: a JSON number may have gone through a float.
     r = world.post(b'{"order_id": "N-1", "amount": 1.5, "currency": "USD", "coupon_code": "ANNA10"}')
-    assert r.status_code == 202, r.text
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["code"] == "invalid_amount"
+    r = world.post(b'{"order_id": "N-1", "amount": "1.5", "currency": "USD", "coupon_code": "ANNA10"}')
     assert (r.json()["amount"], r.json()["original_amount"], r.json()["commission"]) == ("1.50", "1.50", "0.15")
 
 

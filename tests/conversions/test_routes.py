@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -125,7 +126,8 @@ def test_bad_signatures_answer_401(
     message: str,
 ) -> None:
     raw = json.dumps(BODY).encode()
-    r = world.client.post("/api/v1/conversions", content=raw, headers=headers(world, raw))
+    r = world.client.post("/api/v1/conversions", content=raw,
+                          headers={**headers(world, raw), "Content-Type": "application/json"})
     assert r.status_code == 401, case
     assert message in r.json()["error"]["message"], case
     assert redis_client.xlen(keys.CONVERSION_STREAM) == 0
@@ -150,12 +152,12 @@ def test_body_size_limit(world: World) -> None:
         ({"order_id": "a\nb", "amount": "1.00", "currency": "USD"}, 400, "control characters"),
         ({"order_id": "V", "currency": "USD"}, 400, "amount is required"),
         ({"order_id": "V", "amount": "1.00"}, 400, "currency is required"),
-        ({"order_id": "V", "amount": 1.555, "currency": "USD"}, 422, "amount 1.555 has more decimals"),
+        ({"order_id": "V", "amount": 1.555, "currency": "USD"}, 422, "not a JSON number"),
         ({"order_id": "V", "amount": "0", "currency": "USD"}, 422, "greater than 0"),
         ({"order_id": "V", "amount": "-5.00", "currency": "USD"}, 422, "greater than 0"),
         ({"order_id": "V", "amount": "1.001", "currency": "USD"}, 422, "more decimals than USD"),
         ({"order_id": "V", "amount": "1.5", "currency": "JPY"}, 422, "more decimals than JPY"),
-        ({"order_id": "V", "amount": "abc", "currency": "USD"}, 422, "not a decimal amount"),
+        ({"order_id": "V", "amount": "abc", "currency": "USD"}, 422, "not a decimal string"),
         ({"order_id": "V", "amount": True, "currency": "USD"}, 422, "decimal string"),
         ({"order_id": "V", "amount": "1.00", "currency": "XYZ"}, 422, "not an ISO 4217"),
         ({"order_id": "V", "amount": "1.00", "currency": 840}, 400, "currency must be a string"),
@@ -322,7 +324,7 @@ def test_rate_limit_per_store(ch: ClickHouse, settings: Settings) -> None:
         assert codes == [202, 202, 202, 429, 429]
         r = world.post({"order_id": "late", "amount": "1.00", "currency": "USD"})
         assert r.json()["error"]["code"] == "rate_limited"
-        assert r.headers["Retry-After"] == "1"
+        assert 1 <= int(r.headers["Retry-After"]) <= 60
         # Another store of the same brand has its own budget.
         other = world.call(world.registry.create_store, world.brand["id"], name="Other", allowed_ips=[])
         assert world.post({"order_id": "o-1", "amount": "1.00", "currency": "USD"}, store_id=other.store["id"],
@@ -381,7 +383,24 @@ def test_rate_limited_answer_says_when_to_retry(ch: ClickHouse, settings: Settin
     assert match and 1 <= int(match[1]) <= 60, message
     counters = [k.decode() for k in redis_client.keys(f"{keys.RATE_LIMITS}:*")]
     assert len(counters) == 1 and world.store_id in counters[0]
-    assert 0 < redis_client.ttl(counters[0]) <= 60
+    ttl_ms = redis_client.pttl(counters[0])
+    assert 0 < ttl_ms <= 60_000
+    # Retry-After is the real time until the window resets (the counter's expiry), not 1 s (issue #13).
+    retry_after = int(r.headers["Retry-After"])
+    assert math.ceil(ttl_ms / 1000) - 1 <= retry_after <= math.ceil(ttl_ms / 1000) + 1, (retry_after, ttl_ms)
+    assert retry_after == int(match[1])
+    assert retry_after > 30  # the window opened a moment ago
+
+
+def test_get_postback_429_says_when_to_retry(ch: ClickHouse, settings: Settings, redis_client: redis.Redis) -> None:
+    with TestClient(create_app(settings.with_(postback_rate_limit=1))) as client:
+        world = make_world(client, settings)
+        assert world.get(order_id="G-1", amount="1.00", currency="USD").status_code == 200
+        r = world.get(order_id="G-2", amount="1.00", currency="USD")
+    assert r.status_code == 429
+    [counter] = redis_client.keys(f"{keys.RATE_LIMITS}:*")
+    ttl_ms = redis_client.pttl(counter)
+    assert math.ceil(ttl_ms / 1000) - 1 <= int(r.headers["Retry-After"]) <= math.ceil(ttl_ms / 1000) + 1
 
 
 @pytest.mark.parametrize(

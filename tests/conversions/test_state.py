@@ -87,7 +87,7 @@ def test_fifty_concurrent_copies_on_two_workers_make_one_conversion(
 
         def send(i: int) -> None:
             client = one if i % 2 else two
-            headers = {"X-Store-Id": world.store_id,
+            headers = {"X-Store-Id": world.store_id, "Content-Type": "application/json",
                        "X-Signature": signature.sign(world.secret, int(time.time()), raw)}
             start.wait()
             r = client.post("/api/v1/conversions", content=raw, headers=headers)
@@ -162,6 +162,7 @@ ROW: dict[str, Any] = {
     "occurred_at": datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC),
     "created_at": datetime(2026, 1, 2, 3, 4, 6, tzinfo=UTC), "updated_at": datetime(2026, 1, 2, 3, 4, 6, tzinfo=UTC),
     "customer_hash": "", "email_hash": "", "platform_state": "",
+    "commission_rule": "percent:10", "hold_days": 30, "review": 0, "change": "created", "reason": "",
 }
 # The same row as ClickHouse returns it: naive UTC times, Decimal columns at their scale.
 FROM_CLICKHOUSE = {

@@ -51,7 +51,7 @@ def test_patch_campaign_changes_only_what_is_sent_and_is_audited(client: TestCli
 @pytest.mark.parametrize(("body", "status", "needle"), [
     ({}, 422, "at least one"),
     ({"name": ""}, 422, "name"),
-    ({"colour": "red"}, 422, "colour"),
+    ({"name": "x", "colour": "red"}, 422, "colour"),
     ({"fallback_url": "javascript:alert(1)"}, 422, "fallback_url"),
     ({"fallback_url": "ftp://x.example/"}, 422, "fallback_url"),
     ({"commission": {"type": "percent", "value": "101"}}, 422, "out of range"),

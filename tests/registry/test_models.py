@@ -61,11 +61,11 @@ def test_valid_ip_or_network(raw: str, norm: str) -> None:
          USD, {"attribution_window_days": 30, "click_id_param": "click_id", "allowed_domains": []}),
         (CampaignIn, {**CAMPAIGN, "click_id_param": " subid ", "allowed_domains": ["Shop.Example", "*.shop.example"]},
          USD, {"click_id_param": "subid", "allowed_domains": ["shop.example"]}),
-        (CampaignIn, {**CAMPAIGN, "commission": {"type": "flat", "value": 500}}, {"currency": "JPY"},
+        (CampaignIn, {**CAMPAIGN, "commission": {"type": "flat", "value": "500"}}, {"currency": "JPY"},
          {"commission": {"type": "flat", "value": Decimal(500)}}),
         (CampaignIn, {**CAMPAIGN, "commission": {"type": "flat", "value": "1.001"}}, {"currency": "KWD"},
          {"commission": {"type": "flat", "value": Decimal("1.001")}}),
-        (CampaignIn, {**CAMPAIGN, "commission": {"type": "percent", "value": Decimal("12.5")}}, USD,
+        (CampaignIn, {**CAMPAIGN, "commission": {"type": "percent", "value": "12.5"}}, USD,
          {"commission": {"type": "percent", "value": Decimal("12.5")}}),
         (LinkIn, {**LINK, "coupon_code": " ", "code": ""}, None, {"coupon_code": None, "code": None}),
         (LinkIn, {**LINK, "coupon_code": "ann-10", "code": " spring_sale "}, None,
@@ -92,12 +92,12 @@ def test_valid_ip_or_network(raw: str, norm: str) -> None:
         (FeeIn, FEE, USD, {"currency": None, "amount": Decimal(10), "date": datetime.now(UTC).date(), "note": ""}),
         (FeeIn, {**FEE, "amount": "1.001", "currency": "KWD", "date": "2026-11-01"}, USD,
          {"amount": Decimal("1.001"), "currency": "KWD", "date": date(2026, 11, 1)}),
-        (FeeIn, {**FEE, "amount": 1500}, {"currency": "JPY"}, {"amount": Decimal(1500)}),
-        (FeeIn, {**FEE, "amount": Decimal("2.5"), "note": " story ", "date": None}, USD,
+        (FeeIn, {**FEE, "amount": "1500"}, {"currency": "JPY"}, {"amount": Decimal(1500)}),
+        (FeeIn, {**FEE, "amount": "2.5", "note": " story ", "date": None}, USD,
          {"amount": Decimal("2.5"), "note": "story", "date": datetime.now(UTC).date()}),
         (FxRateIn, {"rate": "1.0825"}, None, {"rate": Decimal("1.0825")}),
-        (FxRateIn, {"rate": 2}, None, {"rate": Decimal(2)}),
-        (FxRateIn, {"rate": Decimal("0.00000001")}, None, {"rate": Decimal("0.00000001")}),
+        (FxRateIn, {"rate": "2"}, None, {"rate": Decimal(2)}),
+        (FxRateIn, {"rate": "0.00000001"}, None, {"rate": Decimal("0.00000001")}),
     ],
 )
 def test_accepted(model: type[BaseModel], data: dict[str, Any], context: dict[str, Any] | None,
@@ -243,7 +243,7 @@ def test_fee_answer_rounds_to_each_currency(currency: str, amount: str, original
 def test_other_answers() -> None:
     record = {"id": "cmp_x", "name": "S", "attribution_window_days": 30,
               "commission": {"type": "percent", "value": Decimal("12.5")}, "click_id_param": "click_id",
-              "allowed_domains": [], "recurring_months": 12, "created_at": "2026-11-02T10:11:12.345Z"}
+              "allowed_domains": [], "recurring_months": 12, "hold_days": 30, "created_at": "2026-11-02T10:11:12.345Z"}
     assert Campaign.model_validate(record).dump() == {**record, "commission": {"type": "percent", "value": "12.5"},
                                                       "fallback_url": None, "archived": False}
     row = {"id": "inf_x", "name": "Bo", "handle": "", "platform": "", "created_at": CREATED}

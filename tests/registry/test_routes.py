@@ -141,7 +141,7 @@ def test_campaign_defaults_and_answer(client: TestClient) -> None:
     assert c["allowed_domains"] == ["shop.example", "other.example"]
     idn = new_campaign(client, brand, allowed_domains=["Bücher.example"])
     assert idn["allowed_domains"] == ["xn--bcher-kva.example"]
-    flat = new_campaign(client, brand, commission={"type": "flat", "value": 500}, click_id_param="subid",
+    flat = new_campaign(client, brand, commission={"type": "flat", "value": "500"}, click_id_param="subid",
                         attribution_window_days=365)
     assert flat["commission"] == {"type": "flat", "value": "500"}
     # JPY has no minor unit: a flat commission with decimals is refused.
@@ -223,7 +223,7 @@ def test_fee_in_another_currency_needs_a_rate(client: TestClient, world: dict[st
         "108.25", "USD", "100.00", "EUR")
     assert fee["date"] == "2026-11-01"
     # A new rate replaces the old one.
-    client.put("/api/v1/fx-rates/EUR", json={"rate": 1.1}, headers=world["h"])
+    client.put("/api/v1/fx-rates/EUR", json={"rate": "1.1"}, headers=world["h"])
     rates = client.get("/api/v1/fx-rates", headers=world["h"]).json()["items"]
     assert [(x["currency"], x["rate"]) for x in rates] == [("EUR", "1.1")]
     assert client.portal is not None
@@ -245,7 +245,6 @@ BAD_FEES: list[tuple[dict[str, Any], str]] = [
     ({"amount": "10", "date": 20261101}, "date"),
     ({"amount": "10", "note": 5}, "note"),
     ({"amount": "10", "campaign_id": None}, "campaign_id"),
-    ({"amount": "10", "influencer_id": "inf_unknownunknown01"}, "inf_unknownunknown01"),
     ({"amount": "10", "paid": True}, "paid"),
 ]
 
@@ -256,6 +255,13 @@ def test_bad_fee_bodies(client: TestClient, world: dict[str, Any], fields: dict[
     r = client.post("/api/v1/fees", json=body, headers=world["h"])
     assert r.status_code == 422, r.text
     assert named in r.json()["error"]["message"]
+
+
+def test_a_fee_for_an_unknown_influencer_is_not_found(client: TestClient, world: dict[str, Any]) -> None:
+    body = {"campaign_id": world["campaign"]["id"], "influencer_id": "inf_unknownunknown01", "amount": "10"}
+    r = client.post("/api/v1/fees", json=body, headers=world["h"])
+    assert r.status_code == 404, r.text
+    assert "inf_unknownunknown01" in r.json()["error"]["message"]
 
 
 @pytest.mark.parametrize(

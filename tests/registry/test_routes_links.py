@@ -90,9 +90,9 @@ def test_allowed_destinations(client: TestClient, world: dict[str, Any], url: st
 
 
 BAD_LINKS: list[tuple[dict[str, Any], int, str]] = [
-    ({"campaign_id": "cmp_doesnotexist0001"}, 422, "cmp_doesnotexist0001"),
-    ({"influencer_id": "inf_doesnotexist0001"}, 422, "inf_doesnotexist0001"),
-    ({"campaign_id": "garbage"}, 422, "garbage"),
+    ({"campaign_id": "cmp_doesnotexist0001"}, 404, "cmp_doesnotexist0001"),
+    ({"influencer_id": "inf_doesnotexist0001"}, 404, "inf_doesnotexist0001"),
+    ({"campaign_id": "garbage"}, 404, "garbage"),
     ({"campaign_id": 12}, 422, "campaign_id"),
     ({"destination_url": 12}, 422, "destination_url"),
     ({"destination_url": None}, 422, "destination_url"),
@@ -248,14 +248,15 @@ def test_another_brands_ids_answer_404_everywhere(client: TestClient, world: dic
                  "/api/v1/fx-rates", f"/api/v1/links?campaign_id={c}", f"/api/v1/fees?influencer_id={i}"):
         r = client.get(path, headers=oh)
         assert r.status_code == 200 and r.json() == {"items": []}, path
-    # Ids named in a body are unknown in another brand (422 that says so, like a missing id).
+    # Ids named in a body are unknown in another brand: 404, as for a missing id (issue #13; the contract).
     oc, oi = new_campaign(client, other), new_influencer(client, other)
-    body = {"campaign_id": c, "influencer_id": oi["id"], "destination_url": "https://x.example/"}
-    r = client.post("/api/v1/links", json=body, headers=oh)
-    assert r.status_code == 422 and c in r.json()["error"]["message"]
-    body = {"campaign_id": oc["id"], "influencer_id": i, "amount": "10"}
-    r = client.post("/api/v1/fees", json=body, headers=oh)
-    assert r.status_code == 422 and i in r.json()["error"]["message"]
+    for body in ({"campaign_id": c, "influencer_id": oi["id"]}, {"campaign_id": oc["id"], "influencer_id": i}):
+        r = client.post("/api/v1/links", json={**body, "destination_url": "https://x.example/"}, headers=oh)
+        assert r.status_code == 404 and r.json()["error"]["code"] == "not_found", r.text
+        other_id = c if body["campaign_id"] == c else i
+        assert other_id in r.json()["error"]["message"]
+        r = client.post("/api/v1/fees", json={**body, "amount": "10"}, headers=oh)
+        assert r.status_code == 404 and other_id in r.json()["error"]["message"], r.text
     # The link is untouched.
     rec = link_record(client, link["code"])
     assert rec is not None and not rec.disabled

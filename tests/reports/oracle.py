@@ -18,7 +18,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from tracker.core.events import CLICK_COLUMNS, CONVERSION_COLUMNS
+from tracker.core.events import CLICK_COLUMNS, CONVERSION_COLUMNS, CONVERSION_DEFAULTS
 from tracker.reports import run as reports
 from tracker.reports.params import ReportParams
 from tracker.storage.clickhouse import ClickHouse
@@ -224,7 +224,8 @@ def load(ch: ClickHouse, data: Data) -> None:
     depth = max(len(h) for h in data.orders.values())
     for v in range(depth):  # one insert per version: rows of an order sit in different parts
         rows = [h[v] for h in data.orders.values() if len(h) > v]
-        ch.insert("conversions", [[r[k] for k in CONVERSION_COLUMNS] for r in rows], CONVERSION_COLUMNS)
+        ch.insert("conversions", [[r.get(k, CONVERSION_DEFAULTS.get(k)) for k in CONVERSION_COLUMNS] for r in rows],
+                  CONVERSION_COLUMNS)
     fee_cols = list(next(iter(data.fees.values()))[0])
     for v in range(2):
         rows = [h[v] for h in data.fees.values() if len(h) > v]
@@ -321,7 +322,8 @@ def expected(
 
     def blank() -> dict[str, Any]:
         return {"clicks": 0, "bot_clicks": 0, "u": set(), "conversions": 0,
-                "revenue": Decimal(0), "commission": Decimal(0), "fees": Decimal(0)}
+                "revenue": Decimal(0), "commission": Decimal(0), "fees": Decimal(0),
+                **{f"{s}_commission": Decimal(0) for s in ("pending", "payable", "paid")}}
 
     rows: dict[tuple, dict[str, Any]] = defaultdict(blank)
     tot = blank()
@@ -362,6 +364,9 @@ def expected(
             t["conversions"] += 1
             t["revenue"] += net
             t["commission"] += cur["commission"]
+            # Nothing is paid here; pending: the order pending or inside the 30-day hold.
+            held = cur["status"] == "pending" or cur["occurred_at"] + timedelta(days=30) > datetime.now(UTC)
+            t["pending_commission" if held else "payable_commission"] += cur["commission"]
     fee_rows = bool(group_by) and set(group_by) <= {"influencer", "campaign", "day"}
     if link is None:
         for (b, _), history in data.fees.items():
@@ -385,6 +390,7 @@ def expected(
             "conversions": t["conversions"],
             "revenue": t["revenue"],
             "commission": t["commission"],
+            **{f"{s}_commission": t[f"{s}_commission"] for s in ("pending", "payable", "paid")},
             "fees": t["fees"],
             "cost": cost,
             "roi": _ratio(t["revenue"] - cost, cost),
@@ -400,7 +406,8 @@ def expected(
     return {k: finish(v) for k, v in rows.items()}, finish(tot)
 
 
-MONEY = ("revenue", "commission", "fees", "cost", "unattributed_revenue")
+MONEY = ("revenue", "commission", "pending_commission", "payable_commission", "paid_commission", "fees", "cost",
+         "unattributed_revenue")
 RATIOS = ("roi", "conversion_rate", "epc", "aov")
 
 

@@ -8,6 +8,7 @@ is refused a change without the CSRF token, and signs out.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -29,6 +30,8 @@ from tracker.storage.clickhouse import ClickHouse
 from tracker.web import app as brand_app
 
 ROOT = Path(__file__).resolve().parent.parent.parent
+# Pictures for the docs are refreshed on purpose (TRACKER_SCREENSHOTS=docs), never by a plain run.
+SHOTS = ROOT / ("docs" if os.environ.get("TRACKER_SCREENSHOTS") == "docs" else "test-artifacts")
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 # A person's browser (the headless one names itself HeadlessChrome, which counts as a bot).
@@ -317,8 +320,8 @@ def test_the_brand_app_on_desktop_and_phone(live: tuple[str, Worker, str]) -> No
             key = _sign_up(page, base)
             code = _manage(page, base)
             _report(page, base, code, worker)
-            ROOT.joinpath("docs").mkdir(exist_ok=True)
-            page.screenshot(path=str(ROOT / "docs" / "app.png"), full_page=True)
+            SHOTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(SHOTS / "app.png"), full_page=True)
             _csrf_and_signout(page)
             _expiry(page, base, key, redis_url)
             assert errors == []
@@ -340,7 +343,7 @@ def test_the_brand_app_on_desktop_and_phone(live: tuple[str, Worker, str]) -> No
                 page.wait_for_selector("body[data-state=ready]")
                 assert page.evaluate("document.documentElement.scrollWidth") <= 390, view
             expect(page.locator('#report-table tr[data-key="totals"]')).to_be_visible()
-            page.screenshot(path=str(ROOT / "docs" / "app-phone.png"), full_page=True)
+            page.screenshot(path=str(SHOTS / "app-phone.png"), full_page=True)
             assert errors == []
             phone.close()
         finally:

@@ -32,9 +32,8 @@ def _signin(client: TestClient, key: str) -> dict[str, Any]:
     return body
 
 
-def test_root_and_dashboard_lead_to_the_app(client: TestClient) -> None:
+def test_root_leads_to_the_app(client: TestClient) -> None:
     assert client.get("/").headers["location"] == "/app"
-    assert client.get("/dashboard").headers["location"] == "/app#reports"
     page = client.get("/app")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "script-src 'self'" in page.headers["content-security-policy"]

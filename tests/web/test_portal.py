@@ -7,6 +7,7 @@ her two links with their QR codes and copy buttons, and a chart of her days.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -114,8 +115,10 @@ def _check_portal(page: Any, base: str, world: dict[str, Any], signin: str, phon
 
     if phone:  # nothing wider than the screen: no sideways scrolling of the page
         assert page.evaluate("document.documentElement.scrollWidth") <= 390
-    ROOT.joinpath("docs").mkdir(exist_ok=True)
-    page.screenshot(path=str(ROOT / "docs" / ("portal-phone.png" if phone else "portal.png")), full_page=True)
+    # The README's pictures are refreshed on purpose (TRACKER_SCREENSHOTS=docs), never by a plain run.
+    shots = ROOT / ("docs" if os.environ.get("TRACKER_SCREENSHOTS") == "docs" else "test-artifacts")
+    shots.mkdir(exist_ok=True)
+    page.screenshot(path=str(shots / ("portal-phone.png" if phone else "portal.png")), full_page=True)
 
     page.click("#signout")
     expect(page.locator("h1")).to_have_text("Your influencer portal")

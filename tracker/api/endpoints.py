@@ -9,12 +9,16 @@ what the code really accepts.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from pydantic import BaseModel
+from starlette.requests import Request
 from starlette.routing import BaseRoute, Mount, Route
+
+from tracker.core.errors import UnsupportedMediaType
 
 Security = Literal["admin", "brand", "store_signature", "store_token", "influencer", "session", "app_session"]
 
@@ -55,8 +59,42 @@ def _camel(name: str) -> str:
     return head + "".join(word[:1].upper() + word[1:] for word in rest)
 
 
+def is_json(content_type: str | None) -> bool:
+    """``application/json`` or a ``+json`` type (RFC 6839), any case, any parameters."""
+    if not content_type:
+        return False
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+def _has_body(request: Request) -> bool:
+    length = request.headers.get("content-length")
+    return (length is not None and length.strip() not in ("", "0")) or "transfer-encoding" in request.headers
+
+
+def json_only(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    """``endpoint`` answering 415 to a body not declared as JSON (a route whose body model is JSON).
+
+    A missing body is left to the route (its model names what is missing).
+    """
+
+    @functools.wraps(endpoint)
+    async def checked(request: Request) -> Any:
+        content_type = request.headers.get("content-type")
+        if _has_body(request) and not is_json(content_type):
+            given = f"Content-Type {content_type[:100]!r}" if content_type else "no Content-Type"
+            raise UnsupportedMediaType(f"This route takes a JSON body sent as application/json, not {given}.")
+        return await endpoint(request)
+
+    return checked
+
+
 class ApiRoute(Route):
     def __init__(self, path: str, endpoint: Callable[..., Any], *, method: str, operation: Operation) -> None:
+        if operation.body is not None and method in ("POST", "PUT", "PATCH"):
+            endpoint = json_only(endpoint)
+            if 415 not in operation.errors:
+                operation = replace(operation, errors=(*operation.errors, 415))
         super().__init__(path, endpoint, methods=[method])
         self.method = method
         if operation.operation_id is None:

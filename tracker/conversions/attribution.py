@@ -48,7 +48,7 @@ _MOVES: frozenset[tuple[str, str]] = frozenset(
 # A click a little after the order's time still counts: the store's and our clocks differ.
 CLOCK_SKEW_MS = 300_000
 
-AttributionKind = Literal["click", "coupon", "customer"]
+AttributionKind = Literal["click", "coupon", "customer", "manual"]  # manual: re-attributed by the brand
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,11 +53,10 @@ _TEXT_LIMITS = {
 
 _AMOUNT_SCHEMA = WithJsonSchema(
     {
-        "anyOf": [
-            {"type": "string", "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*$"},
-            {"type": "number", "exclusiveMinimum": 0},
-        ],
-        "description": 'The order amount in `currency`, e.g. "49.90", with at most the currency\'s decimals; '
+        "type": "string",
+        "pattern": r"^[0-9]+(\.[0-9]+)?$",
+        "description": 'The order amount in `currency` as a decimal string, e.g. "49.90" (JSON numbers, '
+        "exponents, digit separators and spaces are refused), with at most the currency's decimals; "
         "for a refund the cumulative refunded amount, left out for a refund of the whole order.",
     }
 )

@@ -20,7 +20,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from tracker.conversions import customers
+from tracker.conversions import customers, reasons
 from tracker.conversions.attribution import (
     REFUNDED,
     Change,
@@ -44,6 +44,7 @@ from tracker.core.errors import StorageUnavailable, Unauthorized, Unprocessable
 from tracker.core.records import LinkRecord
 from tracker.core.timeutil import now_ms_precision, to_ms
 from tracker.registry import Registry
+from tracker.registry.campaigns import DEFAULT_HOLD_DAYS, rule_at
 from tracker.settings import Settings
 from tracker.storage.clickhouse import ClickHouse
 
@@ -150,6 +151,18 @@ class Conversions:
             return None
         return CommissionRule.of(campaign["commission"])
 
+    async def rule_in_force(self, brand_id: str, campaign_id: str, occurred_ms: int) -> tuple[str, int]:
+        """The campaign's rule in force when the order occurred, as stored on the conversion
+        (``"percent:10"``, ``""`` for none), and its hold in days."""
+        if not campaign_id:
+            return "", DEFAULT_HOLD_DAYS
+        campaign = await self.lookups.campaign(brand_id, campaign_id)
+        if campaign is None:
+            log.warning("campaign %s of brand %s is gone; commission 0", campaign_id, brand_id)
+            return "", DEFAULT_HOLD_DAYS
+        rule = rule_at(campaign, occurred_ms)
+        return f"{rule['type']}:{money.plain(rule['value'])}", int(rule["hold_days"])
+
     async def _rate(self, brand_id: str, brand_currency: str, currency: str) -> Decimal:
         if currency == brand_currency:
             return Decimal(1)
@@ -196,7 +209,10 @@ class Conversions:
                 coupon_link = await self.lookups.link_by_coupon(brand_id, new.coupon_code)
         result = attribute(brand_id, occurred_ms, ref, click_link, coupon_link, customer_link)
         link = result.link
-        rule = await self.rule(brand_id, link.campaign_id) if link is not None else None
+        applied, hold_days = await self.rule_in_force(brand_id, link.campaign_id if link else "", occurred_ms)
+        rule = stored_rule(applied)
+        reason = reasons.explain(brand_id, occurred_ms, new.click_id, ref, click_link, new.coupon_code, coupon_link,
+                                 result)
 
         amount = money.round_money(new.amount * rate, brand_currency)
         refunded = amount if new.status == REFUNDED else money.round_money(new.refunded * rate, brand_currency)
@@ -229,6 +245,11 @@ class Conversions:
             "customer_hash": new.customer_hash,
             "email_hash": new.email_hash,
             "platform_state": new.platform_state,
+            "commission_rule": applied,
+            "hold_days": hold_days,
+            "review": 0,
+            "change": "created",
+            "reason": reason,
         }
 
     async def next_version(
@@ -239,7 +260,12 @@ class Conversions:
         rate: Decimal = current["fx_rate"]  # the rate of the first version, so refunds match the sale
         converted = money.round_money(amount * rate, brand_currency)
         refunded = converted if status == REFUNDED else money.round_money(refunded_original * rate, brand_currency)
-        rule = await self.rule(current["brand_id"], current["campaign_id"])
+        # The rule applied when the order was first recorded (a conversion from before rules were
+        # stored on it reads its campaign's current rule).
+        if current.get("commission_rule"):
+            rule = stored_rule(str(current["commission_rule"]))
+        else:
+            rule = await self.rule(current["brand_id"], current["campaign_id"])
         row = dict(current)
         row.update(
             version=int(current["version"]) + 1,
@@ -250,10 +276,31 @@ class Conversions:
             original_refunded_amount=refunded_original,
             commission=commission(rule, status, converted - refunded, brand_currency),
             updated_at=now_ms_precision(),
+            change=describe_change(current, status, converted, refunded),
         )
         if platform_state is not None:
             row["platform_state"] = platform_state
         return row
+
+
+def describe_change(current: Mapping[str, Any], status: str, amount: Decimal, refunded: Decimal) -> str:
+    """What a new version changed, in words (brand currency)."""
+    parts = []
+    if status != current["status"]:
+        parts.append(f"status {current['status']} -> {status}")
+    if amount != current["amount"]:
+        parts.append(f"amount {current['amount']} -> {amount}")
+    if refunded != current["refunded_amount"] and status != REFUNDED:
+        parts.append(f"refunded {current['refunded_amount']} -> {refunded}")
+    return "; ".join(parts) or "no change"
+
+
+def stored_rule(applied: str) -> CommissionRule | None:
+    """The rule a conversion carries (``"percent:10"``), None for none."""
+    if not applied:
+        return None
+    kind, _, value = applied.partition(":")
+    return CommissionRule.of({"type": kind, "value": Decimal(value)})
 
 
 def check_currency(current: Mapping[str, Any], order_id: str, currency: str | None) -> None:

@@ -64,7 +64,8 @@ class StoreRateLimit:
         stats = await self._limiter.get_window_stats(self._item, store_id)
         wait = max(1, math.ceil(stats.reset_time - time.time()))
         raise RateLimited(
-            f"Store {store_id} sent more than {self._item.amount} postbacks this minute; retry in {wait} seconds."
+            f"Store {store_id} sent more than {self._item.amount} postbacks this minute; retry in {wait} seconds.",
+            retry_after=wait,
         )
 
 

@@ -34,8 +34,8 @@ from tracker.conversions.attribution import AttributionKind
 from tracker.conversions.orderset import COMMIT, HOLD, READ, OrderSet
 from tracker.conversions.parse import Status
 from tracker.core import keys, money
-from tracker.core.errors import StorageUnavailable
-from tracker.core.events import CONVERSION_COLUMNS, encode_conversion
+from tracker.core.errors import StorageUnavailable, Unprocessable
+from tracker.core.events import CONVERSION_COLUMNS, CONVERSION_DEFAULTS, encode_conversion
 from tracker.core.timeutil import utc
 from tracker.storage.clickhouse import ClickHouse, run_sync
 
@@ -47,15 +47,15 @@ STATE_TTL_SECONDS = 7 * 86_400
 _MONEY_COLUMNS = ("amount", "refunded_amount", "commission")
 _ORIGINAL_COLUMNS = ("original_amount", "original_refunded_amount")
 _TIME_COLUMNS = ("occurred_at", "created_at", "updated_at")
-# Columns added after the first rows were written: a state or a row without them reads as "".
-_LATER = ("customer_hash", "email_hash", "platform_state")
-_INT_COLUMNS = ("version", "attributed", "link_id")
+_INT_COLUMNS = ("version", "attributed", "link_id", "hold_days", "review")
 _TYPED = frozenset((*_INT_COLUMNS, *_MONEY_COLUMNS, *_ORIGINAL_COLUMNS, *_TIME_COLUMNS, "fx_rate"))
 
 
 def normalize_row(row: Mapping[str, Any]) -> dict[str, Any]:
     """Typed values (from the JSON state or a ClickHouse row) with money at its currency's scale."""
-    out = {c: row[c] if c in row or c not in _LATER else "" for c in CONVERSION_COLUMNS}
+    # Columns added after the first rows were written: a state or a row without them has their default.
+    out = {c: row[c] if c in row or c not in CONVERSION_DEFAULTS else CONVERSION_DEFAULTS[c]
+           for c in CONVERSION_COLUMNS}
     for c in _INT_COLUMNS:
         out[c] = int(out[c])
     for c in _MONEY_COLUMNS:
@@ -70,6 +70,29 @@ def normalize_row(row: Mapping[str, Any]) -> dict[str, Any]:
         if c not in _TYPED:
             out[c] = str(out[c])
     return out
+
+
+def check_fits(row: Mapping[str, Any]) -> None:
+    """Unprocessable unless every money value of ``row`` fits its Decimal(18, 4) column.
+
+    Checked before a version is written: a row that cannot be inserted would be answered
+    202 and then dead-lettered by ingest (a VND brand, a USD order of 4,000,000,000.00
+    at 25,000 is 10^14 VND, one digit too many).
+    """
+    for column in (*_MONEY_COLUMNS, *_ORIGINAL_COLUMNS):
+        value = row[column]
+        if isinstance(value, Decimal) and money.fits_column(value):
+            continue
+        currency = row["original_currency" if column in _ORIGINAL_COLUMNS else "currency"]
+        detail = (
+            f"The order's amount {row['original_amount']} {row['original_currency']} is {row['amount']} "
+            f"{row['currency']} at the rate {row['fx_rate']}"
+            if column not in _ORIGINAL_COLUMNS and row["currency"] != row["original_currency"]
+            else f"The order's {column.replace('_', ' ')} {value} {currency}"
+        )
+        raise Unprocessable(
+            f"{detail}: more than tracker can store ({money.MONEY_COLUMN_MAX} {currency}).", code="amount_too_large"
+        )
 
 
 def decode_state(raw: bytes | str) -> dict[str, Any]:
@@ -241,6 +264,7 @@ class OrderStates:
     async def write(self, base: Snapshot, row: Mapping[str, Any], extras: Extras = Extras()) -> Snapshot | None:
         """Store ``row`` and stream it if the order is still as ``base`` saw it: None when written,
         else the order as it is now (the caller decides again)."""
+        check_fits(row)
         brand_id, order_id = str(row["brand_id"]), str(row["order_id"])
         state_key = keys.conversion(brand_id, order_id)
         h1, h2 = self.orders.positions(order_id)

@@ -77,6 +77,11 @@ class PayloadTooLarge(TrackerError):
     code = "payload_too_large"
 
 
+class UnsupportedMediaType(TrackerError):
+    status = 415
+    code = "unsupported_media_type"
+
+
 class Unprocessable(TrackerError):
     status = 422
     code = "unprocessable"
@@ -85,3 +90,8 @@ class Unprocessable(TrackerError):
 class RateLimited(TrackerError):
     status = 429
     code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int = 1, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        # Whole seconds until the limit lets the caller in again (RFC 9110 §10.2.3).
+        self.headers = {"Retry-After": str(max(1, retry_after))}

@@ -71,7 +71,18 @@ CONVERSION_COLUMNS: tuple[str, ...] = (
     "customer_hash",
     "email_hash",
     "platform_state",
+    "commission_rule",
+    "hold_days",
+    "review",
+    "change",
+    "reason",
 )
+
+# Columns added after the first conversions were streamed, with the value an older entry or state has.
+CONVERSION_DEFAULTS: dict[str, Any] = {
+    "customer_hash": "", "email_hash": "", "platform_state": "",
+    "commission_rule": "", "hold_days": 30, "review": 0, "change": "", "reason": "",
+}
 
 UTM_KEYS: tuple[str, ...] = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
 
@@ -135,7 +146,8 @@ class ClickEvent:
 
 def encode_conversion(row: dict[str, Any]) -> bytes:
     """A conversion row as JSON (Decimal and datetime as strings); decoded by ingest."""
-    missing = [c for c in CONVERSION_COLUMNS if c not in row]
+    missing = [c for c in CONVERSION_COLUMNS if c not in row and c not in CONVERSION_DEFAULTS]
     if missing:
         raise ValueError(f"conversion row lacks {', '.join(missing)}")
-    return json.dumps({c: row[c] for c in CONVERSION_COLUMNS}, default=str, separators=(",", ":")).encode()
+    values = {c: row.get(c, CONVERSION_DEFAULTS.get(c)) for c in CONVERSION_COLUMNS}
+    return json.dumps(values, default=str, separators=(",", ":")).encode()

@@ -19,6 +19,7 @@ PREFIXES = {
     "conversion": "cnv",
     "audit": "aud",
     "webhook": "whk",
+    "payout": "pay",
 }
 
 

@@ -6,7 +6,8 @@ Leaf module. Amounts are rounded half-up to the currency's minor unit
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+import re
+from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation
 
 # ISO 4217 active codes -> minor unit digits (list of 2024; X* funds/metals omitted).
 _THREE = {"BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"}
@@ -31,6 +32,17 @@ MINOR_UNITS: dict[str, int] = {**{c: 2 for c in _TWO}, **{c: 0 for c in _ZERO}, 
 
 ZERO = Decimal(0)
 
+# The contract's decimal string: ASCII digits, an optional sign and fraction. Python's
+# Decimal() would also take "1_000", full-width digits, "1E+2", " 10" and "NaN"; none is money.
+DECIMAL_TEXT = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+DECIMAL_PATTERN = "^" + DECIMAL_TEXT.pattern + "$"
+MAX_DECIMAL_TEXT = 40
+
+# The money columns (amounts, refunds, commissions, fees) are ClickHouse Decimal(18, 4):
+# 14 digits before the point, 4 after. A value beyond them cannot be inserted.
+MONEY_PRECISION, MONEY_SCALE = 18, 4
+MONEY_COLUMN_MAX = Decimal("99999999999999.9999")
+
 
 def is_currency(code: object) -> bool:
     return isinstance(code, str) and code in MINOR_UNITS
@@ -44,9 +56,14 @@ def quantum(currency: str) -> Decimal:
     return Decimal(1).scaleb(-MINOR_UNITS[currency])
 
 
+# Wide enough to round any amount a payload may carry (platform figures are read below 10^40) so
+# that one too large to store is refused by the column check with its reason, not by an exception.
+_ROUNDING = Context(prec=60)
+
+
 def round_money(amount: Decimal, currency: str) -> Decimal:
     """Round half-up to the currency's minor unit."""
-    return amount.quantize(quantum(currency), rounding=ROUND_HALF_UP)
+    return amount.quantize(quantum(currency), rounding=ROUND_HALF_UP, context=_ROUNDING)
 
 
 def plain(value: Decimal) -> Decimal:
@@ -56,32 +73,47 @@ def plain(value: Decimal) -> Decimal:
     return value.normalize()
 
 
-def parse_amount(value: object, currency: str, *, field: str = "amount") -> Decimal:
-    """A positive amount with at most the currency's decimals; ValueError with a message otherwise.
+def parse_decimal_text(value: object, field: str = "value") -> Decimal:
+    """A Decimal from a decimal string such as "49.90"; ValueError naming ``field`` otherwise.
 
-    Accepts a decimal string or a JSON number already parsed as Decimal (ints too);
-    floats are refused because they cannot carry money exactly.
+    JSON numbers are refused too: the contract sends money as strings, so that no client
+    rounds it through a float on the way.
     """
-    if isinstance(value, (bool, float)):
-        raise ValueError(f"{field} must be a decimal string such as \"49.90\", not a float.")
-    if isinstance(value, int):
-        value = Decimal(value)
-    if isinstance(value, str):
-        text = value.strip()
-        if not text or len(text) > 32:
-            raise ValueError(f"{field} {value!r} is not a decimal amount.")
-        try:
-            value = Decimal(text)
-        except InvalidOperation:
-            raise ValueError(f"{field} {value!r} is not a decimal amount.") from None
-    if not isinstance(value, Decimal) or not value.is_finite():
-        raise ValueError(f"{field} must be a decimal amount.")
-    if value <= 0:
-        raise ValueError(f"{field} must be greater than 0, got {value}.")
-    exponent = value.as_tuple().exponent
+    if not isinstance(value, str):
+        kind = "a JSON number" if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool) else (
+            "null" if value is None else f"a {type(value).__name__}")
+        raise ValueError(f'{field} must be a decimal string such as "49.90", not {kind}.'.lstrip())
+    if len(value) > MAX_DECIMAL_TEXT or not DECIMAL_TEXT.fullmatch(value):
+        shown = value if len(value) <= MAX_DECIMAL_TEXT else value[:MAX_DECIMAL_TEXT] + "..."
+        raise ValueError(
+            f'{field} {shown!r} is not a decimal string such as "49.90" (digits, an optional "-" and '
+            'fraction; no spaces, exponents or digit separators).'.lstrip()
+        )
+    try:
+        return Decimal(value)
+    except InvalidOperation:  # pragma: no cover - the pattern admits only what Decimal reads
+        raise ValueError(f"{field} {value!r} is not a decimal amount.".lstrip()) from None
+
+
+def parse_amount(value: object, currency: str, *, field: str = "amount") -> Decimal:
+    """A positive amount with at most the currency's decimals, from a decimal string; ValueError otherwise."""
+    amount = parse_decimal_text(value, field)
+    if amount <= 0:
+        raise ValueError(f"{field} must be greater than 0, got {amount}.".lstrip())
+    exponent = amount.as_tuple().exponent
     assert isinstance(exponent, int)
     if -exponent > MINOR_UNITS[currency]:
-        raise ValueError(f"{field} {value} has more decimals than {currency} allows ({MINOR_UNITS[currency]}).")
-    if value >= Decimal("1e13"):
-        raise ValueError(f"{field} {value} is too large.")
-    return value
+        raise ValueError(
+            f"{field} {amount} has more decimals than {currency} allows ({MINOR_UNITS[currency]}).".lstrip())
+    if amount >= Decimal("1e13"):
+        raise ValueError(f"{field} {amount} is too large.".lstrip())
+    return amount
+
+
+def fits_column(value: Decimal, precision: int = MONEY_PRECISION, scale: int = MONEY_SCALE) -> bool:
+    """Whether ``value`` can be stored in a ClickHouse ``Decimal(precision, scale)`` column as it is."""
+    if not value.is_finite():
+        return False
+    exponent = value.as_tuple().exponent
+    assert isinstance(exponent, int)
+    return -exponent <= scale and abs(value) < Decimal(10) ** (precision - scale)

@@ -91,7 +91,7 @@ CONVERSIONS = Kind(
     {
         "version": pa.uint64(), "amount": _MONEY, "refunded_amount": _MONEY, "original_amount": _MONEY,
         "original_refunded_amount": _MONEY, "fx_rate": pa.decimal128(18, 8), "commission": _MONEY,
-        "attributed": pa.uint8(), "link_id": pa.uint64(),
+        "attributed": pa.uint8(), "link_id": pa.uint64(), "hold_days": pa.uint16(), "review": pa.uint8(),
         "occurred_at": _TS, "created_at": _TS, "updated_at": _TS,
     },
     False,

@@ -21,7 +21,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tracker.core.events import CLICK_COLUMNS, CLICK_VERSION, CONVERSION_COLUMNS, HINT_HEAD, HINT_PREFETCH, ClickEvent
+from tracker.core.events import (
+    CLICK_COLUMNS,
+    CLICK_VERSION,
+    CONVERSION_COLUMNS,
+    CONVERSION_DEFAULTS,
+    HINT_HEAD,
+    HINT_PREFETCH,
+    ClickEvent,
+)
 from tracker.ingest.agents import DEVICE_BOT, REASON_HEAD, REASON_PREFETCH, classify_agent, referer_host
 
 # DateTime64(3) holds 1900..2299; a click outside these years is garbled, not a click.
@@ -231,7 +239,7 @@ def click_table(payloads: Sequence[bytes]) -> pa.Table:
 # Conversion columns by type; everything else is a string.
 _DECIMALS = {"amount", "refunded_amount", "original_amount", "original_refunded_amount", "fx_rate", "commission"}
 _TIMES = {"occurred_at", "created_at", "updated_at"}
-_UINTS = {"version", "link_id", "attributed"}
+_UINTS = {"version", "link_id", "attributed", "hold_days", "review"}
 _SCALE = {"fx_rate": 8}  # Decimal(18, 8); the other money columns are Decimal(18, 4)
 _REQUIRED_STRINGS = {"brand_id", "order_id", "conversion_id", "status", "currency"}
 
@@ -244,6 +252,9 @@ def decode_conversion(raw: bytes | str) -> list[Any]:
         raise ValueError(f"conversion entry is not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ValueError("conversion entry is not a JSON object")
+    # An entry streamed before a column existed gets its default.
+    data = {**{c: v for c, v in CONVERSION_DEFAULTS.items() if data.get(c) in (None, "")}, **{
+        k: v for k, v in data.items() if not (k in CONVERSION_DEFAULTS and v in (None, ""))}}
     missing = [c for c in CONVERSION_COLUMNS if c not in data]
     if missing:
         raise ValueError(f"conversion entry lacks {', '.join(missing)}")

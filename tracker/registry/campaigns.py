@@ -24,10 +24,34 @@ CampaignRecord = dict[str, Any]
 DEFAULT_CLICK_ID_PARAM = "click_id"
 DEFAULT_WINDOW_DAYS = 30
 DEFAULT_RECURRING_MONTHS = 12
+DEFAULT_HOLD_DAYS = 30
 _COLUMNS = (
     "id, name, attribution_window_days, commission_type, commission_value, click_id_param, "
-    "allowed_domains, recurring_months, fallback_url, archived, created_at, version"
+    "allowed_domains, recurring_months, hold_days, rules, fallback_url, archived, created_at, version"
 )
+
+
+def _rules(row: Row) -> list[dict[str, Any]]:
+    """The rule history (oldest first); a campaign from before the history has one rule since ever."""
+    raw = row.get("rules") or ""
+    if raw:
+        loaded: list[dict[str, Any]] = json.loads(raw)
+        return loaded
+    return [{"from_ms": 0, "type": row["commission_type"], "value": str(plain(Decimal(row["commission_value"]))),
+             "hold_days": int(row.get("hold_days", DEFAULT_HOLD_DAYS))}]
+
+
+def rule_at(campaign: CampaignRecord, at_ms: int) -> dict[str, Any]:
+    """The rule ({type, value: Decimal, hold_days}) in force at ``at_ms``: the last one that started by then,
+    else the first (an order dated before the campaign existed is priced by its first rule)."""
+    rules = campaign.get("rules") or [{"from_ms": 0, "type": campaign["commission"]["type"],
+                                        "value": str(campaign["commission"]["value"]),
+                                        "hold_days": campaign.get("hold_days", DEFAULT_HOLD_DAYS)}]
+    chosen = rules[0]
+    for r in rules:
+        if int(r["from_ms"]) <= at_ms:
+            chosen = r
+    return {"type": chosen["type"], "value": Decimal(str(chosen["value"])), "hold_days": int(chosen["hold_days"])}
 
 
 def _record(row: Row) -> CampaignRecord:
@@ -39,6 +63,8 @@ def _record(row: Row) -> CampaignRecord:
         "click_id_param": row["click_id_param"],
         "allowed_domains": list(row["allowed_domains"]),
         "recurring_months": int(row.get("recurring_months", DEFAULT_RECURRING_MONTHS)),
+        "hold_days": int(row.get("hold_days", DEFAULT_HOLD_DAYS)),
+        "rules": _rules(row),
         "fallback_url": str(row.get("fallback_url") or ""),
         "archived": bool(row.get("archived", 0)),
         "created_at": iso(row["created_at"]),
@@ -53,9 +79,13 @@ def _encode(c: CampaignRecord) -> bytes:
 def _decode(raw: bytes) -> CampaignRecord:
     data: CampaignRecord = json.loads(raw)
     data["commission"]["value"] = Decimal(data["commission"]["value"])
-    data.setdefault("recurring_months", DEFAULT_RECURRING_MONTHS)  # records cached before these fields
+    data.setdefault("recurring_months", DEFAULT_RECURRING_MONTHS)  # a record cached before the field
+    data.setdefault("hold_days", DEFAULT_HOLD_DAYS)
     data.setdefault("fallback_url", "")
     data.setdefault("archived", False)
+    if "rules" not in data:
+        data["rules"] = _rules({"commission_type": data["commission"]["type"],
+                                "commission_value": data["commission"]["value"], "hold_days": data["hold_days"]})
     return data
 
 
@@ -74,8 +104,11 @@ class Campaigns:
         click_id_param: str = DEFAULT_CLICK_ID_PARAM,
         allowed_domains: list[str] | None = None,
         recurring_months: int = DEFAULT_RECURRING_MONTHS,
+        hold_days: int = DEFAULT_HOLD_DAYS,
         fallback_url: str = "",
     ) -> CampaignRecord:
+        rules = [{"from_ms": 0, "type": commission_type, "value": str(plain(commission_value)),
+                  "hold_days": hold_days}]
         row: Row = {
             "brand_id": brand_id,
             "id": new_id("campaign"),
@@ -86,6 +119,8 @@ class Campaigns:
             "click_id_param": click_id_param,
             "allowed_domains": list(allowed_domains or []),
             "recurring_months": recurring_months,
+            "hold_days": hold_days,
+            "rules": json.dumps(rules, separators=(",", ":")),
             "fallback_url": fallback_url,
             "archived": 0,
             "created_at": now_utc(),
@@ -96,50 +131,57 @@ class Campaigns:
         await self.cache.write(self.cache.redis.set(keys.campaign(brand_id, campaign["id"]), _encode(campaign)))
         return campaign
 
-    async def update(self, brand_id: str, campaign_id: str, changes: dict[str, Any]) -> CampaignRecord | None:
-        """Apply a PATCH (field -> value, ``commission`` as ``{type, value}``); None when the campaign is
-        unknown or another brand's.
-
-        A new row version in ClickHouse, then the Redis record rewritten: postbacks and the
-        followers' fallback see the change at once. Links keep their own records (the click-id
-        parameter and window they carry are the campaign's at the link's creation or last change).
-        """
-        if not looks_like("campaign", campaign_id) or not looks_like("brand", brand_id):
-            return None
-        async with self.cache.lock("campaign", campaign_id):
-            row = await self.cache.first(
-                f"SELECT {_COLUMNS} FROM campaigns FINAL WHERE brand_id = {{b:String}} AND id = {{id:String}} LIMIT 1",
-                {"b": brand_id, "id": campaign_id},
-            )
-            if row is None:
-                return None
-            changes = dict(changes)
-            commission = changes.pop("commission", None)
-            if commission is not None:  # {"type", "value"}, as the API names it
-                changes["commission_type"], changes["commission_value"] = commission["type"], commission["value"]
-            row = {**row, **changes, "brand_id": brand_id}
-            row["version"] = max(int(row["version"]) + 1, time.time_ns())
-            await self.cache.write(self.cache.redis.delete(keys.campaign(brand_id, campaign_id)))
-            await self.cache.insert("campaigns", row)
-            campaign = _record(row)
-            await self.cache.write(self.cache.redis.set(keys.campaign(brand_id, campaign_id), _encode(campaign)))
-            return campaign
-
     async def get(self, brand_id: str, campaign_id: str) -> CampaignRecord | None:
         if not looks_like("campaign", campaign_id) or not looks_like("brand", brand_id):
             return None
         raw = await self.cache.get(keys.campaign(brand_id, campaign_id))
         if raw is not None:
             return _decode(raw)
-        row = await self.cache.first(
-            f"SELECT {_COLUMNS} FROM campaigns FINAL WHERE brand_id = {{b:String}} AND id = {{id:String}} LIMIT 1",
-            {"b": brand_id, "id": campaign_id},
-        )
+        row = await self._row(brand_id, campaign_id)
         if row is None:
             return None
         campaign = _record(row)
         await self.cache.fill(keys.campaign(brand_id, campaign_id), _encode(campaign))
         return campaign
+
+    async def _row(self, brand_id: str, campaign_id: str) -> Row | None:
+        return await self.cache.first(
+            f"SELECT {_COLUMNS} FROM campaigns FINAL WHERE brand_id = {{b:String}} AND id = {{id:String}} LIMIT 1",
+            {"b": brand_id, "id": campaign_id},
+        )
+
+    async def update(self, brand_id: str, campaign_id: str, changes: dict[str, Any]) -> CampaignRecord | None:
+        """Apply a PATCH (``name``, ``attribution_window_days``, ``recurring_months``, ``fallback_url``,
+        ``archived``, ``commission`` {type, value}, ``hold_days``); None for an unknown campaign. A new
+        commission or hold starts a new rule in the history, in force from now: orders that occurred
+        before keep the old one."""
+        if not looks_like("campaign", campaign_id) or not looks_like("brand", brand_id):
+            return None
+        async with self.cache.lock("campaign", campaign_id):
+            row = await self._row(brand_id, campaign_id)
+            if row is None:
+                return None
+            rules = _rules(row)
+            for field in ("name", "attribution_window_days", "recurring_months", "fallback_url"):
+                if field in changes:
+                    row[field] = changes[field]
+            if "archived" in changes:
+                row["archived"] = int(bool(changes["archived"]))
+            if "commission" in changes or "hold_days" in changes:
+                last = rules[-1]
+                commission = changes.get("commission") or {"type": last["type"], "value": Decimal(last["value"])}
+                hold = int(changes.get("hold_days", last["hold_days"]))
+                row["commission_type"], row["commission_value"], row["hold_days"] = (
+                    commission["type"], commission["value"], hold)
+                rules.append({"from_ms": int(time.time() * 1000), "type": commission["type"],
+                              "value": str(plain(Decimal(commission["value"]))), "hold_days": hold})
+            row["rules"] = json.dumps(rules, separators=(",", ":"))
+            row["brand_id"] = brand_id
+            row["version"] = max(int(row["version"]) + 1, time.time_ns())
+            await self.cache.insert("campaigns", row)
+            campaign = _record(row)
+            await self.cache.write(self.cache.redis.set(keys.campaign(brand_id, campaign_id), _encode(campaign)))
+            return campaign
 
     async def fallback_url(self, brand_id: str, campaign_id: str) -> str:
         """The campaign's fallback URL for followers of a dead link; "" for none or when storage is down."""

@@ -1,5 +1,5 @@
-"""Registry edit routes of the brand app: PATCH campaigns and influencers, PATCH and DELETE fees,
-a link by its numeric id.
+"""Registry edit routes of the brand app: PATCH influencers, PATCH and DELETE fees, a link by its
+numeric id (campaigns: ``tracker.registry.campaignroutes``, which takes fallback_url and archived too).
 
 Every change is audited (``{at, key_id, action, object_id, before, after}``). Archiving keeps
 everything (links keep redirecting, reports keep counting): it only takes the item out of the
@@ -22,8 +22,8 @@ from tracker.api import auth, http
 from tracker.api.endpoints import Operation, api
 from tracker.api.schema import parse_body
 from tracker.core.errors import NotFound
-from tracker.registry.models import Campaign, Fee, Influencer, Link
-from tracker.registry.patches import CampaignPatch, FeePatch, InfluencerPatch
+from tracker.registry.models import Fee, Influencer, Link
+from tracker.registry.patches import FeePatch, InfluencerPatch
 from tracker.registry.routes import AUTHED, TAG, WITH_BODY, _answer, _audit, _body, _registry, _short_url_base
 
 _ID = {"type": "string"}
@@ -32,35 +32,6 @@ _ID = {"type": "string"}
 def _patch(summary: str, body: type[Any], answer: type[Any], name: str) -> Operation:
     return Operation(summary, TAG, ("brand",), body=body, answers={200: answer}, errors=(*WITH_BODY, 404, 409),
                      path_params={name: _ID})
-
-
-@api("PATCH", "/api/v1/campaigns/{campaign_id}", _patch(
-    "Edit a campaign: name, attribution window, commission, fallback URL, archived.", CampaignPatch, Campaign,
-    "campaign_id",
-))
-async def update_campaign(request: Request) -> Response:
-    brand = await auth.brand_of(request)
-    cid = request.path_params["campaign_id"]
-    body = await _body(request, CampaignPatch, {"currency": brand["currency"]})
-    registry = _registry(request)
-    old = await registry.get_campaign(brand["id"], cid)
-    if old is None:
-        raise NotFound(f"Campaign {cid!r} does not exist.")
-    changes: dict[str, Any] = {}
-    for field in ("name", "attribution_window_days", "fallback_url"):
-        value = getattr(body, field)
-        if value is not None:
-            changes[field] = value
-    if body.archived is not None:
-        changes["archived"] = int(body.archived)
-    if body.commission is not None:
-        changes["commission"] = {"type": body.commission.type, "value": body.commission.value}
-    new = await registry.campaigns.update(brand["id"], cid, changes)
-    if new is None:
-        raise NotFound(f"Campaign {cid!r} does not exist.")
-    answer = Campaign.model_validate(new)
-    await _audit(request, brand["id"], "campaign.update", cid, Campaign.model_validate(old), answer)
-    return _answer(answer)
 
 
 @api("PATCH", "/api/v1/influencers/{influencer_id}", _patch(
@@ -134,4 +105,4 @@ async def get_link_by_id(request: Request) -> Response:
 def routes() -> list[BaseRoute]:
     # by-id before /api/v1/links/{code}/qr would not matter (two segments each, different second), but
     # it must come before nothing that takes "by-id" as a code: /api/v1/links/{code} is one segment.
-    return [update_campaign, update_influencer, update_fee, delete_fee, get_link_by_id]
+    return [update_influencer, update_fee, delete_fee, get_link_by_id]

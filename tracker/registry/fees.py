@@ -11,7 +11,7 @@ from datetime import date
 from decimal import Decimal
 
 from tracker.core import money
-from tracker.core.errors import Unprocessable
+from tracker.core.errors import NotFound, Unprocessable
 from tracker.core.ids import looks_like, new_id
 from tracker.core.timeutil import now_utc
 from tracker.registry.brands import BrandRecord
@@ -74,9 +74,9 @@ class Fees:
         """Record a flat fee, converted to the brand currency with the brand's FX rate; its row."""
         brand_id = brand["id"]
         if await self.campaigns.get(brand_id, campaign_id) is None:
-            raise Unprocessable(f"Campaign {campaign_id!r} does not exist.", code="unknown_campaign")
+            raise NotFound(f"Campaign {campaign_id!r} does not exist.")  # another brand's id too
         if await self.influencers.get(brand_id, influencer_id) is None:
-            raise Unprocessable(f"Influencer {influencer_id!r} does not exist.", code="unknown_influencer")
+            raise NotFound(f"Influencer {influencer_id!r} does not exist.")
         rate = await self._rate(brand, currency)
         converted = self._convert(brand, amount, currency, rate)
         row: Row = {

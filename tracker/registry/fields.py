@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from datetime import UTC, date, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, Field, PlainSerializer, WithJsonSchema
@@ -24,12 +24,13 @@ MAX_LIST = 100
 MAX_PAGE = 10_000
 MAX_OFFSET = 10**9
 _VALUE_MAX = Decimal("1e13")  # money columns are Decimal(18, 4)
-_FIRST_DAY, _LAST_DAY = date(1970, 1, 1), date(2149, 6, 6)  # the range of ClickHouse's Date
+# Reports start at 2000-01-01 (a day before could never be shown); ClickHouse's Date ends at 2149-06-06.
+_FIRST_DAY, _LAST_DAY = date(2000, 1, 1), date(2149, 6, 6)
 _LAST_INSTANT = datetime(2299, 12, 31, tzinfo=UTC)  # the end of ClickHouse's DateTime64 range
 _CLICK_ID_PARAM = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 _COUPON = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{1,63}$")
-_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
-_DECIMAL_TEXT = r"^\s*[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)\s*$"
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_DECIMAL_TEXT = money.DECIMAL_PATTERN
 _NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
 _SOME_TEXT = r"^[^\x00-\x1f\x7f]*\S[^\x00-\x1f\x7f]*$"
 
@@ -200,16 +201,17 @@ Currency = Annotated[str, BeforeValidator(_currency), WithJsonSchema(CURRENCY_SC
 
 
 def _decimal(value: Any) -> Decimal:
-    """A finite Decimal from a decimal string or a JSON number (parsed as Decimal, never a float)."""
-    if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
+    """A Decimal from a decimal string of the contract (``money.DECIMAL_TEXT``); JSON numbers are refused."""
+    if not isinstance(value, str):
         raise invalid("invalid_field", f'must be a decimal string such as "12.5", got {_kind(value)}')
     try:
-        number = Decimal(value.strip()) if isinstance(value, str) else Decimal(value)
-    except InvalidOperation:
-        raise invalid("invalid_field", f"value {value!r} is not a decimal number") from None
-    if not number.is_finite():
-        raise invalid("invalid_field", f"value {value!r} is not a finite number")
-    return number
+        return money.parse_decimal_text(value, "")
+    except ValueError:
+        shown = value if len(value) <= 40 else value[:40] + "..."
+        raise invalid(
+            "invalid_field",
+            f'value {shown!r} is not a decimal string such as "12.5" (digits, an optional "-" and fraction)',
+        ) from None
 
 
 def bounded(number: Decimal, max_places: int) -> Decimal:
@@ -222,20 +224,20 @@ def bounded(number: Decimal, max_places: int) -> Decimal:
     return number
 
 
-_DECIMAL_SCHEMA = {"anyOf": [{"type": "string", "pattern": _DECIMAL_TEXT}, {"type": "number"}],
-                   "description": 'A decimal string such as "12.5" (a JSON number is read as a decimal).'}
+_DECIMAL_SCHEMA = {"type": "string", "pattern": _DECIMAL_TEXT,
+                   "description": 'A decimal string such as "12.5" (JSON numbers are refused).'}
 DecimalIn = Annotated[Decimal, BeforeValidator(_decimal), WithJsonSchema(_DECIMAL_SCHEMA)]
 # Converted by the model that knows the currency (``money.parse_amount``); 3 decimals is
 # the most any currency has (KWD), the currency's own count applies.
 MoneyIn = Annotated[Decimal, WithJsonSchema(
-    {"anyOf": [{"type": "string", "pattern": r"^\s*0*[1-9][0-9]{0,12}(\.[0-9]{1,3})?\s*$"},
-               {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1e13}],
-     "description": 'A positive decimal string such as "49.90", with at most the currency\'s decimals.'})]
+    {"type": "string", "pattern": r"^0*([1-9][0-9]{0,12}(\.[0-9]{1,3})?|0\.[0-9]{0,2}[1-9])$",
+     "description": 'A positive decimal string such as "49.90", with at most the currency\'s decimals, '
+     "below 10^13."})]
 # An exchange rate: above 0, below 10^10, at most 8 decimals (checked by FxRateIn).
 RateIn = Annotated[Decimal, BeforeValidator(_decimal), WithJsonSchema(
-    {"anyOf": [{"type": "string", "pattern": r"^\s*(0*[1-9][0-9]{0,9}(\.[0-9]{1,8})?|0*\.[0-9]{0,7}[1-9])\s*$"},
-               {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1e10}],
-     "description": "Units of the brand currency per unit of this currency."})]
+    {"type": "string", "pattern": r"^0*([1-9][0-9]{0,9}(\.[0-9]{1,8})?|0\.[0-9]{0,7}[1-9])$",
+     "description": "Units of the brand currency per unit of this currency: a decimal string above 0, "
+     "below 10^10, at most 8 decimals."})]
 
 
 def _future_instant(value: Any) -> datetime:
@@ -270,13 +272,14 @@ def _calendar_day(value: Any) -> date:
     except ValueError:
         raise invalid("invalid_field", f"value {value!r} is not a calendar date") from None
     if not _FIRST_DAY <= day <= _LAST_DAY:
-        raise invalid("invalid_field", f"value {value!r} is out of range")
+        raise invalid("invalid_field", f"value {value!r} is out of range ({_FIRST_DAY} to {_LAST_DAY})")
     return day
 
 
 Day = Annotated[date, BeforeValidator(_calendar_day), WithJsonSchema(
-    {"type": "string", "format": "date", "pattern": r"^(19[7-9][0-9]|20[0-9]{2}|21[0-4][0-9])-[0-9]{2}-[0-9]{2}$",
-     "description": "A calendar date, 1970-01-01 to 2149-06-06 (ClickHouse's Date)."})]
+    {"type": "string", "format": "date", "pattern": r"^(20[0-9]{2}|21[0-4][0-9])-[0-9]{2}-[0-9]{2}$",
+     "description": "A calendar date, YYYY-MM-DD, 2000-01-01 (where reports start) to 2149-06-06 "
+     "(the end of ClickHouse's Date)."})]
 
 
 def digits(value: Any) -> Any:

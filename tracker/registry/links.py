@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 
 from tracker.core import keys
 from tracker.core.codes import Codes, is_reserved
-from tracker.core.errors import Conflict, Unprocessable
+from tracker.core.errors import Conflict, NotFound, Unprocessable
 from tracker.core.records import LinkRecord
 from tracker.core.timeutil import now_utc, to_ms
 from tracker.registry.cache import Cache, Row, text
@@ -144,9 +144,9 @@ class Links:
         """Create a link; returns its ClickHouse row."""
         campaign = await self.campaigns.get(brand_id, campaign_id)
         if campaign is None:
-            raise Unprocessable(f"Campaign {campaign_id!r} does not exist.", code="unknown_campaign")
+            raise NotFound(f"Campaign {campaign_id!r} does not exist.")  # another brand's id too
         if await self.influencers.get(brand_id, influencer_id) is None:
-            raise Unprocessable(f"Influencer {influencer_id!r} does not exist.", code="unknown_influencer")
+            raise NotFound(f"Influencer {influencer_id!r} does not exist.")
         check_destination(destination_url, campaign["allowed_domains"])
         if code is not None:
             problem = self.codes.vanity_problem(code)

@@ -18,7 +18,12 @@ from pydantic import BeforeValidator, ConfigDict, Field, ValidationInfo, field_v
 
 from tracker.api.schema import Answer, Model, MoneyOut, Query, Timestamp, invalid
 from tracker.core import money
-from tracker.registry.campaigns import DEFAULT_CLICK_ID_PARAM, DEFAULT_RECURRING_MONTHS, DEFAULT_WINDOW_DAYS
+from tracker.registry.campaigns import (
+    DEFAULT_CLICK_ID_PARAM,
+    DEFAULT_HOLD_DAYS,
+    DEFAULT_RECURRING_MONTHS,
+    DEFAULT_WINDOW_DAYS,
+)
 from tracker.registry.fields import (
     MAX_OFFSET,
     MAX_PAGE,
@@ -136,6 +141,10 @@ class CampaignIn(Body):
         default=DEFAULT_RECURRING_MONTHS, ge=0, le=120,
         description="Months after a customer's first attributed order during which the customer's later orders "
         "(and subscription renewals) without a click id of their own are credited to the same link; 0: never.",
+    )
+    hold_days: int = Field(
+        default=DEFAULT_HOLD_DAYS, ge=0, le=365,
+        description="Days after an approved order occurred before its commission is payable.",
     )
     fallback_url: FallbackUrl = ""
 
@@ -269,10 +278,17 @@ class Campaign(Answer):
     click_id_param: str
     allowed_domains: list[str]
     recurring_months: int
+    hold_days: int
     fallback_url: str | None = Field(default=None, description="Where followers of a disabled or expired link are "
                                      "sent (null: an HTML 410 page).")
     archived: bool = False
     created_at: Timestamp
+
+    @model_validator(mode="before")
+    @classmethod
+    def _without_history(cls, data: Any) -> Any:
+        # The registry record carries the rule history (for pricing orders); the answer does not.
+        return {k: v for k, v in data.items() if k != "rules"} if isinstance(data, Mapping) else data
 
     @field_validator("fallback_url", mode="before")
     @classmethod

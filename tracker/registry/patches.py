@@ -10,12 +10,12 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import ConfigDict, ValidationInfo, field_validator, model_validator
 
 from tracker.api.schema import invalid
 from tracker.core import money
-from tracker.registry.fields import Currency, Day, FallbackUrl, Handle, MoneyIn, Name, Note, Platform
-from tracker.registry.models import Body, CommissionIn, patch_schema
+from tracker.registry.fields import Currency, Day, Handle, MoneyIn, Name, Note, Platform
+from tracker.registry.models import Body, patch_schema
 
 
 class Patch(Body):
@@ -27,17 +27,6 @@ class Patch(Body):
         if isinstance(data, Mapping) and not data:
             raise invalid("invalid_field", f"Send at least one of {', '.join(cls.model_fields)}")
         return data
-
-
-class CampaignPatch(Patch):
-    """`fallback_url: ""` removes the fallback (followers of a disabled link then get a 410 page)."""
-
-    # Validated with context={"currency": <brand currency>}: a flat commission's decimals.
-    name: Name | None = None
-    attribution_window_days: int | None = Field(default=None, ge=1, le=365)
-    commission: CommissionIn | None = None
-    fallback_url: FallbackUrl | None = None
-    archived: bool | None = None
 
 
 class InfluencerPatch(Patch):

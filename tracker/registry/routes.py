@@ -149,6 +149,7 @@ async def create_campaign(request: Request) -> Response:
         click_id_param=body.click_id_param,
         allowed_domains=body.allowed_domains,
         recurring_months=body.recurring_months,
+        hold_days=body.hold_days,
         fallback_url=body.fallback_url,
     )
     answer = Campaign.model_validate(campaign)
@@ -209,7 +210,7 @@ async def get_influencer(request: Request) -> Response:
 
 
 @api("POST", "/api/v1/links", _created(
-    "Mint a tracked short link for an influencer in a campaign.", LinkIn, Link, 409,
+    "Mint a tracked short link for an influencer in a campaign.", LinkIn, Link, 404, 409,
 ))
 async def create_link(request: Request) -> Response:
     brand = await auth.brand_of(request)
@@ -347,7 +348,7 @@ async def update_store(request: Request) -> Response:
 # -------------------------------------------------------------------------- fees
 
 
-@api("POST", "/api/v1/fees", _created("Record a flat fee paid to an influencer.", FeeIn, Fee))
+@api("POST", "/api/v1/fees", _created("Record a flat fee paid to an influencer.", FeeIn, Fee, 404))
 async def create_fee(request: Request) -> Response:
     brand = await auth.brand_of(request)
     body = await _body(request, FeeIn, {"currency": brand["currency"]})

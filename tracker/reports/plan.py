@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
+from tracker.money.lifecycle import PAID_IDS_SQL, status_sql
 from tracker.reports.params import ReportParams
 from tracker.reports.sql import (
     CLICKS,
@@ -84,6 +85,11 @@ _WHOLE_DAY_KEYS = frozenset({"influencer", "campaign", "link"})
 _PAIR = ("link_id", "day")
 
 _COUNTED = "status IN ('approved', 'pending')"
+# Commission by its lifecycle status now (tracker.money.lifecycle): pending, payable, paid.
+_LIFECYCLE = status_sql(f"conversion_id IN ({PAID_IDS_SQL})", now="now64(3, 'UTC')")
+# (The table-qualified column: ``commission`` alone is the alias of its sum in the same SELECT.)
+_BY_STATUS = tuple(f"sumIf(conversions.commission, {_LIFECYCLE} = '{s}') AS {s}_commission"
+                   for s in ("pending", "payable", "paid"))
 _NET = "(amount - refunded_amount)"
 
 
@@ -230,7 +236,7 @@ def plan(scope: Scope, params: ReportParams, *, allow_cache: bool = True) -> Pla
     conversions = Query(
         scope, CONVERSIONS,
         (*aliased(_CONVERSION, conv_keys), "attributed AS g_attributed", "count() AS conversions",
-         f"sum({_NET}) AS revenue", "sum(commission) AS commission"),
+         f"sum({_NET}) AS revenue", "sum(commission) AS commission", *_BY_STATUS),
         (*by_code, _COUNTED), (*names(conv_keys), "g_attributed"), filters,
         # Every version of an order keeps its occurred_at (postbacks copy it forward), so an
         # order's rows share one monthly partition and FINAL need not merge across them.

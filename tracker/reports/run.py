@@ -25,6 +25,9 @@ from tracker.reports.plan import plan
 from tracker.reports.sql import CAMPAIGNS, CLICKS, INFLUENCERS, LINKS, Join, Query, Scope, Statement
 from tracker.storage.clickhouse import ClickHouse
 
+# Commission by lifecycle status (tracker.money.lifecycle), beside ``commission``.
+_BY_STATUS = ("pending_commission", "payable_commission", "paid_commission")
+
 # Ratios are decimal strings rounded half-up to this many places.
 RATIO_PLACES = 6
 
@@ -53,6 +56,9 @@ class Metrics(Answer):
     conversions: Count = Field(description="Attributed approved or pending conversions, by occurred_at.")
     revenue: MoneyText
     commission: MoneyText
+    pending_commission: MoneyText = Field(description="Commission pending now: order pending or inside the hold.")
+    payable_commission: MoneyText = Field(description="Commission payable now: approved, hold over, not paid.")
+    paid_commission: MoneyText = Field(description="Commission in payouts marked paid.")
     fees: MoneyText
     cost: MoneyText
     roi: RatioText
@@ -296,6 +302,8 @@ def run_report(ch: ClickHouse, brand: Mapping[str, Any], params: ReportParams, m
             t["conversions"] += int(r["conversions"])
             t["revenue"] += revenue
             t["commission"] += commission
+            for m in _BY_STATUS:
+                t[m] += Decimal(r[m])
     if p.fee_rows is not None:
         for r in fetch(ch, p.fee_rows):
             slot(key_of(r))["fees"] += Decimal(r["fees"])
@@ -331,6 +339,7 @@ def _zero() -> dict[str, Any]:
         "conversions": 0,
         "revenue": money.ZERO,
         "commission": money.ZERO,
+        **{m: money.ZERO for m in _BY_STATUS},
         "fees": money.ZERO,
     }
 
@@ -348,6 +357,7 @@ def _finish(m: dict[str, Any], currency: str) -> dict[str, Any]:
         "conversions": m["conversions"],
         "revenue": money_str(revenue, currency),
         "commission": money_str(commission, currency),
+        **{key: money_str(m[key], currency) for key in _BY_STATUS},
         "fees": money_str(fees, currency),
         "cost": money_str(cost, currency),
         "roi": ratio(revenue - cost, cost),

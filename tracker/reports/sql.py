@@ -114,7 +114,11 @@ FEES = Table("fees", True, "date", "Date")
 INFLUENCERS = Table("influencers", True)
 CAMPAIGNS = Table("campaigns", True)
 LINKS = Table("links", True)
-TABLES = (CLICKS, CLICKS_DAILY, DAILY_UNIQUES, CONVERSIONS, FEES, INFLUENCERS, CAMPAIGNS, LINKS)
+# Read by the commission-status metrics (which conversions are paid: tracker.money.lifecycle).
+PAYOUT_LINES = Table("payout_lines", True)
+PAYOUT_EVENTS = Table("payout_events", True)
+TABLES = (CLICKS, CLICKS_DAILY, DAILY_UNIQUES, CONVERSIONS, FEES, INFLUENCERS, CAMPAIGNS, LINKS, PAYOUT_LINES,
+          PAYOUT_EVENTS)
 
 
 def gate(scope: Scope, table: Table) -> str:

@@ -8,8 +8,8 @@
   brand is exchanged for the session cookie (``tracker.api.brandsessions``); the answer
   carries the CSRF token. A form post is answered 303 to ``/app``.
 - ``POST /app/signout``: the session record is deleted and the cookie cleared.
-- ``GET /`` → 302 ``/app``; ``GET /dashboard`` → 302 ``/app#reports`` (the report view is
-  part of the app; the old page kept its key in localStorage).
+- ``GET /`` → 302 ``/app``. (``/dashboard`` and ``/dashboard/payouts`` stay the pages they were; the app's
+  Reports view does what the dashboard's report page does, without a key in the browser.)
 """
 
 from __future__ import annotations
@@ -156,10 +156,6 @@ async def root(request: Request) -> Response:
     return RedirectResponse("/app", status_code=302)
 
 
-async def dashboard(request: Request) -> Response:
-    return RedirectResponse("/app#reports", status_code=302)
-
-
 def _op(summary: str, answers: dict[int, Any], errors: tuple[int, ...] = (), **more: Any) -> Operation:
     return Operation(summary, TAG, answers=answers, errors=errors, **more)
 
@@ -168,9 +164,11 @@ _LOCATION = {"Location": {"type": "string"}}
 PAGE = api("GET", "/app", _op("The brand app (a page).", {200: None}, also={200: "text/html"}))(app_page)
 SIGNIN = api("POST", "/app/signin", _op(
     "Exchange a brand key (read or write) for an app session cookie; answers the session with its CSRF token.",
-    {200: AppSession, 303: None}, (400, 401, 403, 413, 422, 503), body=SigninIn,
+    # No body model declared: the route takes a form as well as JSON (a declared JSON body is 415 for forms).
+    {200: AppSession, 303: None}, (400, 401, 403, 413, 422, 503),
     headers={200: {"Set-Cookie": {"type": "string"}}, 303: {"Set-Cookie": {"type": "string"}, **_LOCATION}},
-    description="JSON `{key}`, or a form field `key` (answered 303 to /app). The cookie is HttpOnly, "
+    description="JSON `{\"key\": \"trk_...\"}` (a read or write key), or a form field `key` (answered 303 to "
+    "/app). The cookie is HttpOnly, "
     "SameSite=Strict; every change made with it needs the `X-CSRF-Token` header.",
 ))(app_signin)
 SESSION = api("GET", "/app/session", _op(
@@ -182,12 +180,9 @@ SIGNOUT = api("POST", "/app/signout", _op(
     security=("app_session",),
 ))(app_signout)
 ROOT = api("GET", "/", _op("Leads to the brand app.", {302: None}, headers={302: _LOCATION}))(root)
-DASHBOARD = api("GET", "/dashboard", _op(
-    "The old report page: now the Reports view of the brand app.", {302: None}, headers={302: _LOCATION},
-))(dashboard)
 
 
 def routes() -> list[BaseRoute]:
     # The page's routes first; its scripts and style under the same prefix (/app/app.js).
     static = Mount("/app", app=StaticFiles(directory=STATIC), name="app_static")
-    return [ROOT, DASHBOARD, PAGE, SIGNIN, SESSION, SIGNOUT, static]
+    return [ROOT, PAGE, SIGNIN, SESSION, SIGNOUT, static]

@@ -27,6 +27,7 @@ from tracker.core.money import MINOR_UNITS
 MAX_ID: Final = 128
 MAX_CLICK_ID: Final = 256
 MAX_COUPON: Final = 64
+_LARGEST: Final = Decimal("1e40")
 
 
 def verify_base64_hmac(body: bytes, header: str | None, secret: str, header_name: str) -> None:
@@ -91,7 +92,8 @@ def to_decimal(value: object) -> Decimal | None:
             value = Decimal(text)
         except InvalidOperation:
             return None
-    if isinstance(value, Decimal) and value.is_finite():
+    # Beyond 10^40 no figure is an amount (and none can be rounded exactly): a malformed payload.
+    if isinstance(value, Decimal) and value.is_finite() and abs(value) < _LARGEST:
         return value
     return None
 

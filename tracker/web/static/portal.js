@@ -187,6 +187,33 @@
     $("#more").hidden = !cursor;
   }
 
+  function renderPayouts(list) {
+    const body = $("#payouts tbody");
+    body.replaceChildren();
+    for (const p of list) {
+      const tr = el("tr", { "data-payout": p.id }, body);
+      el("td", {}, tr, new Date(p.created_at).toLocaleDateString(undefined, { timeZone: tz }));
+      el("td", {}, tr, p.period_end);
+      el("td", { class: "num" }, tr, String(p.lines.length));
+      el("td", { class: "num", "data-amount": p.amount }, tr, money(p.amount));
+      el("span", { class: `pill ${p.status}` }, el("td", {}, tr), p.status);
+      el("td", {}, tr, p.reference || "");
+    }
+    $("#no-payouts").hidden = list.length > 0;
+  }
+
+  function renderStatement(st) {
+    $("#head-hash").textContent = st.head_hash;
+    $("#statement-count").textContent = String(st.entries.length);
+    $("#statement-balance").textContent = money(st.totals.balance);
+  }
+
+  async function loadMoney() {
+    const [pay, st] = await Promise.all([api("/api/v1/me/payouts"), api("/api/v1/me/statement")]);
+    renderPayouts(pay.items);
+    renderStatement(st);
+  }
+
   let links = [];
   async function load() {
     const from = $("#from").value, to = $("#to").value;
@@ -243,7 +270,8 @@
       status(`Could not load your portal: ${e.message}`, true);
       return;
     }
-    await load();
+    await Promise.all([load(), loadMoney().catch((e) => status(`Could not load your payouts: ${e.message}`, true))]);
+    document.body.dataset.money = "1";
   }
 
   document.addEventListener("DOMContentLoaded", start);

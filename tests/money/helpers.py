@@ -1,0 +1,70 @@
+"""Shared steps of the money tests: brand calls, draining conversions into ClickHouse."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import redis
+import uvicorn
+
+from tests.conversions.world import World
+from tests.waiting import wait_until
+from tracker.app import create_app
+from tracker.core.events import CONVERSION_COLUMNS
+from tracker.ingest.worker import Worker
+from tracker.settings import Settings
+from tracker.storage.clickhouse import ClickHouse
+
+
+def auth(world: World) -> dict[str, str]:
+    return {"Authorization": f"Bearer {world.brand['api_key']}"}
+
+
+def api(world: World, method: str, path: str, **kw: Any) -> Any:
+    return world.client.request(method, path, headers=auth(world), **kw)
+
+
+def drain(settings: Settings, redis_client: redis.Redis, ch: ClickHouse) -> int:
+    """Move every streamed conversion version into ClickHouse (what the ingest worker does)."""
+    return Worker(settings, redis_client, ch, name="t-money").drain()
+
+
+def conversion_row(brand_id: str, n: int, influencer_id: str, commission: Decimal, occurred: datetime, *,
+                   status: str = "approved", hold_days: int = 30) -> dict[str, Any]:
+    """A conversion row as ingest writes it (for tests that load ClickHouse directly)."""
+    amount = commission * 10
+    return {
+        "brand_id": brand_id, "order_id": f"O-{n}", "version": 1, "conversion_id": f"cnv_{n:012d}",
+        "store_id": "sto_1", "status": status, "currency": "USD", "amount": amount, "refunded_amount": Decimal(0),
+        "original_currency": "USD", "original_amount": amount, "original_refunded_amount": Decimal(0),
+        "fx_rate": Decimal(1), "commission": commission, "attributed": 1, "attribution": "coupon", "click_id": "",
+        "link_id": 1, "link_code": "code1", "campaign_id": "cmp_1", "influencer_id": influencer_id,
+        "coupon_code": "", "occurred_at": occurred, "created_at": occurred, "updated_at": occurred,
+        "customer_hash": "", "email_hash": "", "platform_state": "", "commission_rule": "percent:10",
+        "hold_days": hold_days, "review": 0, "change": "created", "reason": "",
+    }
+
+
+def insert_conversions(ch: ClickHouse, rows: list[dict[str, Any]]) -> None:
+    ch.insert("conversions", [[r[c] for c in CONVERSION_COLUMNS] for r in rows], list(CONVERSION_COLUMNS))
+
+
+@contextmanager
+def live_server(settings: Settings, port: int) -> Iterator[str]:
+    """The app on a real port (uvicorn in a thread), for browser tests."""
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning",
+                                           lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started or not thread.is_alive(), timeout=30, message="uvicorn did not start")
+    assert thread.is_alive()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

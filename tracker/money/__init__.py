@@ -1,0 +1,1 @@
+"""The money loop: commission lifecycle, the conversion ledger, payouts and verifiable statements."""
