@@ -308,10 +308,9 @@ def test_the_rendered_schema_is_created_by_a_chdb_configured_as_a_cluster_node(t
     assert len(reads) == 2 * (len(GROUP_KEYS) + 2)
     # Reports read columns that parsed-only ALTERs add (hold_days, review of 0041; country of 0060;
     # customer_hash of 0032): on this Keeper-less node those reads cannot run, for that reason alone;
-    # everything else they read plans and runs.
+    # everything else they read plans and runs (every report reads the conversions' new columns).
     assert all(value == "0" or value.startswith("needs column ") or "cannot be resolved" in value
                for value in reads.values()), reads
-    assert sum(value == "0" for value in reads.values()) >= 2, reads
 
 
 @pytest.fixture(scope="module")
