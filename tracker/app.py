@@ -48,8 +48,7 @@ def _routes() -> list[BaseRoute]:
     from tracker.registry import routes as registry_api
     from tracker.reports import routes as reports_api
     from tracker.web import app as brand_app
-    from tracker.web import carrier, portal, qr, quality
-    from tracker.web import payouts as payouts_page
+    from tracker.web import carrier, portal, qr
     from tracker.webhooks import routes as webhooks_api
 
     routes: list[BaseRoute] = [
@@ -69,8 +68,6 @@ def _routes() -> list[BaseRoute]:
         *statementroutes.routes(),
         *meroutes.routes(),
         *quality_api.routes(),
-        *payouts_page.routes(),
-        *quality.routes(),
         *brand_app.routes(),
         *qr.routes(),
         *portal.routes(),

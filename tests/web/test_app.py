@@ -36,7 +36,7 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 HUMAN = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
          "Chrome/131.0.0.0 Safari/537.36")
 STATIC_FILES = ["app.html", "app.css", "app.js", "app_core.js", "app_manage.js", "app_links.js", "app_reports.js",
-                "app_keys.js"]
+                "app_keys.js", "app_payouts.js", "app_quality.js"]
 
 
 @pytest.mark.parametrize("name", STATIC_FILES)

@@ -35,6 +35,9 @@ def _signin(client: TestClient, key: str) -> dict[str, Any]:
 def test_root_and_dashboard_lead_to_the_app(client: TestClient) -> None:
     assert client.get("/").headers["location"] == "/app"
     assert client.get("/dashboard").headers["location"] == "/app#reports"
+    for old, view in (("/dashboard/payouts", "payouts"), ("/dashboard/quality", "review")):
+        r = client.get(old)
+        assert r.status_code == 302 and r.headers["location"] == f"/app#{view}"
     page = client.get("/app")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "script-src 'self'" in page.headers["content-security-policy"]

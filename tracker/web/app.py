@@ -8,8 +8,9 @@
   brand is exchanged for the session cookie (``tracker.api.brandsessions``); the answer
   carries the CSRF token. A form post is answered 303 to ``/app``.
 - ``POST /app/signout``: the session record is deleted and the cookie cleared.
-- ``GET /`` → 302 ``/app``; ``GET /dashboard`` → 302 ``/app#reports`` (the report view is
-  part of the app; the old page kept its key in localStorage).
+- ``GET /`` → 302 ``/app``; ``GET /dashboard`` → 302 ``/app#reports``, ``/dashboard/payouts`` →
+  ``/app#payouts``, ``/dashboard/quality`` → ``/app#review`` (those views are part of the app; the old
+  pages kept their key in localStorage).
 """
 
 from __future__ import annotations
@@ -160,6 +161,14 @@ async def dashboard(request: Request) -> Response:
     return RedirectResponse("/app#reports", status_code=302)
 
 
+async def dashboard_payouts(request: Request) -> Response:
+    return RedirectResponse("/app#payouts", status_code=302)
+
+
+async def dashboard_quality(request: Request) -> Response:
+    return RedirectResponse("/app#review", status_code=302)
+
+
 def _op(summary: str, answers: dict[int, Any], errors: tuple[int, ...] = (), **more: Any) -> Operation:
     return Operation(summary, TAG, answers=answers, errors=errors, **more)
 
@@ -185,9 +194,16 @@ ROOT = api("GET", "/", _op("Leads to the brand app.", {302: None}, headers={302:
 DASHBOARD = api("GET", "/dashboard", _op(
     "The old report page: now the Reports view of the brand app.", {302: None}, headers={302: _LOCATION},
 ))(dashboard)
+DASHBOARD_PAYOUTS = api("GET", "/dashboard/payouts", _op(
+    "The old payouts page: now the Payouts view of the brand app.", {302: None}, headers={302: _LOCATION},
+))(dashboard_payouts)
+DASHBOARD_QUALITY = api("GET", "/dashboard/quality", _op(
+    "The old review and coupon-leak page: now the Review view of the brand app.", {302: None},
+    headers={302: _LOCATION},
+))(dashboard_quality)
 
 
 def routes() -> list[BaseRoute]:
     # The page's routes first; its scripts and style under the same prefix (/app/app.js).
     static = Mount("/app", app=StaticFiles(directory=STATIC), name="app_static")
-    return [ROOT, DASHBOARD, PAGE, SIGNIN, SESSION, SIGNOUT, static]
+    return [ROOT, DASHBOARD, DASHBOARD_PAYOUTS, DASHBOARD_QUALITY, PAGE, SIGNIN, SESSION, SIGNOUT, static]

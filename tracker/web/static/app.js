@@ -4,6 +4,8 @@ import "./app_manage.js";
 import "./app_links.js";
 import "./app_reports.js";
 import "./app_keys.js";
+import "./app_payouts.js";
+import "./app_quality.js";
 
 const $ = (sel) => document.querySelector(sel);
 
