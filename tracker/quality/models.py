@@ -9,6 +9,7 @@ from pydantic import Field
 
 from tracker.api.schema import Answer, Model, MoneyOut, Query, Timestamp
 from tracker.quality.rules import FactorText
+from tracker.registry.fields import Day
 
 Flag = Literal["fast_click", "visitor_repeat", "self_referral", "coupon_leak"]
 
@@ -80,4 +81,4 @@ class CouponLeakList(Answer):
 
 
 class CouponLeakQuery(Query):
-    to: date | None = Field(None, description="Last UTC day of the 7-day window (default today).")
+    to: Day | None = Field(None, description="Last UTC day of the 7-day window (default today).")

@@ -121,7 +121,7 @@ def flagged(ch: ClickHouse, brand_id: str, status: str = "all", limit: int = 100
 
 @api("GET", "/api/v1/rules/review-queue", Operation(
     "Flagged conversions, oldest first, with their evidence and review decision.", TAG, ("brand",),
-    query=ReviewQuery, answers={200: ReviewQueue}, errors=(400, 401, 403, 503),
+    query=ReviewQuery, answers={200: ReviewQueue}, errors=(400, 401, 403, 422, 503),
 ))
 async def review_queue(request: Request) -> Response:
     brand = await auth.brand_of(request)
@@ -165,7 +165,7 @@ async def review(request: Request) -> Response:
 
 @api("GET", "/api/v1/rules/coupon-leaks", Operation(
     "Suspect coupons of the last 7 days with their evidence (counts, countries, first and last order).", TAG,
-    ("brand",), query=CouponLeakQuery, answers={200: CouponLeakList}, errors=(400, 401, 403, 503),
+    ("brand",), query=CouponLeakQuery, answers={200: CouponLeakList}, errors=(400, 401, 403, 422, 503),
 ))
 async def coupon_leaks(request: Request) -> Response:
     brand = await auth.brand_of(request)
