@@ -26,7 +26,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from tracker.core import keys
-from tracker.core.credentials import new_session_id, sign, token_hash
+from tracker.core.credentials import new_session_id, session_cookie, session_id_of, token_hash
 from tracker.core.errors import StorageUnavailable
 
 COOKIE = "trk_app"
@@ -50,9 +50,6 @@ class BrandSessions:
         self.secret_key = secret_key
         self.session_seconds = session_seconds
 
-    def _signature(self, sid: str, expires_ms: int) -> str:
-        return sign(self.secret_key, _PURPOSE, f"{sid}.{expires_ms}")
-
     async def open(self, key_hash: str, seconds: int | None = None) -> tuple[str, AppSeat]:
         """A new session for the key whose sha256 is ``key_hash``: (cookie value, seat)."""
         seconds = self.session_seconds if seconds is None else seconds
@@ -64,19 +61,10 @@ class BrandSessions:
             await self.redis.set(keys.app_session(token_hash(sid)), record, px=seconds * 1000)
         except RedisError as exc:
             raise StorageUnavailable(f"Redis is unreachable: {exc}") from exc
-        return f"{sid}.{expires_ms}.{self._signature(sid, expires_ms)}", seat
+        return session_cookie(self.secret_key, _PURPOSE, sid, expires_ms), seat
 
     def _parse(self, cookie: str) -> str | None:
-        """The session id of a well-formed, correctly signed, unexpired cookie."""
-        sid, _, rest = cookie.partition(".")
-        expires, _, mac = rest.partition(".")
-        if not sid or not expires.isdigit() or len(cookie) > 200:
-            return None
-        if not hmac.compare_digest(mac.encode(), self._signature(sid, int(expires)).encode()):
-            return None
-        if int(expires) <= int(time.time() * 1000):
-            return None
-        return sid
+        return session_id_of(self.secret_key, _PURPOSE, cookie)
 
     async def read(self, cookie: str) -> AppSeat | None:
         sid = self._parse(cookie)

@@ -13,7 +13,6 @@ at once, and an expired one is refused even if its record outlived it.
 
 from __future__ import annotations
 
-import hmac
 import json
 import time
 from dataclasses import dataclass
@@ -23,7 +22,14 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from tracker.core import keys
-from tracker.core.credentials import PORTAL_TOKEN_PREFIX, new_portal_token, new_session_id, sign, token_hash
+from tracker.core.credentials import (
+    PORTAL_TOKEN_PREFIX,
+    new_portal_token,
+    new_session_id,
+    session_cookie,
+    session_id_of,
+    token_hash,
+)
 from tracker.core.errors import StorageUnavailable
 from tracker.core.timeutil import from_ms
 
@@ -85,28 +91,16 @@ class Sessions:
 
     # ---------------------------------------------------------------------- sessions
 
-    def _signature(self, sid: str, expires_ms: int) -> str:
-        return sign(self.secret_key, _PURPOSE, f"{sid}.{expires_ms}")
-
     async def open(self, seat: Seat, seconds: int | None = None) -> Session:
         seconds = self.session_seconds if seconds is None else seconds
         sid = new_session_id()
         expires_ms = int(time.time() * 1000) + seconds * 1000
         record = seat.encode(expires_ms=expires_ms)
         await self._call(self.redis.set(keys.portal_session(token_hash(sid)), record, px=seconds * 1000))
-        return Session(f"{sid}.{expires_ms}.{self._signature(sid, expires_ms)}", from_ms(expires_ms), seconds)
+        return Session(session_cookie(self.secret_key, _PURPOSE, sid, expires_ms), from_ms(expires_ms), seconds)
 
     def _parse(self, cookie: str) -> str | None:
-        """The session id of a well-formed, correctly signed, unexpired cookie."""
-        sid, _, rest = cookie.partition(".")
-        expires, _, mac = rest.partition(".")
-        if not sid or not expires.isdigit() or len(cookie) > 200:
-            return None
-        if not hmac.compare_digest(mac.encode(), self._signature(sid, int(expires)).encode()):
-            return None
-        if int(expires) <= int(time.time() * 1000):
-            return None
-        return sid
+        return session_id_of(self.secret_key, _PURPOSE, cookie)
 
     async def read(self, cookie: str) -> Seat | None:
         sid = self._parse(cookie)

@@ -13,6 +13,7 @@ import base64
 import hashlib
 import hmac
 import secrets
+import time
 
 API_KEY_PREFIX = "trk_"
 POSTBACK_TOKEN_PREFIX = "pbt_"  # noqa: S105 - a prefix, not a credential
@@ -60,6 +61,24 @@ def new_session_id() -> str:
 def sign(secret_key: str, purpose: str, message: str) -> str:
     """Hex HMAC-SHA256 of ``message`` under the sub-key of the server secret for ``purpose``."""
     return hmac.new(derive_key(secret_key, purpose), message.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def session_cookie(secret_key: str, purpose: str, sid: str, expires_ms: int) -> str:
+    """A session cookie value: ``<sid>.<expiry ms>.<signature>``, signed for ``purpose``."""
+    return f"{sid}.{expires_ms}.{sign(secret_key, purpose, f'{sid}.{expires_ms}')}"
+
+
+def session_id_of(secret_key: str, purpose: str, cookie: str) -> str | None:
+    """The session id of a well-formed, correctly signed (for ``purpose``), unexpired cookie."""
+    sid, _, rest = cookie.partition(".")
+    expires, _, mac = rest.partition(".")
+    if not sid or not expires.isdigit() or len(cookie) > 200:
+        return None
+    if not hmac.compare_digest(mac.encode(), sign(secret_key, purpose, f"{sid}.{int(expires)}").encode()):
+        return None
+    if int(expires) <= int(time.time() * 1000):
+        return None
+    return sid
 
 
 def webhook_secret(secret_key: str, nonce: str) -> bytes:
