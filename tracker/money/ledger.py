@@ -15,15 +15,12 @@ value is bound server-side.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from tracker.core import money
-from tracker.core.errors import Unprocessable
-from tracker.core.timeutil import from_ms, to_ms, utc
+from tracker.core import cursors, money
+from tracker.core.timeutil import utc
 from tracker.money.lifecycle import PAID_IDS_SQL, payable_at, status_sql
 from tracker.storage.clickhouse import ClickHouse
 
@@ -47,23 +44,6 @@ MAX_CHUNK = 200_000
 _FILTERS = ("status", "influencer_id", "campaign_id", "store_id", "commission_status")
 _HISTORY_FIELDS = ("status", "amount", "refunded_amount", "commission", "attribution", "link_code", "influencer_id",
                    "campaign_id", "review")
-
-
-def _cursor(at: datetime, conversion_id: str) -> str:
-    return base64.urlsafe_b64encode(f"{to_ms(at)}:{conversion_id}".encode()).decode().rstrip("=")
-
-
-def _parse_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
-        ms, _, cid = raw.partition(":")
-        if not cid or not ms.isdigit():
-            raise ValueError(raw)
-        return from_ms(int(ms)), cid
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise Unprocessable(
-            f"cursor {cursor[:64]!r} is not a cursor this route gave out.", code="invalid_cursor"
-        ) from None
 
 
 def item(r: dict[str, Any]) -> dict[str, Any]:
@@ -108,14 +88,14 @@ def page(ch: ClickHouse, brand_id: str, filters: dict[str, Any], now: datetime, 
     if attribution:
         params["attribution"] = "" if attribution == "none" else attribution
         exact.append("attribution = {attribution:String}")
-    after = _parse_cursor(cursor) if cursor else None
+    after = cursors.decode(cursor) if cursor else None
     if exact:
         found = _filtered(ch, [*where, *exact], params, after, limit)
     else:
         found = _unfiltered(ch, where, params, after, limit)
     more = len(found) > limit
     found = found[:limit]
-    next_cursor = _cursor(found[-1]["occurred_at"], found[-1]["conversion_id"]) if more and found else None
+    next_cursor = cursors.encode(found[-1]["occurred_at"], found[-1]["conversion_id"]) if more and found else None
     return [item(r) for r in found], next_cursor
 
 

@@ -8,15 +8,12 @@ data a conversion carries (hashed customer ids, emails) never leaves this module
 
 from __future__ import annotations
 
-import base64
-import binascii
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from tracker.core import money
-from tracker.core.errors import Unprocessable
-from tracker.core.timeutil import from_ms, to_ms, utc
+from tracker.core import cursors, money
+from tracker.core.timeutil import utc
 from tracker.storage.clickhouse import ClickHouse
 
 COLUMNS = (
@@ -29,23 +26,6 @@ _SCOPE = (
 )
 
 
-def _cursor(at: datetime, conversion_id: str) -> str:
-    return base64.urlsafe_b64encode(f"{to_ms(at)}:{conversion_id}".encode()).decode().rstrip("=")
-
-
-def _parse_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
-        ms, _, cid = raw.partition(":")
-        if not cid or not ms.isdigit():
-            raise ValueError(raw)
-        return from_ms(int(ms)), cid
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise Unprocessable(
-            f"cursor {cursor[:64]!r} is not a cursor this route gave out.", code="invalid_cursor"
-        ) from None
-
-
 def page(
     ch: ClickHouse, brand_id: str, influencer_id: str, start: datetime, end: datetime, limit: int,
     cursor: str | None,
@@ -55,7 +35,7 @@ def page(
                               "n": limit + 1}
     after = ""
     if cursor:
-        at, cid = _parse_cursor(cursor)
+        at, cid = cursors.decode(cursor)
         params.update(c_at=at, c_id=cid)
         after = "AND (occurred_at, conversion_id) < ({c_at:DateTime64(3, 'UTC')}, {c_id:String})"
     rows = ch.query_dicts(
@@ -78,7 +58,7 @@ def page(
             "occurred_at": utc(r["occurred_at"]),
             "updated_at": utc(r["updated_at"]),
         })
-    next_cursor = _cursor(rows[-1]["occurred_at"], rows[-1]["conversion_id"]) if more and rows else None
+    next_cursor = cursors.encode(rows[-1]["occurred_at"], rows[-1]["conversion_id"]) if more and rows else None
     return items, next_cursor
 
 
