@@ -179,8 +179,13 @@ def oracle(ch: Any, produced: dict[str, Any]) -> list[str]:
     """
     problems = []
     ids: set[str] = produced["ids"]
+    # The audit proves no click went in twice; it cannot prove every click went in. Its view
+    # commits its own part after the part of ``clicks``, so a worker killed in between (another
+    # thread of the embedded worker may be inserting when the process dies) leaves the batch in
+    # ``clicks`` and not in the audit, and the resumed batch rightly finds it landed. The set of
+    # ids in ``clicks`` and the rollup (a projection inside the same parts) prove completeness.
     rows, distinct = ch.query("SELECT count(), uniqExact(click_id) FROM clicks_inserted")[0]
-    if rows != len(ids):
+    if rows > len(ids):
         problems.append(f"clicks received {rows} rows, {len(ids)} clicks were produced")
     if distinct != rows:
         problems.append(f"clicks received {rows - distinct} duplicate rows")

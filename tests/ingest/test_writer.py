@@ -1,5 +1,6 @@
 """Writing batches exactly once: deduplication tokens, tokens that outlived their part, settling
-a retried insert, replays that landed before, conversions typed and deduplicated."""
+a retried insert, replays that landed before, conversions typed and deduplicated, the
+conversions' views' tables filled in after a crash between their parts."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from tracker.core import keys
 from tracker.core.errors import StorageUnavailable
 from tracker.core.events import CLICK_COLUMNS, CONVERSION_COLUMNS, encode_conversion
 from tracker.ingest import enrich
+from tracker.ingest.batch import CONVERSIONS, Dependent
 from tracker.ingest.worker import Worker
 from tracker.ops import metrics
 from tracker.settings import Settings
@@ -220,3 +222,56 @@ def test_a_retried_insert_that_had_landed_is_not_repaired(
     assert calls["n"] == 2  # the retry carried the token: ClickHouse dropped it, nothing was missing
     assert _repaired() == before
     assert oracle(ch, expected(events)) == []
+
+
+def test_conversions_a_crash_left_out_of_their_views_tables_are_filled_in(
+    settings: Settings, ch: ClickHouse, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A view commits its part after the table's: a worker killed in between leaves versions that
+    ``conversions`` has and ``conversion_versions``/``conversion_order`` lack. The resumed batch
+    finds them landed in ``conversions``, and puts them in the views' tables itself, once."""
+    for order in range(40):
+        redis_client.xadd(keys.CONVERSION_STREAM, {"e": encode_conversion(_conversion(order))})
+    w = worker(settings, redis_client, ch, ingest_batch_size=1000)
+
+    def dying(*args: Any, **kw: Any) -> Any:
+        raise Crash("after the insert, before the ranges are dropped")
+
+    monkeypatch.setattr(Worker, "_finish", dying)
+    with pytest.raises(Crash):
+        w.drain()
+    w._close_pool()
+    monkeypatch.undo()
+    # The views' parts of half the orders never were.
+    lost = [f"o-{n}" for n in range(0, 40, 2)]
+    for table in ("conversion_versions", "conversion_order"):
+        ch.command(
+            f"ALTER TABLE {table} DELETE WHERE order_id IN {{lost:Array(String)}} SETTINGS mutations_sync = 2",
+            {"lost": lost},
+        )
+    before = metrics.INGEST_REPAIRED.labels("conversion_versions")._value.get()
+
+    worker(settings, redis_client, ch, name="w1").drain()
+
+    want = sorted((f"o-{n}", 1) for n in range(40))
+    assert sorted(ch.query("SELECT order_id, count() FROM conversions GROUP BY order_id")) == want
+    assert sorted(ch.query("SELECT order_id, count() FROM conversion_order GROUP BY order_id")) == want
+    versions = ch.query(
+        "SELECT order_id, version, conversion_id, commission, link_code, recorded_at > updated_at "
+        "FROM conversion_versions ORDER BY order_id"
+    )
+    assert sorted((v[0], v[1]) for v in versions) == want
+    assert {v[2] for v in versions} == {f"cnv_{n}" for n in range(40)}
+    assert {v[3] for v in versions} == {Decimal("1.00")} and all(v[5] for v in versions)
+    assert metrics.INGEST_REPAIRED.labels("conversion_versions")._value.get() - before == len(lost)
+    assert (pending(redis_client, keys.CONVERSION_STREAM), ranges(redis_client, keys.CONVERSION_STREAM)) == (0, 0)
+
+
+@pytest.mark.parametrize("dependent", CONVERSIONS.dependents, ids=lambda d: d.table)
+def test_a_views_table_is_filled_with_every_column_its_view_writes(ch: ClickHouse, dependent: Dependent) -> None:
+    """The writer fills a view's table with the columns the view selects: a column added to one
+    and not the other would be left at its default on repaired rows."""
+    columns = [row[0] for row in ch.query(f"DESCRIBE TABLE {dependent.table}")]
+    assert sorted(columns) == sorted(dependent.columns + dependent.stamped)
+    assert set(dependent.key_columns) <= set(dependent.columns)
+    assert set(dependent.columns) <= set(CONVERSION_COLUMNS)

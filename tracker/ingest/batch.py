@@ -48,6 +48,28 @@ class TableColumns(Mapping[str, Sequence[Any]]):
 
 
 @dataclass(frozen=True)
+class Dependent:
+    """A table a materialized view fills from every insert into a kind's table.
+
+    ClickHouse commits the view's part after the table's own, so a worker killed in between
+    (chDB inside the embedded worker, or a server that dies) leaves rows that the table has and
+    this table lacks, and the resumed batch finds them landed. The writer checks this table by
+    key whenever it checks the kind's table (a resumed or retried batch) and inserts what is
+    missing itself, with the view's expressions: the batch's columns of the same name, and the
+    time of the repair for ``stamped`` (the view's ``now64(3)``).
+    """
+
+    table: str
+    key_columns: tuple[str, ...]
+    key_type: str  # ClickHouse type of one key, for the bound array of the check
+    columns: tuple[str, ...]
+    stamped: tuple[str, ...] = ()
+
+    def keys_of(self, cols: Columns) -> list[Hashable]:
+        return list(zip(*(cols[c] for c in self.key_columns), strict=True))
+
+
+@dataclass(frozen=True)
 class Kind:
     """How one stream's entries become rows of one table."""
 
@@ -62,6 +84,7 @@ class Kind:
     # Arrow path, tried first: payloads -> the finished table; ValueError -> decode_many.
     decode_table: Callable[[Sequence[bytes]], pa.Table] | None = None
     insert_settings: dict[str, Any] = field(default_factory=dict)
+    dependents: tuple[Dependent, ...] = ()
 
     def keys_of(self, cols: Columns) -> list[Hashable]:
         if len(self.key_columns) == 1:
@@ -95,6 +118,23 @@ CONVERSIONS = Kind(
         "occurred_at": _TS, "created_at": _TS, "updated_at": _TS,
     },
     False,
+    dependents=(
+        # Migration 0043: every version, kept after the merges of conversions fold them.
+        Dependent(
+            "conversion_versions", ("brand_id", "order_id", "version"), "Tuple(String, String, UInt64)",
+            (
+                "brand_id", "order_id", "version", "conversion_id", "status", "currency", "amount", "refunded_amount",
+                "commission", "attribution", "link_code", "campaign_id", "influencer_id", "review", "change",
+                "occurred_at", "updated_at",
+            ),
+            stamped=("recorded_at",),
+        ),
+        # Migration 0047: the ledger's order, one row per conversion.
+        Dependent(
+            "conversion_order", ("brand_id", "order_id"), "Tuple(String, String)",
+            ("brand_id", "occurred_at", "conversion_id", "order_id"),
+        ),
+    ),
 )
 
 

@@ -7,6 +7,8 @@ commits the part, and a process killed in between (chDB inside the embedded work
 the token and loses the rows. So a resumed batch, and a retried insert afterwards, are
 checked against ClickHouse by key, and only the missing rows go in, under a token of their
 own. The click rollups are projections inside the same parts (migration 0023): they follow.
+The conversions' views (their versions, the ledger's order) commit parts of their own after
+the table's: a checked batch checks those tables too and fills in what they lack (``Dependent``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Hashable, Sequence
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any, cast
 
@@ -74,8 +77,30 @@ class Writer:
                     raise Refused(f"insert failed: {exc}") from exc
         if uncertain:
             self.settle(batch, cols, token)
+        if batch.attempts or uncertain:
+            self.fill_dependents(batch, token)
 
-    def insert(self, batch: Batch, data: pa.Table, token: str) -> bool:
+    def fill_dependents(self, batch: Batch, token: str) -> None:
+        """Insert the rows of a checked batch that its table has and a view's table lacks (``Dependent``)."""
+        for dep in batch.kind.dependents:
+            keys_ = dep.keys_of(batch.cols)
+            have = set(self.keys_in(dep.table, dep.key_columns, dep.key_type, keys_))
+            missing = [i for i, k in enumerate(keys_) if k not in have]
+            if not missing:
+                continue
+            log.warning(
+                "batch %s of %s: %d of %d rows are in %s but not in %s (a crash between the two parts); "
+                "inserting them there",
+                batch.token, batch.stream, len(missing), len(keys_), batch.kind.table, dep.table,
+            )
+            metrics.INGEST_REPAIRED.labels(dep.table).inc(len(missing))
+            data = batch.kind.arrow(take(batch.cols, missing)).select(list(dep.columns))
+            now = datetime.now(UTC)
+            for name in dep.stamped:
+                data = data.append_column(name, pa.array([now] * len(missing), pa.timestamp("ms", tz="UTC")))
+            self.insert(batch, data, f"{token}:{dep.table}", table=dep.table)
+
+    def insert(self, batch: Batch, data: pa.Table, token: str, table: str | None = None) -> bool:
         """Insert ``data`` for ``batch`` under ``token`` until ClickHouse takes it; True if it retried.
 
         Unreachable, or refused for every row alike (schema, disk): wait, the stream holds.
@@ -89,7 +114,10 @@ class Writer:
             if tries > 1:  # mark the batch as worked on, so no other worker takes it over
                 self.pace.redis(partial(delivery.touch, self.r, batch.ranges, self.lease.token))
             self.pace.redis(self.lease.check)
-            self.ch.insert_arrow(batch.kind.table, data, dedup_token=token, settings=batch.kind.insert_settings)
+            if table is None:
+                self.ch.insert_arrow(batch.kind.table, data, dedup_token=token, settings=batch.kind.insert_settings)
+            else:
+                self.ch.insert_arrow(table, data, dedup_token=token)
 
         def failed(exc: Exception) -> None:
             metrics.INGEST_RETRIES.labels(batch.kind.name).inc()
@@ -146,12 +174,17 @@ class Writer:
                     )
                 )
             return out
-        for start in range(0, len(keys_), step):
+        return self.keys_in(kind.table, kind.key_columns, "Tuple(String, String, UInt64)", keys_)
+
+    def keys_in(self, table: str, columns: Sequence[str], key_type: str, keys_: Sequence[Hashable]) -> list[Hashable]:
+        """Which of ``keys_`` (tuples of ``columns``) ``table`` holds."""
+        out: list[Any] = []
+        names = ", ".join(columns)
+        for start in range(0, len(keys_), KEYS_PER_QUERY):
             out.extend(
                 self.query(
-                    "SELECT (brand_id, order_id, version) FROM conversions "
-                    "WHERE (brand_id, order_id, version) IN {keys:Array(Tuple(String, String, UInt64))}",
-                    {"keys": keys_[start : start + step]},
+                    f"SELECT ({names}) FROM {table} WHERE ({names}) IN {{keys:Array({key_type})}}",
+                    {"keys": list(keys_[start : start + KEYS_PER_QUERY])},
                 )
             )
         return [tuple(cast(Sequence[Any], k)) for k in out]

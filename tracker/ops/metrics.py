@@ -56,7 +56,8 @@ INGEST_BATCHES = Counter("tracker_ingest_batches_total", "Batches inserted into 
 INGEST_RETRIES = Counter("tracker_ingest_retries_total", "Insert attempts that failed and were retried.", ["stream"])
 INGEST_REPAIRED = Counter(
     "tracker_ingest_repaired_rows_total",
-    "Rows inserted again because a retried batch's token outlived an uncommitted part.",
+    "Rows inserted again after a crash or a retry: a token outlived an uncommitted part, "
+    "or a view's table lacked rows its table kept.",
     ["stream"],
 )
 INGEST_DEAD_LETTERS = Counter(
