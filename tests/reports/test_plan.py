@@ -23,16 +23,19 @@ from tracker.reports.sql import CLICKS, Join, Query, Scope
         ("Europe/London", ("campaign", "day"), "cached"),  # GMT in November
         ("UTC", ("hour",), "cached"),  # the dimension cache
         ("UTC", ("hour", "country"), "raw"),  # two dimensions
-        ("America/New_York", ("day",), "raw"),
+        ("America/New_York", ("day",), "cached"),  # the dimension day@America/New_York
+        ("America/New_York", ("day", "country"), "raw"),  # two dimensions
         ("America/New_York", ("influencer",), "cached"),  # full UTC days cached, edge days merged
         ("Asia/Tokyo", ("campaign", "link"), "cached"),
-        ("Asia/Tokyo", ("hour", "link"), "raw"),
-        ("Asia/Kolkata", ("influencer",), "raw"),
-        ("Australia/Lord_Howe", ("day",), "raw"),  # +11:00 in its summer
+        ("Asia/Tokyo", ("hour", "link"), "cached"),  # hour@Asia/Tokyo beside the link
+        ("Asia/Tokyo", ("hour", "day"), "raw"),
+        ("Asia/Kolkata", ("influencer",), "cached"),  # half-hour zones too: edges are raw either way
+        ("Australia/Lord_Howe", ("day",), "cached"),  # +11:00 in its summer
         ("UTC", ("country",), "cached"),
         ("UTC", ("device", "day"), "cached"),
         ("UTC", ("referer", "influencer"), "cached"),
-        ("Asia/Tokyo", ("country",), "raw"),
+        ("Asia/Tokyo", ("country",), "cached"),  # full UTC days from the cache, edge days raw
+        ("Asia/Tokyo", ("country", "day"), "raw"),
     ],
 )
 def test_source_choice(tz: str, group_by: tuple[str, ...], source: str) -> None:
@@ -44,7 +47,8 @@ def test_source_choice(tz: str, group_by: tuple[str, ...], source: str) -> None:
 
 @pytest.mark.parametrize(
     ("tz", "group_by", "rows_source"),
-    [("UTC", ("country", "device"), "raw"), ("America/New_York", ("day",), "raw"), ("Asia/Tokyo", ("hour",), "raw")],
+    [("UTC", ("country", "device"), "raw"), ("America/New_York", ("day", "device"), "raw"),
+     ("Asia/Tokyo", ("hour", "country"), "raw")],
 )
 def test_totals_use_the_cache_when_the_rows_cannot(tz: str, group_by: tuple[str, ...], rows_source: str) -> None:
     scope = Scope.of("brd_x", D_FROM, D_TO, tz, 400)
@@ -107,13 +111,13 @@ def test_clicks_know_no_conversion_keys_so_they_are_in_the_totals_only(group_by:
 
 
 @pytest.mark.parametrize("tz", ["UTC", "America/New_York", "Asia/Tokyo"])
-@pytest.mark.parametrize("group_by", [(), ("influencer",), ("link",), ("day",)], ids=str)
+@pytest.mark.parametrize("group_by", [(), ("influencer",), ("link",), ("day",), ("hour",), ("country",)], ids=str)
 def test_without_the_cache_every_click_query_reads_raw_clicks(tz: str, group_by: tuple[str, ...]) -> None:
     scope = Scope.of(BRAND["id"], D_FROM, D_TO, tz, 400)
     p = plan(scope, ReportParams(D_FROM, D_TO, group_by, tz), allow_cache=False)
     clicks = [*(p.click_rows or ()), *(p.click_totals or ())]
     assert clicks and all(isinstance(q, Query) and q.table is CLICKS for q in clicks)
-    assert (p.source, p.link_ids, p.stale_days, p.refresh) == ("raw", None, None, None)
+    assert (p.source, p.link_ids, p.stale_days, p.refresh, p.dim_stale) == ("raw", None, None, None, None)
 
 
 @pytest.mark.parametrize(

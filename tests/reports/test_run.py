@@ -137,16 +137,24 @@ def test_rows_carry_names_and_current_versions(loaded: ClickHouse) -> None:
 
 
 
-@pytest.mark.parametrize("group_by", [("hour",), ("country",), ("link", "device"), ("utm_campaign", "day")], ids=str)
+@pytest.mark.parametrize(
+    ("group_by", "tz"),
+    [
+        (("hour",), "UTC"), (("country",), "UTC"), (("link", "device"), "UTC"), (("utm_campaign", "day"), "UTC"),
+        (("day",), "America/New_York"), (("hour", "link"), "Asia/Kolkata"), (("country",), "Asia/Tokyo"),
+        (("influencer", "referer"), "America/New_York"),
+    ],
+    ids=str,
+)
 def test_the_dimension_cache_follows_new_clicks_and_is_never_believed_when_off(
-    ch: ClickHouse, group_by: tuple[str, ...]
+    ch: ClickHouse, group_by: tuple[str, ...], tz: str
 ) -> None:
     """Cached (link, day, value) counts are checked against the daily rollup's counts on every read."""
     data = build_data(seed=17)
     load(ch, data)
     fill_facts(ch)
-    params = ReportParams(D_FROM, D_TO, group_by, "UTC")
-    p = plan(Scope.of(BRAND["id"], D_FROM, D_TO, "UTC", 400), params)
+    params = ReportParams(D_FROM, D_TO, group_by, tz)
+    p = plan(Scope.of(BRAND["id"], D_FROM, D_TO, tz, 400), params)
     assert p.source == "cached" and p.dim_stale is not None
     check(run_report(ch, BRAND, params, 400), data, BRAND["id"], params)
     assert ch.query("SELECT count() FROM report_dim_uniques")[0][0] > 0

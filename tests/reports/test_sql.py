@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -144,7 +144,26 @@ def test_every_planned_query_is_gated(
         for value in filters.values():
             assert value not in text
         assert q.parameters["brand"] == "brd_x"
-        assert q.parameters["start"] == sql_time(scope.start)
+        # The range, or (a cache kept per UTC day, in another zone) the whole UTC days it touches.
+        assert q.parameters["start"] in (sql_time(scope.start), sql_time(scope.utc_days().start))
+        assert q.parameters["end"] in (sql_time(scope.end), sql_time(scope.utc_days().end))
+
+
+@pytest.mark.parametrize(
+    ("tz", "start", "end"),
+    [
+        ("UTC", datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)),
+        ("America/New_York", datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 2, tzinfo=UTC)),
+        ("Asia/Tokyo", datetime(2026, 10, 31, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)),
+        ("Asia/Kolkata", datetime(2026, 10, 31, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)),
+    ],
+)
+def test_a_scope_widened_to_the_utc_days_it_touches(tz: str, start: datetime, end: datetime) -> None:
+    scope = Scope.of("brd_x", date(2026, 11, 1), date(2026, 11, 30), tz, 400)
+    wide = scope.utc_days()
+    assert (wide.brand_id, wide.start, wide.end, wide.tz) == ("brd_x", start, end, "UTC")
+    assert (wide.date_from, wide.date_to) == (start.date(), (end - timedelta(days=1)).date())
+    assert wide.start <= scope.start and scope.end <= wide.end
 
 
 def test_a_join_needs_one_scope() -> None:

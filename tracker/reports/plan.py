@@ -86,6 +86,13 @@ _CLICK_KEYS = frozenset(_CLICK_RAW)
 # Click dimensions with a cache per (link, UTC day, value): the value as the clicks give it.
 _DIMS = {k: v for k, v in _CLICK_RAW.items() if k in _RAW_ONLY}
 _DIMS["hour"] = "formatDateTime(ts, '%Y-%m-%dT%H:00', 'UTC')"
+# In another zone, days and hours are dimensions too (``day@<zone>``): the local day or hour
+# of each click, as text, per (link, UTC day), so a report of local days or hours sums cached
+# rows exactly as it sums raw ones (unique clicks are per (link, UTC day) either way).
+_ZONED = {
+    "day": "toString(toDate(ts, {f_zone:String}))",
+    "hour": "formatDateTime(ts, '%Y-%m-%dT%H:00', {f_zone:String})",
+}
 # Raw clicks keyed like the cache (link by id), for the edge days next to cached full days.
 _CLICK_BY_ID = {
     "influencer": "influencer_id",
@@ -165,16 +172,24 @@ class Plan:
 def plan(scope: Scope, params: ReportParams, *, allow_cache: bool = True) -> Plan:
     keys = params.group_by
     aligned = scope.utc_aligned()
-    whole = scope.whole_hours()
+    if not aligned:
+        first = scope.start.date() + timedelta(days=0 if scope.start.time() == time(0) else 1)
+        last = scope.end.date() - timedelta(days=1)
+    full_days = aligned or first <= last
 
     def mode(ks: tuple[str, ...]) -> str:
-        # Cached: UTC-aligned ranges for keys up to the day; other whole-hour zones for keys
-        # that never split a day (their full UTC days from the cache, the partial edge days
-        # from raw clicks). The totals (no keys) qualify in any whole-hour zone.
-        if not whole:
-            return "raw"
-        if dim_of(ks) is not None:
-            return "dims" if allow_cache and aligned else "raw"
+        # Cached: UTC-aligned ranges for keys up to the day; other zones for keys that never
+        # split a day (their full UTC days from the cache, the partial edge days from raw
+        # clicks). The totals (no keys) qualify in any zone. One click dimension beside such
+        # keys: ``dims`` (UTC-aligned), ``zoned`` (local days or hours, every UTC day the range
+        # touches from the cache), ``edges`` (full UTC days from the cache, edges raw).
+        d = dim_of(ks, aligned, scope.tz)
+        if d is not None:
+            if not allow_cache:
+                return "raw"
+            if aligned:
+                return "dims"
+            return "zoned" if "@" in d else "edges" if full_days else "raw"
         if set(ks) & _RAW_ONLY:
             return "raw"
         if allow_cache and (set(ks) <= _WHOLE_DAY_KEYS or (aligned and set(ks) <= _CACHE_KEYS)):
@@ -183,17 +198,16 @@ def plan(scope: Scope, params: ReportParams, *, allow_cache: bool = True) -> Pla
 
     # Keys clicks do not know (coupon, store, ...): the clicks are in the totals only.
     source = mode(keys) if set(keys) <= _CLICK_KEYS else mode(())
-    dim = dim_of(keys) if source == "dims" else None
-    source = "cached" if source == "dims" else source
+    dim_mode = source if source in ("dims", "zoned", "edges") else None
+    dim = dim_of(keys, aligned, scope.tz) if dim_mode else None
+    source = "cached" if dim_mode else source
     any_cached = "cached" in (source, mode(()))
-    full_days = True
     full_where: tuple[str, ...] = ()
     edge_where: tuple[str, ...] | None = None
     day_params: dict[str, Any] = {}
-    if whole and not aligned:
-        first = scope.start.date() + timedelta(days=0 if scope.start.time() == time(0) else 1)
-        last = scope.end.date() - timedelta(days=1)
-        full_days = first <= last
+    # The zoned dimension's cache rows: every UTC day the range touches, whole.
+    wide = scope.utc_days()
+    if not aligned:
         day_params = {
             "f_first_day": first,
             "f_last_day": last,
@@ -229,12 +243,13 @@ def plan(scope: Scope, params: ReportParams, *, allow_cache: bool = True) -> Pla
 
     # A link's campaign and influencer never change (the registry cannot move a link), so
     # (link, day) is the pair and any() carries the link's campaign and influencer.
-    def daily_sums() -> Query:
+    def daily_sums(zoned: bool = False) -> Query:
         return Query(
-            scope, CLICKS_DAILY,
+            wide if zoned else scope, CLICKS_DAILY,
             (*_PAIR, "any(campaign_id) AS r_cmp", "any(influencer_id) AS r_inf", "sum(clicks) AS c",
              "sum(bot_clicks) AS b"),
-            (*by_id, *full_where), _PAIR, {**id_filters, **day_params},
+            tuple(by_id) if zoned else (*by_id, *full_where), _PAIR,
+            id_filters if zoned else {**id_filters, **day_params},
         )
 
     def cache_rows() -> Query:
@@ -245,14 +260,30 @@ def plan(scope: Scope, params: ReportParams, *, allow_cache: bool = True) -> Pla
 
     def clicks(ks: tuple[str, ...]) -> tuple[Statement, ...]:
         m = mode(ks)
-        if m == "dims":
-            exprs = {**_CLICK_CACHED, "influencer": "influencer_id", "campaign": "campaign_id", str(dim): "value"}
-            return (Query(
-                scope, DIM_UNIQUES,
+        if m in ("dims", "zoned", "edges"):
+            key = str(dim).partition("@")[0]
+            exprs = {**_CLICK_CACHED, "influencer": "influencer_id", "campaign": "campaign_id", key: "value"}
+            where: tuple[str, ...] = (*by_id, "dim = {f_dim:String}")
+            extra: dict[str, Any] = {"f_dim": dim}
+            if m == "zoned":  # local labels sort as text: the range's own days or hours
+                lo, hi = scope.date_from.isoformat(), scope.date_to.isoformat()
+                where += ("value >= {f_lo:String} AND value <= {f_hi:String}",)
+                extra.update(f_lo=lo, f_hi=hi + "T23:00" if key == "hour" else hi)
+            elif m == "edges":
+                where += full_where
+                extra.update(day_params)
+            rows = Query(
+                wide if m == "zoned" else scope, DIM_UNIQUES,
                 (*aliased(exprs, ks), "sum(clicks) AS clicks", "sum(bot_clicks) AS bot_clicks",
                  "sum(uniques) AS unique_clicks"),
-                (*by_id, "dim = {f_dim:String}"), names(ks), {**id_filters, "f_dim": dim},
-            ),)
+                where, names(ks), {**id_filters, **extra},
+            )
+            if m != "edges" or edge_where is None:
+                return (rows,)
+            edges = link_days(
+                {**_CLICK_BY_ID, key: _DIMS[key]}, ks, (*by_id, *edge_where), {**id_filters, **day_params}
+            )
+            return (rows, edges)
         if m == "cached":
             out: list[Statement] = []
             if full_days:
@@ -342,18 +373,23 @@ def plan(scope: Scope, params: ReportParams, *, allow_cache: bool = True) -> Pla
         )
     dim_stale = dim_refresh = None
     if dim is not None:
+        zoned = dim_mode == "zoned"
+        sc = wide if zoned else scope
+        dim_params = {**id_filters, "f_dim": dim, **({"f_zone": scope.tz} if zoned else {})}
+        days_where = full_where if dim_mode == "edges" else ()
         value_sums = Query(
-            scope, DIM_UNIQUES, (*_PAIR, "sum(clicks) AS vc", "sum(bot_clicks) AS vb"),
-            (*by_id, "dim = {f_dim:String}"), _PAIR, {**id_filters, "f_dim": dim},
+            sc, DIM_UNIQUES, (*_PAIR, "sum(clicks) AS vc", "sum(bot_clicks) AS vb"),
+            (*by_id, "dim = {f_dim:String}", *days_where), _PAIR,
+            {**id_filters, "f_dim": dim, **(day_params if days_where else {})},
         )
-        dim_stale = Join(daily_sums(), value_sums, _PAIR, ("DISTINCT day",), where=("vc != c OR vb != b",))
+        dim_stale = Join(daily_sums(zoned), value_sums, _PAIR, ("DISTINCT day",), where=("vc != c OR vb != b",))
+        key = dim.partition("@")[0]
         dim_refresh = Query(
-            scope, CLICKS,
+            sc, CLICKS,
             ("{brand:String}", "{f_dim:String}", "toDate(ts, 'UTC') AS day", "link_id",
-             f"{_DIMS[dim]} AS value", "any(campaign_id)", "any(influencer_id)", "countIf(is_bot = 0)",
-             "countIf(is_bot = 1)", "uniqExactIf(visitor_hash, is_bot = 0)", "now64(6)"),
-            (*by_id, "toDate(ts, 'UTC') IN {f_days:Array(Date)}"), ("day", "link_id", "value"),
-            {**id_filters, "f_dim": dim},
+             f"{_ZONED[key] if zoned else _DIMS[key]} AS value", "any(campaign_id)", "any(influencer_id)",
+             "countIf(is_bot = 0)", "countIf(is_bot = 1)", "uniqExactIf(visitor_hash, is_bot = 0)", "now64(6)"),
+            (*by_id, "toDate(ts, 'UTC') IN {f_days:Array(Date)}"), ("day", "link_id", "value"), dim_params,
         )
     return Plan(
         source=source,
@@ -372,11 +408,17 @@ def plan(scope: Scope, params: ReportParams, *, allow_cache: bool = True) -> Pla
     )
 
 
-def dim_of(keys: tuple[str, ...]) -> str | None:
+def dim_of(keys: tuple[str, ...], aligned: bool = True, tz: str = "UTC") -> str | None:
     """The click dimension a grouping can read from ``report_dim_uniques``: exactly one, beside
-    keys that never split a (link, UTC day)."""
-    dims = [k for k in keys if k in _DIMS]
-    if len(dims) == 1 and set(keys) - {dims[0]} <= _CACHE_KEYS:
-        return dims[0]
-    return None
+    keys that never split a (link, UTC day). In another zone than UTC, a local day or hour is
+    the dimension ``day@<zone>`` or ``hour@<zone>``, beside influencer, campaign or link."""
+    if aligned:
+        dims = [k for k in keys if k in _DIMS]
+        if len(dims) == 1 and set(keys) - {dims[0]} <= _CACHE_KEYS:
+            return dims[0]
+        return None
+    dims = [k for k in keys if k in _DIMS or k == "day"]
+    if len(dims) != 1 or not set(keys) - {dims[0]} <= _WHOLE_DAY_KEYS:
+        return None
+    return f"{dims[0]}@{tz}" if dims[0] in _ZONED else dims[0]
 

@@ -79,6 +79,16 @@ class Scope:
             at += timedelta(hours=6)
         return not self.end.astimezone(zi).utcoffset()
 
+    def utc_days(self) -> Scope:
+        """The same brand over every whole UTC day this range touches (at most a day more on each
+        side): what a cache kept per UTC day is read and checked over."""
+        last = (self.end - timedelta(microseconds=1)).date()
+        first = self.start.date()
+        return Scope(
+            self.brand_id, first, last, "UTC", datetime.combine(first, time(0), UTC),
+            datetime.combine(last + timedelta(days=1), time(0), UTC),
+        )
+
     def parameters(self) -> dict[str, Any]:
         return {
             "brand": self.brand_id,
