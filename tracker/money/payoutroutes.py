@@ -16,6 +16,7 @@ from tracker.core.errors import NotFound
 from tracker.core.timeutil import now_utc
 from tracker.money import csvout, payouts
 from tracker.money.models import FormatQuery, PaidIn, Payout, PayoutIn, PayoutList, PayoutQuery
+from tracker.quality.routes import bring_up_to_date
 from tracker.services import services
 from tracker.storage.clickhouse import run_sync
 
@@ -55,6 +56,8 @@ async def create_payouts(request: Request) -> Response:
     svc = services(request)
     if body.influencer_id and await svc.registry.get_influencer(brand["id"], body.influencer_id) is None:
         raise NotFound(f"Influencer {body.influencer_id!r} does not exist.")
+    # Flags first: a conversion a rule flags since the last read is held, not paid.
+    await bring_up_to_date(request, brand["id"])
     made = await payouts.run(svc.ch, svc.redis, brand, body.period_end or now_utc().date(), body.influencer_id)
     found = [p for p in await run_sync(payouts.payouts, svc.ch, brand["id"]) if p["id"] in made]
     items = await _answers(request, brand["id"], found)

@@ -18,8 +18,9 @@ insert is the only commit point:
   folds) and none is lost;
 - the lock's time-to-live is renewed while held and checked right before the insert.
 
-Lines. ``target`` is the commission of a conversion that is approved, not under review,
-and past its hold, for its current influencer (0 for anyone else: a re-attributed
+Lines. ``target`` is the commission of a conversion that is approved, not under review
+(neither its ``review`` column nor, before ingest has that version, its flags and review
+decision: ``tracker.quality.hold``), and past its hold, for its current influencer (0 for anyone else: a re-attributed
 conversion's first influencer has target 0). A conversion with no line yet is claimed when
 its target is above 0 and it occurred on or before ``period_end``; one with lines gets a
 line for any difference: a refund (partial or full) or a rejection in review after it
@@ -42,6 +43,7 @@ from tracker.core import ids, money
 from tracker.core.errors import Conflict, NotFound
 from tracker.core.timeutil import now_ms_precision, utc
 from tracker.money.lock import LOCK_SECONDS, brand_lock, held
+from tracker.quality.hold import UNRELEASED_SQL
 from tracker.storage.clickhouse import ClickHouse, run_sync
 
 LINE_COLUMNS = ("brand_id", "payout_id", "influencer_id", "currency", "conversion_id", "order_id", "kind", "seq",
@@ -53,7 +55,7 @@ SELECT conversion_id, influencer_id, any(order_id) AS order_id, sum(target) AS t
        sum(n) AS n, max(in_period) AS in_period
 FROM (
     SELECT conversion_id, influencer_id, order_id,
-           CAST(if(status = 'approved' AND review = 0
+           CAST(if(status = 'approved' AND review = 0 AND conversion_id NOT IN ({UNRELEASED_SQL})
                    AND occurred_at + toIntervalDay(hold_days) <= {{now:DateTime64(3, 'UTC')}}, commission, 0)
                 AS {_D}) AS target,
            CAST(0 AS {_D}) AS claimed, toUInt64(0) AS n,

@@ -15,6 +15,7 @@ from tracker.core.timeutil import now_utc
 from tracker.money import csvout, ledger
 from tracker.money.models import AttributionIn, LedgerConversion, LedgerDetail, LedgerPage, LedgerQuery
 from tracker.money.reattribute import as_item, reattribute
+from tracker.quality.routes import bring_up_to_date
 from tracker.services import services
 from tracker.storage.clickhouse import run_sync
 
@@ -35,6 +36,7 @@ async def list_conversions(request: Request) -> Response:
     q = parse_query(LedgerQuery, request.query_params)
     filters = q.model_dump(by_alias=True, exclude={"limit", "cursor", "format"})
     svc = services(request)
+    await bring_up_to_date(request, brand["id"])  # commission held by a quality rule shows as review
     items, cursor = await run_sync(ledger.page, svc.ch, brand["id"], filters, now_utc(), q.limit, q.cursor)
     answer = LedgerPage(items=[LedgerConversion.model_validate(i) for i in items], next_cursor=cursor)
     if q.format == "csv":
@@ -46,6 +48,7 @@ async def list_conversions(request: Request) -> Response:
 
 
 async def _one(request: Request, brand_id: str, cid: str) -> dict[str, object]:
+    await bring_up_to_date(request, brand_id)
     found = await run_sync(ledger.one, services(request).ch, brand_id, cid, now_utc())
     if found is None:
         raise NotFound(f"Conversion {cid!r} does not exist.")
