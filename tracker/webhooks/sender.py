@@ -25,10 +25,11 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import json
 import logging
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import httpx
@@ -42,6 +43,9 @@ from tracker.settings import Settings
 from tracker.storage import redis_client
 from tracker.webhooks import events, guard, outbox
 from tracker.webhooks.endpoints import Endpoints
+
+# (brand id, conversion id) -> whether its commission is in a payout marked paid.
+PaidLookup = Callable[[str, str], Awaitable[bool]]
 
 log = logging.getLogger("tracker.webhooks")
 
@@ -89,8 +93,9 @@ async def ensure_groups(r: aioredis.Redis) -> None:
 class Sender:
     def __init__(self, settings: Settings, redis: aioredis.Redis, endpoints: Endpoints, audit: AuditLog,
                  consumer: str, *, client: httpx.AsyncClient | None = None,
-                 resolve: guard.Resolver = guard.system_resolver) -> None:
+                 resolve: guard.Resolver = guard.system_resolver, paid: PaidLookup | None = None) -> None:
         self.settings = settings
+        self.paid = paid
         self.r = redis
         self.endpoints = endpoints
         self.audit = audit
@@ -121,9 +126,19 @@ class Sender:
         self._brands[brand_id] = (now + _ENDPOINTS_SECONDS, found)
         return found
 
+    async def _is_paid(self, raw: bytes) -> bool:
+        """Whether a conversion version's commission is in a paid payout (only a later version of an
+        approved conversion can be: a refund after payment, whose commission status stays ``paid``)."""
+        if self.paid is None:
+            return False
+        row = json.loads(raw)
+        if int(row["version"]) == 1 or not int(row.get("attributed") or 0) or row["status"] == "pending":
+            return False
+        return await self.paid(str(row["brand_id"]), str(row["conversion_id"]))
+
     async def _offer(self, stream: str, fields: dict[bytes, bytes]) -> None:
         if keys.is_conversion_stream(stream):
-            event = events.from_conversion(fields[b"e"])
+            event = events.from_conversion(fields[b"e"], await self._is_paid(fields[b"e"]))
         else:
             event = events.Event.from_fields(fields)
         targets = [e["id"] for e in await self._brand_endpoints(event.brand_id)
