@@ -14,6 +14,7 @@ import signal
 import socket
 import threading
 
+from tracker.money import payoutoutbox
 from tracker.money.lifecycle import PAID_IDS_SQL
 from tracker.registry.audit import AuditLog
 from tracker.registry.cache import Cache
@@ -49,7 +50,9 @@ async def run(settings: Settings, ch: ClickHouse, stop: asyncio.Event) -> None:
     r = redis_client.connect_async(settings)
     try:
         sender = Sender(settings, r, Endpoints(Cache(ch, r), settings.secret_key), AuditLog(ch),
-                        consumer_name(settings), paid=paid_lookup(ch))
+                        consumer_name(settings), paid=paid_lookup(ch),
+                        # At start and every 30 s: payout events a crash left owed.
+                        maintenance=lambda: payoutoutbox.recover(ch, r))
         await sender.run(stop)
     finally:
         await r.aclose()

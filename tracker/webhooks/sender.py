@@ -93,9 +93,11 @@ async def ensure_groups(r: aioredis.Redis) -> None:
 class Sender:
     def __init__(self, settings: Settings, redis: aioredis.Redis, endpoints: Endpoints, audit: AuditLog,
                  consumer: str, *, client: httpx.AsyncClient | None = None,
-                 resolve: guard.Resolver = guard.system_resolver, paid: PaidLookup | None = None) -> None:
+                 resolve: guard.Resolver = guard.system_resolver, paid: PaidLookup | None = None,
+                 maintenance: Callable[[], Awaitable[object]] | None = None) -> None:
         self.settings = settings
         self.paid = paid
+        self.maintenance = maintenance
         self.r = redis
         self.endpoints = endpoints
         self.audit = audit
@@ -369,6 +371,15 @@ class Sender:
             await self.settle_all()
             await self.client.aclose()
 
+    async def _maintain(self) -> None:
+        """The owner's periodic step (payout events owed after a crash, ``tracker.money.payoutoutbox``)."""
+        if self.maintenance is None:
+            return
+        try:
+            await self.maintenance()
+        except Exception:  # ClickHouse away for a moment: the next round tries again
+            log.exception("webhook maintenance step failed")
+
     async def _fan_out_loop(self, stop: asyncio.Event) -> None:
         last_claim = 0.0
         while not stop.is_set():
@@ -377,6 +388,7 @@ class Sender:
                 if time.monotonic() - last_claim > 30:
                     last_claim = time.monotonic()
                     await self.reclaim()
+                    await self._maintain()
             except RedisError as exc:
                 log.warning("webhook fan-out cannot reach Redis: %s", exc)
                 await asyncio.sleep(1.0)
