@@ -143,6 +143,8 @@ def test_flags_that_clear_release_the_hold(
     assert statuses(world, inf) == {"SELF-1": "review"}
     r = api(world, "PUT", "/api/v1/rules", json={"self_referral": False, "coupon_leak": False})
     assert r.status_code == 200, r.text
+    # The review queue evaluates the flags at once (ledger pages check them at most every 2 s per process).
+    assert api(world, "GET", "/api/v1/rules/review-queue").json()["items"] == []
     assert statuses(world, inf) == {"SELF-1": "review"}  # the release is written; ingest has not run yet
     drain(settings, redis_client, ch)
     assert statuses(world, inf) == {"SELF-1": "payable"}

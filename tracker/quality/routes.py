@@ -56,10 +56,11 @@ def sync_of(request: Request) -> Sync:
     return sync
 
 
-async def bring_up_to_date(request: Request, brand_id: str) -> None:
-    """Flags up to date, and the commission of every flagged (or cleared) conversion held (or released)."""
+async def bring_up_to_date(request: Request, brand_id: str, fresh_within: float = 0.0) -> None:
+    """Flags up to date, and the commission of every flagged (or cleared) conversion held (or released);
+    ``fresh_within``: not checked again when this process checked the brand that many seconds ago."""
     sync, svc = sync_of(request), services(request)
-    if await run_sync(sync, svc.ch, brand_id):
+    if await run_sync(sync, svc.ch, brand_id, fresh_within):
         await _hold(request, brand_id)
 
 
