@@ -1,5 +1,6 @@
 """One payout run in a process of its own (``python -m tests.money.payout_proc``), for the concurrency
-and kill -9 tests: prints each stage of the run, and stops forever at ``--pause`` (to be killed there)."""
+and kill -9 tests: prints each stage of the run, and stops forever at ``--pause`` (to be killed there);
+``--outbox`` emits the run's webhook events after it, as the route does."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from datetime import date
 
 import redis.asyncio as aioredis
 
-from tracker.money import payouts
+from tracker.core import ids
+from tracker.money import payoutoutbox, payouts
 from tracker.settings import Settings
 from tracker.storage.clickhouse import ClickHouse
 
@@ -26,8 +28,12 @@ async def main(args: argparse.Namespace) -> None:
             await asyncio.Event().wait()
 
     try:
+        # --outbox: as the route does, the payout.created events owed under a token, emitted after the run.
+        token = ids.new_id("payout") if args.outbox else None
         made = await payouts.run(ch, redis, {"id": args.brand, "currency": "USD"}, date.fromisoformat(args.period_end),
-                                 on_stage=stage, lock_seconds=args.lock_seconds)
+                                 on_stage=stage, lock_seconds=args.lock_seconds, intent=token)
+        if token:
+            await payoutoutbox.emit_created(redis, args.brand, token, payoutoutbox.answers(ch, args.brand, made))
         print(json.dumps({"made": made}), flush=True)
     finally:
         await redis.aclose()
@@ -41,5 +47,6 @@ if __name__ == "__main__":
     p.add_argument("--period-end", required=True)
     p.add_argument("--pause", default="")
     p.add_argument("--lock-seconds", type=float, default=30.0)
+    p.add_argument("--outbox", action="store_true")
     asyncio.run(main(p.parse_args()))
     sys.exit(0)

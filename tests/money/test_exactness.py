@@ -16,7 +16,7 @@ from typing import Any
 import redis
 
 from tests.conversions.world import World
-from tests.money.helpers import api, drain
+from tests.money.helpers import api, drain, rules_off
 from tracker.money import chain
 from tracker.settings import Settings
 from tracker.storage.clickhouse import ClickHouse
@@ -67,6 +67,7 @@ class Order:
 
 
 def _setup(world: World) -> tuple[list[dict[str, Any]], dict[str, tuple[str, Decimal, int]]]:
+    rules_off(world)
     for cur in ("EUR", "JPY"):
         assert api(world, "PUT", f"/api/v1/fx-rates/{cur}", json={"rate": str(RATES[cur])}).status_code == 200
     quick = api(world, "POST", "/api/v1/campaigns", json={

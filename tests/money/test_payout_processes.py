@@ -7,6 +7,7 @@ line written twice would be seen twice (FINAL is not read here).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -20,13 +21,17 @@ from typing import Any
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 
 from tests.chdb_server import ChdbHttpServer
 from tests.money.helpers import conversion_row, insert_conversions
 from tests.waiting import wait_until
+from tracker.core import keys
+from tracker.money import payoutoutbox
 from tracker.settings import Settings
 from tracker.storage import migrate
 from tracker.storage.clickhouse import ClickHouse
+from tracker.webhooks.events import Event
 
 pytestmark = pytest.mark.slow
 BRAND = "brd_procTest00000001"
@@ -125,3 +130,68 @@ def test_a_run_killed_mid_way_loses_and_doubles_nothing(
     made = json.loads(out.strip().splitlines()[-1])["made"]
     assert len(made) == (40 if stage == "planned" else 0)
     _exactly_once(ch, total)
+
+
+def _created_events(redis_client: redis.Redis) -> list[Event]:
+    return [e for e in (Event.from_fields(f) for _id, f in redis_client.xrange(keys.webhook_stream()))
+            if e.type == "payout.created"]
+
+
+def _recover(url: str, redis_url: str) -> int:
+    async def main() -> int:
+        ch = ClickHouse.connect(Settings(clickhouse_url=url), create_database=False)
+        r = aioredis.Redis.from_url(redis_url)
+        try:
+            return await payoutoutbox.recover(ch, r, min_age_seconds=0)
+        finally:
+            await r.aclose()
+
+    return asyncio.run(main())
+
+
+@pytest.mark.parametrize("stage", ["committed", "planned", ""])
+def test_payout_events_survive_a_kill_between_commit_and_emit(
+    shared: tuple[str, ClickHouse], redis_url: str, redis_client: redis.Redis, stage: str
+) -> None:
+    url, ch = shared
+    total = _load(ch)
+    # A webhook endpoint exists (the outbox stream only takes events then).
+    redis_client.xgroup_create(keys.webhook_stream(), keys.WEBHOOK_GROUP, id="$", mkstream=True)
+    victim = _start(url, redis_url, "--outbox", "--lock-seconds", "1.5", *(("--pause", stage) if stage else ()))
+    assert victim.stdout is not None
+    if stage:
+        seen: list[str] = []
+
+        def reached() -> bool:
+            assert victim.stdout is not None
+            seen.append(victim.stdout.readline())
+            return json.loads(seen[-1] or "{}").get("stage") == stage
+
+        wait_until(reached, timeout=60, message=lambda: f"the run did not reach {stage}: {seen}")
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.communicate(timeout=10)
+        assert _created_events(redis_client) == []  # the kill came before the emit
+        assert redis_client.hlen(keys.PAYOUT_OUTBOX) == 1  # the intent written before the commit
+    else:
+        _out, err = victim.communicate(timeout=120)
+        assert victim.returncode == 0, err[-2000:]
+        assert redis_client.hlen(keys.PAYOUT_OUTBOX) == 0 and len(_created_events(redis_client)) == 40
+    # What the webhook sender runs at start and every 30 s; the dead run's lock expires first (1.5 s).
+    emitted: list[int] = []
+    wait_until(lambda: emitted.append(_recover(url, redis_url)) or redis_client.hlen(keys.PAYOUT_OUTBOX) == 0,
+               timeout=30, message="the intent was not settled")
+    assert sum(emitted) == (40 if stage == "committed" else 0)
+    if stage == "planned":  # nothing committed, nothing owed: the next run makes the payouts and their events
+        again = _start(url, redis_url, "--outbox")
+        _out, err = again.communicate(timeout=120)
+        assert again.returncode == 0, err[-2000:]
+    _exactly_once(ch, total)
+    events = _created_events(redis_client)
+    by_payout = {e.object_id: json.loads(e.body)["data"] for e in events}
+    assert len(events) == len(by_payout) == 40  # each payout's event once
+    lines = _lines(ch)
+    assert set(by_payout) == {r["payout_id"] for r in lines}
+    for pid, data in by_payout.items():
+        assert Decimal(data["amount"]) == sum(Decimal(r["amount"]) for r in lines if r["payout_id"] == pid)
+        assert data["status"] == "open" and len(data["lines"]) == sum(1 for r in lines if r["payout_id"] == pid)
+    assert _recover(url, redis_url) == 0 and redis_client.hlen(keys.PAYOUT_OUTBOX) == 0

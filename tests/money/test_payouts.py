@@ -14,6 +14,7 @@ import redis
 from tests.conversions.world import World
 from tests.money.helpers import api, drain
 from tracker.core import keys
+from tracker.money import payoutoutbox, payouts
 from tracker.settings import Settings
 from tracker.storage.clickhouse import ClickHouse
 from tracker.webhooks.events import Event
@@ -160,3 +161,26 @@ def test_payout_events_reach_the_webhook_outbox(
     assert mine == [("payout.created", payout["id"]), ("payout.paid", payout["id"])]
     body = json.loads(next(e.body for e in events if e.type == "payout.paid"))
     assert body["data"]["status"] == "paid" and body["data"]["amount"] == "10.00"
+    assert redis_client.hlen(keys.PAYOUT_OUTBOX) == 0  # every owed event emitted, its intent settled
+
+
+def test_a_paid_mark_whose_event_was_not_emitted_is_recovered(
+    world: World, settings: Settings, redis_client: redis.Redis, ch: ClickHouse
+) -> None:
+    r = api(world, "POST", "/api/v1/webhooks", json={"url": "http://127.0.0.1:9/hook", "events": ["payout.paid"]})
+    assert r.status_code == 201, r.text
+    order(world, "W-1", "100.00", "ANNA10")
+    drain(settings, redis_client, ch)
+    (payout,) = run(world)
+    svc = world.client.app.state.services  # type: ignore[attr-defined]
+    # The library step alone: committed, then (as if killed) nothing emitted.
+    world.call(payouts.mark_paid, svc.ch, svc.redis, world.brand["id"], payout["id"], "W", "key_x")
+    assert redis_client.hlen(keys.PAYOUT_OUTBOX) == 1
+    assert world.call(payoutoutbox.recover, svc.ch, svc.redis) == 0  # too young: the route may still emit it
+    assert world.call(payoutoutbox.recover, svc.ch, svc.redis, min_age_seconds=0) == 1
+    assert redis_client.hlen(keys.PAYOUT_OUTBOX) == 0
+    events = [Event.from_fields(f) for _id, f in redis_client.xrange(keys.WEBHOOK_STREAM)]
+    [paid] = [e for e in events if e.type == "payout.paid"]
+    data = json.loads(paid.body)["data"]
+    assert data == {**api(world, "GET", f"/api/v1/payouts/{payout['id']}").json()}
+    assert (data["status"], data["reference"], data["influencer_name"]) == ("paid", "W", "Anna")

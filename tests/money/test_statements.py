@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from tests.conversions.world import World
-from tests.money.helpers import api, drain
+from tests.money.helpers import api, drain, rules_off
 from tests.schema_cache import SchemaCache
 from tracker.money import chain, statements
 from tracker.settings import Settings
@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _history(world: World, settings: Settings, redis_client: redis.Redis, ch: ClickHouse) -> None:
+    rules_off(world)
     def post(body: dict[str, Any]) -> None:
         assert world.post({"currency": "USD", **body}).status_code == 202
 

@@ -67,3 +67,27 @@ def test_signature_verifies_with_standardwebhooks(size: int) -> None:
     assert Webhook(text).verify(e.body, headers)["type"] == "conversion.created"
     assert signature(secret, e.id, stamp, e.body) == Webhook(text).sign(e.id, datetime.fromtimestamp(stamp, UTC),
                                                                           e.body)
+
+
+def _status(version: int = 1, paid: bool = False, **fields: object) -> object:
+    raw = json.loads(row(version))
+    raw.update(fields)
+    return json.loads(events.from_conversion(json.dumps(raw), paid).body)["data"]["commission_status"]
+
+
+@pytest.mark.parametrize(("fields", "paid", "expected"), [
+    ({}, False, "payable"),  # approved, occurred at updated_at, hold 0 days: over at once
+    ({"hold_days": 30}, False, "pending"),
+    ({"hold_days": ""}, False, "pending"),  # a row from before hold_days: the default 30
+    ({"status": "pending"}, False, "pending"),
+    ({"status": "rejected"}, False, "void"),
+    ({"status": "refunded"}, False, "void"),
+    ({"review": 1}, False, "review"),
+    ({"review": 2}, False, "void"),
+    ({"status": "refunded"}, True, "paid"),  # a refund after payment: a clawback, the commission stays paid
+    ({"attributed": 0}, False, None),
+])
+def test_conversion_events_carry_the_commission_status_as_of_the_version(
+    fields: dict[str, object], paid: bool, expected: str | None
+) -> None:
+    assert _status(2, paid, **{"hold_days": 0, **fields}) == expected

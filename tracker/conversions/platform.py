@@ -74,7 +74,7 @@ class PlatformEvents:
                 figures = orders.first(event, held)
                 new = NewOrder(event.order_id, figures.status, event.currency, figures.amount, figures.refunded,
                                event.click_id, event.coupon_code, event.occurred_at, customer, email,
-                               figures.side.encode())
+                               figures.side.encode(), country=event.country or "")
                 row = await conv.first_version(store, new, snap)
             else:
                 check_currency(current, event.order_id, event.currency)

@@ -109,6 +109,11 @@ def link_code(link_id: int) -> str:
     return f"{PREFIX}linkcode:{link_id}"
 
 
+# Payout webhook events written before their payout's commit and removed once emitted
+# (``tracker.money.intents``): a hash, field ``brand|kind|ref``.
+PAYOUT_OUTBOX = PREFIX + "payouts:outbox"
+
+
 def registry_lock(kind: str, ident: str) -> str:
     """Short-lived lock serialising read-modify-write of one registry row (link PATCH)."""
     return f"{PREFIX}lock:{kind}:{ident}"

@@ -8,7 +8,8 @@ it, so only the page's granules are read), then their last versions from ``conve
 FINAL`` by primary key, where the filters apply exactly (status, influencer, ... change with
 new versions). With a filter on what versions change (status, influencer, ...) a page is one
 read of ``conversions FINAL`` with the filter instead.
-``commission_status`` is computed in the query (``lifecycle.status_sql``). The history of
+``commission_status`` is computed in the query (``lifecycle.status_sql``), ``flags`` read from
+quality's ``conversion_flags`` for the page's orders. The history of
 one conversion comes from ``conversion_versions`` (every version, kept after merges). Every
 value is bound server-side.
 """
@@ -61,7 +62,7 @@ def item(r: dict[str, Any]) -> dict[str, Any]:
         "commission": money.round_money(Decimal(r["commission"]), cur),
         "commission_status": status,
         "payable_at": payable_at(r) if status in ("pending", "payable") else None,
-        "hold_days": int(r["hold_days"]), "reason": r["reason"], "flags": [],
+        "hold_days": int(r["hold_days"]), "reason": r["reason"], "flags": list(r.get("flags") or []),
         "occurred_at": utc(r["occurred_at"]), "updated_at": utc(r["updated_at"]),
     }
 
@@ -96,7 +97,19 @@ def page(ch: ClickHouse, brand_id: str, filters: dict[str, Any], now: datetime, 
     more = len(found) > limit
     found = found[:limit]
     next_cursor = cursors.encode(found[-1]["occurred_at"], found[-1]["conversion_id"]) if more and found else None
-    return [item(r) for r in found], next_cursor
+    return [item(r) for r in with_flags(ch, brand_id, found)], next_cursor
+
+
+def with_flags(ch: ClickHouse, brand_id: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows with the quality rules that flag them (``tracker.quality``; none when not flagged)."""
+    if not rows:
+        return rows
+    flags = {
+        str(f["order_id"]): list(f["flags"]) for f in ch.query_dicts(
+            "SELECT order_id, flags FROM conversion_flags FINAL WHERE brand_id = {brand:String} "
+            "AND order_id IN {orders:Array(String)}", {"brand": brand_id, "orders": [r["order_id"] for r in rows]})
+    }
+    return [{**r, "flags": flags.get(str(r["order_id"]), [])} for r in rows]
 
 
 def _filtered(ch: ClickHouse, where: list[str], params: dict[str, Any], after: tuple[datetime, str] | None,
@@ -146,7 +159,7 @@ def one(ch: ClickHouse, brand_id: str, conversion_id: str, now: datetime) -> dic
         f"{SELECT} WHERE brand_id = {{brand:String}} AND conversion_id = {{cid:String}} LIMIT 1",
         {"brand": brand_id, "cid": conversion_id, "now": now},
     )
-    return item(rows[0]) if rows else None
+    return item(with_flags(ch, brand_id, rows)[0]) if rows else None
 
 
 def history(ch: ClickHouse, brand_id: str, order_id: str) -> list[dict[str, Any]]:

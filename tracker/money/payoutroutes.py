@@ -8,14 +8,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from tracker import webhooks
 from tracker.api import auth, http
 from tracker.api.endpoints import Operation, api
 from tracker.api.schema import parse_body, parse_query
+from tracker.core import ids
 from tracker.core.errors import NotFound
 from tracker.core.timeutil import now_utc
-from tracker.money import csvout, payouts
+from tracker.money import csvout, payoutoutbox, payouts
 from tracker.money.models import FormatQuery, PaidIn, Payout, PayoutIn, PayoutList, PayoutQuery
+from tracker.quality.routes import bring_up_to_date
 from tracker.services import services
 from tracker.storage.clickhouse import run_sync
 
@@ -55,13 +56,18 @@ async def create_payouts(request: Request) -> Response:
     svc = services(request)
     if body.influencer_id and await svc.registry.get_influencer(brand["id"], body.influencer_id) is None:
         raise NotFound(f"Influencer {body.influencer_id!r} does not exist.")
-    made = await payouts.run(svc.ch, svc.redis, brand, body.period_end or now_utc().date(), body.influencer_id)
+    # Flags first: a conversion a rule flags since the last read is held, not paid.
+    await bring_up_to_date(request, brand["id"])
+    # The run's payout.created events are owed under this token until emitted (a crash in between:
+    # tracker.money.payoutoutbox.recover emits them).
+    token = ids.new_id("payout")
+    made = await payouts.run(svc.ch, svc.redis, brand, body.period_end or now_utc().date(), body.influencer_id,
+                             intent=token)
     found = [p for p in await run_sync(payouts.payouts, svc.ch, brand["id"]) if p["id"] in made]
     items = await _answers(request, brand["id"], found)
     for p in items:
-        data = p.dump()
-        await svc.registry.audit.record(brand["id"], auth.actor(request), "payout.create", p.id, None, data)
-        await webhooks.emit(svc.redis, brand["id"], "payout.created", p.id, data)
+        await svc.registry.audit.record(brand["id"], auth.actor(request), "payout.create", p.id, None, p.dump())
+    await payoutoutbox.emit_created(svc.redis, brand["id"], token, [p.dump() for p in items])
     return http.JSONResponse(PayoutList(items=items).dump(), status_code=201)
 
 
@@ -108,7 +114,7 @@ async def mark_paid(request: Request) -> Response:
     answer = (await _answers(request, brand["id"], [paid]))[0]
     data = answer.dump()
     await svc.registry.audit.record(brand["id"], auth.actor(request), "payout.paid", pid, None, data)
-    await webhooks.emit(svc.redis, brand["id"], "payout.paid", pid, data)
+    await payoutoutbox.emit_paid(svc.redis, brand["id"], data)
     return http.JSONResponse(data)
 
 

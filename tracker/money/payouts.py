@@ -18,8 +18,9 @@ insert is the only commit point:
   folds) and none is lost;
 - the lock's time-to-live is renewed while held and checked right before the insert.
 
-Lines. ``target`` is the commission of a conversion that is approved, not under review,
-and past its hold, for its current influencer (0 for anyone else: a re-attributed
+Lines. ``target`` is the commission of a conversion that is approved, not under review
+(neither its ``review`` column nor, before ingest has that version, its flags and review
+decision: ``tracker.quality.hold``), and past its hold, for its current influencer (0 for anyone else: a re-attributed
 conversion's first influencer has target 0). A conversion with no line yet is claimed when
 its target is above 0 and it occurred on or before ``period_end``; one with lines gets a
 line for any difference: a refund (partial or full) or a rejection in review after it
@@ -27,6 +28,10 @@ joined a payout is a negative ``clawback`` line, carried into the influencer's n
 payout. An influencer whose new lines do not add up to more than 0 gets no payout: the
 clawbacks stay open and are deducted from a later one. So at any time
 ``sum(payouts) + open lines = commission earned - voided`` exactly, to the cent.
+
+Webhooks: a run given an ``intent`` token, and every mark-paid, records the events it owes
+before committing (``tracker.money.intents``); the caller emits them and settles the intent,
+and ``tracker.money.payoutoutbox.recover`` does so for a caller killed in between.
 """
 
 from __future__ import annotations
@@ -41,7 +46,9 @@ import redis.asyncio as aioredis
 from tracker.core import ids, money
 from tracker.core.errors import Conflict, NotFound
 from tracker.core.timeutil import now_ms_precision, utc
+from tracker.money import intents
 from tracker.money.lock import LOCK_SECONDS, brand_lock, held
+from tracker.quality.hold import UNRELEASED_SQL
 from tracker.storage.clickhouse import ClickHouse, run_sync
 
 LINE_COLUMNS = ("brand_id", "payout_id", "influencer_id", "currency", "conversion_id", "order_id", "kind", "seq",
@@ -53,7 +60,7 @@ SELECT conversion_id, influencer_id, any(order_id) AS order_id, sum(target) AS t
        sum(n) AS n, max(in_period) AS in_period
 FROM (
     SELECT conversion_id, influencer_id, order_id,
-           CAST(if(status = 'approved' AND review = 0
+           CAST(if(status = 'approved' AND review = 0 AND conversion_id NOT IN ({UNRELEASED_SQL})
                    AND occurred_at + toIntervalDay(hold_days) <= {{now:DateTime64(3, 'UTC')}}, commission, 0)
                 AS {_D}) AS target,
            CAST(0 AS {_D}) AS claimed, toUInt64(0) AS n,
@@ -106,22 +113,32 @@ def _commit(ch: ClickHouse, brand_id: str, currency: str, influencer_id: str | N
               "period_end": period_end, "seed": ids.new_id("payout")}
     # A run's lines have distinct keys: nothing to fold on insert, and skipping it halves the insert.
     ch.command(RUN_SQL.replace("{only}", only), params, settings={"optimize_on_insert": 0})
+    return made_at(ch, brand_id, now)
+
+
+def made_at(ch: ClickHouse, brand_id: str, now: datetime) -> list[str]:
+    """The payouts of the run that committed at ``now``."""
     # Runs of a brand take turns on the lock and each lasts longer than a millisecond: ``now`` is this run's.
     rows = ch.query("SELECT DISTINCT payout_id FROM payout_lines WHERE brand_id = {brand:String} "
-                    "AND created_at = {now:DateTime64(3, 'UTC')} ORDER BY payout_id", params)
+                    "AND created_at = {now:DateTime64(3, 'UTC')} ORDER BY payout_id", {"brand": brand_id, "now": now})
     return [str(r[0]) for r in rows]
 
 
 async def run(ch: ClickHouse, redis: aioredis.Redis, brand: dict[str, Any], period_end: date,
               influencer_id: str | None = None, *, on_stage: Stage | None = None,
-              lock_seconds: float = LOCK_SECONDS) -> list[str]:
-    """Create the payouts of one run; the new payouts' ids (none when nothing is owed)."""
+              lock_seconds: float = LOCK_SECONDS, intent: str | None = None) -> list[str]:
+    """Create the payouts of one run; the new payouts' ids (none when nothing is owed).
+
+    ``intent``: a token under which the run's ``payout.created`` events are owed
+    (``tracker.money.intents``) until the caller has emitted them."""
     brand_id, currency = str(brand["id"]), str(brand["currency"])
     end = datetime(period_end.year, period_end.month, period_end.day) + timedelta(days=1)
     async with brand_lock(redis, brand_id, seconds=lock_seconds) as lock:
         if on_stage:
             await on_stage("locked")
         now = now_ms_precision()
+        if intent:
+            await intents.intend(redis, brand_id, intents.CREATED, intent, now=now.isoformat())
         if on_stage:
             await on_stage("planned")
         await held(lock)
@@ -192,6 +209,8 @@ async def mark_paid(ch: ClickHouse, redis: aioredis.Redis, brand_id: str, payout
             raise Conflict(f"Payout {payout_id!r} is paid already (reference {found[0]['reference']!r}).",
                            code="already_paid")
         await held(lock)
+        # The payout.paid event is owed from here until the caller emitted it (tracker.money.intents).
+        await intents.intend(redis, brand_id, intents.PAID, payout_id)
         row = [brand_id, payout_id, "paid", reference, key_id, now_ms_precision()]
         await run_sync(lambda: ch.insert("payout_events", [row], column_names=[
             "brand_id", "payout_id", "event", "reference", "key_id", "at"]))

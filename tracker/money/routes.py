@@ -15,12 +15,15 @@ from tracker.core.timeutil import now_utc
 from tracker.money import csvout, ledger
 from tracker.money.models import AttributionIn, LedgerConversion, LedgerDetail, LedgerPage, LedgerQuery
 from tracker.money.reattribute import as_item, reattribute
+from tracker.quality.routes import bring_up_to_date
 from tracker.services import services
 from tracker.storage.clickhouse import run_sync
 
 TAG = "ledger"
 _ERRORS = (401, 403, 503)
 _CID = {"conversion_id": {"type": "string", "description": "The conversion's id."}}
+# The ledger routes check the quality flags at most this often per process and brand.
+LEDGER_FRESH_SECONDS = 2.0
 CSV_COLUMNS = tuple(f for f in LedgerConversion.model_fields if f != "duplicate")
 
 
@@ -35,6 +38,8 @@ async def list_conversions(request: Request) -> Response:
     q = parse_query(LedgerQuery, request.query_params)
     filters = q.model_dump(by_alias=True, exclude={"limit", "cursor", "format"})
     svc = services(request)
+    # Commission held by a quality rule shows as review; pages read in a row check the flags once.
+    await bring_up_to_date(request, brand["id"], LEDGER_FRESH_SECONDS)
     items, cursor = await run_sync(ledger.page, svc.ch, brand["id"], filters, now_utc(), q.limit, q.cursor)
     answer = LedgerPage(items=[LedgerConversion.model_validate(i) for i in items], next_cursor=cursor)
     if q.format == "csv":
@@ -46,6 +51,7 @@ async def list_conversions(request: Request) -> Response:
 
 
 async def _one(request: Request, brand_id: str, cid: str) -> dict[str, object]:
+    await bring_up_to_date(request, brand_id, LEDGER_FRESH_SECONDS)
     found = await run_sync(ledger.one, services(request).ch, brand_id, cid, now_utc())
     if found is None:
         raise NotFound(f"Conversion {cid!r} does not exist.")

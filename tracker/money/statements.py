@@ -12,7 +12,8 @@ Entries (``amount`` changes ``balance``, the commission earned not yet in a payo
 
 - ``commission`` (a new conversion credited to the influencer), ``status``, ``refund``,
   ``review``, ``reattribution`` (credited to or taken from the influencer): ``amount`` is the
-  change of the commission credited to the influencer;
+  change of the commission credited to the influencer (a hold for review changes nothing;
+  a rejection in review takes the commission back, an approval after it credits it again);
 - ``payout``: a payout created, ``amount`` minus its total (its clawback lines named);
 - ``paid``: a payout marked paid, with the brand's reference (``amount`` 0).
 """
@@ -27,6 +28,7 @@ from typing import Any
 from tracker.core import money
 from tracker.core.timeutil import iso, utc
 from tracker.money import chain
+from tracker.money.lifecycle import REVIEW_REJECTED
 from tracker.storage.clickhouse import ClickHouse
 
 _VERSIONS_SQL = """
@@ -65,7 +67,10 @@ class Fact:
 
 
 def _credited(v: dict[str, Any], influencer_id: str) -> Decimal:
-    return Decimal(v["commission"]) if v["influencer_id"] == influencer_id else Decimal(0)
+    """The commission a version credits the influencer: none for another's, none once rejected in review."""
+    if v["influencer_id"] != influencer_id or int(v["review"]) == REVIEW_REJECTED:
+        return Decimal(0)
+    return Decimal(v["commission"])
 
 
 def version_facts(versions: list[dict[str, Any]], influencer_id: str, currency: str) -> list[Fact]:

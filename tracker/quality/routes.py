@@ -1,8 +1,9 @@
 """Quality routes: the brand's rules, the review queue and decisions, the coupon-leak list.
 
-Every read first brings the brand's flags up to date (``tracker.quality.sync``). A review
-decision is kept in ``conversion_reviews`` (latest wins) and in the audit log; the
-commission lifecycle reads it to release (approve) or void (reject) a held commission.
+Every read first brings the brand's flags up to date (``tracker.quality.sync``) and holds the
+commission of newly flagged conversions (``tracker.quality.hold``). A review decision is kept
+in ``conversion_reviews`` (latest wins) and in the audit log, and written into the
+conversion as a new version: approve releases the held commission, reject voids it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from tracker.api.schema import Answer, parse_body, parse_query
 from tracker.core import money
 from tracker.core.errors import Conflict, NotFound
 from tracker.core.timeutil import now_utc, utc
-from tracker.quality import leaks, rules
+from tracker.quality import hold, leaks, rules
 from tracker.quality.models import CouponLeakList, CouponLeakQuery, Review, ReviewIn, ReviewQuery, ReviewQueue
 from tracker.quality.sync import Sync
 from tracker.services import services
@@ -55,8 +56,21 @@ def sync_of(request: Request) -> Sync:
     return sync
 
 
-async def bring_up_to_date(request: Request, brand_id: str) -> None:
-    await run_sync(sync_of(request), services(request).ch, brand_id)
+async def bring_up_to_date(request: Request, brand_id: str, fresh_within: float = 0.0) -> None:
+    """Flags up to date, and the commission of every flagged (or cleared) conversion held (or released);
+    ``fresh_within``: not checked again when this process checked the brand that many seconds ago."""
+    sync, svc = sync_of(request), services(request)
+    if await run_sync(sync, svc.ch, brand_id, fresh_within):
+        await _hold(request, brand_id)
+
+
+async def _hold(request: Request, brand_id: str) -> None:
+    svc = services(request)
+    try:
+        await hold.apply(svc.conversions.states, svc.ch, brand_id)
+    except BaseException:
+        sync_of(request).forget(brand_id)  # the next read tries again
+        raise
 
 
 def _json(answer: Answer, status: int = 200) -> Response:
@@ -155,6 +169,7 @@ async def review(request: Request) -> Response:
     await run_sync(ch.insert, "conversion_reviews",
                    [[brand["id"], conversion_id, before.order_id, body.decision, body.note, before.flags, at]],
                    ("brand_id", "conversion_id", "order_id", "decision", "note", "flags", "at"))
+    await _hold(request, brand["id"])
     after = (await run_sync(flagged, ch, brand["id"], "all", 1, conversion_id))[0]
     await services(request).registry.audit.record(
         brand["id"], auth.actor(request), f"conversion.review.{body.decision}", conversion_id,

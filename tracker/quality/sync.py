@@ -64,6 +64,7 @@ class Sync:
         self.click_ids = ClickIds(secret_key)
         self._done: dict[str, tuple[Any, ...]] = {}
         self._retry_at: dict[str, float] = {}  # brand -> when to look for missing clicks again
+        self._checked: dict[str, float] = {}  # brand -> when its fingerprint was last read
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
@@ -71,12 +72,24 @@ class Sync:
         with self._guard:
             return self._locks.setdefault(brand_id, threading.Lock())
 
-    def __call__(self, ch: ClickHouse, brand_id: str) -> None:
+    def forget(self, brand_id: str) -> None:
+        """Evaluate the brand again on the next call (what followed the last one failed)."""
+        with self._guard:
+            self._done.pop(brand_id, None)
+            self._checked.pop(brand_id, None)
+
+    def __call__(self, ch: ClickHouse, brand_id: str, fresh_within: float = 0.0) -> bool:
+        """Bring the brand up to date; whether anything was evaluated (False: nothing changed).
+        ``fresh_within``: seconds; when this process checked the brand that recently, do not check again
+        (the ledger's pages: the fingerprint query costs ~13 ms at 100k conversions)."""
+        if fresh_within and time.monotonic() - self._checked.get(brand_id, -math.inf) < fresh_within:
+            return False
         with self._lock(brand_id):  # one evaluation per brand at a time; the others then find it done
             now = _fingerprint(ch, brand_id)
             last = self._done.get(brand_id)
+            self._checked[brand_id] = time.monotonic()
             if last == now and time.monotonic() < self._retry_at.get(brand_id, math.inf):
-                return
+                return False
             filled = facts.fill(ch, self.click_ids, brand_id)
             since = None
             if last is not None and last[2:4] == now[2:4] and last[1] is not None:  # same rules and influencers
@@ -94,6 +107,7 @@ class Sync:
                 self._retry_at[brand_id] = time.monotonic() + RETRY_MISSING_SECONDS
             else:
                 self._retry_at.pop(brand_id, None)
+            return True
 
 
 def _fingerprint(ch: ClickHouse, brand_id: str) -> tuple[Any, ...]:

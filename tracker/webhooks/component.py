@@ -14,13 +14,15 @@ import signal
 import socket
 import threading
 
+from tracker.money import payoutoutbox
+from tracker.money.lifecycle import PAID_IDS_SQL
 from tracker.registry.audit import AuditLog
 from tracker.registry.cache import Cache
 from tracker.settings import Settings
 from tracker.storage import redis_client
-from tracker.storage.clickhouse import ClickHouse
+from tracker.storage.clickhouse import ClickHouse, run_sync
 from tracker.webhooks.endpoints import Endpoints
-from tracker.webhooks.sender import Sender
+from tracker.webhooks.sender import PaidLookup, Sender
 
 log = logging.getLogger("tracker.webhooks")
 STOP_SECONDS = 30.0
@@ -31,12 +33,26 @@ def consumer_name(settings: Settings) -> str:
     return "embedded" if settings.embedded else socket.gethostname()
 
 
+_PAID_SQL = f"SELECT count() AS n FROM ({PAID_IDS_SQL}) WHERE conversion_id = {{cid:String}}"
+
+
+def paid_lookup(ch: ClickHouse) -> PaidLookup:
+    """Whether a conversion's commission is in a paid payout, read from ClickHouse."""
+    async def paid(brand_id: str, conversion_id: str) -> bool:
+        rows = await run_sync(ch.query_dicts, _PAID_SQL, {"brand": brand_id, "cid": conversion_id})
+        return bool(rows and int(rows[0]["n"]))
+
+    return paid
+
+
 async def run(settings: Settings, ch: ClickHouse, stop: asyncio.Event) -> None:
     assert settings.secret_key is not None
     r = redis_client.connect_async(settings)
     try:
         sender = Sender(settings, r, Endpoints(Cache(ch, r), settings.secret_key), AuditLog(ch),
-                        consumer_name(settings))
+                        consumer_name(settings), paid=paid_lookup(ch),
+                        # At start and every 30 s: payout events a crash left owed.
+                        maintenance=lambda: payoutoutbox.recover(ch, r))
         await sender.run(stop)
     finally:
         await r.aclose()

@@ -15,6 +15,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from tracker.money import lifecycle
+
+DEFAULT_HOLD_DAYS = 30
+
 CONVERSION_CREATED = "conversion.created"
 CONVERSION_UPDATED = "conversion.updated"
 PAYOUT_CREATED = "payout.created"
@@ -23,10 +27,14 @@ TYPES: tuple[str, ...] = (CONVERSION_CREATED, CONVERSION_UPDATED, PAYOUT_CREATED
 
 # The fields of a conversion a webhook carries: the postback answer's and the ledger's
 # (no click id, no customer data), money as decimal strings, instants in ISO 8601 UTC.
+# ``commission_status`` is the commission's status as of the version (at its ``updated_at``,
+# ``tracker.money.lifecycle``); a status that changes with time alone (pending becoming
+# payable when the hold ends) sends no event.
 CONVERSION_FIELDS: tuple[str, ...] = (
     "conversion_id", "order_id", "status", "attributed", "attribution", "link_code", "influencer_id",
     "campaign_id", "store_id", "currency", "amount", "refunded_amount", "commission", "original_currency",
     "original_amount", "original_refunded_amount", "fx_rate", "coupon_code", "occurred_at", "updated_at", "version",
+    "commission_status",
 )
 _INSTANTS = ("occurred_at", "created_at", "updated_at")
 
@@ -64,12 +72,25 @@ def body(event_type: str, timestamp: str, data: dict[str, Any]) -> bytes:
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, default=str).encode("utf-8")
 
 
-def conversion_data(row: dict[str, Any]) -> dict[str, Any]:
-    """A conversion stream row (``tracker.core.events.encode_conversion``) as a webhook shows it."""
+def commission_status(row: dict[str, Any], paid: bool) -> str | None:
+    """The commission's status as of a stream row's version (None: unattributed, no commission)."""
+    when = datetime.fromisoformat(str(row["updated_at"]))
+    return lifecycle.commission_status({
+        "attributed": int(row.get("attributed") or 0), "status": row["status"], "review": int(row.get("review") or 0),
+        "occurred_at": datetime.fromisoformat(str(row["occurred_at"])),
+        "hold_days": DEFAULT_HOLD_DAYS if row.get("hold_days") in (None, "") else int(row["hold_days"]),
+    }, when, paid)
+
+
+def conversion_data(row: dict[str, Any], paid: bool = False) -> dict[str, Any]:
+    """A conversion stream row (``tracker.core.events.encode_conversion``) as a webhook shows it;
+    ``paid``: its commission is in a payout marked paid."""
     data: dict[str, Any] = {}
     for name in CONVERSION_FIELDS:
         value = row.get(name)
-        if name in _INSTANTS and value:
+        if name == "commission_status":
+            value = commission_status(row, paid)
+        elif name in _INSTANTS and value:
             value = iso(value)
         elif name == "attributed":
             value = bool(int(value or 0))
@@ -83,14 +104,14 @@ def conversion_data(row: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def from_conversion(raw: bytes | str) -> Event:
+def from_conversion(raw: bytes | str, paid: bool = False) -> Event:
     """The event of one conversion stream entry: version 1 is ``conversion.created``, later ones updates."""
     row: dict[str, Any] = json.loads(raw)
     version = int(row["version"])
     kind = CONVERSION_CREATED if version == 1 else CONVERSION_UPDATED
     brand_id = str(row["brand_id"])
     ident = event_id(f"conversion:{brand_id}:{row['order_id']}:{version}")
-    data = conversion_data(row)
+    data = conversion_data(row, paid)
     return Event(ident, kind, brand_id, str(row["conversion_id"]), body(kind, data["updated_at"], data))
 
 

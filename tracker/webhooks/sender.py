@@ -25,10 +25,11 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import json
 import logging
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import httpx
@@ -42,6 +43,9 @@ from tracker.settings import Settings
 from tracker.storage import redis_client
 from tracker.webhooks import events, guard, outbox
 from tracker.webhooks.endpoints import Endpoints
+
+# (brand id, conversion id) -> whether its commission is in a payout marked paid.
+PaidLookup = Callable[[str, str], Awaitable[bool]]
 
 log = logging.getLogger("tracker.webhooks")
 
@@ -89,8 +93,11 @@ async def ensure_groups(r: aioredis.Redis) -> None:
 class Sender:
     def __init__(self, settings: Settings, redis: aioredis.Redis, endpoints: Endpoints, audit: AuditLog,
                  consumer: str, *, client: httpx.AsyncClient | None = None,
-                 resolve: guard.Resolver = guard.system_resolver) -> None:
+                 resolve: guard.Resolver = guard.system_resolver, paid: PaidLookup | None = None,
+                 maintenance: Callable[[], Awaitable[object]] | None = None) -> None:
         self.settings = settings
+        self.paid = paid
+        self.maintenance = maintenance
         self.r = redis
         self.endpoints = endpoints
         self.audit = audit
@@ -121,9 +128,19 @@ class Sender:
         self._brands[brand_id] = (now + _ENDPOINTS_SECONDS, found)
         return found
 
+    async def _is_paid(self, raw: bytes) -> bool:
+        """Whether a conversion version's commission is in a paid payout (only a later version of an
+        approved conversion can be: a refund after payment, whose commission status stays ``paid``)."""
+        if self.paid is None:
+            return False
+        row = json.loads(raw)
+        if int(row["version"]) == 1 or not int(row.get("attributed") or 0) or row["status"] == "pending":
+            return False
+        return await self.paid(str(row["brand_id"]), str(row["conversion_id"]))
+
     async def _offer(self, stream: str, fields: dict[bytes, bytes]) -> None:
         if keys.is_conversion_stream(stream):
-            event = events.from_conversion(fields[b"e"])
+            event = events.from_conversion(fields[b"e"], await self._is_paid(fields[b"e"]))
         else:
             event = events.Event.from_fields(fields)
         targets = [e["id"] for e in await self._brand_endpoints(event.brand_id)
@@ -354,6 +371,15 @@ class Sender:
             await self.settle_all()
             await self.client.aclose()
 
+    async def _maintain(self) -> None:
+        """The owner's periodic step (payout events owed after a crash, ``tracker.money.payoutoutbox``)."""
+        if self.maintenance is None:
+            return
+        try:
+            await self.maintenance()
+        except Exception:  # ClickHouse away for a moment: the next round tries again
+            log.exception("webhook maintenance step failed")
+
     async def _fan_out_loop(self, stop: asyncio.Event) -> None:
         last_claim = 0.0
         while not stop.is_set():
@@ -362,6 +388,7 @@ class Sender:
                 if time.monotonic() - last_claim > 30:
                     last_claim = time.monotonic()
                     await self.reclaim()
+                    await self._maintain()
             except RedisError as exc:
                 log.warning("webhook fan-out cannot reach Redis: %s", exc)
                 await asyncio.sleep(1.0)

@@ -22,6 +22,7 @@ SECRET = "c4e1b0f9a7d3e2f1c0b9a8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7"
 
 USD_ORDER = OrderEvent(
     platform="shopify",
+    country="US",
     order_id="5822061346982",
     status="approved",
     currency="USD",
@@ -41,6 +42,7 @@ EXPECTED: list[tuple[str, str, OrderEvent | None, RefundShare]] = [
         "orders/paid",
         OrderEvent(
             platform="shopify",
+            country="JP",
             order_id="5931700486401",
             status="approved",
             currency="JPY",

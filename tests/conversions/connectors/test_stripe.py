@@ -40,6 +40,7 @@ EXPECTED: list[tuple[str, OrderEvent | None]] = [
         "checkout_session_completed_usd.json",
         OrderEvent(
             platform="stripe",
+            country="US",
             order_id="pi_3QLa2bLmR8sT2vXy0c4D5e6F",
             status="approved",
             currency="USD",
@@ -56,6 +57,7 @@ EXPECTED: list[tuple[str, OrderEvent | None]] = [
         "checkout_session_completed_jpy.json",
         OrderEvent(
             platform="stripe",
+            country="JP",
             order_id="pi_3QLgGzLmR8sT2vXy1JpYn002",
             status="approved",
             currency="JPY",
@@ -72,6 +74,7 @@ EXPECTED: list[tuple[str, OrderEvent | None]] = [
         "checkout_session_completed_subscription.json",
         OrderEvent(
             platform="stripe",
+            country="US",
             order_id="in_1QLsub0LmR8sT2vXyInv00001",  # the first invoice, so invoice.paid lands here
             status="approved",
             currency="USD",
@@ -106,6 +109,7 @@ EXPECTED: list[tuple[str, OrderEvent | None]] = [
         "invoice_paid_kwd.json",
         OrderEvent(
             platform="stripe",
+            country="KW",
             order_id="in_1QLkwd0LmR8sT2vXyInvKwd01",
             status="approved",
             currency="KWD",
@@ -155,6 +159,7 @@ EXPECTED: list[tuple[str, OrderEvent | None]] = [
         "checkout_session_completed_eur_unpaid.json",
         OrderEvent(
             platform="stripe",
+            country="DE",
             order_id="pi_3QLsepaLmR8sT2vXy2SepaPi1",
             status="pending",  # SEPA Direct Debit: not paid yet
             currency="EUR",
@@ -171,6 +176,7 @@ EXPECTED: list[tuple[str, OrderEvent | None]] = [
         "checkout_session_async_payment_succeeded_eur.json",
         OrderEvent(
             platform="stripe",
+            country="DE",
             order_id="pi_3QLsepaLmR8sT2vXy2SepaPi1",
             status="approved",
             currency="EUR",

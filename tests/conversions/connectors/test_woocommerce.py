@@ -23,6 +23,7 @@ SECRET = "wc_9X]p&Qm2;vL7@rT4"  # WooCommerce secrets are free text
 
 KWD_ORDER = OrderEvent(
     platform="woocommerce",
+    country="KW",
     order_id="5310",
     status="pending",  # on-hold: waiting for the bank transfer
     currency="KWD",
@@ -41,6 +42,7 @@ EXPECTED: list[tuple[str, str, OrderEvent, RefundShare]] = [
         "order.created",
         OrderEvent(
             platform="woocommerce",
+            country="US",
             order_id="4127",
             status="approved",  # processing: paid
             currency="USD",
@@ -59,6 +61,7 @@ EXPECTED: list[tuple[str, str, OrderEvent, RefundShare]] = [
         "order.updated",
         OrderEvent(
             platform="woocommerce",
+            country="GB",
             order_id="4133",
             status="approved",  # completed, partly refunded
             currency="GBP",
@@ -77,6 +80,7 @@ EXPECTED: list[tuple[str, str, OrderEvent, RefundShare]] = [
         "order.updated",
         OrderEvent(
             platform="woocommerce",
+            country="JP",
             order_id="8802",
             status="refunded",
             currency="JPY",

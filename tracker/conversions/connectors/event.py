@@ -54,7 +54,9 @@ class OrderEvent:
     does not say. ``updated_at`` is when the platform last changed the order (or
     created the event), so the recorder can tell an older delivery arriving late;
     None when the event does not say. ``customer_id`` and ``customer_email`` are the
-    platform's raw values; the recorder keeps only keyed hashes of them.
+    platform's raw values; the recorder keeps only keyed hashes of them. ``country`` is
+    the order's country (ISO 3166 alpha-2: the shipping address's, else the billing
+    one's), None when the event does not carry one.
     """
 
     platform: str
@@ -71,6 +73,7 @@ class OrderEvent:
     subscription_id: str | None = None
     updated_at: datetime | None = None
     customer_email: str | None = None
+    country: str | None = None
 
     def __post_init__(self) -> None:
         if self.platform not in PLATFORMS:

@@ -108,6 +108,21 @@ def short(value: str | None, limit: int) -> str | None:
     return value
 
 
+def country(where: Fields, *paths: tuple[str, ...]) -> str | None:
+    """The order's country: the first ISO 3166 alpha-2 code found at one of ``paths`` (keys into
+    nested objects), upper-cased. A missing or malformed one is only no country, never a refused
+    order (the coupon-leak detector then has nothing to compare)."""
+    for path in paths:
+        value: Any = where.data
+        for key in path:
+            value = value.get(key) if isinstance(value, Mapping) else None
+        if isinstance(value, str):
+            text = value.strip()
+            if len(text) == 2 and text.isascii() and text.isalpha():
+                return text.upper()
+    return None
+
+
 class Fields:
     """Typed reads from one JSON object, with errors that name the field.
 

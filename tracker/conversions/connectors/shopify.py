@@ -21,6 +21,8 @@ Figures, per https://shopify.dev/docs/api/admin-rest/latest/resources/order:
   the ``*_set.presentment_money`` twins) because refund transactions are in that
   currency; for a shop selling in its own currency the two are the same.
 
+The country is ``shipping_address.country_code``, else ``billing_address.country_code``.
+
 Status from ``financial_status``; a cancelled order (``cancelled_at``) is
 ``rejected`` if nothing was paid, else ``refunded`` (its money goes back, and a
 paid conversion may only move to refunded).
@@ -38,6 +40,7 @@ from tracker.conversions.connectors.payload import (
     MAX_CLICK_ID,
     MAX_COUPON,
     Fields,
+    country,
     load_json,
     short,
     verify_base64_hmac,
@@ -133,6 +136,7 @@ def _order_event(order: Fields, click_id_param: str) -> OrderEvent:
         occurred_at=order.iso_time("processed_at") or order.iso_time("created_at"),
         updated_at=order.iso_time("updated_at"),
         customer_email=_email(order.text("email") or order.text("contact_email")),
+        country=country(order, ("shipping_address", "country_code"), ("billing_address", "country_code")),
     )
 
 

@@ -27,7 +27,9 @@ Events, amounts from minor units by Stripe's exponent of the currency:
 
 Click id: ``client_reference_id``, else ``metadata.click_id`` (on an invoice, also
 the subscription's metadata as the invoice copies it). Coupon: ``metadata.coupon_code``,
-else the first discount's promotion code (or coupon) id.
+else the first discount's promotion code (or coupon) id. Country: a session's shipping address,
+else ``customer_details.address.country``; an invoice's ``customer_shipping``, else
+``customer_address``; a charge's shipping, else ``billing_details`` address.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from typing import Any, Final
 import stripe
 
 from tracker.conversions.connectors.event import OrderEvent
-from tracker.conversions.connectors.payload import MAX_CLICK_ID, MAX_COUPON, Fields, load_json, short
+from tracker.conversions.connectors.payload import MAX_CLICK_ID, MAX_COUPON, Fields, country, load_json, short
 from tracker.core.errors import Unauthorized
 from tracker.core.money import MINOR_UNITS, round_money
 
@@ -174,6 +176,9 @@ def _session(session: Fields, envelope: Fields, kind: str) -> OrderEvent | None:
         subscription_id=session.ident("subscription"),
         updated_at=envelope.unix_time("created"),
         customer_email=_email((session.obj("customer_details") or session).text("email")),
+        country=country(session, ("shipping_details", "address", "country"),
+                        ("collected_information", "shipping_details", "address", "country"),
+                        ("customer_details", "address", "country")),
     )
 
 
@@ -209,6 +214,7 @@ def _invoice(invoice: Fields, envelope: Fields) -> OrderEvent:
         subscription_id=subscription,
         updated_at=envelope.unix_time("created"),
         customer_email=_email(invoice.text("customer_email")),
+        country=country(invoice, ("customer_shipping", "address", "country"), ("customer_address", "country")),
     )
 
 
@@ -232,6 +238,7 @@ def _charge(charge: Fields, envelope: Fields) -> OrderEvent:
         occurred_at=charge.unix_time("created"),
         updated_at=envelope.unix_time("created"),
         customer_email=_email(charge.text("receipt_email")),
+        country=country(charge, ("shipping", "address", "country"), ("billing_details", "address", "country")),
     )
 
 

@@ -21,7 +21,8 @@ The payload is the REST API's order (https://woocommerce.github.io/woocommerce-r
 - click id: the order meta ``trk_click_id`` (``_trk_click_id`` also read: the
   leading underscore hides it in the admin), copied from the /t.js cookie by the
   store's snippet; coupon: the first ``coupon_lines[].code``; customer:
-  ``customer_id`` (0 is a guest: none).
+  ``customer_id`` (0 is a guest: none); country: ``shipping.country``, else
+  ``billing.country`` (a virtual product has no shipping address).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from tracker.conversions.connectors.payload import (
     MAX_CLICK_ID,
     MAX_COUPON,
     Fields,
+    country,
     load_json,
     short,
     verify_base64_hmac,
@@ -113,6 +115,7 @@ def parse_payload(topic: str | None, payload: Mapping[str, Any]) -> OrderEvent |
         occurred_at=order.iso_time("date_created_gmt"),
         updated_at=order.iso_time("date_modified_gmt"),
         customer_email=_email(order),
+        country=country(order, ("shipping", "country"), ("billing", "country")),
     )
 
 

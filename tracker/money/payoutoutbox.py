@@ -1,0 +1,90 @@
+"""Payout webhook events, emitted at least once also across a crash (``tracker.money.intents``).
+
+The routes emit a run's ``payout.created`` events and a ``payout.paid`` event right after
+the commit, then settle the intent. ``recover`` settles what a killed process left behind:
+for each intent older than ``MIN_AGE_SECONDS``, under the brand's money lock (so no run of
+that brand is between its intent and its commit), it reads ClickHouse: the payouts of the
+run that committed at the intent's instant (or the payout, if marked paid) get their events
+now; an action that never committed has none, and its intent is dropped. An event emitted
+twice (the route and ``recover`` racing) has the same id, so the webhook outbox queues it
+once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from tracker import webhooks
+from tracker.core.errors import Conflict
+from tracker.money import intents, payouts
+from tracker.money.lock import brand_lock
+from tracker.money.models import Payout
+from tracker.storage.clickhouse import ClickHouse, run_sync
+
+log = logging.getLogger("tracker.money.payoutoutbox")
+
+# An intent this young may belong to a process still emitting (the route, right after its commit).
+MIN_AGE_SECONDS = 10.0
+
+
+async def emit_created(redis: aioredis.Redis, brand_id: str, token: str, items: list[dict[str, Any]]) -> None:
+    """Emit a run's ``payout.created`` events (payouts as the API answers them), then settle its intent."""
+    for data in items:
+        await webhooks.emit(redis, brand_id, "payout.created", str(data["id"]), data)
+    await intents.settle(redis, brand_id, intents.CREATED, token)
+
+
+async def emit_paid(redis: aioredis.Redis, brand_id: str, data: dict[str, Any]) -> None:
+    await webhooks.emit(redis, brand_id, "payout.paid", str(data["id"]), data)
+    await intents.settle(redis, brand_id, intents.PAID, str(data["id"]))
+
+
+def answers(ch: ClickHouse, brand_id: str, payout_ids: list[str]) -> list[dict[str, Any]]:
+    """The payouts as the API answers them (with their influencer's name), read from ClickHouse."""
+    if not payout_ids:
+        return []
+    names = {str(r["id"]): str(r["name"]) for r in ch.query_dicts(
+        "SELECT id, name FROM influencers FINAL WHERE brand_id = {b:String}", {"b": brand_id})}
+    wanted = set(payout_ids)
+    found = [p for p in payouts.payouts(ch, brand_id) if p["id"] in wanted]
+    return [Payout.model_validate({**p, "influencer_name": names.get(p["influencer_id"], "")}).dump()
+            for p in sorted(found, key=lambda p: str(p["id"]))]
+
+
+async def recover(ch: ClickHouse, redis: aioredis.Redis, min_age_seconds: float = MIN_AGE_SECONDS) -> int:
+    """Settle every intent older than ``min_age_seconds``; how many events were emitted."""
+    now_ms = time.time() * 1000
+    emitted = 0
+    for intent in await intents.pending(redis):
+        if now_ms - intent.at_ms < min_age_seconds * 1000:
+            continue
+        try:
+            async with brand_lock(redis, intent.brand_id, wait=0.5):
+                emitted += await _settle(ch, redis, intent)
+        except Conflict:
+            continue  # a payout action of the brand is running: the next round settles it
+    return emitted
+
+
+async def _settle(ch: ClickHouse, redis: aioredis.Redis, intent: intents.Intent) -> int:
+    brand_id = intent.brand_id
+    if intent.kind == intents.CREATED:
+        made = await run_sync(payouts.made_at, ch, brand_id, datetime.fromisoformat(intent.value["now"]))
+        items = await run_sync(answers, ch, brand_id, made)
+        await emit_created(redis, brand_id, intent.ref, items)
+        if items:
+            log.warning("payout run of brand %s: %d payout.created event(s) emitted after a crash", brand_id,
+                        len(items))
+        return len(items)
+    found = await run_sync(answers, ch, brand_id, [intent.ref])
+    if found and found[0]["status"] == "paid":
+        await emit_paid(redis, brand_id, found[0])
+        log.warning("payout %s: payout.paid emitted after a crash", intent.ref)
+        return 1
+    await intents.settle(redis, brand_id, intents.PAID, intent.ref)
+    return 0
