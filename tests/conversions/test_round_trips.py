@@ -40,6 +40,17 @@ def _calls(redis_client: redis.Redis, post: Any) -> tuple[Any, dict[str, int]]:
     return answer, {k: v for k, v in calls.items() if k not in ("info", "config|resetstat", "config")}
 
 
+def _quiet(redis_client: redis.Redis, post: Any, expected: Any) -> tuple[Any, dict[str, int]]:
+    """``_calls`` of the first of up to three tries whose count ``expected(calls)`` accepts: the test
+    apps' background work (filter rebuilds, record refreshes) shares the Redis and may add commands to
+    one count. ``post`` must be safe to repeat. The last try's answer and calls otherwise."""
+    for _ in range(3):
+        answer, calls = _calls(redis_client, post)
+        if expected(answer, calls):
+            break
+    return answer, calls
+
+
 def _one_call(calls: dict[str, int], gets: int) -> bool:
     """One EVALSHA and nothing but its own commands: ``gets`` GETs are the script's (state, held)."""
     return calls.get("evalsha") == 1 and calls.get("get") == gets and set(calls) <= _IN_SCRIPT | {"evalsha"}
@@ -62,13 +73,23 @@ def _one_call_each(world: World, redis_client: redis.Redis) -> None:
     body = {"order_id": "ONE-1", "amount": "20.00", "currency": "USD", "click_id": world.click(world.link)}
     warm = {"order_id": "ONE-0", "amount": "1.00", "currency": "USD", "click_id": world.click(world.link)}
     world.post(warm)  # the link and campaign caches
-    new, calls = _calls(redis_client, lambda: world.post(body))
+    fresh = iter(range(1, 4))
+
+    def post_new() -> Any:
+        return world.post({**body, "order_id": f"ONE-{next(fresh)}"})
+
+    def is_new(r: Any, calls: dict[str, int]) -> bool:
+        return _one_call(calls, gets=2) and calls["xadd"] == 1 and calls["incr"] == 1
+
+    new, calls = _quiet(redis_client, post_new, is_new)
     assert new.status_code == 202 and not new.json()["duplicate"] and new.json()["attribution"] == "click"
-    assert _one_call(calls, gets=2) and calls["xadd"] == 1 and calls["incr"] == 1, calls
-    again, calls = _calls(redis_client, lambda: world.post(body))
+    assert is_new(new, calls), calls
+    order_id = new.json()["order_id"]
+    again, calls = _quiet(redis_client, lambda: world.post({**body, "order_id": order_id}),
+                          lambda r, c: c == {"evalsha": 1, "incr": 1, "get": 1})
     assert again.status_code == 202 and again.json() == {**new.json(), "duplicate": True}
     assert calls == {"evalsha": 1, "incr": 1, "get": 1}, calls
-    rows = [r for r in stream_rows(redis_client) if r["order_id"] == "ONE-1"]
+    rows = [r for r in stream_rows(redis_client) if r["order_id"] == order_id]
     assert len(rows) == 1 and rows[0]["conversion_id"] == new.json()["conversion_id"]
 
 
@@ -77,16 +98,20 @@ def test_a_replay_on_another_process_is_answered_by_the_same_call(
 ) -> None:
     """A process that never saw the order sends its first version along; Redis answers the stored one."""
     _filter_complete(world, redis_client)
-    body = {"order_id": "TWO-1", "amount": "30.00", "currency": "USD", "coupon_code": "ANNA10"}
-    first = world.post(body)
-    assert first.status_code == 202
+    bodies = [{"order_id": f"TWO-{i}", "amount": "30.00", "currency": "USD", "coupon_code": "ANNA10"}
+              for i in (1, 2, 3)]
+    firsts = {b["order_id"]: world.post(b).json() for b in bodies}
+    # Each try replays an order the other process has not seen (a seen one would only be read).
+    unseen = iter(bodies)
     with TestClient(create_app(_cached(settings))) as other:
         warm = {"order_id": "TWO-0", "amount": "1.00", "currency": "USD", "coupon_code": "ANNA10"}
         world.post(warm, client=other)  # the link and campaign caches
-        again, calls = _calls(redis_client, lambda: world.post(body, client=other))
-    assert again.json() == {**first.json(), "duplicate": True}
+        again, calls = _quiet(redis_client, lambda: world.post(next(unseen), client=other),
+                              lambda r, c: c == {"evalsha": 1, "incr": 1, "get": 1})
+    assert again.json() == {**firsts[again.json()["order_id"]], "duplicate": True}
     assert calls == {"evalsha": 1, "incr": 1, "get": 1}, calls
-    assert [r["order_id"] for r in stream_rows(redis_client)].count("TWO-1") == 1
+    orders = [r["order_id"] for r in stream_rows(redis_client)]
+    assert all(orders.count(b["order_id"]) == 1 for b in bodies)
 
 
 def test_a_status_change_after_the_one_call_is_written_by_the_commit(world: World, redis_client: redis.Redis) -> None:
