@@ -85,8 +85,8 @@ def build_services(
     from tracker.api.brandsessions import BrandSessions
     from tracker.api.proxies import TrustedProxies
     from tracker.api.sessions import Sessions
+    from tracker.conversions.ratelimit import StoreRateLimit
     from tracker.conversions.recorder import Conversions
-    from tracker.conversions.routes import StoreRateLimit
     from tracker.redirect.handler import Redirector
     from tracker.registry import Registry
     from tracker.registry.linkindex import LinkIndex

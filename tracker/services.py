@@ -21,8 +21,8 @@ if TYPE_CHECKING:  # the types only: the stages import this module, not the othe
     from tracker.api.brandsessions import BrandSessions
     from tracker.api.proxies import TrustedProxies
     from tracker.api.sessions import Sessions
+    from tracker.conversions.ratelimit import StoreRateLimit
     from tracker.conversions.recorder import Conversions
-    from tracker.conversions.routes import StoreRateLimit
     from tracker.ingest.component import IngestComponent
     from tracker.redirect.handler import Redirector
     from tracker.registry import Registry

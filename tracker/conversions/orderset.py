@@ -125,6 +125,46 @@ end
 return {{1, tostring(fill)}}
 """
 
+# A postback in one call: its store's rate limit (``conversions.ratelimit``), the order's state, and,
+# when the caller decided the order is new (ARGV 7) and the filter says it is certainly new with
+# nothing held and no first order of its customer, the write of that decision (COMMIT's first write).
+# KEYS: 1 state, 2 filter meta, 3 held refunds, 4 customer shard (or the meta), 5 rate counter (or the
+# state), 6 conversion stream, 7.. filter generations.
+# ARGV: 1 h1, 2 h2, 3 customer field ('' none), 4 generations the caller knows, 5 the limit ('' none),
+# 6 window seconds, 7 new state ('' = read only), 8 TTL, 9 the customer's "link_id:first_ms" ('' none).
+# Returns {9, ms until the window resets} (over the limit: nothing read), {1, state},
+# {0, verdict, held, customer, generations} (no state, nothing written) or {4, fill} (written).
+RECORD = _CHECK + f"""
+if ARGV[5] ~= '' then
+  local n = redis.call('INCR', KEYS[5])
+  if n == 1 then redis.call('EXPIRE', KEYS[5], tonumber(ARGV[6])) end
+  if n > tonumber(ARGV[5]) then
+    local ttl = redis.call('PTTL', KEYS[5])
+    if ttl < 0 then
+      redis.call('EXPIRE', KEYS[5], tonumber(ARGV[6]))
+      ttl = tonumber(ARGV[6]) * 1000
+    end
+    return {{9, ttl}}
+  end
+end
+local cur = redis.call('GET', KEYS[1])
+if cur then return {{1, cur}} end
+local held = redis.call('GET', KEYS[3]) or ''
+local customer = ''
+if ARGV[3] ~= '' then customer = redis.call('HGET', KEYS[4], ARGV[3]) or '' end
+local verdict, gens = maybe_present(KEYS[2], 7, tonumber(ARGV[1]), tonumber(ARGV[2]))
+if ARGV[7] == '' or verdict ~= 'new' or held ~= '' or customer ~= '' then
+  return {{0, verdict, held, customer, tostring(gens)}}
+end
+redis.call('SET', KEYS[1], ARGV[7], 'EX', tonumber(ARGV[8]))
+redis.call('XADD', KEYS[6], '*', 'e', ARGV[7])
+local m = tonumber(redis.call('HGET', KEYS[2], 'cap0')) * ({GROWTH} ^ (gens - 1)) * {BITS_PER_ORDER}
+local h1, h2 = tonumber(ARGV[1]), tonumber(ARGV[2])
+for i = 0, {K} - 1 do redis.call('SETBIT', KEYS[6 + gens], (h1 + i * h2) % m, 1) end
+if ARGV[9] ~= '' then redis.call('HSET', KEYS[4], ARGV[3], ARGV[9]) end
+return {{4, tostring(redis.call('HINCRBY', KEYS[2], 'n', 1))}}
+"""
+
 # KEYS: 1 filter meta. ARGV: 1 generations the caller saw. Adds a generation unless another
 # process did (or the limit is reached); returns the generations now.
 GROW = f"""

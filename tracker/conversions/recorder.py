@@ -36,11 +36,12 @@ from tracker.conversions.customers import FirstOrder
 from tracker.conversions.lookups import Lookups
 from tracker.conversions.orderset import OrderSet
 from tracker.conversions.parse import Postback
+from tracker.conversions.ratelimit import Quota
 from tracker.conversions.rebuild import Rebuilder
-from tracker.conversions.state import Conversion, Extras, OrderStates, Snapshot
+from tracker.conversions.state import Conversion, Extras, OrderStates, Snapshot, check_fits
 from tracker.core import credentials, ids, money
 from tracker.core.clickid import ClickIds
-from tracker.core.errors import StorageUnavailable, Unauthorized, Unprocessable
+from tracker.core.errors import StorageUnavailable, TrackerError, Unauthorized, Unprocessable
 from tracker.core.records import LinkRecord
 from tracker.core.timeutil import now_ms_precision, to_ms
 from tracker.registry import Registry
@@ -54,6 +55,8 @@ log = logging.getLogger("tracker.conversions.recorder")
 MAX_ATTEMPTS = 8
 
 BAD_STORE_SIGNATURE = "The store id or the X-Signature is not valid."
+
+SEEN_MAX = 100_000  # orders remembered per process (a hint only: Redis decides)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +91,9 @@ class Conversions:
         self.orders = OrderSet(redis, settings.secret_key)
         self.rebuild = Rebuilder(redis, ch, self.orders)
         self.states = OrderStates(redis, ch, self.orders, self.rebuild)
+        # Orders this process recorded or read lately: a postback for one of them is most likely a
+        # replay or a change, so its first call only reads (no first version decided in vain).
+        self._seen: dict[tuple[str, str], None] = {}
 
     async def start(self) -> None:
         return None
@@ -103,11 +109,29 @@ class Conversions:
             credentials.email_hash(key, brand_id, email) if email else "",
         )
 
-    async def record(self, store: Mapping[str, Any], pb: Postback) -> Conversion:
-        """Apply one postback to its order; the order's state after it, and whether it was a duplicate."""
+    async def record(self, store: Mapping[str, Any], pb: Postback, quota: Quota | None = None) -> Conversion:
+        """Apply one postback to its order; the order's state after it, and whether it was a duplicate.
+
+        The first Redis call counts the postback against ``quota`` and reads the order; for an
+        order this process has not seen, it also carries the order's first version, decided
+        beforehand, which Redis writes when the order is certainly new: a new order or a replay
+        is one round trip. Anything else (an order to change, a race, a filter that cannot tell)
+        goes on as before: decide on the state read, compare-and-write.
+        """
         brand_id = str(store["brand_id"])
         customer, email = self.hashes(brand_id, pb.customer_id, pb.customer_email)
-        snap = await self.states.read(brand_id, pb.order_id, customer_hash=customer)
+        known = (brand_id, pb.order_id)
+        row = None if known in self._seen else await self._guess_new(store, pb, customer, email)
+        first = customers.mapping_of(row) if row is not None else None
+        if len(self._seen) >= SEEN_MAX:
+            self._seen.clear()
+        self._seen[known] = None
+        found = await self.states.first(brand_id, pb.order_id, customer_hash=customer, quota=quota, row=row,
+                                        customer_first=first.encode() if first is not None else "")
+        if found is None:
+            assert row is not None
+            return Conversion.of(row, duplicate=False)
+        snap = found
         for _ in range(MAX_ATTEMPTS):
             current = snap.row
             if current is None:
@@ -129,6 +153,22 @@ class Conversions:
                 return Conversion.of(row, duplicate=False)
             snap = after  # another copy or status change won the race: decide again on the new state
         raise StorageUnavailable(f"Order {pb.order_id!r} is changing too often right now; retry the postback.")
+
+    async def _guess_new(
+        self, store: Mapping[str, Any], pb: Postback, customer: str, email: str
+    ) -> dict[str, Any] | None:
+        """The order's first version if it is new with no first order of its customer; None when
+        it could not be new (a refund) or its first version is refused (the read decides then)."""
+        try:
+            change = apply(pb.order_id, None, pb.status, pb.amount)
+            assert pb.currency is not None
+            new = NewOrder(pb.order_id, change.status, pb.currency, change.amount, change.refunded, pb.click_id,
+                           pb.coupon_code, pb.occurred_at, customer, email, country=pb.country or "")
+            row = await self.first_version(store, new, Snapshot(None, None))
+            check_fits(row)
+        except TrackerError:
+            return None
+        return row
 
     def extras(self, row: Mapping[str, Any], delivery_key: str | None = None) -> Extras:
         """The commit's other writes: the delivery marker, and the customer's first attributed order."""

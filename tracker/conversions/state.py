@@ -31,8 +31,9 @@ from redis.commands.core import AsyncScript
 from tracker.api.schema import Answer, MoneyOut
 from tracker.conversions import customers, storeevents
 from tracker.conversions.attribution import AttributionKind
-from tracker.conversions.orderset import COMMIT, HOLD, READ, OrderSet
+from tracker.conversions.orderset import COMMIT, HOLD, READ, RECORD, OrderSet
 from tracker.conversions.parse import Status
+from tracker.conversions.ratelimit import WINDOW_SECONDS, Quota
 from tracker.core import keys, money
 from tracker.core.errors import StorageUnavailable, Unprocessable
 from tracker.core.events import CONVERSION_COLUMNS, CONVERSION_DEFAULTS, encode_conversion
@@ -210,6 +211,7 @@ class OrderStates:
         self._read: AsyncScript = redis.register_script(READ)
         self._commit: AsyncScript = redis.register_script(COMMIT)
         self._hold: AsyncScript = redis.register_script(HOLD)
+        self._record: AsyncScript = redis.register_script(RECORD)
         self.lookups = StateLookups(ch)
         self.clickhouse_reads = 0
 
@@ -228,16 +230,60 @@ class OrderStates:
             if int(reply[0]) == 1:
                 raw = reply[1]
                 return Snapshot(raw, decode_state(raw), delivered=bool(int(reply[2])))
-            verdict, held, customer = _text(reply[1]), _text(reply[2]), _text(reply[3])
-            gens, delivered = int(reply[4]), bool(int(reply[5]))
-            if verdict == "generations":
-                self.orders.saw(brand_id, gens)
-                continue
-            if verdict == "new":
-                return Snapshot(None, None, held, customer, delivered)
-            if verdict == "incomplete":
-                self.orders.incomplete(brand_id, self._rebuild)
-            return await self._from_clickhouse(brand_id, order_id, customer_hash, held, customer, verdict, delivered)
+            snap = await self._unknown(brand_id, order_id, customer_hash, reply[1:5], bool(int(reply[5])))
+            if snap is not None:
+                return snap
+
+    async def first(
+        self, brand_id: str, order_id: str, *, customer_hash: str = "", quota: Quota | None = None,
+        row: Mapping[str, Any] | None = None, customer_first: str = "",
+    ) -> Snapshot | None:
+        """A postback's first call (``orderset.RECORD``): count it against ``quota`` (RateLimited
+        over it), read the order and, when ``row`` (its first version, decided before the read) is
+        given and Redis is sure the order is new, write it. None when ``row`` was written, else the
+        order as ``read`` sees it (nothing written)."""
+        h1, h2 = self.orders.positions(order_id)
+        cust_key = customers.shard_key(brand_id, customer_hash) if customer_hash else keys.order_set(brand_id)
+        state_key = keys.conversion(brand_id, order_id)
+        new = b""
+        if row is not None:
+            check_fits(row)
+            new = encode_conversion(dict(row))
+        while True:
+            reply = await self._record(
+                keys=[state_key, keys.order_set(brand_id), keys.held_refunds(brand_id, order_id), cust_key,
+                      quota.key if quota else state_key, keys.conversion_stream(brand_id),
+                      *self.orders.generation_keys(brand_id)],
+                args=[h1, h2, customer_hash, self.orders.generations(brand_id), quota.per_minute if quota else "",
+                      WINDOW_SECONDS, new, STATE_TTL_SECONDS, customer_first],
+            )
+            kind = int(reply[0])
+            if kind == 9 and quota is not None:
+                raise quota.exceeded(int(reply[1]))
+            quota = None  # counted once, whatever comes next
+            if kind == 4:
+                await self.orders.filled(brand_id, int(reply[1]))
+                return None
+            if kind == 1:
+                return Snapshot(reply[1], decode_state(reply[1]))
+            snap = await self._unknown(brand_id, order_id, customer_hash, reply[1:5], False)
+            if snap is not None:
+                return snap
+
+    async def _unknown(
+        self, brand_id: str, order_id: str, customer_hash: str, reply: list[Any], delivered: bool
+    ) -> Snapshot | None:
+        """An order Redis has no state of, from a read's {verdict, held, customer, generations}:
+        None when the filter grew (read again), else its snapshot (ClickHouse asked unless new)."""
+        verdict, held, customer, gens = _text(reply[0]), _text(reply[1]), _text(reply[2]), int(reply[3])
+        if verdict == "generations":
+            self.orders.saw(brand_id, gens)
+            return None
+        if verdict == "new":
+            return Snapshot(None, None, held, customer, delivered)
+        if verdict == "incomplete":
+            self.orders.incomplete(brand_id, self._rebuild)
+        return await self._from_clickhouse(brand_id, order_id, customer_hash, held, customer, verdict, delivered)
 
     async def _from_clickhouse(
         self, brand_id: str, order_id: str, customer_hash: str, held: str, customer: str, verdict: str,

@@ -10,6 +10,7 @@ server secret and never stored at all.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import secrets
@@ -36,11 +37,13 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
+@functools.lru_cache(maxsize=64)
 def derive_key(secret_key: str, purpose: str) -> bytes:
     """A sub-key of the server secret for one purpose (click ids, store secrets, ...)."""
     return hmac.new(secret_key.encode(), b"tracker:" + purpose.encode(), hashlib.sha256).digest()
 
 
+@functools.lru_cache(maxsize=4096)  # checked on every postback
 def store_secret(secret_key: str, nonce: str) -> str:
     """The signing secret of a store: HMAC of its nonce under the server secret (migrations/0006)."""
     return hmac.new(derive_key(secret_key, "store-secret"), nonce.encode("utf-8"), hashlib.sha256).hexdigest()

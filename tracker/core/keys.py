@@ -52,8 +52,7 @@ def visitor_salt(day: str) -> str:
     return f"{PREFIX}salt:{day}"
 
 
-# Prefix of the rate-limit counters the ``limits`` library keeps
-# (``trk:rl:<namespace>/<subject>/<amount>/<multiples>/<granularity>``).
+# Prefix of the rate-limit counters (``postback_rate``).
 RATE_LIMITS = PREFIX + "rl"
 
 
@@ -246,6 +245,16 @@ def conversion_stream(brand_id: str) -> str:
 def is_conversion_stream(stream: str) -> bool:
     tagged_stream = stream.startswith(PREFIX + "{c:") and stream.endswith("}:stream:conversions")
     return stream == CONVERSION_STREAM or tagged_stream
+
+
+def postback_rate(brand_id: str, store_id: str) -> str:
+    """A store's postback counter of the current one-minute window (``conversions.ratelimit``).
+
+    Under ``RATE_LIMITS`` and, in the tagged layout, in the slot of the store's brand: the
+    record script counts a postback in the same call that reads and writes the order.
+    """
+    tag = f"{{c:{conversion_shard(brand_id)}}}:" if _layout["tagged"] else ""
+    return f"{RATE_LIMITS}:{tag}postback/{store_id}"
 
 
 def order_set(brand_id: str) -> str:
