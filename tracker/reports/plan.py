@@ -6,16 +6,19 @@
   compute from raw clicks and keep. A cached count is used only while that (link, day)'s
   click count still equals the one it was computed with (clicks are only ever added), else
   the day is recomputed first, so the cache never changes an answer. Used for UTC-aligned
-  ranges grouped by influencer, campaign, link or day, and for any whole-hour zone grouped
-  by influencer, campaign or link (the two partial UTC days at the edges of the range then
+  ranges grouped by influencer, campaign, link or day, and for any zone grouped by
+  influencer, campaign or link (the two partial UTC days at the edges of the range then
   come from raw clicks).
 - ``cached`` by dimension, UTC-aligned ranges grouped by one of hour, country, device, a UTM
   value or referer (alone or with influencer, campaign, link, day): ``report_dim_uniques``,
   exact counts per (link, UTC day, value) that reports compute from raw clicks and keep; a
   (link, day) is used only while its values' counts add up to its counts in ``clicks_daily``,
-  else the day is recomputed first (``dim_stale``, ``dim_refresh``).
-- ``raw``: ``clicks`` for every other grouping (several dimensions, days or dimensions in
-  another zone):
+  else the day is recomputed first (``dim_stale``, ``dim_refresh``). In another zone: local
+  days or hours are the dimensions ``day@<zone>``/``hour@<zone>`` (value: the local label),
+  read over every whole UTC day the range touches and filtered by label; any other single
+  dimension reads its full UTC days from the cache and the edge days from raw clicks.
+- ``raw``: ``clicks`` for every other grouping (several dimensions, or a dimension beside a
+  local day):
   distinct visitors per (link, UTC day), added up. Measured on 10M clicks, building them from
   the raw columns (~0.2 s for 30 days) beats merging stored hourly visitor sets (~0.8 s), so
   there is no hourly rollup.
