@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -93,6 +94,25 @@ def test_settings_apply_to_their_statement_only(over_http: ClickHouse, endpoint:
     # None of them keeps it.
     for _ in range(2 * endpoint.max_queries):
         assert ch.query("SELECT toString(getSetting('max_execution_time'))") == default != [("17",)]
+
+
+def test_parameters_past_64_kib_bind_as_on_a_clickhouse_server(endpoint: ChdbEndpoint) -> None:
+    """clickhouse-connect binds parameters in the URL; a ClickHouse server takes URIs up to 1 MiB."""
+    ids = "[" + ",".join(f"'ord_{n:012d}'" for n in range(8000)) + "]"  # ~150 KiB
+    auth = "Basic " + base64.b64encode(f"tracker:{PASSWORD}".encode()).decode()
+
+    def get(param: str) -> tuple[int, str]:
+        conn = http.client.HTTPConnection("127.0.0.1", endpoint.port, timeout=10)
+        try:
+            path = "/?" + urlencode({"query": "SELECT length({ids:Array(String)})", "param_ids": param})
+            conn.request("GET", path, headers={"Authorization": auth})
+            r = conn.getresponse()
+            return r.status, r.read().decode().strip()
+        finally:
+            conn.close()
+
+    assert get(ids) == (200, "8000")
+    assert get("['" + "y" * (1 << 20) + "']")[0] == 414
 
 
 def test_a_command_tells_a_result_from_none(over_http: ClickHouse) -> None:

@@ -198,6 +198,10 @@ class _Server(ThreadingMixIn, HTTPServer):
             self._slots.release()
 
 
+# A ClickHouse server's default http_max_uri_size.
+MAX_URI_BYTES = 1 << 20
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     # Headers and body go out as two writes: without this, Nagle's algorithm holds the body back
@@ -212,6 +216,30 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         return
+
+    def handle_one_request(self) -> None:
+        """The standard library's, with ClickHouse's URI limit (``http_max_uri_size``, 1 MiB)
+        instead of 64 KiB: clickhouse-connect binds query parameters in the URL, and a report's
+        or a sync's arrays of ids can outgrow 64 KiB where a ClickHouse server takes them."""
+        try:
+            self.raw_requestline = self.rfile.readline(MAX_URI_BYTES + 1)
+            if len(self.raw_requestline) > MAX_URI_BYTES:
+                self.requestline = self.request_version = self.command = ""
+                self.send_error(414)
+                return
+            if not self.raw_requestline:
+                self.close_connection = True
+                return
+            if not self.parse_request():
+                return
+            method = getattr(self, "do_" + self.command, None)
+            if method is None:
+                self.send_error(501, f"Unsupported method ({self.command!r})")
+                return
+            method()
+            self.wfile.flush()
+        except TimeoutError:
+            self.close_connection = True
 
     def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
         self.send_response(status)
