@@ -218,6 +218,24 @@ class Crash(BaseException):
     """Raised by a test where a process would die: the worker catches no BaseException, like a kill."""
 
 
+def die_at(monkeypatch: Any, w: Worker, target: Any, method: str, where: str) -> None:
+    """Drain ``w`` until it reaches ``target.method``, where it dies (``Crash``); then close its
+    background inserts (a dead process has none) and undo ``monkeypatch``."""
+
+    def dying(*args: Any, **kw: Any) -> Any:
+        raise Crash(where)
+
+    monkeypatch.setattr(target, method, dying)
+    try:
+        w.drain()
+    except Crash:
+        pass
+    else:
+        raise AssertionError(f"the worker never reached {method}")
+    w._close_pool()
+    monkeypatch.undo()
+
+
 def wait_until(check: Callable[[], Any], timeout: float = 20.0, what: str = "the condition") -> Any:
     """Poll ``check`` until it returns something true; that value, or an AssertionError at ``timeout``."""
     return waiting.wait_until(check, timeout=timeout, interval=0.02, message=f"{what} did not happen")

@@ -8,7 +8,18 @@ from typing import Any
 import pytest
 import redis
 
-from tests.ingest_helpers import Crash, expected, make_clicks, oracle, pending, produce, produce_raw, ranges, worker
+from tests.ingest_helpers import (
+    Crash,
+    die_at,
+    expected,
+    make_clicks,
+    oracle,
+    pending,
+    produce,
+    produce_raw,
+    ranges,
+    worker,
+)
 from tracker.core import keys
 from tracker.ingest import delivery
 from tracker.ingest.worker import Worker
@@ -94,16 +105,7 @@ def test_entries_of_a_dead_worker_are_claimed(
     events = make_clicks(1500)
     produce(redis_client, events)
     dead = worker(settings, redis_client, ch, name="dead", ingest_batch_size=1000)
-    original = Worker._finish
-
-    def dying(self: Worker, batch: Any) -> None:
-        raise Crash("after insert")
-
-    monkeypatch.setattr(Worker, "_finish", dying)
-    with pytest.raises(Crash):
-        dead.drain()
-    dead._close_pool()
-    monkeypatch.setattr(Worker, "_finish", original)
+    die_at(monkeypatch, dead, Worker, "_finish", "after insert")
     time.sleep(0.25)
     live = worker(settings, redis_client, ch, name="other", ingest_claim_idle_seconds=0.2)
     live.drain()
@@ -123,15 +125,7 @@ def test_a_dead_lettered_entry_is_not_sent_twice_when_its_range_is_resumed(
     [bad] = produce_raw(redis_client, [b"not json"])
     produce(redis_client, events[30:])
     w = worker(settings, redis_client, ch)
-
-    def dying(*args: Any, **kw: Any) -> Any:
-        raise Crash("before the insert")
-
-    monkeypatch.setattr(ch, "insert_arrow", dying)
-    with pytest.raises(Crash):
-        w.drain()
-    w._close_pool()
-    monkeypatch.undo()
+    die_at(monkeypatch, w, ch, "insert_arrow", "before the insert")
     [held] = delivery.ranges(redis_client, keys.CLICK_STREAM)
     assert held.skip == {bad}
     worker(settings, redis_client, ch).drain()

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import redis
 
-from tests.ingest_helpers import Crash, expected, make_clicks, oracle, pending, produce, ranges, worker
+from tests.ingest_helpers import die_at, expected, make_clicks, oracle, pending, produce, ranges, worker
 from tracker.core import keys
 from tracker.core.errors import StorageUnavailable
 from tracker.core.events import CLICK_COLUMNS, CONVERSION_COLUMNS, encode_conversion
@@ -68,15 +68,7 @@ def test_a_token_that_outlived_its_part_does_not_lose_the_batch(
         for order in range(40):
             redis_client.xadd(keys.CONVERSION_STREAM, {"e": encode_conversion(_conversion(order))})
     w = worker(settings, redis_client, ch, ingest_batch_size=1000)
-
-    def dying(*args: Any, **kw: Any) -> Any:
-        raise Crash("after the insert, before the ranges are dropped")
-
-    monkeypatch.setattr(Worker, "_finish", dying)
-    with pytest.raises(Crash):
-        w.drain()
-    w._close_pool()
-    monkeypatch.undo()
+    die_at(monkeypatch, w, Worker, "_finish", "after the insert, before the ranges are dropped")
     first = ch.query(f"SELECT count() FROM {table}")[0][0]
     assert first > 0
     # The part never was: its rows leave the table and the oracle's audit of inserts alike.
@@ -233,15 +225,7 @@ def test_conversions_a_crash_left_out_of_their_views_tables_are_filled_in(
     for order in range(40):
         redis_client.xadd(keys.CONVERSION_STREAM, {"e": encode_conversion(_conversion(order))})
     w = worker(settings, redis_client, ch, ingest_batch_size=1000)
-
-    def dying(*args: Any, **kw: Any) -> Any:
-        raise Crash("after the insert, before the ranges are dropped")
-
-    monkeypatch.setattr(Worker, "_finish", dying)
-    with pytest.raises(Crash):
-        w.drain()
-    w._close_pool()
-    monkeypatch.undo()
+    die_at(monkeypatch, w, Worker, "_finish", "after the insert, before the ranges are dropped")
     # The views' parts of half the orders never were.
     lost = [f"o-{n}" for n in range(0, 40, 2)]
     for table in ("conversion_versions", "conversion_order"):
