@@ -105,13 +105,8 @@ def test_concurrent_runs_from_four_processes_claim_each_line_once(
     _exactly_once(ch, total)
 
 
-@pytest.mark.parametrize("stage", ["planned", "committed"])
-def test_a_run_killed_mid_way_loses_and_doubles_nothing(
-    shared: tuple[str, ClickHouse], redis_url: str, redis_client: redis.Redis, stage: str
-) -> None:
-    url, ch = shared
-    total = _load(ch)
-    victim = _start(url, redis_url, "--pause", stage, "--lock-seconds", "1.5")
+def _kill_at(victim: subprocess.Popen[str], stage: str) -> None:
+    """kill -9 the run once it reports ``stage`` (it pauses there), and reap it."""
     assert victim.stdout is not None
     seen: list[str] = []
 
@@ -123,6 +118,15 @@ def test_a_run_killed_mid_way_loses_and_doubles_nothing(
     wait_until(reached, timeout=60, message=lambda: f"the run did not reach {stage}: {seen}")
     os.kill(victim.pid, signal.SIGKILL)
     victim.communicate(timeout=10)  # reaps it and closes its pipes
+
+
+@pytest.mark.parametrize("stage", ["planned", "committed"])
+def test_a_run_killed_mid_way_loses_and_doubles_nothing(
+    shared: tuple[str, ClickHouse], redis_url: str, redis_client: redis.Redis, stage: str
+) -> None:
+    url, ch = shared
+    total = _load(ch)
+    _kill_at(_start(url, redis_url, "--pause", stage, "--lock-seconds", "1.5"), stage)
     assert len(_lines(ch)) == (0 if stage == "planned" else 1200 - len(range(0, 1200, 17)))
     again = _start(url, redis_url)
     out, err = again.communicate(timeout=120)
@@ -160,16 +164,7 @@ def test_payout_events_survive_a_kill_between_commit_and_emit(
     victim = _start(url, redis_url, "--outbox", "--lock-seconds", "1.5", *(("--pause", stage) if stage else ()))
     assert victim.stdout is not None
     if stage:
-        seen: list[str] = []
-
-        def reached() -> bool:
-            assert victim.stdout is not None
-            seen.append(victim.stdout.readline())
-            return json.loads(seen[-1] or "{}").get("stage") == stage
-
-        wait_until(reached, timeout=60, message=lambda: f"the run did not reach {stage}: {seen}")
-        os.kill(victim.pid, signal.SIGKILL)
-        victim.communicate(timeout=10)
+        _kill_at(victim, stage)
         assert _created_events(redis_client) == []  # the kill came before the emit
         assert redis_client.hlen(keys.PAYOUT_OUTBOX) == 1  # the intent written before the commit
     else:
