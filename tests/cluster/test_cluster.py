@@ -206,15 +206,26 @@ def test_postbacks_on_the_cluster(cluster_settings: Settings, ch: ClickHouse, cl
 
 
 def test_wait_replicas_on_the_cluster(cluster_settings: Settings, ch: ClickHouse, cluster: Cluster) -> None:
-    """TRACKER_REDIS_WAIT_REPLICAS=1: every batch ends with WAIT on each primary, and replicas have acknowledged it."""
+    """TRACKER_REDIS_WAIT_REPLICAS=1: a batch goes whole to one primary and ends with WAIT there, the
+    primaries holding a click shard take batches in turn, and replicas acknowledged every batch."""
     settings = cluster_settings.with_(redis_wait_replicas=1)
     spooled = sample("tracker_clicks_spooled_total")
-    waits_before = {p: _calls(cluster, p, "wait") for p in cluster.primaries()}
+    batches = sample("tracker_group_commit_size_count")
+    primaries = cluster.primaries()
+    waits_before = {p: _calls(cluster, p, "wait") for p in primaries}
     with TestClient(create_app(settings), follow_redirects=False) as client:
         world = make_world(client, settings)
-        assert clicks(client, world.link["code"], 90) == 90
-    waits = {p: _calls(cluster, p, "wait") - waits_before.get(p, 0) for p in cluster.primaries()}
-    assert all(n >= 1 for n in waits.values()), waits
+        assert sum(clicks(client, world.link["code"], 15) for _ in range(6)) == 90
+    batches = sample("tracker_group_commit_size_count") - batches
+    waits = {p: _calls(cluster, p, "wait") - waits_before[p] for p in primaries}
+    holders = {
+        p for p, ranges in primaries.items()
+        for stream in keys.click_streams(settings.stream_shards)
+        if any(lo <= key_slot(stream.encode()) <= hi for lo, hi in ranges)
+    }
+    assert batches >= 6 and sum(waits.values()) == batches, (batches, waits)
+    assert {p for p, n in waits.items() if n} == holders, (waits, holders)
+    assert max(waits.values()) - min(waits[p] for p in holders) <= 1  # in turn
     assert sample("tracker_clicks_spooled_total") == spooled
     assert drain(settings, ch) == 90
 

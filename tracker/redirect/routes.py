@@ -1,8 +1,8 @@
 """Where the click log's packed XADDs go: one route per Redis primary and the click streams it holds.
 
 With one Redis there is one route (every stream shard, the app's own client). On a Redis
-Cluster each primary holding a shard is a route with a plain client of that node, so a
-group-commit batch is one pipeline per primary, sent at the same time: the shards are
+Cluster each primary holding a shard is a route with a plain client of that node, and the
+group-commit batches go to the routes in turn, one pipeline each: the shards are
 hash-tagged keys (``keys.click_stream``), spread over the slots and so over the primaries.
 The map is rebuilt from the cluster's slot map after a failure (a failover moves slots).
 
