@@ -176,8 +176,10 @@ async def get_postback(request: Request) -> Response:
     return await _counted(_get_postback, request, 200)
 
 
+CONVERSIONS_PATH = "/api/v1/conversions"
+# Also answered before the router, by the same endpoint (``tracker.conversions.fastpath``).
+POST_CONVERSION_ROUTE = api("POST", CONVERSIONS_PATH, POST_CONVERSION)(post_conversion)
+
+
 def routes() -> list[BaseRoute]:
-    return [
-        api("POST", "/api/v1/conversions", POST_CONVERSION)(post_conversion),
-        api("GET", "/postback", GET_POSTBACK)(get_postback),
-    ]
+    return [POST_CONVERSION_ROUTE, api("GET", "/postback", GET_POSTBACK)(get_postback)]
