@@ -101,6 +101,7 @@ class Conversions:
 
     async def stop(self) -> None:
         await self.orders.stop()
+        await self.states.close()
 
     def hashes(self, brand_id: str, customer_id: str | None, email: str | None) -> tuple[str, str]:
         """The keyed hashes a conversion keeps of its customer ("" when not given)."""
