@@ -165,6 +165,8 @@ def create_app(
 ) -> Starlette:
     """The app; ``checked`` when this process already ran the start-up checks (``tracker.startup``);
     ``embedded_redis``: the Valkey server `tracker serve` started and supervises (for /readyz)."""
+    from tracker.conversions import fastpath
+
     app = TrackerStarlette(
         routes=_routes(),
         middleware=[Middleware(RequestIdMiddleware)],
@@ -175,6 +177,7 @@ def create_app(
             Exception: http.server_error_handler,
         },
     )
+    app.fast_routes = fastpath.route
     app.state.settings = settings
     app.state.checked = checked
     app.state.embedded_redis = embedded_redis

@@ -22,6 +22,7 @@ after repeated failures:
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 import time
@@ -86,16 +87,21 @@ def _ignored(platform: str, reason: str) -> Response:
     return http.JSONResponse(WebhookAnswer(ignored=True, reason=reason).dump())
 
 
+@functools.lru_cache(maxsize=4096)  # an AES-GCM open and a key derivation on every webhook otherwise
+def _opened(secret_key: str, store_id: str, sealed: str) -> str | None:
+    return open_webhook_secret(secret_key, store_id, sealed)
+
+
 def secrets_of(svc: Services, store: dict[str, Any], now_ms: int) -> list[str]:
     """The webhook secrets that verify now: the current one, and the previous one for a day after a rotation."""
     key = svc.settings.secret_key
     assert key is not None
     out = []
-    current = open_webhook_secret(key, str(store["id"]), str(store.get("webhook_secret") or ""))
+    current = _opened(key, str(store["id"]), str(store.get("webhook_secret") or ""))
     if current:
         out.append(current)
     if store.get("previous_webhook_secret") and now_ms - int(store.get("rotated_ms") or 0) < PREVIOUS_SECRET_GRACE_MS:
-        previous = open_webhook_secret(key, str(store["id"]), str(store["previous_webhook_secret"]))
+        previous = _opened(key, str(store["id"]), str(store["previous_webhook_secret"]))
         if previous:
             out.append(previous)
     return out

@@ -21,6 +21,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from tracker.conversions import customers, reasons
+from tracker.conversions.answer import Outcome
 from tracker.conversions.attribution import (
     REFUNDED,
     Change,
@@ -38,7 +39,7 @@ from tracker.conversions.orderset import OrderSet
 from tracker.conversions.parse import Postback
 from tracker.conversions.ratelimit import Quota
 from tracker.conversions.rebuild import Rebuilder
-from tracker.conversions.state import Conversion, Extras, OrderStates, Snapshot, check_fits
+from tracker.conversions.state import Extras, OrderStates, Snapshot, check_fits
 from tracker.core import credentials, ids, money
 from tracker.core.clickid import ClickIds
 from tracker.core.errors import StorageUnavailable, TrackerError, Unauthorized, Unprocessable
@@ -100,6 +101,7 @@ class Conversions:
 
     async def stop(self) -> None:
         await self.orders.stop()
+        await self.states.close()
 
     def hashes(self, brand_id: str, customer_id: str | None, email: str | None) -> tuple[str, str]:
         """The keyed hashes a conversion keeps of its customer ("" when not given)."""
@@ -109,7 +111,7 @@ class Conversions:
             credentials.email_hash(key, brand_id, email) if email else "",
         )
 
-    async def record(self, store: Mapping[str, Any], pb: Postback, quota: Quota | None = None) -> Conversion:
+    async def record(self, store: Mapping[str, Any], pb: Postback, quota: Quota | None = None) -> Outcome:
         """Apply one postback to its order; the order's state after it, and whether it was a duplicate.
 
         The first Redis call counts the postback against ``quota`` and reads the order; for an
@@ -130,7 +132,7 @@ class Conversions:
                                         customer_first=first.encode() if first is not None else "")
         if found is None:
             assert row is not None
-            return Conversion.of(row, duplicate=False)
+            return Outcome(row, duplicate=False)
         snap = found
         for _ in range(MAX_ATTEMPTS):
             current = snap.row
@@ -146,11 +148,11 @@ class Conversions:
                     if snap.raw is None:
                         # Redis lost this order: put the rebuilt state back for the next postback.
                         await self.states.restore(current)
-                    return Conversion.of(current, duplicate=True)
+                    return Outcome(current, duplicate=True)
                 row = await self.next_version(current, change.status, change.amount, change.refunded)
             after = await self.states.write(snap, row, self.extras(row))
             if after is None:
-                return Conversion.of(row, duplicate=False)
+                return Outcome(row, duplicate=False)
             snap = after  # another copy or status change won the race: decide again on the new state
         raise StorageUnavailable(f"Order {pb.order_id!r} is changing too often right now; retry the postback.")
 

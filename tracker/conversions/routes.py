@@ -24,6 +24,7 @@ from tracker.api.endpoints import Operation, api
 from tracker.api.proxies import client_ip
 from tracker.api.schema import parse_body, validate
 from tracker.conversions import signature
+from tracker.conversions.answer import Outcome
 from tracker.conversions.parse import PostbackIn, PostbackQuery
 from tracker.conversions.recorder import BAD_STORE_SIGNATURE
 from tracker.conversions.state import Conversion
@@ -34,6 +35,8 @@ from tracker.ops.metrics import POSTBACKS
 from tracker.services import Services, services
 
 MAX_BODY_BYTES = 16 * 1024
+_ACCEPTED = POSTBACKS.labels(outcome="accepted")
+_DUPLICATE = POSTBACKS.labels(outcome="duplicate")
 
 _BAD_STORE_TOKEN = "The store id or the token is not valid."  # noqa: S105 - a message
 
@@ -100,7 +103,7 @@ def _outcome(exc: TrackerError) -> str:
     )
 
 
-Handler = Callable[[Request], Awaitable[Conversion]]
+Handler = Callable[[Request], Awaitable[Outcome]]
 
 
 async def _counted(handler: Handler, request: Request, status: int) -> Response:
@@ -114,11 +117,12 @@ async def _counted(handler: Handler, request: Request, status: int) -> Response:
     except TrackerError as exc:
         POSTBACKS.labels(outcome=_outcome(exc)).inc()
         raise
-    POSTBACKS.labels(outcome="duplicate" if result.duplicate else "accepted").inc()
-    return http.JSONResponse(result.dump(), status_code=status)
+    (_DUPLICATE if result.duplicate else _ACCEPTED).inc()
+    # The answer is Conversion's JSON (OpenAPI), written without building the model.
+    return Response(result.json(), status_code=status, media_type="application/json")
 
 
-async def _post_conversion(request: Request) -> Conversion:
+async def _post_conversion(request: Request) -> Outcome:
     svc = services(request)
     body = await http.read_body(request, MAX_BODY_BYTES)
     store = await _store_by_signature(svc, request, body)
@@ -131,7 +135,7 @@ async def _post_conversion(request: Request) -> Conversion:
     return await svc.conversions.record(store, postback, quota)
 
 
-async def _get_postback(request: Request) -> Conversion:
+async def _get_postback(request: Request) -> Outcome:
     svc = services(request)
     store = await _store_by_token(svc, request)
     quota = svc.postback_limit.quota(store)
@@ -176,8 +180,10 @@ async def get_postback(request: Request) -> Response:
     return await _counted(_get_postback, request, 200)
 
 
+CONVERSIONS_PATH = "/api/v1/conversions"
+# Also answered before the router, by the same endpoint (``tracker.conversions.fastpath``).
+POST_CONVERSION_ROUTE = api("POST", CONVERSIONS_PATH, POST_CONVERSION)(post_conversion)
+
+
 def routes() -> list[BaseRoute]:
-    return [
-        api("POST", "/api/v1/conversions", POST_CONVERSION)(post_conversion),
-        api("GET", "/postback", GET_POSTBACK)(get_postback),
-    ]
+    return [POST_CONVERSION_ROUTE, api("GET", "/postback", GET_POSTBACK)(get_postback)]

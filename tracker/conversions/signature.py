@@ -12,7 +12,6 @@ Leaf module: imports nothing of the project.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from dataclasses import dataclass
 
@@ -33,7 +32,8 @@ class SignatureHeader:
 def compute(secret: str, timestamp: int, body: bytes) -> str:
     """The hex ``v1`` value of ``body`` signed at ``timestamp``."""
     message = str(timestamp).encode("ascii") + b"." + body
-    return hmac.new(secret.encode("utf-8"), message, hashlib.sha256).hexdigest()
+    # One-shot C HMAC: the same digest as hmac.new(...).hexdigest() without building an HMAC object.
+    return hmac.digest(secret.encode("utf-8"), message, "sha256").hex()
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:

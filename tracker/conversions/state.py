@@ -34,10 +34,12 @@ from tracker.conversions.attribution import AttributionKind
 from tracker.conversions.orderset import COMMIT, HOLD, READ, RECORD, OrderSet
 from tracker.conversions.parse import Status
 from tracker.conversions.ratelimit import WINDOW_SECONDS, Quota
+from tracker.conversions.scriptpipe import ScriptPipe
 from tracker.core import keys, money
 from tracker.core.errors import StorageUnavailable, Unprocessable
 from tracker.core.events import CONVERSION_COLUMNS, CONVERSION_DEFAULTS, encode_conversion
 from tracker.core.timeutil import utc
+from tracker.storage import redis_client
 from tracker.storage.clickhouse import ClickHouse, run_sync
 
 # Order states stay in Redis this long after their last change (retries and most
@@ -211,7 +213,10 @@ class OrderStates:
         self._read: AsyncScript = redis.register_script(READ)
         self._commit: AsyncScript = redis.register_script(COMMIT)
         self._hold: AsyncScript = redis.register_script(HOLD)
-        self._record: AsyncScript = redis.register_script(RECORD)
+        # A postback's one call: grouped with its neighbours' on one connection (one Redis, not a cluster).
+        self._record: AsyncScript | ScriptPipe = (
+            redis.register_script(RECORD) if redis_client.is_cluster(redis) else ScriptPipe(redis, RECORD)
+        )
         self.lookups = StateLookups(ch)
         self.clickhouse_reads = 0
 
@@ -339,6 +344,10 @@ class OrderStates:
             if not raw:
                 return Snapshot(None, None, "", base.customer, base.delivered)
             return Snapshot(raw, decode_state(raw), delivered=base.delivered)
+
+    async def close(self) -> None:
+        if isinstance(self._record, ScriptPipe):
+            await self._record.close()
 
     async def restore(self, row: Mapping[str, Any]) -> None:
         """Put a state rebuilt from ClickHouse back into Redis for the next postback."""

@@ -5,6 +5,7 @@ Leaf module.
 
 from __future__ import annotations
 
+import os
 import secrets
 import string
 
@@ -27,11 +28,32 @@ PREFIXES = {
 _EVEN = 4 * len(_ALPHABET)
 
 
+# Random bytes are read from the OS 4 KiB at a time (an ``os.urandom`` call per id was a syscall on
+# every postback) and never shared with a forked child, which would then mint the parent's ids.
+_POOL_BYTES = 4096
+_pool = bytearray()
+
+
+def _forget_pool() -> None:
+    _pool.clear()
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
+def _random_bytes(n: int) -> bytes:
+    if len(_pool) < n:
+        _pool.extend(secrets.token_bytes(_POOL_BYTES))
+    out = bytes(_pool[-n:])
+    del _pool[-n:]
+    return out
+
+
 def new_id(kind: str, length: int = 16) -> str:
     # One read of random bytes, not one ``secrets.choice`` a character (ids are made on the postback path).
     chars: list[str] = []
     while len(chars) < length:
-        chars.extend(_ALPHABET[b % len(_ALPHABET)] for b in secrets.token_bytes(length + 4) if b < _EVEN)
+        chars.extend(_ALPHABET[b % len(_ALPHABET)] for b in _random_bytes(length + 4) if b < _EVEN)
     return PREFIXES[kind] + "_" + "".join(chars[:length])
 
 

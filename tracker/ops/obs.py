@@ -28,29 +28,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tracker.api.endpoints import Operation, api
 from tracker.core import keys
 from tracker.core.codes import is_redirect_path
-from tracker.core.text import REQUEST_ID as REQUEST_ID_PATTERN
 from tracker.ingest import delivery
 from tracker.ops import metrics
-from tracker.ops.logs import REQUEST_ID
+from tracker.ops.logs import REQUEST_ID, incoming_id, log_request
 from tracker.services import services
 
 log = logging.getLogger("tracker.request")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
-# Scrapes and probes are frequent and uninteresting: logged at DEBUG.
-_QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 _REQUEST_ID_HEADER = b"x-request-id"
-# A proxy's id is echoed into logs and headers: accept only short, plain tokens.
-_VALID_ID = REQUEST_ID_PATTERN
-
-
-def _incoming_id(scope: Scope) -> str | None:
-    for name, value in scope["headers"]:
-        if name == _REQUEST_ID_HEADER:
-            text = value.decode("latin-1")
-            return text if _VALID_ID.fullmatch(text) else None
-    return None
 
 
 class RequestIdMiddleware:
@@ -61,7 +48,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = _incoming_id(scope)
+        incoming = incoming_id(scope)
         if is_redirect_path(scope["path"]):
             if incoming is None:
                 await self.app(scope, receive, send)
@@ -89,20 +76,7 @@ class RequestIdMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            path = scope["path"]
-            level = logging.DEBUG if path in _QUIET_PATHS and status < 500 else logging.INFO
-            if status >= 500:
-                level = logging.WARNING
-            log.log(
-                level,
-                "request",
-                extra={
-                    "method": scope["method"],
-                    "path": path,
-                    "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                },
-            )
+            log_request(scope["method"], scope["path"], status, started)
             REQUEST_ID.reset(token)
 
 

@@ -38,7 +38,9 @@ from redis.backoff import NoBackoff
 from starlette.applications import Starlette
 from starlette.types import Message, Receive, Scope, Send
 
+from tracker.api import fast
 from tracker.api.endpoints import Operation, Unrouted
+from tracker.api.fast import FastRoutes
 from tracker.api.http import dumps
 from tracker.api.proxies import TrustedProxies, client_ip
 from tracker.core.clickid import ClickIds
@@ -389,20 +391,34 @@ class TrackerStarlette(Starlette):
     """
 
     unrouted = (REDIRECT,)
+    # The API routes answered before the middleware too (``tracker.api.fast``: the postbacks'),
+    # set by ``tracker.app``; None: every other request takes the normal stack.
+    fast_routes: FastRoutes | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and is_redirect_path(path := scope["path"]):
-            svc: Services | None = getattr(self.state, "services", None)
-            if svc is not None:
+        if scope["type"] == "http":
+            path = scope["path"]
+            if is_redirect_path(path):
+                svc: Services | None = getattr(self.state, "services", None)
+                if svc is not None:
+                    scope["app"] = self
+                    try:
+                        await svc.redirect.handle(scope, receive, send)
+                    except Exception:
+                        _note_request_id(scope)  # what the request-id middleware gives log lines
+                        log.exception("redirect of %s failed", path[:80])
+                        with contextlib.suppress(Exception):  # the response may be under way already
+                            await _error(send, 500, "internal_error",
+                                         "The server failed to handle the request; it was logged.")
+                    return
+            elif (
+                self.fast_routes is not None
+                and (found := self.fast_routes(scope["method"], path)) is not None
+                and getattr(self.state, "services", None) is not None
+            ):
                 scope["app"] = self
-                try:
-                    await svc.redirect.handle(scope, receive, send)
-                except Exception:
-                    _note_request_id(scope)  # what the request-id middleware gives log lines
-                    log.exception("redirect of %s failed", path[:80])
-                    with contextlib.suppress(Exception):  # the response may be under way already
-                        await _error(send, 500, "internal_error",
-                                     "The server failed to handle the request; it was logged.")
+                scope["path_params"] = found[1]
+                await fast.serve(found[0], scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
 

@@ -187,13 +187,6 @@ async def mget_async(client: Any, names: list[str]) -> list[Any]:
     return list(await client.mget(names))
 
 
-def limits_cluster_uri(client: Any) -> tuple[str, dict[str, Any]]:
-    """The ``limits`` library's URI of the cluster ``client`` reaches, and its connection options."""
-    names = ",".join(client.nodes_manager.startup_nodes)
-    opts = _node_opts(client.connection_kwargs)
-    return f"async+redis+cluster://{names}", opts
-
-
 class SyncNodes:
     """Plain clients of the primaries holding keys, for code that writes packed commands on
     a connection of its own (the ingest reader's MULTIs, raw XRANGE reads).
