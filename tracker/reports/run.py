@@ -29,8 +29,8 @@ from tracker.reports.answer import (
     zero,
 )
 from tracker.reports.params import ReportParams
-from tracker.reports.plan import CacheRead, plan
-from tracker.reports.sql import CAMPAIGNS, CLICKS, INFLUENCERS, LINKS, Join, Query, Scope, Statement
+from tracker.reports.plan import plan
+from tracker.reports.sql import CAMPAIGNS, CLICKS, INFLUENCERS, LINKS, CacheRead, Join, Query, Scope, Statement
 from tracker.storage.clickhouse import ClickHouse
 
 # Rounds of (find stale days, recompute them) before a report gives up on the cache.
@@ -244,10 +244,13 @@ def run_report(ch: ClickHouse, brand: Mapping[str, Any], params: ReportParams, m
         if k in keys:
             names[k] = {str(r["id"]): str(r["name"]) for r in fetch(ch, Query(scope, table, ("id", "name")))}
 
+    # Key fields in the answer model's order (json_bytes sends the dicts as they are).
+    order = sorted(range(len(keys)), key=lambda i: list(KEY_FIELDS).index(keys[i]))
     rows: list[dict[str, Any]] = []
     for key in sorted(acc):
         row: dict[str, Any] = {}
-        for k, v in zip(keys, key, strict=True):
+        for i in order:
+            k, v = keys[i], key[i]
             if k in names:
                 row[f"{k}_id"] = v
                 row[f"{k}_name"] = names[k].get(v)
