@@ -165,6 +165,8 @@ def test_cached_rows_and_their_per_day_checks_come_from_one_read_per_table(
     assert (p.cache.clicks.table, p.cache.uniques.table) == (CLICKS_DAILY, DAILY_UNIQUES)
     assert (p.cache.dims is not None and p.cache.dims.table) == (DIM_UNIQUES if rows == "dims" else False)
     assert bool(p.click_rows) is edges
+    if edges and rows == "dims":  # the raw edge rows carry the totals' edge share (every key NULL)
+        assert p.click_rows is not None and "GROUPING SETS" in p.click_rows[0].sql and p.click_totals == ()
     # Every cached read also gives each UTC day's sums: a grouping set beside the keys, or the day key itself.
     for q in (p.cache.clicks, p.cache.uniques, p.cache.dims):
         if q is not None:

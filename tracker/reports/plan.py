@@ -311,10 +311,12 @@ def plan(scope: Scope, params: ReportParams, *, allow_cache: bool = True) -> Pla
         if edge_where is None or m in ("dims", "zoned"):
             return ()
         exprs = {**_CLICK_BY_ID, **({dim: _DIMS[dim]} if dim and m == "edges" else {})}
-        return (link_days(exprs, ks, (*by_id, *edge_where), {**id_filters, **day_params}),)
+        # A dimension's edge rows carry the totals' edge share too: a row with every key NULL.
+        return (link_days(exprs, ks, (*by_id, *edge_where), {**id_filters, **day_params}, m == "edges"),)
 
     def link_days(
-        exprs: Mapping[str, str], ks: tuple[str, ...], where: tuple[str, ...], params: Mapping[str, Any]
+        exprs: Mapping[str, str], ks: tuple[str, ...], where: tuple[str, ...], params: Mapping[str, Any],
+        with_totals: bool = False,
     ) -> Query:
         # Distinct visitors per (link, UTC day) from raw clicks, then added up: a set of UInt64 per
         # pair is ~3x cheaper than one set of (link, visitor, day) tuples per row, and the same number.
@@ -326,10 +328,13 @@ def plan(scope: Scope, params: ReportParams, *, allow_cache: bool = True) -> Pla
             "countIf(is_bot = 1) AS b",
             "uniqExactIf(visitor_hash, is_bot = 0) AS u",
         )
+        group: tuple[str, ...] = (*names(ks), "l_id", "u_day")
+        if with_totals and ks:
+            group = (f"GROUPING SETS (({', '.join(group)}), (l_id, u_day))",)
         return Query(
-            scope, CLICKS, inner, where, (*names(ks), "l_id", "u_day"), params,
+            scope, CLICKS, inner, where, group, params,
             outer=(*names(ks), "sum(c) AS clicks", "sum(b) AS bot_clicks", "sum(u) AS unique_clicks"),
-            outer_group_by=names(ks),
+            outer_group_by=names(ks), settings={"group_by_use_nulls": 1} if with_totals and ks else {},
         )
 
     # Unique clicks add up over rows when no (link, visitor, UTC day) can fall into two rows.
@@ -399,7 +404,7 @@ def plan(scope: Scope, params: ReportParams, *, allow_cache: bool = True) -> Pla
         source=source,
         cache=cache,
         click_rows=raw_clicks(keys, row_mode) if row_mode is not None else None,
-        click_totals=None if additive else raw_clicks((), total_mode),
+        click_totals=None if additive else () if row_mode == "edges" else raw_clicks((), total_mode),
         conversions=conversions,
         conversion_rows=conversion_rows,
         fees_allocated=fees_allocated,

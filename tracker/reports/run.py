@@ -200,7 +200,14 @@ def run_report(ch: ClickHouse, brand: Mapping[str, Any], params: ReportParams, m
     totals["unattributed_conversions"] = 0
     totals["unattributed_revenue"] = money.ZERO
 
-    click_rows = [*(cached[0] if cached else ()), *(r for q in p.click_rows or () for r in fetch(ch, bind(q)))]
+    click_rows = [*(cached[0] if cached else ())]
+    for q in p.click_rows or ():
+        for r in fetch(ch, bind(q)):
+            if keys and all(r[f"g_{k}"] is None for k in keys):  # the totals' share (no row's key is NULL)
+                for m in _CLICK_METRICS:
+                    totals[m] += int(r[m])
+            else:
+                click_rows.append(r)
     for r in click_rows:
         s = slot(key_of(r))
         for m in _CLICK_METRICS:
