@@ -177,16 +177,16 @@ def run_report(ch: ClickHouse, brand: Mapping[str, Any], params: ReportParams, m
     if p.source != "raw" and "link" in keys:
         link_code_of = {int(r["id"]): str(r["code"]) for r in fetch(ch, Query(scope, LINKS, ("id", "code")))}
 
+    columns = tuple(f"g_{k}" for k in keys)
+    link_at = keys.index("link") if "link" in keys else -1
+
     def key_of(row: Mapping[str, Any]) -> tuple[str, ...]:
-        out: list[str] = []
-        for k in keys:
-            v = row[f"g_{k}"]
+        out = [row[c] for c in columns]
+        for i, v in enumerate(out):
+            if type(v) is str:
+                continue
             # Cached click rows carry link ids; raw click rows, conversions and fees carry codes.
-            if k == "link" and not isinstance(v, str):
-                v = link_code_of.get(int(v), "")
-            elif isinstance(v, date):
-                v = v.isoformat()
-            out.append(str(v))
+            out[i] = link_code_of.get(int(v), "") if i == link_at else v.isoformat() if isinstance(v, date) else str(v)
         return tuple(out)
 
     acc: dict[tuple[str, ...], dict[str, Any]] = {}
@@ -231,13 +231,15 @@ def run_report(ch: ClickHouse, brand: Mapping[str, Any], params: ReportParams, m
             totals["unattributed_revenue"] += revenue
             continue
         targets = [totals, slot(key_of(r))] if p.conversion_rows else [totals]
+        count, flagged = int(r["conversions"]), int(r["flagged_conversions"])
+        by_status = [(m, Decimal(r[m])) for m in BY_STATUS]
         for t in targets:
-            t["conversions"] += int(r["conversions"])
-            t["flagged_conversions"] += int(r["flagged_conversions"])
+            t["conversions"] += count
+            t["flagged_conversions"] += flagged
             t["revenue"] += revenue
             t["commission"] += commission
-            for m in BY_STATUS:
-                t[m] += Decimal(r[m])
+            for m, amount in by_status:
+                t[m] += amount
     if p.fee_rows is not None:
         for r in fetch(ch, p.fee_rows):
             slot(key_of(r))["fees"] += Decimal(r["fees"])
