@@ -125,16 +125,16 @@ def read_cache(
     rows: list[dict[str, Any]] = []
     names = tuple(f"g_{k}" for k in keys)
     if read.rows == "daily":
+        # The rows' dicts are the fetched ones, given the metric names (6,000 rows for influencer x day).
         by_key: dict[tuple[Any, ...], dict[str, Any]] = {}
         for r in _key_rows(clicks):
-            by_key[tuple(r[n] for n in names)] = {
-                **{n: r[n] for n in names}, "clicks": int(r["c"]), "bot_clicks": int(r["b"]), "unique_clicks": 0,
-            }
+            r["clicks"], r["bot_clicks"], r["unique_clicks"] = r["c"], r["b"], 0
+            by_key[tuple([r[n] for n in names])] = r
         for r in _key_rows(uniques):
-            k = tuple(r[n] for n in names)
+            k = tuple([r[n] for n in names])
             if k not in by_key:
                 by_key[k] = {**{n: r[n] for n in names}, "clicks": 0, "bot_clicks": 0, "unique_clicks": 0}
-            by_key[k]["unique_clicks"] += int(r["u"])
+            by_key[k]["unique_clicks"] += r["u"]
         rows = list(by_key.values())
     elif read.rows == "dims":
         label = next((n for n in ("g_day", "g_hour") if n in names), None)
@@ -180,13 +180,18 @@ def run_report(ch: ClickHouse, brand: Mapping[str, Any], params: ReportParams, m
     columns = tuple(f"g_{k}" for k in keys)
     link_at = keys.index("link") if "link" in keys else -1
 
+    text: dict[Any, str] = {}  # each date's or id's text, once
+
     def key_of(row: Mapping[str, Any]) -> tuple[str, ...]:
         out = [row[c] for c in columns]
         for i, v in enumerate(out):
             if type(v) is str:
                 continue
-            # Cached click rows carry link ids; raw click rows, conversions and fees carry codes.
-            out[i] = link_code_of.get(int(v), "") if i == link_at else v.isoformat() if isinstance(v, date) else str(v)
+            if v not in text:
+                # Cached click rows carry link ids; raw click rows, conversions and fees carry codes.
+                text[v] = link_code_of.get(int(v), "") if i == link_at else (
+                    v.isoformat() if isinstance(v, date) else str(v))
+            out[i] = text[v]
         return tuple(out)
 
     acc: dict[tuple[str, ...], dict[str, Any]] = {}
