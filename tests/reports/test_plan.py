@@ -11,7 +11,7 @@ from tests.reports.oracle import (
 )
 from tracker.reports.params import ReportParams
 from tracker.reports.plan import plan
-from tracker.reports.sql import CLICKS, Join, Query, Scope
+from tracker.reports.sql import CLICKS, CLICKS_DAILY, DAILY_UNIQUES, DIM_UNIQUES, Query, Scope
 
 
 @pytest.mark.parametrize(
@@ -54,9 +54,11 @@ def test_totals_use_the_cache_when_the_rows_cannot(tz: str, group_by: tuple[str,
     scope = Scope.of("brd_x", D_FROM, D_TO, tz, 400)
     p = plan(scope, ReportParams(D_FROM, D_TO, group_by, tz))
     assert p.source == rows_source
+    assert p.click_rows and all(q.table is CLICKS for q in p.click_rows)
     assert p.click_totals is not None
-    assert any(isinstance(q, Join) for q in p.click_totals)
-    assert p.stale_days is not None and p.refresh is not None
+    assert p.cache is not None and p.cache.totals and p.cache.rows is None
+    assert (p.cache.clicks.table, p.cache.uniques.table) == (CLICKS_DAILY, DAILY_UNIQUES)
+    assert p.refresh is not None and p.dim_refresh is None
 
 
 @pytest.mark.parametrize(
@@ -107,6 +109,7 @@ def test_clicks_know_no_conversion_keys_so_they_are_in_the_totals_only(group_by:
     scope = Scope.of(BRAND["id"], D_FROM, D_TO, "UTC", 400)
     p = plan(scope, ReportParams(D_FROM, D_TO, group_by, "UTC"))
     assert p.click_rows is None and p.click_totals is not None
+    assert p.cache is not None and p.cache.totals and p.cache.rows is None
     assert p.source == "cached"
 
 
@@ -117,7 +120,7 @@ def test_without_the_cache_every_click_query_reads_raw_clicks(tz: str, group_by:
     p = plan(scope, ReportParams(D_FROM, D_TO, group_by, tz), allow_cache=False)
     clicks = [*(p.click_rows or ()), *(p.click_totals or ())]
     assert clicks and all(isinstance(q, Query) and q.table is CLICKS for q in clicks)
-    assert (p.source, p.link_ids, p.stale_days, p.refresh, p.dim_stale) == ("raw", None, None, None, None)
+    assert (p.source, p.link_ids, p.cache, p.refresh, p.dim_refresh) == ("raw", None, None, None, None)
 
 
 @pytest.mark.parametrize(
@@ -137,4 +140,34 @@ def test_totals_are_added_up_only_when_rows_partition_the_clicks(
     scope = Scope.of(BRAND["id"], D_FROM, D_TO, tz, 400)
     p = plan(scope, ReportParams(D_FROM, D_TO, group_by, tz))
     assert (p.click_totals is not None) is totals_queried
+    assert p.cache is not None and p.cache.totals is totals_queried
     assert (p.click_rows is None) is (group_by == ())
+
+
+@pytest.mark.parametrize(
+    ("tz", "group_by", "rows", "labels", "edges"),
+    [
+        ("UTC", ("influencer",), "daily", None, False),
+        ("UTC", ("day", "link"), "daily", None, False),
+        ("America/New_York", ("campaign",), "daily", None, True),  # edge days from raw clicks
+        ("UTC", ("hour",), "dims", None, False),
+        ("UTC", ("device", "day"), "dims", None, False),
+        ("America/New_York", ("hour",), "dims", ("2026-10-30", "2026-11-02T23:00"), False),  # hour@zone
+        ("Asia/Tokyo", ("country",), "dims", None, True),
+    ],
+)
+def test_cached_rows_and_their_per_day_checks_come_from_one_read_per_table(
+    tz: str, group_by: tuple[str, ...], rows: str, labels: tuple[str, str] | None, edges: bool
+) -> None:
+    scope = Scope.of(BRAND["id"], D_FROM, D_TO, tz, 400)
+    p = plan(scope, ReportParams(D_FROM, D_TO, group_by, tz))
+    assert p.cache is not None and p.cache.rows == rows and p.cache.labels == labels
+    assert (p.cache.clicks.table, p.cache.uniques.table) == (CLICKS_DAILY, DAILY_UNIQUES)
+    assert (p.cache.dims is not None and p.cache.dims.table) == (DIM_UNIQUES if rows == "dims" else False)
+    assert bool(p.click_rows) is edges
+    if edges and rows == "dims":  # the raw edge rows carry the totals' edge share (every key NULL)
+        assert p.click_rows is not None and "GROUPING SETS" in p.click_rows[0].sql and p.click_totals == ()
+    # Every cached read also gives each UTC day's sums: a grouping set beside the keys, or the day key itself.
+    for q in (p.cache.clicks, p.cache.uniques, p.cache.dims):
+        if q is not None:
+            assert "u_day" in q.sql or "day AS g_day" in q.sql

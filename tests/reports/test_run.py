@@ -85,6 +85,8 @@ def test_every_metric_matches_the_events(loaded: ClickHouse, data: Data, group_b
     check(report, data, BRAND["id"], report.params)
     if group_by:
         assert report.rows
+    # The bytes sent are the answer model's, though the rows are not validated again to send them.
+    assert report.json_bytes() == report.answer().dump_json()
 
 
 @pytest.mark.parametrize(
@@ -155,7 +157,7 @@ def test_the_dimension_cache_follows_new_clicks_and_is_never_believed_when_off(
     fill_facts(ch)
     params = ReportParams(D_FROM, D_TO, group_by, tz)
     p = plan(Scope.of(BRAND["id"], D_FROM, D_TO, tz, 400), params)
-    assert p.source == "cached" and p.dim_stale is not None
+    assert p.source == "cached" and p.cache is not None and p.cache.dims is not None
     check(run_report(ch, BRAND, params, 400), data, BRAND["id"], params)
     assert ch.query("SELECT count() FROM report_dim_uniques")[0][0] > 0
     # More clicks (bots too) on a day already cached, from visitors already seen and new ones.
@@ -199,6 +201,35 @@ def test_the_cache_follows_new_clicks(ch: ClickHouse) -> None:
         "INSERT INTO report_daily_uniques SELECT brand_id, day, link_id, campaign_id, influencer_id, "
         "clicks + 1, 999999, now64(6) FROM report_daily_uniques FINAL"
     )
+    check(run_report(ch, BRAND, params, 400), data, BRAND["id"], params)
+
+
+@pytest.mark.parametrize(("group_by", "tz"), [(("link",), "UTC"), ((), "UTC"), (("country",), "UTC"),
+                                              (("hour",), "America/New_York")], ids=str)
+def test_a_day_is_checked_whole_so_a_link_missing_from_the_cache_is_recomputed(
+    ch: ClickHouse, group_by: tuple[str, ...], tz: str
+) -> None:
+    """The caches are checked per UTC day: one (link, day) short is enough to recompute the day."""
+    data = build_data(seed=17)
+    load(ch, data)
+    fill_facts(ch)
+    params = ReportParams(D_FROM, D_TO, group_by, tz)
+    check(run_report(ch, BRAND, params, 400), data, BRAND["id"], params)
+    day_links = ch.query("SELECT day, link_id FROM report_daily_uniques FINAL WHERE brand_id = {b:String} "
+                         "AND clicks > 0 ORDER BY day, link_id LIMIT 1", {"b": BRAND["id"]})
+    assert day_links
+    day, link = day_links[0]
+    for table in ("report_daily_uniques", "report_dim_uniques"):
+        ch.command(f"ALTER TABLE {table} DELETE WHERE day = {{d:Date}} AND link_id = {{l:UInt64}} "
+                   "SETTINGS mutations_sync = 2", {"d": day, "l": link})
+    # A click on another link of that day too: the day's sums now differ both ways.
+    rng = random.Random(7)
+    other = next(i for i in LINKS if i != link)
+    more = [make_click(rng, 700_000 + i, BRAND["id"], (other, *LINKS[other]),
+                       datetime.combine(day, datetime.min.time(), UTC) + timedelta(hours=12, minutes=i))
+            for i in range(3)]
+    ch.insert("clicks", [[c[k] for k in CLICK_COLUMNS] for c in more], CLICK_COLUMNS)
+    data.clicks.extend(more)
     check(run_report(ch, BRAND, params, 400), data, BRAND["id"], params)
 
 
@@ -271,6 +302,7 @@ def test_a_retried_ingest_block_counts_once_in_the_daily_rollup(ch: ClickHouse) 
 def test_the_answer_is_its_model(loaded: ClickHouse, group_by: tuple[str, ...], tz: str) -> None:
     report = run(loaded, BRAND, group_by=group_by, tz=tz)
     body = report.to_json()
+    assert report.json_bytes() == report.answer().dump_json()
     assert json.loads(report.json_bytes()) == body
     schema = jsonschema_rs.validator_for(ReportAnswer.model_json_schema(mode="serialization"))
     schema.validate(body)

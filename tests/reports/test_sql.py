@@ -120,8 +120,10 @@ def test_every_planned_query_is_gated(
     statements = [q for q in vars(p).values() if isinstance(q, Query | Join)]
     for part in (p.click_rows, p.click_totals):
         statements += list(part or ())
+    if p.cache is not None:
+        statements += [q for q in (p.cache.clicks, p.cache.uniques, p.cache.dims) if q is not None]
     assert p.conversions in statements
-    assert p.click_rows or p.click_totals
+    assert p.click_rows or p.click_totals or p.cache
     for q in statements:
         text = q.sql
         tables = re.findall(r"FROM (\w+)", text)

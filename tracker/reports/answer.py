@@ -18,6 +18,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, WithJsonSchema
+from pydantic_core import to_json
 
 from tracker.api.schema import Answer
 from tracker.core import money
@@ -179,8 +180,8 @@ class Report:
     rows: list[dict[str, Any]]
     totals: dict[str, Any]
 
-    def answer(self) -> ReportAnswer:
-        meta = {
+    def meta(self) -> dict[str, Any]:
+        return {
             "from": self.params.date_from,
             "to": self.params.date_to,
             "tz": self.params.tz,
@@ -188,14 +189,18 @@ class Report:
             "currency": self.currency,
             "source": self.source,
         }
-        return ReportAnswer.model_validate({"rows": self.rows, "totals": self.totals, "meta": meta})
+
+    def answer(self) -> ReportAnswer:
+        return ReportAnswer.model_validate({"rows": self.rows, "totals": self.totals, "meta": self.meta()})
 
     def to_json(self) -> dict[str, Any]:
         return self.answer().dump()
 
     def json_bytes(self) -> bytes:
-        """The JSON answer as sent (serialized by the answer model, not through a dict)."""
-        return self.answer().dump_json()
+        """The JSON answer as sent: the same bytes as ``answer().dump_json()`` (rows and totals are
+        built in the models' field order with the keys of the grouping only; tests hold the two
+        equal), serialized without validating every row again (~30 ms for 6,000 rows)."""
+        return to_json({"rows": self.rows, "totals": self.totals, "meta": self.meta()})
 
     def columns(self) -> list[str]:
         keys = [f for k in self.params.group_by for f in KEY_FIELDS[k]]
@@ -248,36 +253,42 @@ def finish(m: dict[str, Any], currency: str, *, fees_allocated: bool = True) -> 
     """Derived metrics and output formatting (money rounded to the minor unit, ratios null on 0).
 
     Ratios are computed from the exact sums, then rounded (aov of 10.005 is 10.01)."""
+    quantum = _QUANTUM[money.MINOR_UNITS.get(currency, 2)]
+    half_up = ROUND_HALF_UP
     revenue: Decimal = m["revenue"]
     commission: Decimal = m["commission"]
     fees: Decimal = m["fees"]
+    clicks, conversions = m["clicks"], m["conversions"]
     cost = commission + fees
     out: dict[str, Any] = {
-        "clicks": m["clicks"],
+        "clicks": clicks,
         "bot_clicks": m["bot_clicks"],
         "unique_clicks": m["unique_clicks"],
-        "conversions": m["conversions"],
-        "revenue": money_str(revenue, currency),
-        "commission": money_str(commission, currency),
-        **{key: money_str(m[key], currency) for key in BY_STATUS},
-        "fees": money_str(fees, currency) if fees_allocated else None,
-        "cost": money_str(cost, currency) if fees_allocated else None,
+        "conversions": conversions,
+        "revenue": f"{revenue.quantize(quantum, rounding=half_up):f}",
+        "commission": f"{commission.quantize(quantum, rounding=half_up):f}",
+        **{key: f"{m[key].quantize(quantum, rounding=half_up):f}" for key in BY_STATUS},
+        "fees": f"{fees.quantize(quantum, rounding=half_up):f}" if fees_allocated else None,
+        "cost": f"{cost.quantize(quantum, rounding=half_up):f}" if fees_allocated else None,
         "roi": ratio(revenue - cost, cost) if fees_allocated else None,
-        "conversion_rate": ratio(Decimal(m["conversions"]), Decimal(m["clicks"])),
-        "epc": money_ratio(commission, Decimal(m["clicks"]), currency),
-        "aov": money_ratio(revenue, Decimal(m["conversions"]), currency),
+        "conversion_rate": ratio(Decimal(conversions), Decimal(clicks)) if clicks else None,
+        "epc": f"{(commission / clicks).quantize(quantum, rounding=half_up):f}" if clicks else None,
+        "aov": f"{(revenue / conversions).quantize(quantum, rounding=half_up):f}" if conversions else None,
         "flagged_conversions": m["flagged_conversions"],
     }
     if "unattributed_conversions" in m:
         out["unattributed_conversions"] = m["unattributed_conversions"]
-        out["unattributed_revenue"] = money_str(m["unattributed_revenue"], currency)
+        out["unattributed_revenue"] = f"{m['unattributed_revenue'].quantize(quantum, rounding=half_up):f}"
     return out
+
+
+_QUANTUM = {digits: Decimal(1).scaleb(-digits) for digits in range(7)}
+_RATIO_QUANTUM = Decimal(1).scaleb(-RATIO_PLACES)
 
 
 def money_str(value: Decimal, currency: str) -> str:
     """Rounded half-up to the currency's minor unit ("49.90"; "0.125" USD is "0.13"; JPY "100")."""
-    digits = money.MINOR_UNITS.get(currency, 2)
-    return f"{value.quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP):f}"
+    return f"{value.quantize(_QUANTUM[money.MINOR_UNITS.get(currency, 2)], rounding=ROUND_HALF_UP):f}"
 
 
 def money_ratio(numerator: Decimal, denominator: Decimal, currency: str) -> str | None:
@@ -291,5 +302,4 @@ def ratio(numerator: Decimal, denominator: Decimal) -> str | None:
     """numerator / denominator rounded half-up to RATIO_PLACES; None on a zero denominator."""
     if denominator == 0:
         return None
-    value = (numerator / denominator).quantize(Decimal(1).scaleb(-RATIO_PLACES), rounding=ROUND_HALF_UP)
-    return f"{value:f}"
+    return f"{(numerator / denominator).quantize(_RATIO_QUANTUM, rounding=ROUND_HALF_UP):f}"

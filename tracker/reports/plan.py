@@ -3,20 +3,25 @@
 - ``cached``: clicks and bot clicks from the daily rollup ``clicks_daily`` (a view that reads
   the ``daily`` projection stored inside the parts of ``clicks``, migration 0023), unique
   clicks from ``report_daily_uniques``, exact unique counts per (link, UTC day) that reports
-  compute from raw clicks and keep. A cached count is used only while that (link, day)'s
-  click count still equals the one it was computed with (clicks are only ever added), else
-  the day is recomputed first, so the cache never changes an answer. Used for UTC-aligned
+  compute from raw clicks and keep. A cached count is used only while it still equals the
+  clicks it was computed with, checked per UTC day (``CacheRead``): clicks are only ever
+  added, so each cached (link, day) count is at most that (link, day)'s clicks, and a day's
+  sums are equal exactly when every (link, day) of it is; a day that differs is recomputed
+  first, so the cache never changes an answer. Each cache table is read once per report:
+  grouped by the report's keys with a second grouping set per UTC day beside them (or by the
+  day alone), so the rows and their check come from one read. Used for UTC-aligned
   ranges grouped by influencer, campaign, link or day, and for any zone grouped by
   influencer, campaign or link (the two partial UTC days at the edges of the range then
   come from raw clicks).
 - ``cached`` by dimension, UTC-aligned ranges grouped by one of hour, country, device, a UTM
   value or referer (alone or with influencer, campaign, link, day): ``report_dim_uniques``,
   exact counts per (link, UTC day, value) that reports compute from raw clicks and keep; a
-  (link, day) is used only while its values' counts add up to its counts in ``clicks_daily``,
-  else the day is recomputed first (``dim_stale``, ``dim_refresh``). In another zone: local
+  day is used only while its values' clicks and bot clicks add up to its counts in
+  ``clicks_daily``, else it is recomputed first (``dim_refresh``). In another zone: local
   days or hours are the dimensions ``day@<zone>``/``hour@<zone>`` (value: the local label),
-  read over every whole UTC day the range touches and filtered by label; any other single
-  dimension reads its full UTC days from the cache and the edge days from raw clicks.
+  read over every whole UTC day the range touches, labels outside the range dropped; any
+  other single dimension reads its full UTC days from the cache and the edge days from raw
+  clicks.
 - ``raw``: ``clicks`` for every other grouping (several dimensions, or a dimension beside a
   local day):
   distinct visitors per (link, UTC day), added up. Measured on 10M clicks, building them from
@@ -60,10 +65,11 @@ from tracker.reports.sql import (
     DIM_UNIQUES,
     FEES,
     LINKS,
+    CacheRead,
     Join,
     Query,
     Scope,
-    Statement,
+    Table,
     sql_time,
 )
 
@@ -102,8 +108,8 @@ _CLICK_BY_ID = {
     "campaign": "campaign_id",
     "link": "link_id",
 }
-# On the (link, UTC day) join of the daily counts and the cache (UTC-aligned ranges only).
-_CLICK_CACHED = {"influencer": "r_inf", "campaign": "r_cmp", "link": "link_id", "day": "day"}
+# In the daily rollup and the caches, all keyed by link id and UTC day.
+_DAILY = {"influencer": "influencer_id", "campaign": "campaign_id", "link": "link_id", "day": "day"}
 _FROM_CLICK = "attribution = 'click' AND k_click != ''"
 _CONVERSION = {
     "influencer": "influencer_id",
@@ -123,27 +129,29 @@ _CONVERSION = {
     "utm_campaign": f"if({_FROM_CLICK}, k_utm_campaign, '')",
     "referer": f"if({_FROM_CLICK}, k_referer, '')",
 }
-_CONVERSION_COLUMNS = (
-    "order_id", "click_id", "customer_hash", "attribution", "attributed", "influencer_id", "campaign_id",
-    "link_code", "occurred_at", "coupon_code", "store_id", "status", "country", "amount", "refunded_amount",
-    "commission", "conversion_id", "review", "hold_days",
-)
 _FACTS = (
     "click_id", "click_id AS k_click", "country AS k_country", "device AS k_device", "referer_host AS k_referer",
     "utm_source AS k_utm_source", "utm_medium AS k_utm_medium", "utm_campaign AS k_utm_campaign",
 )
 _FEE = {"influencer": "influencer_id", "campaign": "campaign_id", "day": "date"}
-_CACHE_KEYS = frozenset(_CLICK_CACHED)
+_CACHE_KEYS = frozenset(_DAILY)
 # Keys whose rows never split a UTC day: the cache serves every full UTC day of any range.
 _WHOLE_DAY_KEYS = frozenset({"influencer", "campaign", "link"})
-_PAIR = ("link_id", "day")
 
 _COUNTED = "status IN ('approved', 'pending')"
 _NET = "(amount - refunded_amount)"
-# Commission by its lifecycle status now (tracker.money.lifecycle): pending, payable, paid.
+# Commission by its lifecycle status now (tracker.money.lifecycle): pending, payable, paid;
+# computed once per conversion (l_status), then summed per status.
 _LIFECYCLE = status_sql(f"conversion_id IN ({PAID_IDS_SQL})", now="now64(3, 'UTC')")
+_CONVERSION_COLUMNS = (
+    "order_id", "click_id", "customer_hash", "attribution", "attributed", "influencer_id", "campaign_id",
+    "link_code", "occurred_at", "coupon_code", "store_id", "status", "country", "amount", "refunded_amount",
+    "commission", f"{_LIFECYCLE} AS l_status",
+)
+# Money sums leave as text: the client reads text columns in C and decimals value by value in
+# Python (~10 ms for 6,000 rows); ``Decimal(text)`` is exact.
 # (The joined column r.commission: ``commission`` alone is the alias of its sum in the same SELECT.)
-_BY_STATUS = tuple(f"sumIf(r.commission, {_LIFECYCLE} = '{s}') AS {s}_commission"
+_BY_STATUS = tuple(f"toString(sumIf(r.commission, l_status = '{s}')) AS {s}_commission"
                    for s in ("pending", "payable", "paid"))
 
 
@@ -152,23 +160,23 @@ class Plan:
     """The statements of one report; ``None`` where a source does not apply.
 
     ``source``: ``cached`` (daily rollup counts + cached exact daily uniques) or ``raw``
-    (the clicks table). Totals that are sums
-    of the rows (every click, conversion and fee in exactly one row; every (link, visitor,
-    UTC day) in one row) are added up from the rows instead of queried: ``*_totals`` is None.
+    (the clicks table). ``cache``: the cached counts (rows and/or totals); ``click_rows`` and
+    ``click_totals``: raw clicks beside them (edge days) or instead of them. Totals that are
+    sums of the rows (every click, conversion and fee in exactly one row; every (link,
+    visitor, UTC day) in one row) are added up from the rows instead of queried.
     """
 
     source: str
-    click_rows: tuple[Statement, ...] | None
-    click_totals: tuple[Statement, ...] | None
+    cache: CacheRead | None
+    click_rows: tuple[Query, ...] | None
+    click_totals: tuple[Query, ...] | None
     conversions: Join
     conversion_rows: bool
     fees_allocated: bool
     fee_rows: Query | None
     fee_totals: Query | None
     link_ids: Query | None
-    stale_days: Join | None = None
     refresh: Query | None = None
-    dim_stale: Join | None = None
     dim_refresh: Query | None = None
 
 
@@ -200,16 +208,19 @@ def plan(scope: Scope, params: ReportParams, *, allow_cache: bool = True) -> Pla
         return "raw"
 
     # Keys clicks do not know (coupon, store, ...): the clicks are in the totals only.
-    source = mode(keys) if set(keys) <= _CLICK_KEYS else mode(())
-    dim_mode = source if source in ("dims", "zoned", "edges") else None
-    dim = dim_of(keys, aligned, scope.tz) if dim_mode else None
-    source = "cached" if dim_mode else source
-    any_cached = "cached" in (source, mode(()))
+    click_keys = set(keys) <= _CLICK_KEYS
+    row_mode = mode(keys) if keys and click_keys else None
+    total_mode = mode(())
+    dim = dim_of(keys, aligned, scope.tz) if row_mode in ("dims", "zoned", "edges") else None
+    source = "cached" if row_mode in ("cached", "dims", "zoned", "edges") or (
+        row_mode is None and total_mode == "cached") else "raw"
+    any_cached = "cached" in (row_mode, total_mode) or dim is not None
+    # The zoned dimension's cache rows: every UTC day the range touches, whole.
+    wide = scope.utc_days()
     full_where: tuple[str, ...] = ()
     edge_where: tuple[str, ...] | None = None
     day_params: dict[str, Any] = {}
-    # The zoned dimension's cache rows: every UTC day the range touches, whole.
-    wide = scope.utc_days()
+    full = (scope.date_from, scope.date_to) if aligned else (first, last) if full_days else None
     if not aligned:
         day_params = {
             "f_first_day": first,
@@ -244,69 +255,68 @@ def plan(scope: Scope, params: ReportParams, *, allow_cache: bool = True) -> Pla
     def names(ks: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(f"g_{k}" for k in ks)
 
-    # A link's campaign and influencer never change (the registry cannot move a link), so
-    # (link, day) is the pair and any() carries the link's campaign and influencer.
-    def daily_sums(zoned: bool = False) -> Query:
-        return Query(
-            wide if zoned else scope, CLICKS_DAILY,
-            (*_PAIR, "any(campaign_id) AS r_cmp", "any(influencer_id) AS r_inf", "sum(clicks) AS c",
-             "sum(bot_clicks) AS b"),
-            tuple(by_id) if zoned else (*by_id, *full_where), _PAIR,
-            id_filters if zoned else {**id_filters, **day_params},
-        )
+    def by_day(
+        sc: Scope, table: Table, exprs: Mapping[str, str], ks: tuple[str, ...], sums: tuple[str, ...],
+        where: tuple[str, ...], extra: Mapping[str, Any], utc_day_key: bool,
+    ) -> Query:
+        # Sums per UTC day (u_day) and, with keys, per key: one read. Rows whose keys hold the
+        # UTC day already give the days; other keys are a second grouping set beside the day.
+        sel: tuple[str, ...] = ("day AS u_day",)
+        group: tuple[str, ...] = ("u_day",)
+        settings: dict[str, int] = {}
+        if ks and utc_day_key:
+            sel, group = (), names(ks)
+        elif ks:
+            group = (f"GROUPING SETS ((u_day), ({', '.join(names(ks))}))",)
+            settings = {"group_by_use_nulls": 1}
+        return Query(sc, table, (*sel, *aliased(exprs, ks), *sums), where, group, {**id_filters, **extra},
+                     settings=settings)
 
-    def cache_rows() -> Query:
-        return Query(
-            scope, DAILY_UNIQUES, (*_PAIR, "clicks AS cc", "uniques AS u"), (*by_id, *full_where), (),
-            {**id_filters, **day_params},
-        )
-
-    def clicks(ks: tuple[str, ...]) -> tuple[Statement, ...]:
-        m = mode(ks)
-        if m in ("dims", "zoned", "edges"):
-            key = str(dim).partition("@")[0]
-            exprs = {**_CLICK_CACHED, "influencer": "influencer_id", "campaign": "campaign_id", key: "value"}
-            where: tuple[str, ...] = (*by_id, "dim = {f_dim:String}")
-            extra: dict[str, Any] = {"f_dim": dim}
+    def cache_read(ks: tuple[str, ...], m: str | None) -> CacheRead:
+        # Daily rollup + cached uniques grouped by ks (rows), or per day only (totals, checks).
+        daily_keys = ks if m == "cached" else ()
+        sc, where, extra = (scope, (*by_id, *full_where), day_params) if daily_keys else (wide, tuple(by_id), {})
+        clicks = by_day(sc, CLICKS_DAILY, _DAILY, daily_keys, ("sum(clicks) AS c", "sum(bot_clicks) AS b"),
+                        where, extra, "day" in daily_keys)
+        uniques = by_day(sc, DAILY_UNIQUES, _DAILY, daily_keys, ("sum(clicks) AS cc", "sum(uniques) AS u"),
+                         where, extra, "day" in daily_keys)
+        dims = labels = dim_days = None
+        if dim is not None and m in ("dims", "zoned", "edges"):
+            key = dim.partition("@")[0]
+            exprs = {**_DAILY, key: "value"}
+            dim_where: tuple[str, ...] = (*by_id, "dim = {f_dim:String}")
+            dim_extra: dict[str, Any] = {"f_dim": dim}
             if m == "zoned":  # local labels sort as text: the range's own days or hours
                 lo, hi = scope.date_from.isoformat(), scope.date_to.isoformat()
-                where += ("value >= {f_lo:String} AND value <= {f_hi:String}",)
-                extra.update(f_lo=lo, f_hi=hi + "T23:00" if key == "hour" else hi)
+                labels = (lo, hi + "T23:00" if key == "hour" else hi)
+                dim_days = (wide.date_from, wide.date_to)
             elif m == "edges":
-                where += full_where
-                extra.update(day_params)
-            rows = Query(
-                wide if m == "zoned" else scope, DIM_UNIQUES,
-                (*aliased(exprs, ks), "sum(clicks) AS clicks", "sum(bot_clicks) AS bot_clicks",
-                 "sum(uniques) AS unique_clicks"),
-                where, names(ks), {**id_filters, **extra},
+                dim_where += full_where
+                dim_extra.update(day_params)
+                dim_days = full
+            else:
+                dim_days = full
+            dims = by_day(
+                wide if m == "zoned" else scope, DIM_UNIQUES, exprs, ks,
+                ("sum(clicks) AS vc", "sum(bot_clicks) AS vb", "sum(uniques) AS vu"), dim_where, dim_extra,
+                "day" in ks and m == "dims",
             )
-            if m != "edges" or edge_where is None:
-                return (rows,)
-            edges = link_days(
-                {**_CLICK_BY_ID, key: _DIMS[key]}, ks, (*by_id, *edge_where), {**id_filters, **day_params}
-            )
-            return (rows, edges)
-        if m == "cached":
-            out: list[Statement] = []
-            if full_days:
-                out.append(Join(
-                    daily_sums(), cache_rows(), _PAIR,
-                    (*aliased(_CLICK_CACHED, ks), "sum(c) AS clicks", "sum(b) AS bot_clicks",
-                     "sum(u) AS unique_clicks", "countIf(cc != c) AS stale"),
-                    group_by=names(ks),
-                ))
-            if edge_where is not None:
-                out.append(edge_days(ks, edge_where))
-            return tuple(out)
-        return (link_days(_CLICK_RAW, ks, tuple(by_code), filters),)
+        rows = "daily" if daily_keys else "dims" if dims is not None else None
+        return CacheRead(clicks, uniques, dims, full, dim_days, rows, not additive, labels)
 
-    def edge_days(ks: tuple[str, ...], where: tuple[str, ...]) -> Query:
-        # The partial UTC days at the edges of a whole-hour zone's range, keyed like the cache.
-        return link_days(_CLICK_BY_ID, ks, (*by_id, *where), {**id_filters, **day_params})
+    def raw_clicks(ks: tuple[str, ...], m: str) -> tuple[Query, ...]:
+        # Raw clicks: the whole grouping, or the partial UTC days at the edges of a cached one.
+        if m == "raw":
+            return (link_days(_CLICK_RAW, ks, tuple(by_code), filters),)
+        if edge_where is None or m in ("dims", "zoned"):
+            return ()
+        exprs = {**_CLICK_BY_ID, **({dim: _DIMS[dim]} if dim and m == "edges" else {})}
+        # A dimension's edge rows carry the totals' edge share too: a row with every key NULL.
+        return (link_days(exprs, ks, (*by_id, *edge_where), {**id_filters, **day_params}, m == "edges"),)
 
     def link_days(
-        exprs: Mapping[str, str], ks: tuple[str, ...], where: tuple[str, ...], params: Mapping[str, Any]
+        exprs: Mapping[str, str], ks: tuple[str, ...], where: tuple[str, ...], params: Mapping[str, Any],
+        with_totals: bool = False,
     ) -> Query:
         # Distinct visitors per (link, UTC day) from raw clicks, then added up: a set of UInt64 per
         # pair is ~3x cheaper than one set of (link, visitor, day) tuples per row, and the same number.
@@ -318,10 +328,13 @@ def plan(scope: Scope, params: ReportParams, *, allow_cache: bool = True) -> Pla
             "countIf(is_bot = 1) AS b",
             "uniqExactIf(visitor_hash, is_bot = 0) AS u",
         )
+        group: tuple[str, ...] = (*names(ks), "l_id", "u_day")
+        if with_totals and ks:
+            group = (f"GROUPING SETS (({', '.join(group)}), (l_id, u_day))",)
         return Query(
-            scope, CLICKS, inner, where, (*names(ks), "l_id", "u_day"), params,
+            scope, CLICKS, inner, where, group, params,
             outer=(*names(ks), "sum(c) AS clicks", "sum(b) AS bot_clicks", "sum(u) AS unique_clicks"),
-            outer_group_by=names(ks),
+            outer_group_by=names(ks), settings={"group_by_use_nulls": 1} if with_totals and ks else {},
         )
 
     # Unique clicks add up over rows when no (link, visitor, UTC day) can fall into two rows.
@@ -347,7 +360,8 @@ def plan(scope: Scope, params: ReportParams, *, allow_cache: bool = True) -> Pla
         Query(scope, CONVERSION_FLAGS, ("order_id", "notEmpty(flags) AS q_flagged")),
         ("order_id",),
         (*aliased(_CONVERSION, keys), "attributed AS g_attributed", "count() AS conversions",
-         f"sum({_NET}) AS revenue", "sum(commission) AS commission", "countIf(q_flagged) AS flagged_conversions",
+         f"toString(sum({_NET})) AS revenue", "toString(sum(commission)) AS commission",
+         "countIf(q_flagged) AS flagged_conversions",
          *_BY_STATUS),
         group_by=(*names(keys), "g_attributed"),
         more=tuple(more),
@@ -356,17 +370,18 @@ def plan(scope: Scope, params: ReportParams, *, allow_cache: bool = True) -> Pla
     fee_rows = fee_totals = None
     if params.link_code is None:
         if keys and set(keys) <= _FEE_KEYS:
-            fee_rows = Query(
-                scope, FEES, (*aliased(_FEE, keys), "sum(amount) AS fees"), tuple(common), names(keys), id_filters
-            )
+            fee_rows = Query(scope, FEES, (*aliased(_FEE, keys), "toString(sum(amount)) AS fees"), tuple(common),
+                             names(keys), id_filters)
         else:
-            fee_totals = Query(scope, FEES, ("sum(amount) AS fees",), tuple(common), (), id_filters)
+            fee_totals = Query(scope, FEES, ("toString(sum(amount)) AS fees",), tuple(common), (), id_filters)
 
-    stale_days = refresh = None
-    if any_cached and full_days:
-        stale_days = Join(
-            daily_sums(), cache_rows(), _PAIR, ("DISTINCT day",), where=("cc != c",)
-        )
+    refresh = dim_refresh = None
+    cache = None
+    if row_mode in ("cached", "dims", "zoned", "edges"):
+        cache = cache_read(keys, row_mode)
+    elif total_mode == "cached" and not additive:
+        cache = cache_read((), None)
+    if cache is not None:
         refresh = Query(
             scope, CLICKS,
             ("{brand:String}", "toDate(ts, 'UTC') AS day", "link_id", "campaign_id", "influencer_id",
@@ -374,39 +389,29 @@ def plan(scope: Scope, params: ReportParams, *, allow_cache: bool = True) -> Pla
             (*by_id, "toDate(ts, 'UTC') IN {f_days:Array(Date)}"),
             ("day", "link_id", "campaign_id", "influencer_id"), id_filters,
         )
-    dim_stale = dim_refresh = None
-    if dim is not None:
-        zoned = dim_mode == "zoned"
-        sc = wide if zoned else scope
-        dim_params = {**id_filters, "f_dim": dim, **({"f_zone": scope.tz} if zoned else {})}
-        days_where = full_where if dim_mode == "edges" else ()
-        value_sums = Query(
-            sc, DIM_UNIQUES, (*_PAIR, "sum(clicks) AS vc", "sum(bot_clicks) AS vb"),
-            (*by_id, "dim = {f_dim:String}", *days_where), _PAIR,
-            {**id_filters, "f_dim": dim, **(day_params if days_where else {})},
-        )
-        dim_stale = Join(daily_sums(zoned), value_sums, _PAIR, ("DISTINCT day",), where=("vc != c OR vb != b",))
+    if cache is not None and cache.dims is not None and dim is not None:
+        zoned = row_mode == "zoned"
         key = dim.partition("@")[0]
         dim_refresh = Query(
-            sc, CLICKS,
+            wide if zoned else scope, CLICKS,
             ("{brand:String}", "{f_dim:String}", "toDate(ts, 'UTC') AS day", "link_id",
              f"{_ZONED[key] if zoned else _DIMS[key]} AS value", "any(campaign_id)", "any(influencer_id)",
              "countIf(is_bot = 0)", "countIf(is_bot = 1)", "uniqExactIf(visitor_hash, is_bot = 0)", "now64(6)"),
-            (*by_id, "toDate(ts, 'UTC') IN {f_days:Array(Date)}"), ("day", "link_id", "value"), dim_params,
+            (*by_id, "toDate(ts, 'UTC') IN {f_days:Array(Date)}"), ("day", "link_id", "value"),
+            {**id_filters, "f_dim": dim, **({"f_zone": scope.tz} if zoned else {})},
         )
     return Plan(
         source=source,
-        click_rows=clicks(keys) if keys and set(keys) <= _CLICK_KEYS else None,
-        click_totals=None if additive else clicks(()),
+        cache=cache,
+        click_rows=raw_clicks(keys, row_mode) if row_mode is not None else None,
+        click_totals=None if additive else () if row_mode == "edges" else raw_clicks((), total_mode),
         conversions=conversions,
         conversion_rows=conversion_rows,
         fees_allocated=fees_allocated,
         fee_rows=fee_rows,
         fee_totals=fee_totals,
         link_ids=link_ids if any_cached else None,
-        stale_days=stale_days,
         refresh=refresh,
-        dim_stale=dim_stale,
         dim_refresh=dim_refresh,
     )
 

@@ -264,3 +264,26 @@ class Join:
 
 
 Statement = Query | Join
+
+
+@dataclass(frozen=True)
+class CacheRead:
+    """Cached click counts and what checks them, per UTC day (``u_day``), before they are believed.
+
+    ``clicks`` (``clicks_daily``) gives each day's clicks and bot clicks; ``uniques``
+    (``report_daily_uniques``) each day's clicks its unique counts were computed with; ``dims``
+    (``report_dim_uniques``) each day's clicks and bot clicks its values add up to. A day is
+    stale where these differ (over ``full`` for the unique counts, over ``dim_days`` for the
+    dimension). Rows grouped by the report's keys come from ``clicks`` + ``uniques``
+    (``rows == "daily"``) or from ``dims`` (``rows == "dims"``; local labels outside ``labels``
+    dropped); ``totals``: the totals' clicks are the sums over ``full``.
+    """
+
+    clicks: Query
+    uniques: Query
+    dims: Query | None
+    full: tuple[date, date] | None
+    dim_days: tuple[date, date] | None
+    rows: str | None
+    totals: bool
+    labels: tuple[str, str] | None = None
