@@ -120,10 +120,15 @@ class Pinned:
         self.conn.close()
 
 
-def one_per_worker(serve: EmbeddedServe, attempts: int = 200) -> tuple[Pinned, Pinned]:
-    """Two connections served by different workers."""
+def one_per_worker(serve: EmbeddedServe, timeout: float = 60.0) -> tuple[Pinned, Pinned]:
+    """Two connections served by different workers.
+
+    /readyz answers once one worker serves; on a loaded machine the other may still be starting
+    (a spawned interpreter importing the app), so this tries until a deadline, not a count.
+    """
     found: dict[int, Pinned] = {}
-    for _ in range(attempts):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         p = Pinned(serve)
         if p.worker is not None and p.worker not in found:
             found[p.worker] = p
