@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.reports.oracle import (
+from tests.reports.dataset import (
     Data,
     build_data,
     fill_facts,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.reports.oracle import (
+from tests.reports.dataset import (
     BRAND,
     D_FROM,
     D_TO,

@@ -1,6 +1,7 @@
 """Reports against the oracle (``tests/reports/oracle.py``): every metric, grouping, zone and filter.
 
-One data set per module; each report is compared metric by metric with ``expected()``.
+One data set (``tests/reports/dataset.py``) per module; each report is compared metric by metric
+with ``expected()``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from decimal import Decimal
 import jsonschema_rs
 import pytest
 
-from tests.reports.oracle import (
+from tests.reports.dataset import (
     BRAND,
     D_FROM,
     D_TO,
@@ -23,14 +24,15 @@ from tests.reports.oracle import (
     OTHER,
     T0,
     Data,
+    add_clicks,
     build_data,
-    check,
     fill_facts,
+    insert_clicks,
     load,
     make_click,
     run,
 )
-from tracker.core.events import CLICK_COLUMNS
+from tests.reports.oracle import check
 from tracker.reports import run as reports
 from tracker.reports.answer import money_ratio
 from tracker.reports.params import GROUP_KEYS, ReportParams
@@ -164,8 +166,7 @@ def test_the_dimension_cache_follows_new_clicks_and_is_never_believed_when_off(
     rng = random.Random(3)
     more = [make_click(rng, 800_000 + i, BRAND["id"], (102, *LINKS[102]), datetime(2026, 11, 1, 9, i, tzinfo=UTC))
             for i in range(30)]
-    ch.insert("clicks", [[c[k] for k in CLICK_COLUMNS] for c in more], CLICK_COLUMNS)
-    data.clicks.extend(more)
+    add_clicks(ch, data, more)
     check(run_report(ch, BRAND, params, 400), data, BRAND["id"], params)
     # Rows whose counts do not add up are recomputed, never believed.
     ch.command(
@@ -191,8 +192,7 @@ def test_the_cache_follows_new_clicks(ch: ClickHouse) -> None:
         make_click(rng, 900_000 + i, BRAND["id"], (101, *LINKS[101]), datetime(2026, 10, 31, 12, i, tzinfo=UTC))
         for i in range(40)
     ]
-    ch.insert("clicks", [[c[k] for k in CLICK_COLUMNS] for c in more], CLICK_COLUMNS)
-    data.clicks.extend(more)
+    add_clicks(ch, data, more)
     second = run_report(ch, BRAND, params, 400)
     check(second, data, BRAND["id"], params)
     assert second.rows != first.rows
@@ -228,8 +228,7 @@ def test_a_day_is_checked_whole_so_a_link_missing_from_the_cache_is_recomputed(
     more = [make_click(rng, 700_000 + i, BRAND["id"], (other, *LINKS[other]),
                        datetime.combine(day, datetime.min.time(), UTC) + timedelta(hours=12, minutes=i))
             for i in range(3)]
-    ch.insert("clicks", [[c[k] for k in CLICK_COLUMNS] for c in more], CLICK_COLUMNS)
-    data.clicks.extend(more)
+    add_clicks(ch, data, more)
     check(run_report(ch, BRAND, params, 400), data, BRAND["id"], params)
 
 
@@ -284,7 +283,7 @@ def test_a_retried_ingest_block_counts_once_in_the_daily_rollup(ch: ClickHouse) 
     rng = random.Random(3)
     block = [make_click(rng, i, BRAND["id"], (101, *LINKS[101]), T0 + timedelta(minutes=i)) for i in range(50)]
     for _ in range(2):
-        ch.insert("clicks", [[c[k] for k in CLICK_COLUMNS] for c in block], CLICK_COLUMNS, dedup_token="batch-1")
+        insert_clicks(ch, block, dedup_token="batch-1")
     daily = ch.query("SELECT sum(clicks) + sum(bot_clicks) FROM clicks_daily")[0][0]
     raw = ch.query("SELECT count() FROM clicks")[0][0]
     assert daily == raw == 50

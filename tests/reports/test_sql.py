@@ -9,7 +9,7 @@ from typing import Any, cast
 
 import pytest
 
-from tests.reports.oracle import (
+from tests.reports.dataset import (
     D_FROM,
     D_TO,
 )
