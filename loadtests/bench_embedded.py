@@ -49,7 +49,7 @@ MODES = ("production", "production+ingest", "embedded")
 def _one(mode: str, args: argparse.Namespace) -> tuple[Result, dict[str, Any]]:
     run = argparse.Namespace(duration=args.duration, connections=args.connections, workers=args.workers,
                              production=mode != "embedded", embedded=mode == "embedded",
-                             with_ingest=mode == "production+ingest")
+                             with_ingest=mode == "production+ingest", flood=False)
     work = Path(tempfile.mkdtemp(prefix=f"bench-{mode}-"))
     try:
         return bench_tracker(run, work)
