@@ -277,11 +277,11 @@ def load(ch: ClickHouse, data: Data) -> None:
         "brand_id", "id", "code", "campaign_id", "influencer_id", "destination_url", "coupon_code",
         "disabled", "expires_at", "created_at", "updated_at", "version",
     ]
-    rows = [[BRAND["id"], i, c, cmp, inf, "https://shop.example/", "", 0, None, now, now, 1]
-            for i, (c, cmp, inf) in LINKS.items()]
-    rows.append([OTHER["id"], OTHER_LINK[0], OTHER_LINK[1], OTHER_LINK[2], OTHER_LINK[3],
-                 "https://x.example/", "", 0, None, now, now, 1])
-    ch.insert("links", rows, link_cols)
+    link_rows = [[BRAND["id"], i, c, cmp, inf, "https://shop.example/", "", 0, None, now, now, 1]
+                 for i, (c, cmp, inf) in LINKS.items()]
+    link_rows.append([OTHER["id"], OTHER_LINK[0], OTHER_LINK[1], OTHER_LINK[2], OTHER_LINK[3],
+                      "https://x.example/", "", 0, None, now, now, 1])
+    ch.insert("links", link_rows, link_cols)
     for v in range(2):  # flags that cleared: a second, empty version
         flag_rows = [[b, o, "cnv_" + o, h[v], "{}", datetime(2026, 11, 5, v, tzinfo=UTC)]
                      for (b, o), h in data.flags.items() if len(h) > v]

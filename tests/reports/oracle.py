@@ -146,10 +146,10 @@ def expected(
             continue
         targets = [tot]
         if conv_rows:
-            ck = click_by_id.get(cur["click_id"]) if cur["attribution"] == "click" else None
+            click = click_by_id.get(cur["click_id"]) if cur["attribution"] == "click" else None
             h = cur["customer_hash"]
             more = {
-                **_click_keys(ck),
+                **_click_keys(click),
                 "coupon": ("coupon", cur["coupon_code"].upper()),
                 "attribution": ("attribution", cur["attribution"]),
                 "store": ("store_id", cur["store_id"]),
@@ -157,8 +157,8 @@ def expected(
                 "customer": ("customer", "returning" if h and first_order[h][1] != oid else "new"),
             }
             targets.append(rows[key(cur["occurred_at"], None, cur["campaign_id"], cur["influencer_id"],
-                                    cur["link_code"], ck["country"] if ck else cur["country"],
-                                    ck["device"] if ck else "", more)])
+                                    cur["link_code"], click["country"] if click else cur["country"],
+                                    click["device"] if click else "", more)])
         flagged = bool(data.flags.get((b, oid), [[]])[-1])
         for t in targets:
             t["flagged"] += flagged
