@@ -12,7 +12,7 @@ In one run, on this machine, with the same wrk settings and one server process e
 - ingest rows/s and freshness, postback rates, and report p95 from the other harness
   modules (`loadtests.bench_ingest`, `bench_postbacks`, `bench_reports`, each `--json`).
 Each step has a timeout; the whole run stays under ~10 minutes. DESIGN.md's targets
-are printed beside the numbers. Nothing here asserts: the numbers are the output.
+are printed beside the numbers (``loadtests.results_table``). Nothing here asserts: the numbers are the output.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import importlib.util
 import json
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
@@ -37,65 +36,13 @@ from typing import Any
 
 import httpx
 
+from loadtests.results_table import render, table
 from loadtests.serve import EmbeddedServe, free_port, rss_bytes, seed
+from loadtests.servers import counter, start_bare, stop, wait_port
+from loadtests.wrk import run_url
 
 RESULTS = Path(__file__).parent / "results"
 REPORTS_DATA = Path(tempfile.gettempdir()) / "tracker-bench-harness-reports"
-TARGETS = {
-    "redirect_rps": 20_000,
-    "redirect_p99_ms": 15.0,
-    "redirect_vs_bare": 0.5,
-    "ingest_rows_per_s": 150_000,
-    "report_p95_ms": 150.0,
-}
-
-
-# --- wrk ----------------------------------------------------------------------------------------------
-
-_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
-
-
-def _ms(text: str) -> float:
-    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip())
-    if not m:
-        raise ValueError(f"unreadable wrk latency {text!r}")
-    return float(m.group(1)) * _UNITS[m.group(2)]
-
-
-def parse_wrk(out: str) -> dict[str, Any]:
-    result: dict[str, Any] = {"non_3xx": 0, "socket_errors": 0}
-    for line in out.splitlines():
-        line = line.strip()
-        if m := re.match(r"(50|75|90|99)%\s+(\S+)", line):
-            result[f"p{m.group(1)}_ms"] = round(_ms(m.group(2)), 3)
-        elif m := re.match(r"(\d+) requests in ([\d.]+)(\w+)", line):
-            result["requests"] = int(m.group(1))
-        elif m := re.match(r"Requests/sec:\s+([\d.]+)", line):
-            result["rps"] = round(float(m.group(1)))
-        elif m := re.match(r"Non-2xx or 3xx responses:\s+(\d+)", line):
-            result["non_3xx"] = int(m.group(1))
-        elif line.startswith("Socket errors:"):
-            result["socket_errors"] = sum(int(n) for n in re.findall(r"\d+", line))
-    if "rps" not in result:
-        raise RuntimeError(f"wrk printed no result:\n{out}")
-    return result
-
-
-def wrk(url: str, seconds: int, connections: int, threads: int = 1) -> dict[str, Any]:
-    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "5s", url]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
-    return parse_wrk(out)
-
-
-def _wait_http(url: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
 
 
 class RssSampler:
@@ -121,11 +68,6 @@ class RssSampler:
         self._thread.join()
 
 
-def _counter(metrics_text: str, name: str, labels: str = "") -> float:
-    m = re.search(rf"^{re.escape(name + labels)} ([\d.e+]+)$", metrics_text, re.M)
-    return float(m.group(1)) if m else 0.0
-
-
 # --- the steps ----------------------------------------------------------------------------------------
 
 
@@ -139,20 +81,20 @@ def bench_tracker(workdir: Path, seconds: int, connections: int) -> dict[str, An
         if first.status_code != 302:
             raise RuntimeError(f"GET /{code} answered {first.status_code}, not 302: {first.text[:300]}")
         rss_idle = serve.rss()
-        wrk(url, 2, connections)  # warm-up: caches, connection pools
+        run_url(url, 2, connections)  # warm-up: caches, connection pools
         # The redirect counters are summed in process and published every 0.2 s: let the
         # warm-up's (and then the run's) last clicks reach /metrics before reading it.
         time.sleep(1.0)
         before = httpx.get(f"{serve.base}/metrics", timeout=10).text
         with RssSampler(serve.proc.pid if serve.proc else 0) as sampler:
-            result = wrk(url, seconds, connections)
+            result = run_url(url, seconds, connections)
         time.sleep(1.0)
         after = httpx.get(f"{serve.base}/metrics", timeout=10).text
-        sent = _counter(after, "tracker_redirects_total", '{status="302"}') - _counter(
+        sent = counter(after, "tracker_redirects_total", '{status="302"}') - counter(
             before, "tracker_redirects_total", '{status="302"}'
         )
         logged = sum(
-            _counter(after, n) - _counter(before, n)
+            counter(after, n) - counter(before, n)
             for n in ("tracker_clicks_enqueued_total", "tracker_clicks_spooled_total")
         )
         result.update(
@@ -167,20 +109,17 @@ def bench_tracker(workdir: Path, seconds: int, connections: int) -> dict[str, An
 def bench_bare(seconds: int, connections: int) -> dict[str, Any]:
     port = free_port()
     # The same baseline app as loadtests.bench_redirect, so the two harnesses compare.
-    cmd = [sys.executable, "-m", "uvicorn", "loadtests.bare_app:app", "--port", str(port), "--loop", "uvloop",
-           "--http", "httptools", "--no-access-log", "--log-level", "warning"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = start_bare(port, 1, subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}/bench00"
-        _wait_http(url)
-        wrk(url, 2, connections)
+        wait_port(port, 30, proc, "bare app")
+        run_url(url, 2, connections)
         with RssSampler(proc.pid) as sampler:
-            result = wrk(url, seconds, connections)
+            result = run_url(url, seconds, connections)
         result["rss_peak_mb"] = round(sampler.peak / 2**20, 1)
         return result
     finally:
-        proc.terminate()
-        proc.wait(15)
+        stop(proc)
 
 
 def bench_nginx(workdir: Path, seconds: int, connections: int, workers: int = 1) -> dict[str, Any] | None:
@@ -198,14 +137,14 @@ def bench_nginx(workdir: Path, seconds: int, connections: int, workers: int = 1)
     try:
         url = f"http://127.0.0.1:{port}/abc123"
         try:
-            _wait_http(url, 10)
+            wait_port(port, 10, proc, "nginx")
         except RuntimeError:
             proc.terminate()
             err = proc.communicate(timeout=10)[1].decode(errors="replace")
             print(f"nginx did not start: {err.strip()[:300]}", file=sys.stderr)
             return None
-        wrk(url, 2, connections)
-        return wrk(url, seconds, connections)
+        run_url(url, 2, connections)
+        return run_url(url, seconds, connections)
     finally:
         if proc.poll() is None:
             proc.terminate()
@@ -236,20 +175,7 @@ def run_module(name: str, timeout: int, extra: list[str]) -> dict[str, Any] | st
     return f"no JSON object in its output: {proc.stdout.strip()[-300:]}"
 
 
-def _pick(data: dict[str, Any] | str, *names: str) -> float | None:
-    """The first of ``names`` found in a module's JSON (top level or one level down)."""
-    if not isinstance(data, dict):
-        return None
-    scopes = [data, *(v for v in data.values() if isinstance(v, dict))]
-    for scope in scopes:
-        for name in names:
-            value = scope.get(name)
-            if isinstance(value, int | float):
-                return float(value)
-    return None
-
-
-# --- output -------------------------------------------------------------------------------------------
+# --- the run ------------------------------------------------------------------------------------------
 
 
 def machine() -> dict[str, Any]:
@@ -270,122 +196,6 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "load_before": os.getloadavg()[0],
     }
-
-
-def _fmt(value: float | int | None, unit: str = "") -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float) and value < 100:
-        return f"{value:.2f}{unit}"
-    return f"{value:,.0f}{unit}"
-
-
-def _verdict(ok: bool | None) -> str:
-    return "" if ok is None else ("ok" if ok else "MISSED")
-
-
-def table(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    rows: list[tuple[str, str, str, str]] = []
-    t = results.get("tracker")
-    bare = results.get("bare_starlette")
-    nginx = results.get("nginx")
-    if isinstance(t, dict):
-        rows.append(("redirect req/s, tracker serve", _fmt(t["rps"]), f">= {TARGETS['redirect_rps']:,}",
-                     _verdict(t["rps"] >= TARGETS["redirect_rps"])))
-        rows.append(("redirect p99, tracker serve", _fmt(t.get("p99_ms"), " ms"),
-                     f"<= {TARGETS['redirect_p99_ms']} ms",
-                     _verdict(t.get("p99_ms", 1e9) <= TARGETS["redirect_p99_ms"])))
-        rows.append(("redirect p50, tracker serve", _fmt(t.get("p50_ms"), " ms"), "", ""))
-        rows.append(("redirect non-3xx / socket errors", f"{t['non_3xx']} / {t['socket_errors']}", "0 / 0",
-                     _verdict(t["non_3xx"] == 0 and t["socket_errors"] == 0)))
-        rows.append(("302s sent vs clicks logged (counters)", f"{t['redirects_counted']:,} / {t['clicks_logged']:,}",
-                     "equal", _verdict(t["redirects_counted"] == t["clicks_logged"])))
-    if isinstance(bare, dict):
-        rows.append(("redirect req/s, bare Starlette 302", _fmt(bare["rps"]), "", ""))
-        rows.append(("redirect p99, bare Starlette 302", _fmt(bare.get("p99_ms"), " ms"), "", ""))
-        if isinstance(t, dict) and bare["rps"]:
-            ratio = t["rps"] / bare["rps"]
-            results["redirect_vs_bare"] = round(ratio, 3)
-            rows.append(("tracker / bare Starlette", f"{ratio:.2f}", f">= {TARGETS['redirect_vs_bare']}",
-                         _verdict(ratio >= TARGETS["redirect_vs_bare"])))
-    if isinstance(nginx, dict):
-        nw = results.get("processes_production", 1)
-        label = f"nginx return 302, {nw} worker{'s' if nw != 1 else ''}"
-        rows.append((f"redirect req/s, {label}", _fmt(nginx["rps"]), "(reference)", ""))
-        rows.append((f"redirect p99, {label}", _fmt(nginx.get("p99_ms"), " ms"), "", ""))
-    elif nginx is None and "nginx" in results:
-        rows.append(("redirect, nginx return 302", "not installed", "", ""))
-    prod = results.get("production")
-    if isinstance(prod, dict) and isinstance(prod.get("tracker"), dict) and isinstance(prod.get("bare"), dict):
-        n = results.get("processes_production", "N")
-        pt, pb = prod["tracker"], prod["bare"]
-        rows.append((f"redirect req/s, tracker serve --workers {n} (production)", _fmt(pt.get("rps")),
-                     f">= {TARGETS['redirect_rps']:,}", _verdict(pt.get("rps", 0) >= TARGETS["redirect_rps"])))
-        rows.append((f"redirect p99, tracker serve --workers {n}", _fmt(pt.get("p99_ms"), " ms"),
-                     f"<= {TARGETS['redirect_p99_ms']} ms",
-                     _verdict(pt.get("p99_ms", 1e9) <= TARGETS["redirect_p99_ms"])))
-        rows.append((f"redirect req/s, bare Starlette, {n} workers", _fmt(pb.get("rps")), "", ""))
-        ratio = prod.get("ratio")
-        if isinstance(ratio, int | float):
-            rows.append((f"tracker / bare, {n} workers", f"{ratio:.2f}", f">= {TARGETS['redirect_vs_bare']}",
-                         _verdict(ratio >= TARGETS["redirect_vs_bare"])))
-        durable = prod.get("durability", {})
-        if isinstance(durable, dict) and "ok" in durable:
-            rows.append((f"302s vs stream entries, {n} workers", f"{durable.get('server_302s')} / "
-                         f"{durable.get('stream_clicks_added')}", "equal", _verdict(bool(durable["ok"]))))
-    elif prod is not None:
-        rows.append(("redirect, production topology", str(prod)[:60], "", ""))
-    if isinstance(t, dict):
-        rows.append(("tracker serve RSS idle / peak (with Valkey)", f"{t['rss_idle_mb']} / {t['rss_peak_mb']} MB",
-                     "", ""))
-    ingest = results.get("ingest")
-    if ingest is not None:
-        rate = _pick(ingest, "rows_per_second", "rows_per_s", "clicks_per_s")
-        rows.append(("ingest rows/s (one worker)", _fmt(rate) if rate is not None else str(ingest)[:60],
-                     f">= {TARGETS['ingest_rows_per_s']:,}",
-                     _verdict(None if rate is None else rate >= TARGETS["ingest_rows_per_s"])))
-        fresh = ingest.get("freshness") if isinstance(ingest, dict) else None
-        if isinstance(fresh, dict) and "p95_seconds" in fresh:
-            rows.append(("freshness p95 / max, redirect to report", f"{fresh['p95_seconds']} / "
-                         f"{fresh.get('max_seconds')} s", f"<= {fresh.get('goal_seconds', 2)} s",
-                         _verdict(fresh.get("max_seconds", 1e9) <= fresh.get("goal_seconds", 2))))
-    postbacks = results.get("postbacks")
-    if isinstance(postbacks, dict):
-        goals = {"new_orders": ">= 5,000, p99 <= 50 ms", "replays": ">= 10,000", "shopify_webhooks": ""}
-        for phase, goal in goals.items():
-            ph = postbacks.get(phase)
-            if isinstance(ph, dict):
-                rows.append((f"postbacks/s, {phase.replace('_', ' ')}", f"{_fmt(ph.get('rps'))} (p99 "
-                             f"{_fmt(ph.get('p99_ms'), ' ms')})", goal, ""))
-        rec = postbacks.get("reconciliation")
-        if isinstance(rec, dict):
-            rows.append(("postbacks reconciled with ClickHouse", str(rec.get("exact")), "exact",
-                         _verdict(bool(rec.get("exact")))))
-    elif postbacks is not None:
-        rows.append(("postbacks", str(postbacks)[:60], "", ""))
-    reports = results.get("reports")
-    if reports is not None:
-        cases = reports.get("results") if isinstance(reports, dict) else None
-        if isinstance(cases, dict) and cases:
-            data = reports.get("data", {})
-            size = f"{data.get('clicks', 0) / 1e6:g}M clicks, {data.get('conversions', 0) / 1e3:g}k conversions"
-            for name, case in cases.items():
-                gated = case.get("group_by") == "influencer" and case.get("tz") == "UTC"
-                target = f"<= {TARGETS['report_p95_ms']} ms" if gated else ""
-                ok = case["p95_ms"] <= TARGETS["report_p95_ms"] if target else None
-                rows.append((f"report p95, {name} ({size})", _fmt(float(case["p95_ms"]), " ms"), target,
-                             _verdict(ok)))
-        else:
-            rows.append(("report p95 (30 days by influencer)", str(reports)[:60], "", ""))
-    return rows
-
-
-def render(rows: list[tuple[str, str, str, str]]) -> str:
-    head = ("measure", "value", "target", "")
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(4)]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in [head, *rows]]
-    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(lines)
 
 
 @contextlib.contextmanager

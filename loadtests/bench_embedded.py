@@ -38,7 +38,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from loadtests.bench_redirect import Result, bench_tracker
+from loadtests.bench_redirect import bench_tracker
+from loadtests.wrk import Result
 
 GOAL = 0.9
 

@@ -48,18 +48,10 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import redis
 
-from loadtests.bench_redirect import (
-    ADMIN,
-    PY,
-    TRACKER,
-    Result,
-    _free_port,
-    _server_env,
-    _stop,
-    _wait_http,
-    measured_run,
-)
 from loadtests.cpu import sum_cpu
+from loadtests.serve import free_port
+from loadtests.servers import ADMIN, PY, TRACKER, server_env, stop, wait_http
+from loadtests.wrk import Result, measured_run
 from tracker.core import keys
 
 FIXTURE = Path(__file__).resolve().parent.parent / "tests" / "conversions" / "fixtures" / "shopify"
@@ -130,7 +122,7 @@ class Server:
 
     def __init__(self, args: argparse.Namespace, work: Path) -> None:
         self.args, self.work = args, work
-        self.port = _free_port()
+        self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.procs: list[subprocess.Popen[bytes]] = []
         self.log = open(work / "tracker.log", "wb")  # noqa: SIM115 - closed in stop()
@@ -141,19 +133,19 @@ class Server:
     def start(self) -> None:
         extra = {"TRACKER_POSTBACK_RATE_LIMIT": "10000000", "TRACKER_PUBLIC_URL": f"http://127.0.0.1:{self.port}"}
         if self.args.embedded:
-            self.env = _server_env(extra)
+            self.env = server_env(extra)
             cmd = [*TRACKER, "serve", "--port", str(self.port), "--data-dir", str(self.work / "data")]
         else:
             from tracker.storage.embedded import EmbeddedRedis
 
             self.valkey = EmbeddedRedis(self.work)
             self.valkey.start()
-            ch_port = self.ch_port = _free_port()
+            ch_port = self.ch_port = free_port()
             self.procs.append(subprocess.Popen(
                 [PY, "-m", "loadtests.chdb_http", "--path", str(self.work / "ch"), "--port", str(ch_port)],
                 stdout=self.log, stderr=self.log,
             ))
-            self.env = _server_env({**extra, "REDIS_URL": self.valkey.url,
+            self.env = server_env({**extra, "REDIS_URL": self.valkey.url,
                                     "CLICKHOUSE_URL": f"http://127.0.0.1:{ch_port}/bench"})
             deadline = time.monotonic() + 60
             while subprocess.run([*TRACKER, "migrate"], env=self.env, stdout=self.log, stderr=self.log).returncode:
@@ -163,7 +155,7 @@ class Server:
             cmd = [*TRACKER, "serve", "--port", str(self.port), "--workers", str(self.args.workers)]
         server = subprocess.Popen(cmd, env=self.env, stdout=self.log, stderr=self.log)
         self.procs.append(server)
-        _wait_http(self.base + "/healthz", 90, server)
+        wait_http(self.base + "/healthz", 90, server)
 
     def redis_url(self) -> str | None:
         """The server's Redis (its own Valkey, or the embedded one's socket when it has one)."""
@@ -228,7 +220,7 @@ class Server:
 
     def stop(self) -> None:
         for proc in reversed(self.procs):
-            _stop(proc)
+            stop(proc)
         if self.valkey is not None:
             self.valkey.stop()
         self.log.close()

@@ -40,247 +40,40 @@ Nothing here asserts: it measures and reports.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
-import re
-import resource
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import redis
 
-from loadtests.cpu import box_busy_seconds, cpu_per_request, sum_cpu, tree_cpu
-from tracker.core import keys
-from tracker.core.records import LinkRecord
-
-PY = sys.executable
-# The ``tracker`` command of this interpreter; ``python -m tracker.cli`` when it has none (an
-# interpreter that runs the package from PYTHONPATH, e.g. to compare Python builds).
-_SCRIPT = Path(PY).with_name("tracker")
-TRACKER = [str(_SCRIPT)] if _SCRIPT.exists() else [PY, "-m", "tracker.cli"]
-ADMIN = "tka_bench_admin_token_0123456789"
-SECRET = "bench-secret-key-0123456789abcdefghijklmnopqrstuv"
-LINKS = 16
-
-
-@dataclass
-class Result:
-    name: str
-    requests: int
-    seconds: float
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    non_3xx: int
-    socket_errors: int
-    # Server CPU per answered request (python processes, and valkey for tracker): a figure the
-    # other jobs on a shared box do not distort the way they distort req/s.
-    cpu_us_per_request: dict[str, float] = field(default_factory=dict)
-    # wrk's own CPU per request (it shares the two cores with the server).
-    wrk_cpu_us_per_request: float = 0.0
-    # CPU that neither the server nor wrk used during the run, in cores (0 to the CPU
-    # count): other jobs on a shared box, plus kernel network work not charged to a process.
-    # Compare runs by it: a run with other jobs at 0.5 cores is not a quiet-box figure.
-    other_cpu_cores: float = 0.0
-
-    @property
-    def cpu_vs_wrk(self) -> float:
-        """Server CPU per request (all its processes) in units of wrk's CPU per request: a cost
-        figure that the shared host's varying CPU speed moves far less than req/s or us."""
-        if not self.wrk_cpu_us_per_request:
-            return float("nan")
-        return round(sum(self.cpu_us_per_request.values()) / self.wrk_cpu_us_per_request, 2)
-
-    @property
-    def errors(self) -> int:
-        return self.non_3xx + self.socket_errors
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before answering {url}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as resp:
-                if resp.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
-
-
-def _stop(proc: subprocess.Popen[bytes] | None, timeout: float = 20) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-
-
-def _api(base: str, method: str, path: str, token: str, body: dict[str, Any]) -> dict[str, Any] | None:
-    req = urllib.request.Request(
-        base + path,
-        method=method,
-        data=json.dumps(body).encode(),
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            data: dict[str, Any] = json.loads(resp.read())
-            return data
-    except urllib.error.HTTPError as exc:
-        if exc.code in (404, 405):
-            return None  # the API is not there (yet)
-        raise RuntimeError(f"{method} {path} answered {exc.code}: {exc.read()[:300]!r}") from None
-
-
-def create_links(base: str, redis_url: str) -> tuple[list[str], str]:
-    """16 links; through the API when it answers, else written where the registry writes them."""
-    brand = _api(base, "POST", "/api/v1/brands", ADMIN, {"name": "Bench", "currency": "USD"})
-    if brand is not None:
-        key = brand["api_key"]
-        campaign = _api(base, "POST", "/api/v1/campaigns", key,
-                        {"name": "Bench", "commission": {"type": "percent", "value": "10"}})
-        influencer = _api(base, "POST", "/api/v1/influencers", key, {"name": "Bench"})
-        if campaign is not None and influencer is not None:
-            codes = []
-            for i in range(LINKS):
-                link = _api(base, "POST", "/api/v1/links", key, {
-                    "campaign_id": campaign["id"], "influencer_id": influencer["id"],
-                    "destination_url": f"https://shop.example/product/{i}?ref=bench",
-                })
-                assert link is not None
-                codes.append(link["code"])
-            return codes, "api"
-    client = redis.Redis.from_url(redis_url)
-    codes = [f"bench{i:02d}" for i in range(LINKS)]
-    for i, code in enumerate(codes):
-        record = LinkRecord(
-            id=1000 + i, code=code, brand_id="brd_bench", campaign_id="cmp_bench", influencer_id="inf_bench",
-            destination_url=f"https://shop.example/product/{i}?ref=bench", coupon_code="", disabled=False,
-            expires_at_ms=None, click_id_param="click_id", attribution_window_days=30,
-        )
-        client.set(keys.link(code), record.encode())
-    client.close()
-    return codes, "redis"
-
-
-def _lua(codes: list[str], directory: Path) -> Path:
-    path = directory / "codes.lua"
-    items = ", ".join(f'"/{c}"' for c in codes)
-    path.write_text(
-        f"local paths = {{{items}}}\n"
-        "local n = 0\n"
-        "request = function()\n"
-        "  n = n + 1\n"
-        "  return wrk.format('GET', paths[(n % #paths) + 1])\n"
-        "end\n"
-    )
-    return path
-
-
-def _ms(value: str) -> float:
-    m = re.fullmatch(r"([\d.]+)(us|ms|s)", value)
-    if not m:
-        return float("nan")
-    n = float(m.group(1))
-    return {"us": n / 1000, "ms": n, "s": n * 1000}[m.group(2)]
-
-
-def run_wrk(name: str, port: int, script: Path, connections: int, seconds: int) -> Result:
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script),
-         f"http://127.0.0.1:{port}"],
-        capture_output=True, text=True, timeout=seconds + 60, check=True,
-    ).stdout
-    return parse_wrk(name, out)
-
-
-def parse_wrk(name: str, out: str) -> Result:
-    lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
-    done = re.search(r"(\d+) requests in ([\d.]+)(\w+)", out)
-    assert done, out
-    secs = float(done.group(2)) * {"s": 1.0, "ms": 0.001, "m": 60.0}.get(done.group(3), 1.0)
-    non = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    return Result(
-        name=name,
-        requests=int(done.group(1)),
-        seconds=secs,
-        rps=int(done.group(1)) / secs,
-        p50_ms=_ms(lat.get("50", "nan")),
-        p99_ms=_ms(lat.get("99", "nan")),
-        non_3xx=int(non.group(1)) if non else 0,
-        socket_errors=sum(int(x) for x in sock.groups()) if sock else 0,
-    )
-
-
-def measured_run(
-    name: str, port: int, script: Path, connections: int, seconds: int, server_cpu: Callable[[], dict[str, float]]
-) -> Result:
-    """``run_wrk`` plus where the CPU went: the server's per request, wrk's, and everyone else's."""
-    box0, cpu0 = box_busy_seconds(), server_cpu()
-    wrk0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    result = run_wrk(name, port, script, connections, seconds)
-    wrk1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu1, box1 = server_cpu(), box_busy_seconds()
-    n = max(result.requests, 1)
-    result.cpu_us_per_request = cpu_per_request(cpu0, cpu1, n)
-    wrk_cpu = (wrk1.ru_utime - wrk0.ru_utime) + (wrk1.ru_stime - wrk0.ru_stime)
-    result.wrk_cpu_us_per_request = round(wrk_cpu / n * 1e6, 1)
-    ours = sum(cpu1.values()) - sum(cpu0.values()) + wrk_cpu
-    result.other_cpu_cores = round(max(0.0, (box1 - box0) - ours) / max(result.seconds, 1e-9), 2)
-    return result
-
-
-def _entries_added(client: redis.Redis) -> int:
-    try:
-        info = client.xinfo_stream(keys.CLICK_STREAM)
-    except redis.ResponseError:
-        return 0  # no stream yet
-    return int(info["entries-added"])
-
-
-def _redirects_302(base: str) -> int:
-    with urllib.request.urlopen(base + "/metrics", timeout=10) as resp:
-        text = resp.read().decode()
-    m = re.search(r'^tracker_redirects_total\{status="302"\} ([\d.e+]+)$', text, re.M)
-    return int(float(m.group(1))) if m else 0
-
-
-def _server_env(extra: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "CLICKHOUSE_URL")}
-    env.update({"TRACKER_ADMIN_TOKEN": ADMIN, "TRACKER_SECRET_KEY": SECRET, "TRACKER_LOG_LEVEL": "WARNING"})
-    env.update(extra)
-    return env
+from loadtests.cpu import sum_cpu, tree_cpu
+from loadtests.serve import free_port
+from loadtests.servers import (
+    LINKS,
+    PY,
+    TRACKER,
+    create_links,
+    entries_added,
+    redirects_302,
+    server_env,
+    start_bare,
+    stop,
+    wait_http,
+    wait_port,
+)
+from loadtests.wrk import Result, codes_script, measured_run, run_wrk
 
 
 def bench_tracker(args: argparse.Namespace, work: Path) -> tuple[Result, dict[str, Any]]:
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     data = work / "data"
     procs: list[subprocess.Popen[bytes]] = []
@@ -295,13 +88,13 @@ def bench_tracker(args: argparse.Namespace, work: Path) -> tuple[Result, dict[st
             valkey = EmbeddedRedis(work)
             valkey.start()
             redis_url = valkey.url
-            ch_port = _free_port()
+            ch_port = free_port()
             clickhouse = subprocess.Popen(
                 [PY, "-m", "loadtests.chdb_http", "--path", str(work / "ch"), "--port", str(ch_port)],
                 stdout=log, stderr=log,
             )
             procs.append(clickhouse)
-            env = _server_env({"REDIS_URL": redis_url, "CLICKHOUSE_URL": f"http://127.0.0.1:{ch_port}/bench"})
+            env = server_env({"REDIS_URL": redis_url, "CLICKHOUSE_URL": f"http://127.0.0.1:{ch_port}/bench"})
             deadline = time.monotonic() + 60
             while subprocess.run([*TRACKER, "migrate"], env=env, stdout=log, stderr=log).returncode != 0:
                 if time.monotonic() > deadline:
@@ -312,18 +105,18 @@ def bench_tracker(args: argparse.Namespace, work: Path) -> tuple[Result, dict[st
                 ingest = subprocess.Popen([*TRACKER, "ingest"], env=env, stdout=log, stderr=log)
                 procs.append(ingest)
         else:
-            env = _server_env({})
+            env = server_env({})
             redis_url = f"unix://{data / 'redis' / 'valkey.sock'}"
             cmd = [*TRACKER, "serve", "--port", str(port), "--data-dir", str(data), "--workers", str(args.workers)]
         server = subprocess.Popen(cmd, env=env, stdout=log, stderr=log)
         procs.append(server)
-        _wait_http(base + "/healthz", 90, server)
+        wait_http(base + "/healthz", 90, server)
         codes, how = create_links(base, redis_url)
-        script = _lua(codes, work)
+        script = codes_script(codes, work)
         run_wrk("warm-up", port, script, args.connections, 2)
         client = redis.Redis.from_url(redis_url)
         time.sleep(0.5)
-        added0, served0 = _entries_added(client), _redirects_302(base)
+        added0, served0 = entries_added(client), redirects_302(base)
         # The server's processes, and in production mode the ClickHouse endpoint (the inserts'
         # engine work when ingest runs; idle otherwise) and ingest when it runs.
         roots = [p.pid for p in (server, clickhouse, ingest) if p is not None]
@@ -331,8 +124,8 @@ def bench_tracker(args: argparse.Namespace, work: Path) -> tuple[Result, dict[st
             roots.append(int(valkey.pidfile.read_text().strip()))
         result = measured_run("tracker", port, script, args.connections, args.duration, lambda: sum_cpu(roots))
         time.sleep(0.5)
-        added = _entries_added(client) - added0
-        served = _redirects_302(base) - served0
+        added = entries_added(client) - added0
+        served = redirects_302(base) - served0
         client.close()
         counted = result.requests - result.non_3xx
         durability = {
@@ -347,48 +140,33 @@ def bench_tracker(args: argparse.Namespace, work: Path) -> tuple[Result, dict[st
             from loadtests.flood import run_floods
 
             durability["flood"] = run_floods(
-                port, script, work, args.connections, args.duration, parse_wrk,
+                port, script, work, args.connections, args.duration,
                 args.flood_rate, args.flood_connections, result.rps,
                 lambda: sum(sum_cpu(roots).values()), sum(result.cpu_us_per_request.values()),
             )
         return result, durability
     finally:
         for proc in reversed(procs):
-            _stop(proc)
+            stop(proc)
         if valkey is not None:
             valkey.stop()
         log.close()
 
 
 def bench_bare(args: argparse.Namespace, work: Path) -> Result:
-    port = _free_port()
-    cmd = [PY, "-m", "uvicorn", "loadtests.bare_app:app", "--port", str(port), "--loop", "uvloop",
-           "--http", "httptools", "--no-access-log", "--log-level", "warning"]
-    if args.workers > 1:
-        cmd += ["--workers", str(args.workers)]
+    port = free_port()
     with open(work / "bare.log", "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=log, cwd=Path(__file__).resolve().parent.parent)
+        proc = start_bare(port, args.workers, log)
         try:
-            _wait_port(port, 30, proc)
-            script = _lua([f"bench{i:02d}" for i in range(LINKS)], work)
+            wait_port(port, 30, proc, "bare app")
+            script = codes_script([f"bench{i:02d}" for i in range(LINKS)], work)
             run_wrk("warm-up", port, script, args.connections, 2)
             result = measured_run(
                 "bare starlette", port, script, args.connections, args.duration, lambda: tree_cpu(proc.pid)
             )
             return result
         finally:
-            _stop(proc)
-
-
-def _wait_port(port: int, timeout: float, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"bare app exited with {proc.returncode}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"port {port} did not open within {timeout:.0f} s")
+            stop(proc)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,21 +40,10 @@ from typing import Any
 
 import redis
 
-from loadtests.bench_redirect import (
-    PY,
-    TRACKER,
-    Result,
-    _free_port,
-    _lua,
-    _redirects_302,
-    _server_env,
-    _stop,
-    _wait_http,
-    create_links,
-    measured_run,
-    run_wrk,
-)
 from loadtests.cpu import sum_cpu
+from loadtests.serve import free_port
+from loadtests.servers import PY, TRACKER, create_links, redirects_302, server_env, stop, wait_http
+from loadtests.wrk import Result, codes_script, measured_run, run_wrk
 from tests.redis_cluster import Cluster, start_cluster
 from tracker.core import keys
 
@@ -62,7 +51,7 @@ SHARDS = 3
 
 
 def _single_redis(work: Path) -> tuple[str, subprocess.Popen[bytes] | None, int]:
-    port = _free_port()
+    port = free_port()
     d = work / "single"
     d.mkdir()
     subprocess.run(
@@ -104,7 +93,7 @@ def _clicks_added(url: str) -> int:
 def run_one(
     name: str, redis_url: str, redis_pids: list[int], args: argparse.Namespace, work: Path
 ) -> tuple[Result, dict[str, Any]]:
-    port, ch_port = _free_port(), _free_port()
+    port, ch_port = free_port(), free_port()
     base = f"http://127.0.0.1:{port}"
     log = open(work / f"{name}.log", "ab")  # noqa: SIM115 - closed in finally
     procs: list[subprocess.Popen[bytes]] = []
@@ -114,7 +103,7 @@ def run_one(
             stdout=log, stderr=log,
         )
         procs.append(clickhouse)
-        env = _server_env({
+        env = server_env({
             "REDIS_URL": redis_url, "CLICKHOUSE_URL": f"http://127.0.0.1:{ch_port}/bench",
             "TRACKER_STREAM_SHARDS": str(SHARDS), "TRACKER_REDIS_WAIT_REPLICAS": str(args.wait_replicas),
         })
@@ -126,12 +115,12 @@ def run_one(
         server = subprocess.Popen([*TRACKER, "serve", "--port", str(port), "--workers", str(args.workers)],
                                   env=env, stdout=log, stderr=log)
         procs.append(server)
-        _wait_http(base + "/healthz", 90, server)
+        wait_http(base + "/healthz", 90, server)
         codes, _ = create_links(base, redis_url)
-        script = _lua(codes, work)
+        script = codes_script(codes, work)
         run_wrk("warm-up", port, script, args.connections, 2)
         time.sleep(0.5)
-        added0, served0 = _clicks_added(redis_url), _redirects_302(base)
+        added0, served0 = _clicks_added(redis_url), redirects_302(base)
         # CPU per redirect of the server's processes and every Redis node (replicas included):
         # the cost, which the other jobs on a shared box do not move the way they move req/s.
         def cpu() -> dict[str, float]:
@@ -139,11 +128,11 @@ def run_one(
 
         result = measured_run(name, port, script, args.connections, args.duration, cpu)
         time.sleep(0.5)
-        added, served = _clicks_added(redis_url) - added0, _redirects_302(base) - served0
+        added, served = _clicks_added(redis_url) - added0, redirects_302(base) - served0
         return result, {"stream_clicks_added": added, "server_302s": served, "ok": added == served}
     finally:
         for proc in reversed(procs):
-            _stop(proc)
+            stop(proc)
         log.close()
 
 

@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from loadtests.wrk import command, result_of
+
 CONTROL_CODE = "no.such.link"
 
 
@@ -68,24 +70,20 @@ def flood_lua(directory: Path, kind: str, delay_ms: int) -> Path:
 
 def run_pair(
     port: int, clicks_script: Path, flood_script: Path, kind: str, connections: int, flood_connections: int,
-    seconds: int, parse: Any, server_cpu: Callable[[], float], click_cpu_us: float,
+    seconds: int, server_cpu: Callable[[], float], click_cpu_us: float,
 ) -> FloodRun:
-    """Both wrk processes at once; ``parse(name, stdout)`` is the benchmark's wrk parser,
-    ``server_cpu()`` the server's CPU seconds so far, ``click_cpu_us`` its CPU per click alone."""
+    """Both wrk processes at once; ``server_cpu()`` is the server's CPU seconds so far,
+    ``click_cpu_us`` its CPU per click alone."""
     cpu0 = server_cpu()
 
     def start(script: Path, conns: int) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", "-s", str(script),
-             f"http://127.0.0.1:{port}"],
-            stdout=subprocess.PIPE, text=True,
-        )
+        return subprocess.Popen(command(port, script, conns, seconds), stdout=subprocess.PIPE, text=True)
 
     flood, clicks = start(flood_script, flood_connections), start(clicks_script, connections)
     clicks_out, _ = clicks.communicate(timeout=seconds + 60)
     flood_out, _ = flood.communicate(timeout=seconds + 60)
     cpu_us = (server_cpu() - cpu0) * 1e6
-    c, f = parse("clicks", clicks_out), parse("flood", flood_out)
+    c, f = result_of("clicks", clicks_out), result_of("flood", flood_out)
     flood_cpu = (cpu_us - c.requests * click_cpu_us) / f.requests if f.requests else float("nan")
     return FloodRun(
         kind=kind, clicks_rps=c.rps, clicks_p99_ms=c.p99_ms, clicks_errors=c.errors,
@@ -95,7 +93,7 @@ def run_pair(
 
 
 def run_floods(
-    port: int, clicks_script: Path, work: Path, connections: int, seconds: int, parse: Any,
+    port: int, clicks_script: Path, work: Path, connections: int, seconds: int,
     rate: int, flood_connections: int, clicks_alone_rps: float, server_cpu: Callable[[], float],
     click_cpu_us: float,
 ) -> dict[str, Any]:
@@ -103,7 +101,7 @@ def run_floods(
     runs = {}
     for kind in ("control", "random"):
         script = flood_lua(work, kind, delay_ms)
-        runs[kind] = run_pair(port, clicks_script, script, kind, connections, flood_connections, seconds, parse,
+        runs[kind] = run_pair(port, clicks_script, script, kind, connections, flood_connections, seconds,
                               server_cpu, click_cpu_us)
     ratios = {k: round(r.clicks_rps / clicks_alone_rps, 3) if clicks_alone_rps else float("nan")
               for k, r in runs.items()}

@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
-from loadtests.bench import parse_wrk, render, table
+from loadtests.results_table import render, table
 from loadtests.run_locust import expected_from, reconcile
 from loadtests.traffic import pick_user_agent, zipf_weights
+from loadtests.wrk import parse_wrk
 
 WRK = """Running 10s test @ http://127.0.0.1:8000/abc
   1 threads and 64 connections
