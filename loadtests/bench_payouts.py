@@ -30,7 +30,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from loadtests import gen_data
-from loadtests.bench_reports import percentile
+from loadtests.stats import percentile
 from tracker.core.events import CONVERSION_COLUMNS, CONVERSION_DEFAULTS
 from tracker.money import ledger, payouts
 from tracker.storage.clickhouse import ClickHouse

@@ -31,20 +31,13 @@ from typing import Any
 
 import anyio
 
+from loadtests.stats import percentile
 from tracker.core import keys
 from tracker.registry import Registry
 from tracker.settings import Settings
 from tracker.storage import migrate, redis_client
 from tracker.storage.clickhouse import ClickHouse, run_sync
 from tracker.storage.embedded import EmbeddedRedis
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * q
-    lo = int(k)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
 async def timed(n: int, op: Callable[[int], Awaitable[Any]]) -> dict[str, float]:

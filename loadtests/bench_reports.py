@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from loadtests import gen_data
+from loadtests.stats import percentile
 from tracker.core.clickid import ClickIds
 from tracker.quality import facts
 from tracker.quality.sync import Sync
@@ -41,14 +42,6 @@ CASES: list[tuple[str, tuple[str, ...], str, bool]] = [
     ("day Asia/Kolkata", ("day",), "Asia/Kolkata", True),
     ("country Asia/Tokyo", ("country",), "Asia/Tokyo", True),
 ]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * q
-    lo = int(k)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
 def ensure_data(path: str, shape: gen_data.Shape) -> tuple[Any, dict[str, float] | None]:
