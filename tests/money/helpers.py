@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 import redis
-import uvicorn
 
 from tests.conversions.world import World
-from tests.waiting import wait_until
-from tracker.app import create_app
 from tracker.core.events import CONVERSION_COLUMNS
 from tracker.ingest.worker import Worker
 from tracker.settings import Settings
@@ -60,19 +54,3 @@ def conversion_row(brand_id: str, n: int, influencer_id: str, commission: Decima
 
 def insert_conversions(ch: ClickHouse, rows: list[dict[str, Any]]) -> None:
     ch.insert("conversions", [[r[c] for c in CONVERSION_COLUMNS] for r in rows], list(CONVERSION_COLUMNS))
-
-
-@contextmanager
-def live_server(settings: Settings, port: int) -> Iterator[str]:
-    """The app on a real port (uvicorn in a thread), for browser tests."""
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started or not thread.is_alive(), timeout=30, message="uvicorn did not start")
-    assert thread.is_alive()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)

@@ -16,7 +16,8 @@ from starlette.testclient import TestClient
 
 from loadtests.serve import free_port
 from tests.conversions.world import make_world
-from tests.money.helpers import auth, drain, live_server
+from tests.live import live_server
+from tests.money.helpers import auth, drain
 from tests.web.appsteps import ARGS, CHROMIUM, HAVE_CHROMIUM, go, sign_in
 from tests.web.shots import shot
 from tracker.app import create_app

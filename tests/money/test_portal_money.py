@@ -4,8 +4,6 @@ statement sections in headless Chromium (download verified, head hash shown)."""
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,11 +11,11 @@ from typing import Any
 
 import pytest
 import redis
-import uvicorn
 from starlette.testclient import TestClient
 
 from loadtests.serve import free_port
 from tests.conversions.world import make_world
+from tests.live import live_server
 from tests.money.helpers import api, drain
 from tracker.app import create_app
 from tracker.money import chain
@@ -71,19 +69,8 @@ def live(ch: ClickHouse, settings: Settings, redis_client: redis.Redis) -> Itera
         built = _build(c, settings, redis_client, ch)
         built["head"] = c.get("/api/v1/me/statement", headers={"Authorization": f"Bearer {built['key']}"}).json()[
             "head_hash"]
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}", built
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    with live_server(settings, port) as base:
+        yield base, built
 
 
 @pytest.mark.browser

@@ -9,21 +9,18 @@ is refused a change without the CSRF token, and signs out.
 from __future__ import annotations
 
 import re
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-import uvicorn
 
 from loadtests.serve import free_port
 from tests.conftest import ADMIN_TOKEN
+from tests.live import live_server
 from tests.waiting import wait_until
 from tests.web.shots import shot
-from tracker.app import create_app
 from tracker.ingest.worker import Worker
 from tracker.settings import Settings
 from tracker.storage.clickhouse import ClickHouse
@@ -52,19 +49,8 @@ def test_nothing_is_loaded_from_another_origin(name: str) -> None:
 def live(ch: ClickHouse, settings: Settings, redis_client: redis.Redis) -> Iterator[tuple[str, Worker, str]]:
     port = free_port()
     settings = settings.with_(public_url=f"http://127.0.0.1:{port}")
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}", Worker(settings, redis_client, ch, name="app-test"), str(settings.redis_url)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    with live_server(settings, port) as base:
+        yield base, Worker(settings, redis_client, ch, name="app-test"), str(settings.redis_url)
 
 
 def _submit(page: Any, form: str, **values: str) -> None:

@@ -12,7 +12,7 @@ import redis
 from starlette.testclient import TestClient
 
 from loadtests.serve import free_port
-from tests.money.helpers import live_server
+from tests.live import live_server
 from tests.quality.world import World, build
 from tests.web.appsteps import ARGS, CHROMIUM, HAVE_CHROMIUM, go, sign_in
 from tests.web.shots import shot

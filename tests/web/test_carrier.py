@@ -4,17 +4,14 @@ Shopify cart attribute -> the order webhook carrying the click id is attributed 
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
@@ -24,6 +21,7 @@ from starlette.testclient import TestClient
 from loadtests.serve import free_port
 from tests.conversions.platforms import SECRETS, b64_hmac, compact, shopify_order
 from tests.conversions.world import make_world
+from tests.live import serving
 from tests.waiting import wait_until
 from tracker.app import create_app
 from tracker.settings import Settings
@@ -51,22 +49,6 @@ def test_served_cacheable_and_revalidated(client: TestClient) -> None:
         again = client.get("/t.js", headers={"If-None-Match": header})
         assert again.status_code == 304 and again.content == b"" and again.headers["etag"] == etag
     assert client.get("/t.js", headers={"If-None-Match": '"stale"'}).status_code == 200
-
-
-@contextmanager
-def serving(app: Any, port: int) -> Iterator[None]:
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 def landing_app(tracker: str, carts: list[dict[str, Any]]) -> Starlette:

@@ -7,19 +7,17 @@ her two links with their QR codes and copy buttons, and a chart of her days.
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-import uvicorn
 from starlette.testclient import TestClient
 
 from loadtests.serve import free_port
 from tests import reports_world
+from tests.live import live_server
 from tests.reports_world import EXPECTED_INFLUENCERS
 from tests.web.shots import shot
 from tracker.app import create_app
@@ -51,19 +49,8 @@ def live(ch: ClickHouse, settings: Settings, redis_client: redis.Redis) -> Itera
             assert r.status_code == 200, r.text
             links.append(r.json()["url"])
         world["signin"] = links
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}", world
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    with live_server(settings, port) as base:
+        yield base, world
 
 
 def _check_portal(page: Any, base: str, world: dict[str, Any], signin: str, phone: bool) -> None:
