@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import base64
 import copy
 import hashlib
-import hmac
-import json
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,7 +12,8 @@ from typing import Any
 import stripe
 from starlette.testclient import TestClient
 
-from tests.conversions.connectors.samples import data, raw
+from tests.conversions.connectors.samples import b64_hmac, data, raw
+from tests.conversions.connectors.samples import body as compact
 from tests.conversions.world import World
 from tracker.conversions.connectors import shopify, stripe_, woocommerce
 
@@ -26,18 +24,10 @@ SECRETS = {
 }
 
 
-def b64_hmac(secret: str, body: bytes) -> str:
-    return base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
-
-
 def stripe_header(secret: str, body: bytes, ts: int | None = None) -> str:
     t = int(time.time()) if ts is None else ts
     # The official library's own computation (stripe.WebhookSignature), as Stripe signs.
     return f"t={t},v1={stripe.WebhookSignature._compute_signature(f'{t}.{body.decode()}', secret)}"
-
-
-def compact(payload: dict[str, Any]) -> bytes:
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 @dataclass

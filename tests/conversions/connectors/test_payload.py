@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import re
@@ -12,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tests.conversions.connectors.samples import b64_hmac
 from tracker.conversions.connectors.payload import Fields, load_json, short, verify_base64_hmac
 from tracker.core.errors import BadRequest, Unauthorized, Unprocessable
 
@@ -19,13 +19,9 @@ SECRET = "shpss_0123456789abcdef0123456789abcdef"
 BODY = b'{"id":820982911946154508,"total_price":"403.00"}'
 
 
-def sign(body: bytes, secret: str = SECRET) -> str:
-    return base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
-
-
 def test_base64_hmac_good() -> None:
-    verify_base64_hmac(BODY, sign(BODY), SECRET, "X-Test-Hmac")
-    verify_base64_hmac(BODY, f"  {sign(BODY)}\t", SECRET, "X-Test-Hmac")  # header whitespace
+    verify_base64_hmac(BODY, b64_hmac(SECRET, BODY), SECRET, "X-Test-Hmac")
+    verify_base64_hmac(BODY, f"  {b64_hmac(SECRET, BODY)}\t", SECRET, "X-Test-Hmac")  # header whitespace
 
 
 @pytest.mark.parametrize(
@@ -34,10 +30,10 @@ def test_base64_hmac_good() -> None:
         (None, "header is missing"),
         ("", "header is missing"),
         ("   ", "header is missing"),
-        (sign(BODY, "another-store-secret"), "does not match"),
-        (sign(BODY + b" "), "does not match"),
-        (sign(BODY)[:-4], "does not match"),
-        (sign(BODY).lower(), "does not match"),
+        (b64_hmac("another-store-secret", BODY), "does not match"),
+        (b64_hmac(SECRET, BODY + b" "), "does not match"),
+        (b64_hmac(SECRET, BODY)[:-4], "does not match"),
+        (b64_hmac(SECRET, BODY).lower(), "does not match"),
         (hmac.new(SECRET.encode(), BODY, hashlib.sha256).hexdigest(), "does not match"),  # hex, not base64
         ("é" * 44, "does not match"),  # non-ASCII: a mismatch, not an exception
     ],
@@ -51,7 +47,7 @@ def test_base64_hmac_bad(header: str | None, message: str) -> None:
 
 def test_base64_hmac_without_a_secret_is_refused() -> None:
     with pytest.raises(Unauthorized, match="no webhook secret"):
-        verify_base64_hmac(BODY, sign(BODY, ""), "", "X-Test-Hmac")
+        verify_base64_hmac(BODY, b64_hmac("", BODY), "", "X-Test-Hmac")
 
 
 def test_load_json_reads_fractions_as_decimal() -> None:

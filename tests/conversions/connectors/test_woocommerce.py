@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import hashlib
-import hmac
 import re
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -14,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.conversions.connectors.samples import body, data, raw
+from tests.conversions.connectors.samples import b64_hmac, body, data, raw
 from tracker.conversions.connectors import OrderEvent, RefundShare, refund_share, woocommerce
 from tracker.core.errors import BadRequest, Unauthorized, Unprocessable
 
@@ -104,15 +101,10 @@ EXPECTED: list[tuple[str, str, OrderEvent, RefundShare]] = [
 ]
 
 
-def sign(payload: bytes, secret: str = SECRET) -> str:
-    """WC_Webhook::generate_signature: base64_encode(hash_hmac('sha256', $payload, $secret, true))."""
-    return base64.b64encode(hmac.new(secret.encode(), payload, hashlib.sha256).digest()).decode()
-
-
 @pytest.mark.parametrize(("name", "topic", "expected", "refunded"), EXPECTED, ids=[row[0] for row in EXPECTED])
 def test_fixture(name: str, topic: str, expected: OrderEvent, refunded: RefundShare) -> None:
     payload = raw("woocommerce", name)
-    woocommerce.verify(payload, sign(payload), SECRET)
+    woocommerce.verify(payload, b64_hmac(SECRET, payload), SECRET)
     assert not woocommerce.is_ping(payload)
     event = woocommerce.parse(topic, payload)
     assert event is not None and replace(event, updated_at=None, customer_email=None) == expected
@@ -131,8 +123,8 @@ def test_the_creation_ping() -> None:
 
 def test_signatures() -> None:
     payload = raw("woocommerce", "order_created_processing_usd.json")
-    woocommerce.verify(payload, sign(payload), SECRET)
-    for header in (None, "", sign(payload, "another-store"), sign(payload.replace(b"65.58", b"99.99"))):
+    woocommerce.verify(payload, b64_hmac(SECRET, payload), SECRET)
+    for header in (None, "", b64_hmac("another-store", payload), b64_hmac(SECRET, payload.replace(b"65.58", b"99.99"))):
         with pytest.raises(Unauthorized, match="X-WC-Webhook-Signature") as caught:
             woocommerce.verify(payload, header, SECRET)
         assert caught.value.status == 401
