@@ -108,6 +108,11 @@ def short(value: str | None, limit: int) -> str | None:
     return value
 
 
+def email(value: str | None) -> str | None:
+    """An email worth hashing (one with an @, at most 320 characters), stripped; else None."""
+    return value.strip() if value and "@" in value and len(value) <= 320 else None
+
+
 def country(where: Fields, *paths: tuple[str, ...]) -> str | None:
     """The order's country: the first ISO 3166 alpha-2 code found at one of ``paths`` (keys into
     nested objects), upper-cased. A missing or malformed one is only no country, never a refused

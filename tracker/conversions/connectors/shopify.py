@@ -41,6 +41,7 @@ from tracker.conversions.connectors.payload import (
     MAX_COUPON,
     Fields,
     country,
+    email,
     load_json,
     short,
     verify_base64_hmac,
@@ -135,7 +136,7 @@ def _order_event(order: Fields, click_id_param: str) -> OrderEvent:
         customer_id=customer.ident("id") if customer else None,
         occurred_at=order.iso_time("processed_at") or order.iso_time("created_at"),
         updated_at=order.iso_time("updated_at"),
-        customer_email=_email(order.text("email") or order.text("contact_email")),
+        customer_email=email(order.text("email") or order.text("contact_email")),
         country=country(order, ("shipping_address", "country_code"), ("billing_address", "country_code")),
     )
 
@@ -210,11 +211,6 @@ def _click_id(order: Fields, param: str) -> str | None:
             if key == param and (found := short(value, MAX_CLICK_ID)):
                 return found
     return None
-
-
-def _email(value: str | None) -> str | None:
-    """An email worth hashing (one with an @), else None."""
-    return value.strip() if value and "@" in value and len(value) <= 320 else None
 
 
 def _coupon(order: Fields) -> str | None:

@@ -41,7 +41,15 @@ from typing import Any, Final
 import stripe
 
 from tracker.conversions.connectors.event import OrderEvent
-from tracker.conversions.connectors.payload import MAX_CLICK_ID, MAX_COUPON, Fields, country, load_json, short
+from tracker.conversions.connectors.payload import (
+    MAX_CLICK_ID,
+    MAX_COUPON,
+    Fields,
+    country,
+    email,
+    load_json,
+    short,
+)
 from tracker.core.errors import Unauthorized
 from tracker.core.money import MINOR_UNITS, round_money
 
@@ -175,7 +183,7 @@ def _session(session: Fields, envelope: Fields, kind: str) -> OrderEvent | None:
         occurred_at=envelope.unix_time("created") if kind == "checkout.session.completed" else None,
         subscription_id=session.ident("subscription"),
         updated_at=envelope.unix_time("created"),
-        customer_email=_email((session.obj("customer_details") or session).text("email")),
+        customer_email=email((session.obj("customer_details") or session).text("email")),
         country=country(session, ("shipping_details", "address", "country"),
                         ("collected_information", "shipping_details", "address", "country"),
                         ("customer_details", "address", "country")),
@@ -213,7 +221,7 @@ def _invoice(invoice: Fields, envelope: Fields) -> OrderEvent:
         or invoice.unix_time("created"),
         subscription_id=subscription,
         updated_at=envelope.unix_time("created"),
-        customer_email=_email(invoice.text("customer_email")),
+        customer_email=email(invoice.text("customer_email")),
         country=country(invoice, ("customer_shipping", "address", "country"), ("customer_address", "country")),
     )
 
@@ -237,13 +245,9 @@ def _charge(charge: Fields, envelope: Fields) -> OrderEvent:
         customer_id=charge.ident("customer"),
         occurred_at=charge.unix_time("created"),
         updated_at=envelope.unix_time("created"),
-        customer_email=_email(charge.text("receipt_email")),
+        customer_email=email(charge.text("receipt_email")),
         country=country(charge, ("shipping", "address", "country"), ("billing_details", "address", "country")),
     )
-
-
-def _email(value: str | None) -> str | None:
-    return value.strip() if value and "@" in value and len(value) <= 320 else None
 
 
 def _meta(metadata: Fields | None, key: str, limit: int) -> str | None:

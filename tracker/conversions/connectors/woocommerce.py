@@ -37,6 +37,7 @@ from tracker.conversions.connectors.payload import (
     MAX_COUPON,
     Fields,
     country,
+    email,
     load_json,
     short,
     verify_base64_hmac,
@@ -114,7 +115,7 @@ def parse_payload(topic: str | None, payload: Mapping[str, Any]) -> OrderEvent |
         customer_id=order.ident("customer_id", zero_is_none=True),
         occurred_at=order.iso_time("date_created_gmt"),
         updated_at=order.iso_time("date_modified_gmt"),
-        customer_email=_email(order),
+        customer_email=_billing_email(order),
         country=country(order, ("shipping", "country"), ("billing", "country")),
     )
 
@@ -128,10 +129,9 @@ def _click_id(order: Fields) -> str | None:
     return None
 
 
-def _email(order: Fields) -> str | None:
+def _billing_email(order: Fields) -> str | None:
     billing = order.obj("billing")
-    value = billing.text("email") if billing else None
-    return value.strip() if value and "@" in value and len(value) <= 320 else None
+    return email(billing.text("email") if billing else None)
 
 
 def _coupon(order: Fields) -> str | None:
