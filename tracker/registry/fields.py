@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, Field, PlainSerializer, WithJsonSchema
+from pydantic import AfterValidator, BeforeValidator, Field, PlainSerializer, ValidationInfo, WithJsonSchema
 
 from tracker.api.schema import Text, invalid
 from tracker.core import money
@@ -233,6 +233,18 @@ MoneyIn = Annotated[Decimal, WithJsonSchema(
     {"type": "string", "pattern": r"^0*([1-9][0-9]{0,12}(\.[0-9]{1,3})?|0\.[0-9]{0,2}[1-9])$",
      "description": 'A positive decimal string such as "49.90", with at most the currency\'s decimals, '
      "below 10^13."})]
+
+
+def money_in(value: Any, info: ValidationInfo) -> Decimal:
+    """A ``MoneyIn`` field's value in the decimals of the model's ``currency`` field, else of the
+    validation context's currency (the brand's, or the edited row's own)."""
+    currency = info.data.get("currency") or (info.context or {}).get("currency", "USD")
+    try:
+        return money.parse_amount(value, currency, field="")
+    except ValueError as exc:
+        raise invalid("invalid_field", str(exc).strip().rstrip(".")) from None
+
+
 # An exchange rate: above 0, below 10^10, at most 8 decimals (checked by FxRateIn).
 RateIn = Annotated[Decimal, BeforeValidator(_decimal), WithJsonSchema(
     {"type": "string", "pattern": r"^0*([1-9][0-9]{0,9}(\.[0-9]{1,8})?|0\.[0-9]{0,7}[1-9])$",

@@ -48,6 +48,7 @@ from tracker.registry.fields import (
     VanityCode,
     bounded,
     digits,
+    money_in,
 )
 
 _PERCENT_MAX = Decimal(100)
@@ -219,11 +220,7 @@ class FeeIn(Body):
     @field_validator("amount", mode="before")
     @classmethod
     def _amount(cls, value: Any, info: ValidationInfo) -> Decimal:
-        currency = info.data.get("currency") or (info.context or {}).get("currency", "USD")
-        try:
-            return money.parse_amount(value, currency, field="")
-        except ValueError as exc:
-            raise invalid("invalid_field", str(exc).strip().rstrip(".")) from None
+        return money_in(value, info)
 
 
 class FxRateIn(Body):

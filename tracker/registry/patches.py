@@ -13,8 +13,7 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from tracker.api.schema import invalid
-from tracker.core import money
-from tracker.registry.fields import Currency, Day, FallbackUrl, Handle, MoneyIn, Name, Note, Platform
+from tracker.registry.fields import Currency, Day, FallbackUrl, Handle, MoneyIn, Name, Note, Platform, money_in
 from tracker.registry.models import Body, CommissionIn, patch_schema
 
 
@@ -63,8 +62,4 @@ class FeePatch(Patch):
     @field_validator("amount", mode="before")
     @classmethod
     def _amount(cls, value: Any, info: ValidationInfo) -> Decimal:
-        currency = info.data.get("currency") or (info.context or {}).get("currency", "USD")
-        try:
-            return money.parse_amount(value, currency, field="")
-        except ValueError as exc:
-            raise invalid("invalid_field", str(exc).strip().rstrip(".")) from None
+        return money_in(value, info)
