@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 from functools import cache
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -34,19 +33,9 @@ from tracker.core.credentials import looks_like_api_key, token_hash
 from tracker.core.errors import Forbidden, Unauthorized
 from tracker.core.timeutil import from_ms
 from tracker.services import services
+from tracker.web.pages import HEADERS, STATIC
 
-STATIC = Path(__file__).resolve().parent / "static"
 TAG = "app"
-CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-)
-HEADERS = {
-    "Content-Security-Policy": CSP,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-    "Cache-Control": "no-store",
-}
 
 
 class SigninIn(Model):

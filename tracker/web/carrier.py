@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import hashlib
 from functools import cache
-from pathlib import Path
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from tracker.api.endpoints import Operation, api
+from tracker.web.pages import STATIC
 
 MAX_AGE_SECONDS = 3600
-STATIC = Path(__file__).resolve().parent / "static"
 
 
 @cache

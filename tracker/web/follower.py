@@ -14,9 +14,9 @@ import hashlib
 import html
 import re
 from functools import cache
-from pathlib import Path
 
-STATIC = Path(__file__).resolve().parent / "static"
+from tracker.web.pages import STATIC
+
 _STYLE = re.compile(r"<style>(.*?)</style>", re.S)
 
 TEXTS = {

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import html
 from functools import cache
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -37,19 +36,8 @@ from tracker.api.endpoints import Operation, api
 from tracker.api.schema import Query
 from tracker.api.sessions import COOKIE
 from tracker.services import services
+from tracker.web.pages import HEADERS, STATIC
 
-STATIC = Path(__file__).resolve().parent / "static"
-CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-)
-HEADERS = {
-    "Content-Security-Policy": CSP,
-    "X-Content-Type-Options": "nosniff",
-    # Not no-referrer: with it browsers send "Origin: null" on the page's own form posts.
-    "Referrer-Policy": "same-origin",
-    "Cache-Control": "no-store",
-}
 TAG = "portal"
 _PREVIEW_WORDS = ("preview", "slackbot", "discordbot", "whatsapp", "telegrambot", "skypeuripreview", "bingpreview")
 
