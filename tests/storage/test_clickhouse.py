@@ -17,16 +17,6 @@ from tracker.settings import Settings
 from tracker.storage.clickhouse import ClickHouse, database_name, describe
 
 
-@pytest.fixture(scope="module")
-def http_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChdbHttpServer]:
-    server = ChdbHttpServer(tmp_path_factory.mktemp("chdb-http") / "data")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture(params=["chdb", "http"])
 def any_ch(request: pytest.FixtureRequest, settings: Settings, schema: SchemaCache) -> Iterator[ClickHouse]:
     if request.param == "http":

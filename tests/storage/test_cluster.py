@@ -313,16 +313,6 @@ def test_the_rendered_schema_is_created_by_a_chdb_configured_as_a_cluster_node(t
                for value in reads.values()), reads
 
 
-@pytest.fixture(scope="module")
-def http_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChdbHttpServer]:
-    server = ChdbHttpServer(tmp_path_factory.mktemp("chdb-http") / "data")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.mark.parametrize("cluster_name", [None, CLUSTER])
 def test_the_client_sends_the_cluster_settings_only_on_a_cluster(
     http_server: ChdbHttpServer, cluster_name: str | None
