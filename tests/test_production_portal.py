@@ -19,7 +19,7 @@ import pytest
 
 from loadtests.serve import free_port
 from tests.test_production import ADMIN, _run, stack  # noqa: F401
-from tests.until import wait_until
+from tests.waiting import wait_until
 from tests.webhooks.receiver import Receiver
 from tracker.conversions import signature
 

@@ -12,7 +12,7 @@ import errno
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -20,17 +20,11 @@ import pytest
 
 from loadtests.serve import EmbeddedServe, Seed, seed
 from tests.test_shutdown import _counter
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
 HEADER_TIMEOUT = 2.0
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def closed_by_server(sock: socket.socket) -> bool:
@@ -69,11 +63,11 @@ def test_headers_must_come_in_time_and_idle_connections_close(served: tuple[Embe
     keepalive = connect(serve.port)  # one request, then idle
     keepalive.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
     opened = time.monotonic()
-    wait_until(lambda: trickle.send(b"X-Slow: 1\r\n") > 0 and closed_by_server(trickle), HEADER_TIMEOUT + 10,
-               "the trickling connection to be closed")
+    wait_until(lambda: trickle.send(b"X-Slow: 1\r\n") > 0 and closed_by_server(trickle), timeout=HEADER_TIMEOUT + 10,
+               message="the trickling connection was not closed")
     assert time.monotonic() - opened >= HEADER_TIMEOUT - 0.5  # closed by the deadline, not at once
-    wait_until(lambda: closed_by_server(silent), 10, "the silent connection to be closed")
-    wait_until(lambda: closed_by_server(keepalive), 10, "the idle keep-alive connection to be closed")
+    wait_until(lambda: closed_by_server(silent), timeout=10, message="the silent connection was not closed")
+    wait_until(lambda: closed_by_server(keepalive), timeout=10, message="the idle keep-alive connection was not closed")
 
     big = socket.create_connection(("127.0.0.1", serve.port), timeout=10)
     big.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"X-Big: " + b"a" * 70_000 + b"\r\n\r\n")
@@ -148,15 +142,16 @@ def test_a_slowloris_of_1000_connections_does_not_starve_followers(served: tuple
     code = s.links[0]["code"]
     baseline = serve.open_files()
     with Slowloris(serve.port, 1000) as attack:
-        wait_until(lambda: attack.opened >= 1000, 60, "1,000 slow connections")
+        wait_until(lambda: attack.opened >= 1000, timeout=60, message="1,000 slow connections were not opened")
         for _ in range(50):  # followers, each on a new connection, while the attack goes on
             resp = httpx.get(f"{serve.base}/{code}", timeout=10)
             assert resp.status_code == 302
         assert serve.open_files() < 512
         assert attack.closed > 0
-        wait_until(lambda: "connection limit reached" in serve.output(), 30, "the connection-limit log line")
+        wait_until(lambda: "connection limit reached" in serve.output(), timeout=30,
+                   message="no connection-limit log line")
     # The attack is over: its connections are gone and the server is as it was.
-    wait_until(lambda: serve.open_files() < baseline + 20, 30, "the slow connections to be closed")
+    wait_until(lambda: serve.open_files() < baseline + 20, timeout=30, message="the slow connections were not closed")
     assert httpx.get(f"{serve.base}/{code}", timeout=10).status_code == 302
     metrics = httpx.get(f"{serve.base}/metrics", timeout=10).text
     assert _counter(metrics, "tracker_http_connections") < 10

@@ -6,7 +6,7 @@ from __future__ import annotations
 from starlette.testclient import TestClient
 
 from tests.redis_cluster import Cluster
-from tests.until import wait_until
+from tests.waiting import wait_until
 from tests.webhooks.conftest import SenderThread
 from tests.webhooks.receiver import Receiver
 from tests.webhooks.test_delivery import deliveries, postback, shop

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 import pytest
 from starlette.testclient import TestClient
 
-from tests.until import wait_until
+from tests.waiting import wait_until
 from tracker.api.sessions import COOKIE, Seat, Sessions
 
 BROWSER = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Mobile"

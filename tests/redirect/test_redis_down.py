@@ -19,7 +19,8 @@ import redis
 from starlette.testclient import TestClient
 
 from tests.redirect.test_handler import DEST, asgi_get, clicks, put_link
-from tests.redirect.test_unknown_codes import codes_loaded, make_link, wait_until
+from tests.redirect.test_unknown_codes import codes_loaded, make_link
+from tests.waiting import wait_until
 from tracker.app import create_app
 from tracker.core import keys
 from tracker.settings import Settings
@@ -57,7 +58,7 @@ def click_id(resp: Any) -> str:
 def wait_replayed(spool: Path, direct: redis.Redis, entries: int) -> None:
     wait_until(
         lambda: not list(spool.glob("*.jsonl")) and direct.xlen(keys.CLICK_STREAM) >= entries,
-        what="the spool to be replayed",
+        timeout=20, interval=0.02, message="the spool was not replayed",
     )
 
 
@@ -99,7 +100,7 @@ def test_a_link_never_seen_redirects_while_redis_is_down(
     settings = settings.with_(redis_url=own_redis.url, spool_dir=tmp_path / "spool")
     with TestClient(create_app(settings), follow_redirects=False) as client:
         link = make_link(client)
-        wait_until(lambda: codes_loaded(client), what="the set of link codes")
+        wait_until(lambda: codes_loaded(client), timeout=20, interval=0.02, message="no set of link codes")
         svc = client.app.state.services  # type: ignore[attr-defined]
         top_ups: list[str] = []
         original = svc.ch.query
@@ -138,7 +139,7 @@ def test_the_probe_survives_a_redis_restart(
     that connection is gone, and the next check still finds a new link at once."""
     settings = settings.with_(redis_url=own_redis.url, spool_dir=tmp_path / "spool")
     with TestClient(create_app(settings), follow_redirects=False) as client:
-        wait_until(lambda: codes_loaded(client), what="the set of link codes")
+        wait_until(lambda: codes_loaded(client), timeout=20, interval=0.02, message="no set of link codes")
         assert client.get("/fresh1").status_code == 404  # checked in Redis: the probe holds a connection
         own_redis.stop()
         own_redis.start()

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import functools
 import secrets
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -15,16 +14,10 @@ import redis
 from starlette.testclient import TestClient
 
 from tests.redirect.test_handler import asgi_get
+from tests.waiting import wait_until
 from tracker.app import create_app
 from tracker.settings import Settings
 from tracker.storage.clickhouse import ClickHouse
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def make_link(client: TestClient, code: str | None = None) -> dict[str, Any]:
@@ -86,7 +79,7 @@ def test_unknown_codes_cost_no_clickhouse_lookup(
     app_client: TestClient, redis_client: redis.Redis, links_queries: list[str]
 ) -> None:
     link = make_link(app_client)
-    wait_until(lambda: codes_loaded(app_client), what="the set of link codes")
+    wait_until(lambda: codes_loaded(app_client), timeout=20, interval=0.02, message="no set of link codes")
     links_queries.clear()
     redis_client.config_resetstat()
     for i in range(200):  # a flood of random codes, each from another address
@@ -104,9 +97,10 @@ def test_unknown_codes_cost_no_clickhouse_lookup(
 def test_a_code_redirects_as_soon_as_its_link_exists(
     settings: Settings, app_client: TestClient, links_queries: list[str]
 ) -> None:
-    wait_until(lambda: codes_loaded(app_client), what="the set of link codes")
+    wait_until(lambda: codes_loaded(app_client), timeout=20, interval=0.02, message="no set of link codes")
     with TestClient(create_app(settings), follow_redirects=False) as other_worker:
-        wait_until(lambda: codes_loaded(other_worker), what="the other worker's set of link codes")
+        wait_until(lambda: codes_loaded(other_worker), timeout=20, interval=0.02,
+                   message="no set of link codes in the other worker")
         for client in (app_client, other_worker):
             assert client.get("/spring-sale").status_code == 404
         link = make_link(app_client, code="spring-sale")

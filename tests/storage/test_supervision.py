@@ -20,15 +20,9 @@ import pytest
 from loadtests.serve import EmbeddedServe, Seed, seed
 from tests.ingest_helpers import audit_url
 from tests.test_shutdown import Traffic, _counter, stored, wait_drained
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def postback(serve: EmbeddedServe, s: Seed, order_id: str) -> httpx.Response:
@@ -114,7 +108,7 @@ def test_kill_9_of_the_embedded_valkey_under_traffic(served: tuple[EmbeddedServe
         text = httpx.get(f"{serve.base}/metrics", timeout=10).text
         return _counter(text, "tracker_clicks_replayed_total") >= _counter(text, "tracker_clicks_spooled_total")
 
-    wait_until(replayed, what="the spool to be replayed")
+    wait_until(replayed, timeout=30, message="the spool was not replayed")
     wait_drained(serve)
     assert serve.stop() == 0
     assert "the embedded Valkey server exited (killed by SIGKILL)" in serve.output()

@@ -11,7 +11,7 @@ from starlette.testclient import TestClient
 
 from tests.conversions.world import make_world
 from tests.money.helpers import api, drain
-from tests.until import wait_until
+from tests.waiting import wait_until
 from tests.webhooks.conftest import SenderThread
 from tests.webhooks.receiver import Receiver
 from tracker.settings import Settings

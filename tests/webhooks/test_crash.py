@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from loadtests.serve import EmbeddedServe, seed
-from tests.until import wait_until
+from tests.waiting import wait_until
 from tests.webhooks.receiver import Receiver
 from tracker.conversions import signature
 

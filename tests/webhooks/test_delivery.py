@@ -8,7 +8,7 @@ from typing import Any
 
 from starlette.testclient import TestClient
 
-from tests.until import wait_until
+from tests.waiting import wait_until
 from tests.webhooks.conftest import SenderThread, new_brand
 from tests.webhooks.receiver import Receiver
 from tracker import webhooks
