@@ -144,6 +144,18 @@ def test_no_file_is_too_long(module: str) -> None:
     assert lines <= MAX_LINES, f"{module} has {lines} lines; split it by what its parts do (limit {MAX_LINES})"
 
 
+def test_no_test_or_harness_file_is_too_long() -> None:
+    """The same limit for the tests and the benchmark harness."""
+    root = PACKAGE.parent
+    too_long = {
+        str(path.relative_to(root)): lines
+        for folder in ("tests", "loadtests")
+        for path in sorted((root / folder).rglob("*.py"))
+        if (lines := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES
+    }
+    assert too_long == {}, f"split these by what their parts do (limit {MAX_LINES} lines): {too_long}"
+
+
 def test_the_graph_is_read() -> None:
     """The reader works: it sees known edges (a test of the test)."""
     assert "ingest.delivery" in graph()["ingest.worker"]
