@@ -31,6 +31,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from tracker.storage import redis_client
+
 Call = tuple[bytes, "asyncio.Future[Any]"]
 
 
@@ -39,12 +41,9 @@ class ScriptPipe:
         self.client = client
         self.script = script
         self.sha = hashlib.sha1(script.encode()).hexdigest()  # noqa: S324 - the script's name in Redis
-        pool = client.connection_pool
-        self._kwargs = {**pool.connection_kwargs, "socket_timeout": None}
-        self._class = pool.connection_class
-        self._timeout = float(pool.connection_kwargs.get("socket_timeout") or 5.0)
+        self._timeout = float(client.connection_pool.connection_kwargs.get("socket_timeout") or 5.0)
         self._retry = client.get_retry() or Retry(NoBackoff(), 0)
-        self._packer = self._class(**self._kwargs)  # never connected: packs commands
+        self._packer = redis_client.unpooled(client)  # never connected: packs commands
         self._conn: AbstractConnection | None = None
         self._pending: list[Call] = []
         self._task: asyncio.Task[None] | None = None
@@ -125,13 +124,7 @@ class ScriptPipe:
                 if not await conn.can_read():  # nothing unread, not closed by the server
                     return conn
             await self._drop()
-        conn = self._class(**self._kwargs)
-        try:
-            await conn.connect()  # type: ignore[no-untyped-call]
-        except BaseException:
-            await conn.disconnect()
-            raise
-        self._conn = conn
+        self._conn = conn = await redis_client.connected(redis_client.unpooled(self.client))
         return conn
 
     async def _drop(self) -> None:

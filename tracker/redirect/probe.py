@@ -102,14 +102,7 @@ class Probe:
         connection (``_mget``)."""
         if self._conn is not None:
             return self._conn
-        pool = self._redis.connection_pool
-        conn = pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
-        try:
-            await conn.connect()  # type: ignore[no-untyped-call]
-        except BaseException:
-            await conn.disconnect()
-            raise
-        self._conn = conn
+        self._conn = conn = await redis_client.connected(redis_client.unpooled(self._redis))
         return conn
 
     async def _drop(self) -> None:

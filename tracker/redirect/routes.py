@@ -49,17 +49,9 @@ class Route:
             except (RedisError, OSError):
                 pass
             await self.drop_connection()
-        pool = self.client.connection_pool
-        # No socket timeout of its own (that would run every write in a task): ``send`` puts
-        # one deadline on the whole batch.
-        conn = pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
-        try:
-            async with asyncio.timeout(io_timeout):
-                await conn.connect()  # type: ignore[no-untyped-call]
-        except BaseException:
-            await conn.disconnect()
-            raise
-        self.conn = conn
+        # ``send`` puts one deadline on the whole batch.
+        async with asyncio.timeout(io_timeout):
+            self.conn = conn = await redis_client.connected(redis_client.unpooled(self.client))
         return conn
 
     async def drop_connection(self) -> None:

@@ -20,6 +20,7 @@ from urllib.parse import unquote, urlsplit
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
+from redis.asyncio.connection import AbstractConnection
 from redis.cluster import ClusterNode as SyncClusterNode
 
 from tracker.core import keys
@@ -110,6 +111,23 @@ def primary_sync(client: Any, key: str | bytes) -> tuple[str, int]:
 
 
 _NODE_OPTIONS = ("username", "password", "socket_connect_timeout", "socket_timeout", "socket_keepalive", "client_name")
+
+
+def unpooled(client: aioredis.Redis) -> AbstractConnection:
+    """A connection with ``client``'s settings, outside its pool and without a socket timeout of its
+    own (a timeout per socket call runs every write in a task; its user puts one deadline on a batch)."""
+    pool = client.connection_pool
+    return pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
+
+
+async def connected(conn: AbstractConnection) -> AbstractConnection:
+    """``conn`` connected; when connecting fails, its half-open socket is closed before the error goes on."""
+    try:
+        await conn.connect()  # type: ignore[no-untyped-call]
+    except BaseException:
+        await conn.disconnect()
+        raise
+    return conn
 
 
 def _node_opts(kwargs: dict[str, Any]) -> dict[str, Any]:
