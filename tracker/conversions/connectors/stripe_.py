@@ -41,15 +41,7 @@ from typing import Any, Final
 import stripe
 
 from tracker.conversions.connectors.event import OrderEvent
-from tracker.conversions.connectors.payload import (
-    MAX_CLICK_ID,
-    MAX_COUPON,
-    Fields,
-    country,
-    email,
-    load_json,
-    short,
-)
+from tracker.conversions.connectors.payload import MAX_CLICK_ID, MAX_COUPON, Fields, country, email, load_json, short
 from tracker.core.errors import Unauthorized
 from tracker.core.money import MINOR_UNITS, round_money
 
