@@ -59,7 +59,7 @@ class _Handle:
     def __init__(self, conn_str: str) -> None:
         import chdb
 
-        self.conn = chdb.connect(conn_str)  # type: ignore[no-untyped-call]
+        self.conn = chdb.connect(conn_str)  # type: ignore[no-untyped-call, unused-ignore]  # typed from chdb 4.4
         self.database: str | None = None
         self.dirty = False  # a setting could not be reset: replaced, never reused
 
