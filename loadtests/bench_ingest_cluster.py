@@ -203,6 +203,9 @@ def run_mode(setup: Setup, mode: Mode, round_no: int) -> dict[str, Any]:
                         "cpu_seconds": round(w["cpu_seconds"], 2)} for w in reports],
         "cpu_seconds": {k: round(v, 2) for k, v in cpu.items()},
         "cpu_seconds_per_million": {k: round(v / n * 1e6, 2) for k, v in cpu.items()},
+        # Cores busy during the drain: ingest's own (workers, chDB server, Redis) and everything else's.
+        "cores": {"ingest": round((cpu["workers"] + cpu["chdb_server"] + cpu["redis_nodes"]) / drain_seconds, 2),
+                  "other": round(cpu["other"] / drain_seconds, 2)},
         "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "rows_inserted": rows, "distinct_inserted": distinct, "rows_in_clicks": stored, "rows_in_rollup": rollup,
         "ok": rows == distinct == stored == rollup == n == sum(w["rows"] for w in reports),
@@ -228,6 +231,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
                 k: round(statistics.median(r["cpu_seconds_per_million"][k] for r in mine), 2)
                 for k in mine[0]["cpu_seconds_per_million"]
             },
+            "median_cores": {k: round(statistics.median(r["cores"][k] for r in mine), 2) for k in ("ingest", "other")},
             "load_average_1m": [r["load_average_1m"] for r in mine],
             "exact": all(r["ok"] for r in mine),
         }
@@ -240,14 +244,15 @@ def render(summary: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
         f"{args.n:,} clicks per run, batch {args.batch_size:,}, {args.rounds} alternating round(s), "
         f"{os.cpu_count()} CPUs",
         f"{'mode':<6} {'shards':>6} {'workers':>7} {'clicks/s':>9} {'per worker':>10}   CPU s per million clicks: "
-        "workers / chDB server / Redis nodes / rest of box   exact   (runs)",
+        "workers / chDB server / Redis nodes / rest of box   cores busy: ingest / rest of box   exact   (runs)",
     ]
     for name, s in summary.items():
         c = s["median_cpu_seconds_per_million"]
         lines.append(
             f"{name:<6} {s['shards']:>6} {s['workers']:>7} {s['median_clicks_per_second']:>9,} "
             f"{s['median_clicks_per_second_per_worker']:>10,}   {c['workers']:.1f} / {c['chdb_server']:.1f} / "
-            f"{c['redis_nodes']:.1f} / {c['other']:.1f}   {s['exact']}   "
+            f"{c['redis_nodes']:.1f} / {c['other']:.1f}   {s['median_cores']['ingest']:.2f} / "
+            f"{s['median_cores']['other']:.2f}   {s['exact']}   "
             f"({', '.join(f'{x:,}' for x in s['runs_clicks_per_second'])})"
         )
     names = list(summary)

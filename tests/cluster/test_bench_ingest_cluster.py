@@ -32,7 +32,8 @@ def _run(mode: str, rate: int, ok: bool = True) -> dict[str, Any]:
     shards, workers = (int(x) for x in mode.split("x"))
     cpu = {"workers": 5.0, "chdb_server": 3.0, "redis_nodes": 0.5, "other": 1.0}
     return {"mode": mode, "shards": shards, "workers": workers, "clicks_per_second": rate,
-            "cpu_seconds_per_million": cpu, "load_average_1m": [1.0, 1.0], "ok": ok}
+            "cpu_seconds_per_million": cpu, "cores": {"ingest": 1.0, "other": 0.5}, "load_average_1m": [1.0, 1.0],
+            "ok": ok}
 
 
 def test_summary_takes_medians_per_mode_in_the_order_run() -> None:
