@@ -149,11 +149,22 @@ def _start_workers(setup: Setup, mode: Mode, database: str) -> list[subprocess.P
         proc = subprocess.Popen([PY, "-m", "loadtests.bench_ingest_cluster", "--worker"], env=env, text=True,
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=setup.log)
         procs.append(proc)
-    for proc in procs:
-        assert proc.stdout is not None
-        if proc.stdout.readline().strip() != "ready":
-            raise RuntimeError(f"an ingest worker did not start (exit {proc.wait(10)}); see the log")
+    try:
+        for proc in procs:
+            assert proc.stdout is not None
+            if proc.stdout.readline().strip() != "ready":
+                raise RuntimeError(f"an ingest worker did not start (exit {proc.wait(10)}); see the log")
+    except BaseException:
+        _kill(procs)
+        raise
     return procs
+
+
+def _kill(procs: list[subprocess.Popen[str]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
 
 
 def run_mode(setup: Setup, mode: Mode, round_no: int) -> dict[str, Any]:
@@ -161,6 +172,7 @@ def run_mode(setup: Setup, mode: Mode, round_no: int) -> dict[str, Any]:
     database = f"bench_{mode.name}_{round_no}_{os.getpid()}"
     setup.cluster.flush()
     ch = _database(setup, database)
+    procs: list[subprocess.Popen[str]] = []
     try:
         t = time.perf_counter()
         fill(setup.cluster, setup.payloads, mode.shards)
@@ -186,6 +198,7 @@ def run_mode(setup: Setup, mode: Mode, round_no: int) -> dict[str, Any]:
         stored = ch.query("SELECT count() FROM clicks")[0][0]
         rollup = ch.query("SELECT sum(clicks) + sum(bot_clicks) FROM clicks_daily")[0][0]
     finally:
+        _kill(procs)  # only a run that failed leaves any
         with contextlib.suppress(Exception):
             ch.command(f"DROP DATABASE IF EXISTS `{database}`")
         ch.close()
