@@ -45,8 +45,9 @@ from typing import IO, Any
 
 import redis
 
-from loadtests.bench_redirect import PY, _free_port, _stop, _wait_http
 from loadtests.cpu import box_busy_seconds, sum_cpu
+from loadtests.serve import free_port
+from loadtests.servers import PY, stop, wait_http
 from tests.ingest_helpers import audit, make_clicks
 from tests.redis_cluster import Cluster, start_cluster
 from tracker.core import keys
@@ -305,10 +306,10 @@ def main(argv: list[str] | None = None) -> int:
     log = open(work / "bench.log", "ab")  # noqa: SIM115 - closed in finally
     try:
         cluster = start_cluster(work / "cluster", replicas=args.replicas)
-        ch_port = _free_port()
+        ch_port = free_port()
         chdb = subprocess.Popen([PY, "-m", "loadtests.chdb_http", "--path", str(work / "ch"), "--port", str(ch_port)],
                                 stdout=log, stderr=log)
-        _wait_http(f"http://127.0.0.1:{ch_port}/ping", 60, chdb)
+        wait_http(f"http://127.0.0.1:{ch_port}/ping", 60, chdb)
         setup = Setup(cluster, chdb, ch_port, payloads, args, log)
         for round_no in range(args.rounds):
             for mode in modes:
@@ -320,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         print((work / "bench.log").read_text(errors="replace")[-3000:], file=sys.stderr)
         raise
     finally:
-        _stop(chdb)
+        stop(chdb)
         if cluster is not None:
             cluster.stop()
         log.close()
