@@ -108,6 +108,11 @@ CLICKS = Kind(
     insert_settings={"optimize_on_insert": 0},
 )
 _MONEY = pa.decimal128(18, 4)
+_LEDGER_COLUMNS = (
+    "brand_id", "occurred_at", "conversion_id", "order_id", "version", "status", "attributed", "attribution",
+    "link_code", "influencer_id", "campaign_id", "store_id", "currency", "amount", "refunded_amount",
+    "original_amount", "original_currency", "commission", "hold_days", "review", "reason", "updated_at",
+)
 CONVERSIONS = Kind(
     "conversions", "conversions", CONVERSION_COLUMNS, enrich.decode_conversion, None,
     ("brand_id", "order_id", "version"),
@@ -129,11 +134,9 @@ CONVERSIONS = Kind(
             ),
             stamped=("recorded_at",),
         ),
-        # Migration 0047: the ledger's order, one row per conversion.
-        Dependent(
-            "conversion_order", ("brand_id", "order_id"), "Tuple(String, String)",
-            ("brand_id", "occurred_at", "conversion_id", "order_id"),
-        ),
+        # Migrations 0074 and 0077: the ledger's rows, in page order, and by influencer.
+        *(Dependent(table, ("brand_id", "order_id", "version"), "Tuple(String, String, UInt64)", _LEDGER_COLUMNS)
+          for table in ("conversion_ledger", "conversion_ledger_influencer")),
     ),
 )
 
