@@ -41,18 +41,21 @@ COLUMNS = (
 ORDER = "ORDER BY occurred_at DESC, conversion_id DESC"
 LEDGER = "conversion_ledger"
 BY_INFLUENCER = "conversion_ledger_influencer"
-# The keys {occ} x {cids}: a conversion id has one occurred_at, so the pairs are exactly the keys
-# (two sets bind simply, and both narrow the primary key's ranges).
-_KEYS = "occurred_at IN {occ:Array(DateTime64(3, 'UTC'))} AND conversion_id IN {cids:Array(String)}"
+# The keys {occ} x {cids}: a conversion id has one occurred_at, so the pairs are exactly the keys. The
+# instants narrow the primary key's ranges and are cheap to test before FINAL; the ids, strings, are
+# tested after it, on the few rows left.
+_AT = "occurred_at IN {occ:Array(DateTime64(3, 'UTC'))}"
+_IDS = "conversion_id IN {cids:Array(String)}"
 _STATUS = f"{status_sql('conversion_id IN (' + PAID_AMONG_SQL + ')')} AS commission_status"
 ROWS = (
-    f"SELECT {', '.join(COLUMNS)}, {_STATUS} FROM {LEDGER} FINAL PREWHERE brand_id = {{brand:String}} AND {_KEYS} "
-    + ORDER
+    f"SELECT {', '.join(COLUMNS)}, {_STATUS} FROM {LEDGER} FINAL PREWHERE brand_id = {{brand:String}} AND {_AT} "
+    f"WHERE {_IDS} {ORDER}"
 )
+# By influencer: only the rows that are their conversion's last version anywhere.
 ROWS_BY_INFLUENCER = (
     f"SELECT {', '.join(COLUMNS)}, {_STATUS} FROM {BY_INFLUENCER} FINAL PREWHERE brand_id = {{brand:String}} "
-    f"AND influencer_id = {{influencer_id:String}} AND {_KEYS} WHERE (conversion_id, version) IN ("
-    f"SELECT conversion_id, max(version) FROM {LEDGER} PREWHERE brand_id = {{brand:String}} AND {_KEYS} "
+    f"AND influencer_id = {{influencer_id:String}} AND {_AT} WHERE {_IDS} AND (conversion_id, version) IN ("
+    f"SELECT conversion_id, max(version) FROM {LEDGER} PREWHERE brand_id = {{brand:String}} AND {_AT} "
     f"GROUP BY conversion_id) {ORDER}"
 )
 MAX_CHUNK = 200_000
