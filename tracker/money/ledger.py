@@ -30,7 +30,7 @@ from typing import Any
 
 from tracker.core import cursors, money
 from tracker.core.timeutil import utc
-from tracker.money.lifecycle import PAID_AMONG_SQL, payable_at, status_sql
+from tracker.money.lifecycle import PAID_AMONG_SQL, PAID_IDS_SQL, payable_at, status_sql
 from tracker.storage.clickhouse import ClickHouse
 
 COLUMNS = (
@@ -115,9 +115,8 @@ def page(ch: ClickHouse, brand_id: str, filters: dict[str, Any], now: datetime, 
 def _candidate_filter(name: str) -> str:
     if name != "commission_status":
         return f"{name} = {{{name}:String}}"
-    # What a version's status would be were it not paid (being paid only turns a status into "paid").
-    return ("(attributed = 1 AND {commission_status:String} = 'paid' OR "
-            f"{status_sql('0')} = {{commission_status:String}})")
+    # The brand's paid lines are read once per chunk of keys, where any of its conversions may be.
+    return f"{status_sql('conversion_id IN (' + PAID_IDS_SQL + ')')} = {{commission_status:String}}"
 
 
 def with_flags(ch: ClickHouse, brand_id: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
