@@ -64,9 +64,17 @@ class Dependent:
     key_type: str  # ClickHouse type of one key, for the bound array of the check
     columns: tuple[str, ...]
     stamped: tuple[str, ...] = ()
+    only: tuple[str, str] | None = None  # the view's WHERE column = value: the rows it takes
 
     def keys_of(self, cols: Columns) -> list[Hashable]:
         return list(zip(*(cols[c] for c in self.key_columns), strict=True))
+
+    def rows_of(self, cols: Columns) -> list[int]:
+        """The indexes of the rows the view takes."""
+        if self.only is None:
+            return list(range(n_rows(cols)))
+        column, value = self.only
+        return [i for i, v in enumerate(cols[column]) if v == value]
 
 
 @dataclass(frozen=True)
@@ -137,6 +145,10 @@ CONVERSIONS = Kind(
         # Migrations 0074 and 0077: the ledger's rows, in page order, and by influencer.
         *(Dependent(table, ("brand_id", "order_id", "version"), "Tuple(String, String, UInt64)", _LEDGER_COLUMNS)
           for table in ("conversion_ledger", "conversion_ledger_influencer")),
+        # Migration 0081: the versions of re-attributed conversions.
+        Dependent("conversion_moves", ("brand_id", "order_id", "version"), "Tuple(String, String, UInt64)",
+                  ("brand_id", "conversion_id", "version", "influencer_id", "order_id"),
+                  only=("attribution", "manual")),
     ),
 )
 

@@ -1,7 +1,8 @@
 -- The ledger's rows by influencer, in page order within each (GET /api/v1/conversions?influencer_id=),
 -- so an influencer's page reads its own granules too. A version lands under its own influencer:
 -- after a re-attribution the older versions stay under the first one, so a page keeps a row only
--- if conversion_ledger has no later version of it (tracker.money.ledger). Read with FINAL.
+-- if conversion_moves (0080) has no later version of it under another influencer (tracker.money.ledger).
+-- Read with FINAL.
 CREATE TABLE IF NOT EXISTS conversion_ledger_influencer
 (
     brand_id           LowCardinality(String),

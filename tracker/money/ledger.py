@@ -13,9 +13,10 @@ A page reads its granules there, in two steps:
 - the rows: the candidates' last versions by key (``FINAL`` with the key in ``PREWHERE``, exact
   since all versions of a key share it), with ``commission_status`` computed in the query
   (``lifecycle.status_sql``, the paid lines looked up among the page's conversion ids only); by
-  influencer, only rows ``conversion_ledger`` has no later version of (older versions of a
-  re-attributed conversion stay under its first influencer). Then the filters apply exactly, to
-  last versions; candidates that fail them are dropped and more are read, in growing chunks.
+  influencer, only rows of which ``conversion_moves`` (0080) has no later version under another
+  influencer (older versions of a re-attributed conversion stay under its first influencer). Then
+  the filters apply exactly, to last versions; candidates that fail them are dropped and more are
+  read, in growing chunks.
 
 ``flags`` are read from quality's ``conversion_flags`` for the page's orders. The history of one
 conversion comes from ``conversion_versions`` (every version, kept after merges). Every value is
@@ -41,6 +42,7 @@ COLUMNS = (
 ORDER = "ORDER BY occurred_at DESC, conversion_id DESC"
 LEDGER = "conversion_ledger"
 BY_INFLUENCER = "conversion_ledger_influencer"
+MOVES = "conversion_moves"
 # The keys {occ} x {cids}: a conversion id has one occurred_at, so the pairs are exactly the keys. The
 # instants narrow the primary key's ranges and are cheap to test before FINAL; the ids, strings, are
 # tested after it, on the few rows left.
@@ -51,12 +53,13 @@ ROWS = (
     f"SELECT {', '.join(COLUMNS)}, {_STATUS} FROM {LEDGER} FINAL PREWHERE brand_id = {{brand:String}} AND {_AT} "
     f"WHERE {_IDS} {ORDER}"
 )
-# By influencer: only the rows that are their conversion's last version anywhere.
+# By influencer: only the rows no later version of which sits under another influencer (a version of a
+# re-attributed conversion, in conversion_moves: stale are the pairs (id, v) with v below the newest there).
 ROWS_BY_INFLUENCER = (
     f"SELECT {', '.join(COLUMNS)}, {_STATUS} FROM {BY_INFLUENCER} FINAL PREWHERE brand_id = {{brand:String}} "
-    f"AND influencer_id = {{influencer_id:String}} AND {_AT} WHERE {_IDS} AND (conversion_id, version) IN ("
-    f"SELECT conversion_id, max(version) FROM {LEDGER} PREWHERE brand_id = {{brand:String}} AND {_AT} "
-    f"GROUP BY conversion_id) {ORDER}"
+    f"AND influencer_id = {{influencer_id:String}} AND {_AT} WHERE {_IDS} AND (conversion_id, version) NOT IN ("
+    f"SELECT conversion_id, arrayJoin(range(max(version))) FROM {MOVES} PREWHERE brand_id = {{brand:String}} "
+    f"AND {_IDS} WHERE influencer_id != {{influencer_id:String}} GROUP BY conversion_id) {ORDER}"
 )
 MAX_CHUNK = 200_000
 _FILTERS = ("status", "influencer_id", "campaign_id", "store_id", "commission_status")
