@@ -63,6 +63,8 @@ class EmbeddedServe:
     # Descriptor limit of the server process (soft and hard), e.g. to test running out of them.
     max_files: int | None = None
     workers: int = 1  # HTTP worker processes (`--workers`); with more than one the main process serves none
+    # The module run as `python -m`: a test's fault-injection wrapper of the CLI instead (tests/*/faults_plugin.py).
+    module: str = "tracker.cli"
 
     @property
     def base(self) -> str:
@@ -80,7 +82,7 @@ class EmbeddedServe:
         # Output goes to a file: a pipe nobody reads would block the server once full.
         with open(self.log_path, "wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tracker.cli", "serve", "--data-dir", str(self.data_dir),
+                [sys.executable, "-m", self.module, "serve", "--data-dir", str(self.data_dir),
                  "--port", str(self.port), "--workers", str(self.workers)],
                 env=env,
                 stdout=out,

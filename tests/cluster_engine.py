@@ -27,7 +27,7 @@ import os
 import re
 import sys
 from collections.abc import Callable
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 CLUSTER = "tracker_cluster"
@@ -51,6 +51,8 @@ CONFIG = f"""<clickhouse>
 def main(workdir: Path) -> None:
     import clickhouse_connect
 
+    from tracker.core import cursors
+    from tracker.money import ledger
     from tracker.reports.params import GROUP_KEYS, ReportParams
     from tracker.reports.run import run_report
     from tracker.storage import cluster, migrate
@@ -116,6 +118,18 @@ def main(workdir: Path) -> None:
 
     read("pending migrations", lambda: len(migrate.missing(ch)))
     read("conversions FINAL", lambda: ch.query("SELECT count() FROM conversions FINAL"))
+    # The ledger's reads: keys without FINAL, rows by key with FINAL and PREWHERE, paid lines among ids.
+    now = datetime(2026, 11, 30, tzinfo=UTC)
+    after = cursors.encode(now, "cnv_cluster")
+    read("ledger page", lambda: ledger.page(ch, "brd_cluster", {}, now, 100, after))
+    read("ledger page filtered", lambda: ledger.page(ch, "brd_cluster", {"campaign_id": "cmp_1", "commission_status":
+                                                                          "paid"}, now, 100, None))
+    read("ledger page of an influencer", lambda: ledger.page(ch, "brd_cluster", {"influencer_id": "inf_1"}, now,
+                                                             100, after))
+    read("ledger rows by key", lambda: ledger.rows_by_key(ch, "brd_cluster", now, [(now, "cnv_cluster")]))
+    read("ledger rows of an influencer by key", lambda: ledger.rows_by_key(
+        ch, "brd_cluster", now, [(now, "cnv_cluster")], "inf_1"))
+    read("ledger conversion", lambda: ledger.one(ch, "brd_cluster", "cnv_cluster", now))
     brand = {"id": "brd_cluster", "name": "Cluster", "currency": "USD"}
     for group_by in ((), *((key,) for key in GROUP_KEYS), ("influencer", "day")):
         for tz in ("UTC", "Asia/Kolkata"):

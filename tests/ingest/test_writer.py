@@ -220,15 +220,20 @@ def test_conversions_a_crash_left_out_of_their_views_tables_are_filled_in(
     settings: Settings, ch: ClickHouse, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A view commits its part after the table's: a worker killed in between leaves versions that
-    ``conversions`` has and ``conversion_versions``/``conversion_order`` lack. The resumed batch
-    finds them landed in ``conversions``, and puts them in the views' tables itself, once."""
+    ``conversions`` has and its views' tables (``conversion_versions``, ``conversion_ledger``,
+    ``conversion_ledger_influencer``, and for re-attributed ones ``conversion_moves``) lack. The
+    resumed batch finds them landed in ``conversions``, and puts them in the views' tables itself,
+    once (in ``conversion_moves`` only the re-attributed ones, as its view)."""
     for order in range(40):
-        redis_client.xadd(keys.CONVERSION_STREAM, {"e": encode_conversion(_conversion(order))})
+        row = _conversion(order)
+        if order % 4 == 0:
+            row["attribution"] = "manual"
+        redis_client.xadd(keys.CONVERSION_STREAM, {"e": encode_conversion(row)})
     w = worker(settings, redis_client, ch, ingest_batch_size=1000)
     die_at(monkeypatch, w, Worker, "_finish", "after the insert, before the ranges are dropped")
     # The views' parts of half the orders never were.
     lost = [f"o-{n}" for n in range(0, 40, 2)]
-    for table in ("conversion_versions", "conversion_order"):
+    for table in ("conversion_versions", "conversion_ledger", "conversion_ledger_influencer", "conversion_moves"):
         ch.command(
             f"ALTER TABLE {table} DELETE WHERE order_id IN {{lost:Array(String)}} SETTINGS mutations_sync = 2",
             {"lost": lost},
@@ -239,7 +244,10 @@ def test_conversions_a_crash_left_out_of_their_views_tables_are_filled_in(
 
     want = sorted((f"o-{n}", 1) for n in range(40))
     assert sorted(ch.query("SELECT order_id, count() FROM conversions GROUP BY order_id")) == want
-    assert sorted(ch.query("SELECT order_id, count() FROM conversion_order GROUP BY order_id")) == want
+    for table in ("conversion_ledger", "conversion_ledger_influencer"):
+        assert sorted(ch.query(f"SELECT order_id, count() FROM {table} GROUP BY order_id")) == want
+    assert sorted(ch.query("SELECT order_id, count() FROM conversion_moves GROUP BY order_id")) == sorted(
+        (f"o-{n}", 1) for n in range(0, 40, 4))
     versions = ch.query(
         "SELECT order_id, version, conversion_id, commission, link_code, recorded_at > updated_at "
         "FROM conversion_versions ORDER BY order_id"

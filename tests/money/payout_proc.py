@@ -1,6 +1,7 @@
 """One payout run in a process of its own (``python -m tests.money.payout_proc``), for the concurrency
 and kill -9 tests: prints each stage of the run, and stops forever at ``--pause`` (to be killed there);
-``--outbox`` emits the run's webhook events after it, as the route does."""
+``--outbox`` records the run's audit entries and emits its webhook events after it, as the route
+does, as the key ``--key``."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import redis.asyncio as aioredis
 
 from tracker.core import ids
 from tracker.money import payoutoutbox, payouts
+from tracker.registry.audit import AuditLog
 from tracker.settings import Settings
 from tracker.storage.clickhouse import ClickHouse
 
@@ -28,12 +30,14 @@ async def main(args: argparse.Namespace) -> None:
             await asyncio.Event().wait()
 
     try:
-        # --outbox: as the route does, the payout.created events owed under a token, emitted after the run.
+        # --outbox: as the route does, the audit entries and payout.created events owed under a token,
+        # written after the run.
         token = ids.new_id("payout") if args.outbox else None
         made = await payouts.run(ch, redis, {"id": args.brand, "currency": "USD"}, date.fromisoformat(args.period_end),
-                                 on_stage=stage, lock_seconds=args.lock_seconds, intent=token)
+                                 on_stage=stage, lock_seconds=args.lock_seconds, intent=token, key_id=args.key)
         if token:
-            await payoutoutbox.emit_created(redis, args.brand, token, payoutoutbox.answers(ch, args.brand, made))
+            await payoutoutbox.finish_created(AuditLog(ch), redis, args.brand, token, args.key,
+                                              payoutoutbox.answers(ch, args.brand, made))
         print(json.dumps({"made": made}), flush=True)
     finally:
         await redis.aclose()
@@ -48,5 +52,6 @@ if __name__ == "__main__":
     p.add_argument("--pause", default="")
     p.add_argument("--lock-seconds", type=float, default=30.0)
     p.add_argument("--outbox", action="store_true")
+    p.add_argument("--key", default="key_proc")
     asyncio.run(main(p.parse_args()))
     sys.exit(0)

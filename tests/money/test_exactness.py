@@ -144,12 +144,12 @@ def _check_run(got: dict[str, dict[str, Any]], want: dict[str, dict[str, Decimal
             o.lines[inf] = o.lines.get(inf, Decimal(0)) + amount
 
 
-def _ledger(world: World) -> dict[str, dict[str, Any]]:
+def _ledger(world: World, **filters: str) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     cursor = None
     while True:
-        body = api(world, "GET", "/api/v1/conversions", params={"limit": "97", **({"cursor": cursor} if cursor
-                                                                                    else {})}).json()
+        body = api(world, "GET", "/api/v1/conversions", params={"limit": "97", **filters, **(
+            {"cursor": cursor} if cursor else {})}).json()
         out.update({i["order_id"]: i for i in body["items"]})
         cursor = body["next_cursor"]
         if cursor is None:
@@ -230,6 +230,19 @@ def test_every_figure_matches_an_independent_model(
             assert row["commission_status"] == "pending", o.oid
         else:
             assert row["commission_status"] == "payable", o.oid
+
+    # Each filter lists exactly the conversions whose last version it matches (re-attributed ones moved).
+    for status in ("pending", "payable", "paid", "void"):
+        assert _ledger(world, commission_status=status) == {
+            oid: row for oid, row in ledger.items() if row["commission_status"] == status}, status
+    for inf in {lk["influencer_id"] for lk in links}:
+        assert _ledger(world, influencer_id=inf) == {
+            oid: row for oid, row in ledger.items() if row["influencer_id"] == inf}, inf
+        assert _ledger(world, influencer_id=inf, commission_status="paid") == {
+            oid: row for oid, row in ledger.items()
+            if row["influencer_id"] == inf and row["commission_status"] == "paid"}
+    manual = _ledger(world, attribution="manual")
+    assert manual and manual == {oid: row for oid, row in ledger.items() if row["attribution"] == "manual"}
 
     # Reports: commission by lifecycle status over every order.
     want = {"pending": Decimal("0.00"), "payable": Decimal("0.00"), "paid": Decimal("0.00")}

@@ -173,3 +173,41 @@ def test_reattribution_is_manual_audited_and_followed(
     assert api(world, "POST", f"/api/v1/conversions/{cid2}/attribution", json={"link_code": "nope"}).status_code == 422
     r = api(world, "POST", f"/api/v1/conversions/{cid2}/attribution", json={"link_code": None, "note": "fraud"})
     assert r.status_code == 200 and r.json()["attributed"] is False and r.json()["commission"] == "0.00"
+
+
+def test_filters_see_last_versions_while_older_ones_are_not_merged_away(
+    world: World, settings: Settings, redis_client: redis.Redis, ch: ClickHouse
+) -> None:
+    # The ledger's tables keep every version until a merge: a page's filters must still see only the last.
+    for table in ("conversion_ledger", "conversion_ledger_influencer"):
+        ch.command(f"SYSTEM STOP MERGES {table}")
+    sent = _orders(world)
+    drain(settings, redis_client, ch)
+    cid = sent["click"]["conversion_id"]
+    bob = world.coupon_link["influencer_id"]
+    r = api(world, "POST", f"/api/v1/conversions/{cid}/attribution", json={"link_code": world.coupon_link["code"]})
+    assert r.status_code == 200, r.text
+    world.post({"order_id": "L-2", "amount": "50.00", "currency": "USD", "status": "refunded"})
+    drain(settings, redis_client, ch)
+    assert ch.query("SELECT count() FROM conversion_ledger_influencer WHERE conversion_id = {c:String}",
+                    {"c": cid}) == [(2,)]  # the older version is still under Anna
+
+    def orders(**params: str) -> list[str]:
+        res = api(world, "GET", "/api/v1/conversions", params={"limit": "1", **params})
+        assert res.status_code == 200, res.text
+        found = [i["order_id"] for i in res.json()["items"]]
+        while res.json()["next_cursor"]:  # pages of one: every chunk of candidates has stale ones
+            res = api(world, "GET", "/api/v1/conversions", params={"limit": "1", "cursor": res.json()["next_cursor"],
+                                                                   **params})
+            found += [i["order_id"] for i in res.json()["items"]]
+        return sorted(found)
+
+    assert orders(influencer_id=world.influencer_id) == ["L-3"]
+    assert orders(influencer_id=bob) == ["L-1", "L-2"]
+    assert orders(influencer_id=bob, status="approved") == ["L-1"]
+    assert orders(status="refunded") == ["L-2"]
+    assert orders(attribution="manual") == ["L-1"] and orders(attribution="click") == []
+    assert orders(commission_status="void") == ["L-2"]
+    assert orders(commission_status="pending", influencer_id=bob) == ["L-1"]
+    got = api(world, "GET", f"/api/v1/conversions/{cid}").json()
+    assert (got["influencer_id"], got["attribution"], got["commission_status"]) == (bob, "manual", "pending")

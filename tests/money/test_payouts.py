@@ -14,7 +14,7 @@ import redis
 from tests.conversions.world import World
 from tests.money.helpers import api, drain
 from tracker.core import keys
-from tracker.money import payoutoutbox, payouts
+from tracker.money import intents, payoutoutbox, payouts
 from tracker.settings import Settings
 from tracker.storage.clickhouse import ClickHouse
 from tracker.webhooks.events import Event
@@ -184,3 +184,38 @@ def test_a_paid_mark_whose_event_was_not_emitted_is_recovered(
     data = json.loads(paid.body)["data"]
     assert data == {**api(world, "GET", f"/api/v1/payouts/{payout['id']}").json()}
     assert (data["status"], data["reference"], data["influencer_name"]) == ("paid", "W", "Anna")
+    # The audit entry the route would have written, naming the key that marked it paid.
+    [entry] = [e for e in api(world, "GET", "/api/v1/audit").json()["items"] if e["action"] == "payout.paid"]
+    assert (entry["object_id"], entry["key_id"], entry["at"], entry["after"]) == (
+        payout["id"], "key_x", data["paid_at"], data)
+
+
+def test_payout_audit_entries_are_recorded_once_when_a_recovery_records_them_again(
+    world: World, settings: Settings, redis_client: redis.Redis, ch: ClickHouse
+) -> None:
+    order(world, "R-1", "100.00", "ANNA10")
+    order(world, "R-2", "20.00", "BOB5")
+    drain(settings, redis_client, ch)
+    made = run(world)
+    paid = made[0]
+    assert api(world, "POST", f"/api/v1/payouts/{paid['id']}/paid", json={"reference": "R"}).status_code == 200
+
+    def entries() -> list[dict[str, Any]]:
+        items = api(world, "GET", "/api/v1/audit", params={"limit": 1000}).json()["items"]
+        return [e for e in items if e["action"] in ("payout.create", "payout.paid")]
+
+    before = entries()
+    assert sorted((e["action"], e["object_id"]) for e in before) == sorted(
+        [("payout.create", p["id"]) for p in made] + [("payout.paid", paid["id"])])
+    # As if each route's process died after its entries and before settling its intent: the intents
+    # are back, and the recovery writes the entries again.
+    svc = world.client.app.state.services  # type: ignore[attr-defined]
+    key_id = before[0]["key_id"]
+    now = datetime.fromisoformat(made[0]["created_at"]).isoformat()
+    world.call(intents.intend, svc.redis, world.brand["id"], intents.CREATED, "pay_token", now=now, key_id=key_id)
+    world.call(intents.intend, svc.redis, world.brand["id"], intents.PAID, paid["id"], key_id=key_id)
+    assert world.call(payoutoutbox.recover, svc.ch, svc.redis, min_age_seconds=0) == len(made) + 1
+    assert redis_client.hlen(keys.PAYOUT_OUTBOX) == 0
+    after = entries()
+    assert len(after) == len(before)
+    assert sorted(after, key=json.dumps) == sorted(before, key=json.dumps)

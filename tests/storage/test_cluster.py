@@ -286,25 +286,36 @@ def test_the_rendered_schema_is_created_by_a_chdb_configured_as_a_cluster_node(t
         "0070_campaigns_fallback_archived.sql: ALTER TABLE campaigns_local ADD COLUMN",
         "0071_influencers_archived.sql: ALTER TABLE influencers_local ADD COLUMN",
         "0072_fees_deleted.sql: ALTER TABLE fees_local ADD COLUMN",
+        "0074_conversion_ledger_mv.sql: CREATE MATERIALIZED VIEW IF NOT",
+        "0075_conversion_ledger_fill.sql: INSERT INTO conversion_ledger (brand_id, occurred_at,",
+        "0077_conversion_ledger_influencer_mv.sql: CREATE MATERIALIZED VIEW IF NOT",
+        "0078_conversion_ledger_influencer_fill.sql: INSERT INTO conversion_ledger_influencer (brand_id, "
+        "influencer_id,",
     ]
     engines = {name: engine for name, engine, _ in result["tables"]}
     full = {name: engine_full for name, _, engine_full in result["tables"]}
     for table in ("brands", "api_keys", "campaigns", "influencers", "links", "stores", "fees", "fx_rates",
-                  "clicks", "conversions", "report_daily_uniques"):
+                  "clicks", "conversions", "report_daily_uniques", "conversion_ledger", "conversion_ledger_influencer"):
         assert engines[table] == "Distributed"
         assert engines[f"{table}_local"] == "ReplicatedReplacingMergeTree"
         assert full[table].endswith(f"'{table}_local', cityHash64({'id' if table == 'brands' else 'brand_id'}))")
     assert engines["clicks_daily"] == "View"
     assert engines["schema_migrations"] == "ReplicatedReplacingMergeTree"
-    # The wave-1 rollup views were dropped; the ledger's order view is live.
+    # The wave-1 rollup views and the ledger's first order view were dropped; the ledger's views are live.
     assert not any(name.startswith("clicks_hourly") or name.endswith("_mv") for name in engines
-                   if name != "conversion_order_mv")
+                   if name not in ("conversion_ledger_mv", "conversion_ledger_influencer_mv", "conversion_moves_mv"))
+    assert "conversion_order" not in engines and "conversion_order_local" not in engines
     # tracker's reads through the Distributed tables, with its cluster settings: the ledger
     # check (no DDL, every migration pending in the read-only ledger), FINAL, every report
     # grouping in two time zones (the tables are empty: this checks they plan and run).
     reads = result["reads"]
     assert reads.pop("pending migrations") == repr(len(MIGRATIONS))
     assert reads.pop("conversions FINAL") == "[(0,)]"
+    # The ledger's tables are created whole (they name their columns), so its reads run.
+    for name in ("ledger page", "ledger page filtered", "ledger page of an influencer"):
+        assert reads.pop(name) == "([], None)", name
+    assert reads.pop("ledger rows by key") == reads.pop("ledger rows of an influencer by key") == "[]"
+    assert reads.pop("ledger conversion") == "None"
     assert len(reads) == 2 * (len(GROUP_KEYS) + 2)
     # Reports read columns that parsed-only ALTERs add (hold_days, review of 0041; country of 0060;
     # customer_hash of 0032): on this Keeper-less node those reads cannot run, for that reason alone;

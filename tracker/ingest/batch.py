@@ -64,9 +64,17 @@ class Dependent:
     key_type: str  # ClickHouse type of one key, for the bound array of the check
     columns: tuple[str, ...]
     stamped: tuple[str, ...] = ()
+    only: tuple[str, str] | None = None  # the view's WHERE column = value: the rows it takes
 
     def keys_of(self, cols: Columns) -> list[Hashable]:
         return list(zip(*(cols[c] for c in self.key_columns), strict=True))
+
+    def rows_of(self, cols: Columns) -> list[int]:
+        """The indexes of the rows the view takes."""
+        if self.only is None:
+            return list(range(n_rows(cols)))
+        column, value = self.only
+        return [i for i, v in enumerate(cols[column]) if v == value]
 
 
 @dataclass(frozen=True)
@@ -108,6 +116,11 @@ CLICKS = Kind(
     insert_settings={"optimize_on_insert": 0},
 )
 _MONEY = pa.decimal128(18, 4)
+_LEDGER_COLUMNS = (
+    "brand_id", "occurred_at", "conversion_id", "order_id", "version", "status", "attributed", "attribution",
+    "link_code", "influencer_id", "campaign_id", "store_id", "currency", "amount", "refunded_amount",
+    "original_amount", "original_currency", "commission", "hold_days", "review", "reason", "updated_at",
+)
 CONVERSIONS = Kind(
     "conversions", "conversions", CONVERSION_COLUMNS, enrich.decode_conversion, None,
     ("brand_id", "order_id", "version"),
@@ -129,11 +142,13 @@ CONVERSIONS = Kind(
             ),
             stamped=("recorded_at",),
         ),
-        # Migration 0047: the ledger's order, one row per conversion.
-        Dependent(
-            "conversion_order", ("brand_id", "order_id"), "Tuple(String, String)",
-            ("brand_id", "occurred_at", "conversion_id", "order_id"),
-        ),
+        # Migrations 0074 and 0077: the ledger's rows, in page order, and by influencer.
+        *(Dependent(table, ("brand_id", "order_id", "version"), "Tuple(String, String, UInt64)", _LEDGER_COLUMNS)
+          for table in ("conversion_ledger", "conversion_ledger_influencer")),
+        # Migration 0081: the versions of re-attributed conversions.
+        Dependent("conversion_moves", ("brand_id", "order_id", "version"), "Tuple(String, String, UInt64)",
+                  ("brand_id", "conversion_id", "version", "influencer_id", "order_id"),
+                  only=("attribution", "manual")),
     ),
 )
 

@@ -83,9 +83,12 @@ class Writer:
     def fill_dependents(self, batch: Batch, token: str) -> None:
         """Insert the rows of a checked batch that its table has and a view's table lacks (``Dependent``)."""
         for dep in batch.kind.dependents:
-            keys_ = dep.keys_of(batch.cols)
+            rows = dep.rows_of(batch.cols)
+            if not rows:
+                continue
+            keys_ = dep.keys_of(take(batch.cols, rows))
             have = set(self.keys_in(dep.table, dep.key_columns, dep.key_type, keys_))
-            missing = [i for i, k in enumerate(keys_) if k not in have]
+            missing = [i for i, k in zip(rows, keys_, strict=True) if k not in have]
             if not missing:
                 continue
             log.warning(

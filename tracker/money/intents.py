@@ -1,14 +1,16 @@
-"""Payout events owed: written before a payout action commits, removed once its webhook is emitted.
+"""What a payout action owes after its commit: written before it commits, removed once done.
 
-A payout run or a "mark paid" commits in ClickHouse; its webhook event goes to Redis after.
-A process killed between the two would lose the event, so the action first records an
-*intent* in ``keys.PAYOUT_OUTBOX`` (under the brand's money lock, before the commit), and
-removes it only after the events are in the webhook outbox. An intent left behind is
-settled by ``tracker.money.payoutoutbox.recover`` (the webhook sender runs it at start and
-every 30 s): the commit landed (emit now) or it did not (drop the intent).
+A payout run or a "mark paid" commits in ClickHouse; its audit entries and webhook events
+are written after. A process killed in between would lose them, so the action first records
+an *intent* in ``keys.PAYOUT_OUTBOX`` (under the brand's money lock, before the commit), and
+removes it only after the entries are in the audit log and the events in the webhook outbox.
+An intent left behind is settled by ``tracker.money.payoutoutbox.recover`` (the webhook sender
+runs it at start and every 30 s): the commit landed (record and emit now) or it did not (drop
+the intent).
 
 Fields: ``brand|created|<token>`` (value: the run's commit instant, which its lines carry
-as ``created_at``) and ``brand|paid|<payout id>``; each value also carries when it was written.
+as ``created_at``, and the acting key) and ``brand|paid|<payout id>`` (the acting key); each
+value also carries when it was written.
 """
 
 from __future__ import annotations

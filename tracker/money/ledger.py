@@ -3,15 +3,24 @@
 Pages go newest first by ``(occurred_at, conversion_id)`` with a keyset cursor: a page never
 repeats or skips a conversion that existed when the first page was read, whatever is
 inserted meanwhile (a new order lands before the cursor or after it, never shifts the rest).
-A page is two reads: the next candidates in that order from ``conversion_order`` (sorted by
-it, so only the page's granules are read), then their last versions from ``conversions
-FINAL`` by primary key, where the filters apply exactly (status, influencer, ... change with
-new versions). With a filter on what versions change (status, influencer, ...) a page is one
-read of ``conversions FINAL`` with the filter instead.
-``commission_status`` is computed in the query (``lifecycle.status_sql``), ``flags`` read from
-quality's ``conversion_flags`` for the page's orders. The history of
-one conversion comes from ``conversion_versions`` (every version, kept after merges). Every
-value is bound server-side.
+Rows come from ``conversion_ledger`` (migration 0073), sorted in that order, or for one
+influencer from ``conversion_ledger_influencer`` (0076), sorted by influencer then that order.
+A page reads its granules there, in two steps:
+
+- the keys: the next candidates in page order, read without ``FINAL``, so the filters may match
+  an older version too (a superset), and bloom filters skip the granules of other campaigns,
+  stores or conversion ids;
+- the rows: the candidates' last versions by key (``FINAL`` with the key in ``PREWHERE``, exact
+  since all versions of a key share it), with ``commission_status`` computed in the query
+  (``lifecycle.status_sql``, the paid lines looked up among the page's conversion ids only); by
+  influencer, only rows of which ``conversion_moves`` (0080) has no later version under another
+  influencer (older versions of a re-attributed conversion stay under its first influencer). Then
+  the filters apply exactly, to last versions; candidates that fail them are dropped and more are
+  read, in growing chunks.
+
+``flags`` are read from quality's ``conversion_flags`` for the page's orders. The history of one
+conversion comes from ``conversion_versions`` (every version, kept after merges). Every value is
+bound server-side.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ from typing import Any
 
 from tracker.core import cursors, money
 from tracker.core.timeutil import utc
-from tracker.money.lifecycle import PAID_IDS_SQL, payable_at, status_sql
+from tracker.money.lifecycle import PAID_AMONG_SQL, PAID_IDS_SQL, payable_at, status_sql
 from tracker.storage.clickhouse import ClickHouse
 
 COLUMNS = (
@@ -30,16 +39,27 @@ COLUMNS = (
     "store_id", "currency", "amount", "refunded_amount", "original_amount", "original_currency", "commission",
     "hold_days", "review", "reason", "occurred_at", "updated_at",
 )
-SELECT = (
-    f"SELECT {', '.join(COLUMNS)}, {status_sql('conversion_id IN (' + PAID_IDS_SQL + ')')} AS commission_status "
-    "FROM conversions FINAL"
+ORDER = "ORDER BY occurred_at DESC, conversion_id DESC"
+LEDGER = "conversion_ledger"
+BY_INFLUENCER = "conversion_ledger_influencer"
+MOVES = "conversion_moves"
+# The keys {occ} x {cids}: a conversion id has one occurred_at, so the pairs are exactly the keys. The
+# instants narrow the primary key's ranges and are cheap to test before FINAL; the ids, strings, are
+# tested after it, on the few rows left.
+_AT = "occurred_at IN {occ:Array(DateTime64(3, 'UTC'))}"
+_IDS = "conversion_id IN {cids:Array(String)}"
+_STATUS = f"{status_sql('conversion_id IN (' + PAID_AMONG_SQL + ')')} AS commission_status"
+ROWS = (
+    f"SELECT {', '.join(COLUMNS)}, {_STATUS} FROM {LEDGER} FINAL PREWHERE brand_id = {{brand:String}} AND {_AT} "
+    f"WHERE {_IDS} {ORDER}"
 )
-# The same for the orders of one page: the paid lines looked up by the page's conversion ids.
-_PAGE_PAID = PAID_IDS_SQL.replace(
-    "AND kind = 'commission'", "AND conversion_id IN {cids:Array(String)} AND kind = 'commission'")
-SELECT_PAGE = (
-    f"SELECT {', '.join(COLUMNS)}, {status_sql('conversion_id IN (' + _PAGE_PAID + ')')} AS commission_status "
-    "FROM conversions FINAL WHERE brand_id = {brand:String} AND order_id IN {orders:Array(String)}"
+# By influencer: only the rows no later version of which sits under another influencer (a version of a
+# re-attributed conversion, in conversion_moves: stale are the pairs (id, v) with v below the newest there).
+ROWS_BY_INFLUENCER = (
+    f"SELECT {', '.join(COLUMNS)}, {_STATUS} FROM {BY_INFLUENCER} FINAL PREWHERE brand_id = {{brand:String}} "
+    f"AND influencer_id = {{influencer_id:String}} AND {_AT} WHERE {_IDS} AND (conversion_id, version) NOT IN ("
+    f"SELECT conversion_id, arrayJoin(range(max(version))) FROM {MOVES} PREWHERE brand_id = {{brand:String}} "
+    f"AND {_IDS} WHERE influencer_id != {{influencer_id:String}} GROUP BY conversion_id) {ORDER}"
 )
 MAX_CHUNK = 200_000
 _FILTERS = ("status", "influencer_id", "campaign_id", "store_id", "commission_status")
@@ -80,24 +100,26 @@ def page(ch: ClickHouse, brand_id: str, filters: dict[str, Any], now: datetime, 
     if end is not None:
         params["end"] = datetime(end.year, end.month, end.day) + timedelta(days=1)
         where.append("occurred_at < {end:DateTime64(3, 'UTC')}")
-    exact: list[str] = []
-    for name in _FILTERS:
-        if filters.get(name):
-            params[name] = filters[name]
-            exact.append(f"{name} = {{{name}:String}}")
+    exact = {name: str(filters[name]) for name in _FILTERS if filters.get(name)}
     attribution = filters.get("attribution")
     if attribution:
-        params["attribution"] = "" if attribution == "none" else attribution
-        exact.append("attribution = {attribution:String}")
+        exact["attribution"] = "" if attribution == "none" else str(attribution)
+    for name, value in exact.items():
+        params[name] = value
+        where.append(_candidate_filter(name))
     after = cursors.decode(cursor) if cursor else None
-    if exact:
-        found = _filtered(ch, [*where, *exact], params, after, limit)
-    else:
-        found = _unfiltered(ch, where, params, after, limit)
+    found = _read(ch, brand_id, now, where, params, exact, after, limit)
     more = len(found) > limit
     found = found[:limit]
     next_cursor = cursors.encode(found[-1]["occurred_at"], found[-1]["conversion_id"]) if more and found else None
     return [item(r) for r in with_flags(ch, brand_id, found)], next_cursor
+
+
+def _candidate_filter(name: str) -> str:
+    if name != "commission_status":
+        return f"{name} = {{{name}:String}}"
+    # The brand's paid lines are read once per chunk of keys, where any of its conversions may be.
+    return f"{status_sql('conversion_id IN (' + PAID_IDS_SQL + ')')} = {{commission_status:String}}"
 
 
 def with_flags(ch: ClickHouse, brand_id: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -106,59 +128,56 @@ def with_flags(ch: ClickHouse, brand_id: str, rows: list[dict[str, Any]]) -> lis
         return rows
     flags = {
         str(f["order_id"]): list(f["flags"]) for f in ch.query_dicts(
-            "SELECT order_id, flags FROM conversion_flags FINAL WHERE brand_id = {brand:String} "
+            "SELECT order_id, flags FROM conversion_flags FINAL PREWHERE brand_id = {brand:String} "
             "AND order_id IN {orders:Array(String)}", {"brand": brand_id, "orders": [r["order_id"] for r in rows]})
     }
     return [{**r, "flags": flags.get(str(r["order_id"]), [])} for r in rows]
 
 
-def _filtered(ch: ClickHouse, where: list[str], params: dict[str, Any], after: tuple[datetime, str] | None,
-              limit: int) -> list[dict[str, Any]]:
-    """With filters on what versions change: one read of ``conversions FINAL`` with them."""
-    if after is not None:
-        params.update(c_at=after[0], c_id=after[1])
-        where = [*where, "(occurred_at, conversion_id) < ({c_at:DateTime64(3, 'UTC')}, {c_id:String})"]
-    return ch.query_dicts(
-        f"{SELECT} WHERE {' AND '.join(where)} ORDER BY occurred_at DESC, conversion_id DESC LIMIT {{n:UInt32}}",
-        {**params, "n": limit + 1},
-    )
+def rows_by_key(ch: ClickHouse, brand_id: str, now: datetime, keys: list[tuple[Any, ...]],
+                influencer_id: str | None = None) -> list[dict[str, Any]]:
+    """The last versions of the conversions ``keys`` ((occurred_at, conversion_id) pairs), in page order;
+    with ``influencer_id``, those of them that are this influencer's."""
+    if not keys:
+        return []
+    params = {"brand": brand_id, "now": now, "occ": list(dict.fromkeys(k[0] for k in keys)),
+              "cids": list(dict.fromkeys(str(k[1]) for k in keys))}
+    if influencer_id is None:
+        return ch.query_dicts(ROWS, params)
+    return ch.query_dicts(ROWS_BY_INFLUENCER, {**params, "influencer_id": influencer_id})
 
 
-def _unfiltered(ch: ClickHouse, where: list[str], params: dict[str, Any], after: tuple[datetime, str] | None,
-                limit: int) -> list[dict[str, Any]]:
-    """Without: the page's orders from ``conversion_order``, then their last versions by key."""
+def _read(ch: ClickHouse, brand_id: str, now: datetime, where: list[str], params: dict[str, Any],
+          exact: dict[str, str], after: tuple[datetime, str] | None, limit: int) -> list[dict[str, Any]]:
+    """Up to ``limit + 1`` rows after ``after`` whose last version passes ``exact``."""
+    influencer_id = exact.get("influencer_id")
+    table = LEDGER if influencer_id is None else BY_INFLUENCER
     chunk = limit + 1
     found: list[dict[str, Any]] = []
     while len(found) <= limit:
         conds = list(where)
         if after is not None:
             params.update(c_at=after[0], c_id=after[1])
-            conds.append("(occurred_at, conversion_id) < ({c_at:DateTime64(3, 'UTC')}, {c_id:String})")
-        candidates = ch.query(
-            f"SELECT occurred_at, conversion_id, order_id FROM conversion_order WHERE {' AND '.join(conds)} "
-            f"ORDER BY occurred_at DESC, conversion_id DESC LIMIT {{n:UInt32}}", {**params, "n": chunk},
-        )
-        if not candidates:
+            # The first condition alone narrows the primary key's range; the tuple is the exact bound.
+            conds += ["occurred_at <= {c_at:DateTime64(3, 'UTC')}",
+                      "(occurred_at, conversion_id) < ({c_at:DateTime64(3, 'UTC')}, {c_id:String})"]
+        keys = ch.query(f"SELECT occurred_at, conversion_id FROM {table} WHERE {' AND '.join(conds)} "
+                        f"{ORDER} LIMIT {{n:UInt32}}", {**params, "n": chunk})
+        if not keys:
             break
-        orders = list(dict.fromkeys(str(c[2]) for c in candidates))
-        cids = list(dict.fromkeys(str(c[1]) for c in candidates))
-        rows = ch.query_dicts(
-            SELECT_PAGE + " ORDER BY occurred_at DESC, conversion_id DESC",
-            {**params, "orders": orders, "cids": cids},
-        )
-        found += rows
-        after = (candidates[-1][0], str(candidates[-1][1]))
-        if len(candidates) < chunk:
+        found += [r for r in rows_by_key(ch, brand_id, now, keys, influencer_id)
+                  if all(str(r[name]) == value for name, value in exact.items())]
+        after = (keys[-1][0], str(keys[-1][1]))
+        if len(keys) < chunk:
             break
         chunk = min(chunk * 4, MAX_CHUNK)
     return found
 
 
 def one(ch: ClickHouse, brand_id: str, conversion_id: str, now: datetime) -> dict[str, Any] | None:
-    rows = ch.query_dicts(
-        f"{SELECT} WHERE brand_id = {{brand:String}} AND conversion_id = {{cid:String}} LIMIT 1",
-        {"brand": brand_id, "cid": conversion_id, "now": now},
-    )
+    keys = ch.query("SELECT occurred_at, conversion_id FROM conversion_ledger WHERE brand_id = {brand:String} "
+                    "AND conversion_id = {cid:String} LIMIT 1", {"brand": brand_id, "cid": conversion_id})
+    rows = rows_by_key(ch, brand_id, now, keys)
     return item(with_flags(ch, brand_id, rows)[0]) if rows else None
 
 

@@ -62,9 +62,15 @@ def status_sql(paid: str, now: str = "{now:DateTime64(3, 'UTC')}") -> str:
     )
 
 
+_PAID_PAYOUTS = "SELECT payout_id FROM payout_events FINAL WHERE brand_id = {brand:String} AND event = 'paid'"
 # Conversion ids of a brand whose commission is in a payout marked paid ({brand} bound).
 PAID_IDS_SQL = (
     "SELECT conversion_id FROM payout_lines FINAL WHERE brand_id = {brand:String} AND kind = 'commission' "
-    "AND payout_id IN (SELECT payout_id FROM payout_events FINAL WHERE brand_id = {brand:String} "
-    "AND event = 'paid')"
+    f"AND payout_id IN ({_PAID_PAYOUTS})"
+)
+# The same among the conversion ids {cids} (an Array(String)): PREWHERE on the sort key's prefix reads
+# and folds only their lines, and keeps FINAL exact (the rows of one key all pass it or all fail it).
+PAID_AMONG_SQL = (
+    "SELECT conversion_id FROM payout_lines FINAL PREWHERE brand_id = {brand:String} "
+    f"AND conversion_id IN {{cids:Array(String)}} WHERE kind = 'commission' AND payout_id IN ({_PAID_PAYOUTS})"
 )

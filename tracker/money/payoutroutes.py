@@ -58,16 +58,16 @@ async def create_payouts(request: Request) -> Response:
         raise NotFound(f"Influencer {body.influencer_id!r} does not exist.")
     # Flags first: a conversion a rule flags since the last read is held, not paid.
     await bring_up_to_date(request, brand["id"])
-    # The run's payout.created events are owed under this token until emitted (a crash in between:
-    # tracker.money.payoutoutbox.recover emits them).
+    # The run's audit entries and payout.created events are owed under this token until written (a
+    # crash in between: tracker.money.payoutoutbox.recover writes them).
     token = ids.new_id("payout")
+    actor = auth.actor(request)
     made = await payouts.run(svc.ch, svc.redis, brand, body.period_end or now_utc().date(), body.influencer_id,
-                             intent=token)
+                             intent=token, key_id=actor)
     found = [p for p in await run_sync(payouts.payouts, svc.ch, brand["id"]) if p["id"] in made]
     items = await _answers(request, brand["id"], found)
-    for p in items:
-        await svc.registry.audit.record(brand["id"], auth.actor(request), "payout.create", p.id, None, p.dump())
-    await payoutoutbox.emit_created(svc.redis, brand["id"], token, [p.dump() for p in items])
+    await payoutoutbox.finish_created(svc.registry.audit, svc.redis, brand["id"], token, actor,
+                                      [p.dump() for p in items])
     return http.JSONResponse(PayoutList(items=items).dump(), status_code=201)
 
 
@@ -110,11 +110,10 @@ async def mark_paid(request: Request) -> Response:
     body = parse_body(PaidIn, await http.read_body(request))
     pid = request.path_params["payout_id"]
     svc = services(request)
-    paid = await payouts.mark_paid(svc.ch, svc.redis, brand["id"], pid, body.reference, auth.actor(request))
-    answer = (await _answers(request, brand["id"], [paid]))[0]
-    data = answer.dump()
-    await svc.registry.audit.record(brand["id"], auth.actor(request), "payout.paid", pid, None, data)
-    await payoutoutbox.emit_paid(svc.redis, brand["id"], data)
+    actor = auth.actor(request)
+    paid = await payouts.mark_paid(svc.ch, svc.redis, brand["id"], pid, body.reference, actor)
+    data = (await _answers(request, brand["id"], [paid]))[0].dump()
+    await payoutoutbox.finish_paid(svc.registry.audit, svc.redis, brand["id"], actor, data)
     return http.JSONResponse(data)
 
 

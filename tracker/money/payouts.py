@@ -29,9 +29,10 @@ payout. An influencer whose new lines do not add up to more than 0 gets no payou
 clawbacks stay open and are deducted from a later one. So at any time
 ``sum(payouts) + open lines = commission earned - voided`` exactly, to the cent.
 
-Webhooks: a run given an ``intent`` token, and every mark-paid, records the events it owes
-before committing (``tracker.money.intents``); the caller emits them and settles the intent,
-and ``tracker.money.payoutoutbox.recover`` does so for a caller killed in between.
+Audit entries and webhooks: a run given an ``intent`` token, and every mark-paid, records what
+it owes before committing (``tracker.money.intents``); the caller records the audit entries,
+emits the events and settles the intent, and ``tracker.money.payoutoutbox.recover`` does so for
+a caller killed in between.
 """
 
 from __future__ import annotations
@@ -126,11 +127,12 @@ def made_at(ch: ClickHouse, brand_id: str, now: datetime) -> list[str]:
 
 async def run(ch: ClickHouse, redis: aioredis.Redis, brand: dict[str, Any], period_end: date,
               influencer_id: str | None = None, *, on_stage: Stage | None = None,
-              lock_seconds: float = LOCK_SECONDS, intent: str | None = None) -> list[str]:
+              lock_seconds: float = LOCK_SECONDS, intent: str | None = None, key_id: str = "") -> list[str]:
     """Create the payouts of one run; the new payouts' ids (none when nothing is owed).
 
-    ``intent``: a token under which the run's ``payout.created`` events are owed
-    (``tracker.money.intents``) until the caller has emitted them."""
+    ``intent``: a token under which the run's audit entries and ``payout.created`` events are
+    owed (``tracker.money.intents``) until the caller has recorded and emitted them; ``key_id``
+    the acting key the entries name."""
     brand_id, currency = str(brand["id"]), str(brand["currency"])
     end = datetime(period_end.year, period_end.month, period_end.day) + timedelta(days=1)
     async with brand_lock(redis, brand_id, seconds=lock_seconds) as lock:
@@ -138,7 +140,7 @@ async def run(ch: ClickHouse, redis: aioredis.Redis, brand: dict[str, Any], peri
             await on_stage("locked")
         now = now_ms_precision()
         if intent:
-            await intents.intend(redis, brand_id, intents.CREATED, intent, now=now.isoformat())
+            await intents.intend(redis, brand_id, intents.CREATED, intent, now=now.isoformat(), key_id=key_id)
         if on_stage:
             await on_stage("planned")
         await held(lock)
@@ -209,8 +211,9 @@ async def mark_paid(ch: ClickHouse, redis: aioredis.Redis, brand_id: str, payout
             raise Conflict(f"Payout {payout_id!r} is paid already (reference {found[0]['reference']!r}).",
                            code="already_paid")
         await held(lock)
-        # The payout.paid event is owed from here until the caller emitted it (tracker.money.intents).
-        await intents.intend(redis, brand_id, intents.PAID, payout_id)
+        # The audit entry and payout.paid event are owed from here until the caller wrote them
+        # (tracker.money.intents).
+        await intents.intend(redis, brand_id, intents.PAID, payout_id, key_id=key_id)
         row = [brand_id, payout_id, "paid", reference, key_id, now_ms_precision()]
         await run_sync(lambda: ch.insert("payout_events", [row], column_names=[
             "brand_id", "payout_id", "event", "reference", "key_id", "at"]))

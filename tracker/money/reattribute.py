@@ -69,6 +69,8 @@ def _version(current: dict[str, Any], link: Any, note: str, actor: str, applied:
     old = current["link_code"] or "unattributed"
     new = link.code if link is not None else "unattributed"
     row = dict(current)
+    # The only change of a conversion's influencer, and it says "manual", as every later version does (they
+    # copy this one): conversion_moves, which the ledger's pages by influencer rely on, keeps those versions.
     row.update(
         version=int(current["version"]) + 1,
         attributed=1 if link is not None else 0,

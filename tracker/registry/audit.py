@@ -5,12 +5,18 @@ changes, re-attributions, review decisions, payout actions) after the change
 succeeded; ``page`` reads the log newest first with a keyset cursor, so a page
 stays stable while new entries arrive. Entries are never updated. Secrets are
 never recorded: callers pass the answer a brand would see, not the stored row.
+
+``record_fact`` records what happens once and may be recorded twice: a payout run or
+payment, which a route records and, when the route's process died around it, the recovery
+that finishes the action records too (``tracker.money.payoutoutbox``). The entry's time and
+id come from the fact, so both write the same entry and the log shows it once.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 from collections.abc import Mapping
 from datetime import datetime
@@ -24,6 +30,8 @@ from tracker.storage.clickhouse import ClickHouse, run_sync
 
 # The actor of a change made with the admin token (brands are created that way).
 ADMIN = "admin"
+# The actor of what tracker did by itself (a webhook endpoint disabled after failures).
+SYSTEM = "system"
 MAX_PAGE = 1000
 
 _COLUMNS = ("brand_id", "at", "id", "key_id", "action", "object_id", "before", "after")
@@ -78,6 +86,16 @@ class AuditLog:
         """Append one entry (``action`` like ``campaign.update``; ``before`` None for a creation)."""
         entry_id = new_id("audit")
         row = [brand_id, now_utc(), entry_id, key_id, action, object_id, _encode(before), _encode(after)]
+        await run_sync(
+            lambda: self.ch.insert("audit_log", [row], column_names=list(_COLUMNS), dedup_token=entry_id)
+        )
+
+    async def record_fact(self, brand_id: str, key_id: str, action: str, object_id: str, at: datetime,
+                          after: Mapping[str, Any]) -> None:
+        """Append the entry of a fact that happened once, at ``at``; recording it again changes nothing
+        (the same key ``(brand_id, at, id)``, which the log's ``FINAL`` folds)."""
+        entry_id = "aud_" + hashlib.sha256(f"{brand_id}|{action}|{object_id}".encode()).hexdigest()[:24]
+        row = [brand_id, utc(at), entry_id, key_id, action, object_id, "", _encode(after)]
         await run_sync(
             lambda: self.ch.insert("audit_log", [row], column_names=list(_COLUMNS), dedup_token=entry_id)
         )

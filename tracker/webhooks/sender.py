@@ -38,7 +38,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from tracker.core import keys
 from tracker.core.errors import Conflict, NotFound
-from tracker.registry.audit import AuditLog
+from tracker.registry.audit import SYSTEM, AuditLog
 from tracker.settings import Settings
 from tracker.storage import redis_client
 from tracker.webhooks import events, guard, outbox
@@ -56,7 +56,6 @@ def streams() -> list[str]:
     return [*keys.conversion_streams(), keys.webhook_stream()]
 
 
-SYSTEM = "system"
 READ_COUNT = 200
 CLAIM_IDLE_MS = 60_000
 CONCURRENCY = 64
