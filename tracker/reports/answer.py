@@ -22,10 +22,10 @@ from pydantic_core import to_json
 
 from tracker.api.schema import Answer
 from tracker.core import money
+from tracker.reports import units
 from tracker.reports.params import GroupKey, ReportParams
 
-# Ratios are decimal strings rounded half-up to this many places.
-RATIO_PLACES = 6
+RATIO_PLACES = units.RATIO_PLACES
 
 MoneyText = Annotated[
     str,
@@ -234,52 +234,69 @@ _NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
 # Commission by lifecycle status (tracker.money.lifecycle), beside ``commission``.
 BY_STATUS = ("pending_commission", "payable_commission", "paid_commission")
 
-
-def zero() -> dict[str, Any]:
-    return {
-        "clicks": 0,
-        "bot_clicks": 0,
-        "unique_clicks": 0,
-        "conversions": 0,
-        "flagged_conversions": 0,
-        "revenue": money.ZERO,
-        "commission": money.ZERO,
-        **{m: money.ZERO for m in BY_STATUS},
-        "fees": money.ZERO,
-    }
+# A group's sums (``Sums``): counts, then money in integer units (``tracker.reports.units``),
+# then the texts its conversions query row wrote (``TEXTS``, or None).
+(CLICKS, BOT_CLICKS, UNIQUE_CLICKS, CONVERSIONS, FLAGGED, REVENUE, COMMISSION, PENDING, PAYABLE, PAID,
+ FEES, WRITTEN) = range(12)
+Sums = list[Any]
+# Written by the conversions query: five money sums, aov, and roi as if the group had no fees.
+TEXTS = ("revenue_text", "commission_text", "pending_commission_text", "payable_commission_text",
+         "paid_commission_text", "aov_text", "roi_text")
 
 
-def finish(m: dict[str, Any], currency: str, *, fees_allocated: bool = True) -> dict[str, Any]:
+def zero() -> Sums:
+    return [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, None]
+
+
+def writer(currency: str) -> units.Writer:
+    """How figures of a report in the brand's currency are written (an unknown code: 2 places)."""
+    return units.Writer(places(currency))
+
+
+def places(currency: str) -> int:
+    return money.MINOR_UNITS.get(currency, 2)
+
+
+def finish(s: Sums, write: units.Writer, *, fees_allocated: bool = True) -> dict[str, Any]:
     """Derived metrics and output formatting (money rounded to the minor unit, ratios null on 0).
 
     Ratios are computed from the exact sums, then rounded (aov of 10.005 is 10.01)."""
-    quantum = _QUANTUM[money.MINOR_UNITS.get(currency, 2)]
-    half_up = ROUND_HALF_UP
-    revenue: Decimal = m["revenue"]
-    commission: Decimal = m["commission"]
-    fees: Decimal = m["fees"]
-    clicks, conversions = m["clicks"], m["conversions"]
-    cost = commission + fees
-    out: dict[str, Any] = {
+    clicks, conversions, revenue, commission, fees = s[CLICKS], s[CONVERSIONS], s[REVENUE], s[COMMISSION], s[FEES]
+    written = s[WRITTEN]
+    if written is None:
+        revenue_t, commission_t = write(revenue), write(commission)
+        pending_t, payable_t, paid_t = write(s[PENDING]), write(s[PAYABLE]), write(s[PAID])
+        aov = write.per(revenue, conversions) if conversions else None
+    else:
+        revenue_t, commission_t, pending_t, payable_t, paid_t, aov, roi = written
+    if not fees_allocated:
+        fees_t = cost_t = roi = None
+    elif fees:
+        cost = commission + fees
+        fees_t, cost_t = write(fees), write(cost)
+        roi = write.ratio(revenue - cost, cost) if cost else None
+    else:
+        fees_t, cost_t = write(0), commission_t
+        if written is None:
+            roi = write.ratio(revenue - commission, commission) if commission else None
+    return {
         "clicks": clicks,
-        "bot_clicks": m["bot_clicks"],
-        "unique_clicks": m["unique_clicks"],
+        "bot_clicks": s[BOT_CLICKS],
+        "unique_clicks": s[UNIQUE_CLICKS],
         "conversions": conversions,
-        "revenue": f"{revenue.quantize(quantum, rounding=half_up):f}",
-        "commission": f"{commission.quantize(quantum, rounding=half_up):f}",
-        **{key: f"{m[key].quantize(quantum, rounding=half_up):f}" for key in BY_STATUS},
-        "fees": f"{fees.quantize(quantum, rounding=half_up):f}" if fees_allocated else None,
-        "cost": f"{cost.quantize(quantum, rounding=half_up):f}" if fees_allocated else None,
-        "roi": ratio(revenue - cost, cost) if fees_allocated else None,
-        "conversion_rate": ratio(Decimal(conversions), Decimal(clicks)) if clicks else None,
-        "epc": f"{(commission / clicks).quantize(quantum, rounding=half_up):f}" if clicks else None,
-        "aov": f"{(revenue / conversions).quantize(quantum, rounding=half_up):f}" if conversions else None,
-        "flagged_conversions": m["flagged_conversions"],
+        "revenue": revenue_t,
+        "commission": commission_t,
+        "pending_commission": pending_t,
+        "payable_commission": payable_t,
+        "paid_commission": paid_t,
+        "fees": fees_t,
+        "cost": cost_t,
+        "roi": roi,
+        "conversion_rate": write.ratio(conversions, clicks) if clicks else None,
+        "epc": write.per(commission, clicks) if clicks else None,
+        "aov": aov,
+        "flagged_conversions": s[FLAGGED],
     }
-    if "unattributed_conversions" in m:
-        out["unattributed_conversions"] = m["unattributed_conversions"]
-        out["unattributed_revenue"] = f"{m['unattributed_revenue'].quantize(quantum, rounding=half_up):f}"
-    return out
 
 
 _QUANTUM = {digits: Decimal(1).scaleb(-digits) for digits in range(7)}

@@ -53,6 +53,7 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from tracker.money.lifecycle import PAID_IDS_SQL, status_sql
+from tracker.reports import units
 from tracker.reports.params import ReportParams
 from tracker.reports.sql import (
     ALL_CONVERSIONS,
@@ -148,11 +149,23 @@ _CONVERSION_COLUMNS = (
     "link_code", "occurred_at", "coupon_code", "store_id", "status", "country", "amount", "refunded_amount",
     "commission", f"{_LIFECYCLE} AS l_status",
 )
-# Money sums leave as text: the client reads text columns in C and decimals value by value in
-# Python (~10 ms for 6,000 rows); ``Decimal(text)`` is exact.
+
+
 # (The joined column r.commission: ``commission`` alone is the alias of its sum in the same SELECT.)
-_BY_STATUS = tuple(f"toString(sumIf(r.commission, l_status = '{s}')) AS {s}_commission"
+_BY_STATUS = tuple(f"{units.units_sql(f'sumIf(r.commission, l_status = {s!r})')} AS {s}_commission"
                    for s in ("pending", "payable", "paid"))
+# Each group's figures that its conversions row alone decides, written by the query with the
+# report's rules (tracker.reports.units): roi as if the group had no fees (the report redoes the
+# groups that have some).
+_PLACES = "{f_places:UInt8}"
+_FEES = f"{units.units_sql('sum(amount)')} AS fees"
+_TEXTS = (
+    *(f"{units.money_sql(m, _PLACES)} AS {m}_text" for m in (
+        "revenue", "commission", "pending_commission", "payable_commission", "paid_commission")),
+    f"if(conversions = 0, NULL, {units.per_sql('revenue', 'conversions', _PLACES)}) AS aov_text",
+    f"if(commission = 0, NULL, {units.ratio_sql('toInt256(revenue) - toInt256(commission)', 'commission')})"
+    " AS roi_text",
+)
 
 
 @dataclass(frozen=True)
@@ -180,7 +193,8 @@ class Plan:
     dim_refresh: Query | None = None
 
 
-def plan(scope: Scope, params: ReportParams, *, allow_cache: bool = True) -> Plan:
+def plan(scope: Scope, params: ReportParams, *, allow_cache: bool = True, places: int = 2) -> Plan:
+    """The statements of a report; money figures the queries write have ``places`` decimals."""
     keys = params.group_by
     aligned = scope.utc_aligned()
     if not aligned:
@@ -352,7 +366,7 @@ def plan(scope: Scope, params: ReportParams, *, allow_cache: bool = True) -> Pla
         more.append((first_orders, ("customer_hash",)))
     conversions = Join(
         Query(
-            scope, CONVERSIONS, _CONVERSION_COLUMNS, (*by_code, _COUNTED), (), filters,
+            scope, CONVERSIONS, _CONVERSION_COLUMNS, (*by_code, _COUNTED), (), {**filters, "f_places": places},
             # Every version of an order keeps its occurred_at (postbacks copy it forward), so an
             # order's rows share one monthly partition and FINAL need not merge across them.
             settings={"do_not_merge_across_partitions_select_final": 1},
@@ -360,9 +374,8 @@ def plan(scope: Scope, params: ReportParams, *, allow_cache: bool = True) -> Pla
         Query(scope, CONVERSION_FLAGS, ("order_id", "notEmpty(flags) AS q_flagged")),
         ("order_id",),
         (*aliased(_CONVERSION, keys), "attributed AS g_attributed", "count() AS conversions",
-         f"toString(sum({_NET})) AS revenue", "toString(sum(commission)) AS commission",
-         "countIf(q_flagged) AS flagged_conversions",
-         *_BY_STATUS),
+         f"{units.units_sql(f'sum({_NET})')} AS revenue", f"{units.units_sql('sum(commission)')} AS commission",
+         "countIf(q_flagged) AS flagged_conversions", *_BY_STATUS, *_TEXTS),
         group_by=(*names(keys), "g_attributed"),
         more=tuple(more),
     )
@@ -370,10 +383,9 @@ def plan(scope: Scope, params: ReportParams, *, allow_cache: bool = True) -> Pla
     fee_rows = fee_totals = None
     if params.link_code is None:
         if keys and set(keys) <= _FEE_KEYS:
-            fee_rows = Query(scope, FEES, (*aliased(_FEE, keys), "toString(sum(amount)) AS fees"), tuple(common),
-                             names(keys), id_filters)
+            fee_rows = Query(scope, FEES, (*aliased(_FEE, keys), _FEES), tuple(common), names(keys), id_filters)
         else:
-            fee_totals = Query(scope, FEES, ("toString(sum(amount)) AS fees",), tuple(common), (), id_filters)
+            fee_totals = Query(scope, FEES, (_FEES,), tuple(common), (), id_filters)
 
     refresh = dim_refresh = None
     cache = None

@@ -1,0 +1,117 @@
+"""A report's groups: each key's sums, filled from query results column by column, then its rows.
+
+Results arrive as columns (``ClickHouse.query_columns``). A group's key is the text of its key
+fields as the answer shows them (dates ISO, cached link ids as their codes), so the rows of
+every source of one group meet; its sums are one flat list of integers (``answer.Sums``, money
+in integer units): no object per result row beyond the key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import date
+from typing import Any
+
+from tracker.reports.answer import FEES, KEY_FIELDS, TEXTS, WRITTEN, Sums, finish
+from tracker.reports.units import Writer
+
+# A query result by column (``ClickHouse.query_columns``).
+Columns = Mapping[str, Sequence[Any]]
+
+
+class Groups:
+    def __init__(self, keys: tuple[str, ...], link_code_of: Mapping[int, str]) -> None:
+        self.keys = keys
+        self.columns = tuple(f"g_{k}" for k in keys)
+        self._link_at = keys.index("link") if "link" in keys else -1
+        self._link_code_of = link_code_of
+        self.sums: dict[tuple[str, ...], Sums] = {}
+
+    def key_texts(self, cols: Columns) -> list[tuple[str, ...]]:
+        """Each result row's group key."""
+        return list(zip(*(self._texts(cols[c], i == self._link_at) for i, c in enumerate(self.columns)),
+                        strict=True))
+
+    def _texts(self, values: Sequence[Any], link: bool) -> Sequence[Any]:
+        distinct = set(values)
+        if all(type(v) is str for v in distinct):
+            return values
+        # Cached click rows carry link ids; raw click rows, conversions and fees carry codes.
+        text = {
+            v: v if type(v) is str else self._link_code_of.get(int(v), "") if link
+            else v.isoformat() if isinstance(v, date) else str(v)
+            for v in distinct
+        }
+        return [text[v] for v in values]
+
+    def add_clicks(self, cols: Columns, clicks: str | None, bot_clicks: str | None, uniques: str | None) -> None:
+        """Click counts from the named columns (None: that count is not in these rows)."""
+        keys = self.key_texts(cols)
+        zeros = [0] * len(keys)
+        sums = self.sums
+        get = sums.get
+        for key, c, b, u in zip(
+            keys, cols[clicks] if clicks else zeros, cols[bot_clicks] if bot_clicks else zeros,
+            cols[uniques] if uniques else zeros, strict=True,
+        ):
+            s = get(key)
+            if s is None:
+                sums[key] = [c, b, u, 0, 0, 0, 0, 0, 0, 0, 0, None]
+            else:
+                s[0] += c
+                s[1] += b
+                s[2] += u
+
+    def add_conversions(self, cols: Columns) -> None:
+        """Attributed conversions: count, flagged, revenue, commission and its three statuses, and
+        the texts the query wrote of them (``answer.TEXTS``)."""
+        sums = self.sums
+        get = sums.get
+        for key, n, f, rev, com, pend, pay, paid, written in zip(
+            self.key_texts(cols), cols["conversions"], cols["flagged_conversions"], cols["revenue"],
+            cols["commission"], cols["pending_commission"], cols["payable_commission"], cols["paid_commission"],
+            zip(*(cols[t] for t in TEXTS), strict=True), strict=True,
+        ):
+            s = get(key)
+            if s is None:
+                sums[key] = [0, 0, 0, n, f, rev, com, pend, pay, paid, 0, written]
+            else:
+                # One conversions row per group (they are grouped by its key); were there two,
+                # the texts of either would not be the group's.
+                s[WRITTEN] = written if s[3] == 0 else None
+                s[3] += n
+                s[4] += f
+                s[5] += rev
+                s[6] += com
+                s[7] += pend
+                s[8] += pay
+                s[9] += paid
+
+    def add_fees(self, cols: Columns) -> None:
+        sums = self.sums
+        get = sums.get
+        for key, fee in zip(self.key_texts(cols), cols["fees"], strict=True):
+            s = get(key)
+            if s is None:
+                sums[key] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, fee, None]
+            else:
+                s[FEES] += fee
+
+    def rows(self, names: Mapping[str, Mapping[str, str]], write: Writer, fees_allocated: bool) -> list[dict[str, Any]]:
+        """The answer's rows, sorted by key; key fields in the answer model's order (json_bytes sends
+        the dicts as they are), then the metrics."""
+        order = sorted(range(len(self.keys)), key=lambda i: list(KEY_FIELDS).index(self.keys[i]))
+        fields = [(i, KEY_FIELDS[self.keys[i]], names.get(self.keys[i])) for i in order]
+        out: list[dict[str, Any]] = []
+        sums = self.sums
+        for key in sorted(sums):
+            row: dict[str, Any] = {}
+            for i, (field, *name_field), of in fields:
+                v = key[i]
+                row[field] = v
+                if of is not None:
+                    row[name_field[0]] = of.get(v)
+            row.update(finish(sums[key], write, fees_allocated=fees_allocated))
+            out.append(row)
+        return out
+

@@ -1,0 +1,124 @@
+"""Report money as integer units of 10^-MONEY_SCALE, rounded half-up and written as decimal text.
+
+The report queries send every money sum as an integer count of the money columns' smallest unit
+(``Decimal(18, 4)``: 0.0001), which Python adds exactly and cheaply. Rounding is integer
+arithmetic on the exact value or quotient, half away from zero (``ROUND_HALF_UP``). The text is
+``f"{Decimal.quantize(..., rounding=ROUND_HALF_UP):f}"`` of the same value, down to the sign of a
+rounded zero ("-0.00" for -0.004, "-0.000000" for 0 / -5). Decimal divides to 28 significant
+digits before it rounds; the two agree while the dividend stays below 10^23 currency units (a
+quotient that far from a rounding boundary's tie is at least 1 / (divisor * 10^4) away from it).
+
+Each rule has a SQL twin below (``*_sql``), so a query can write the figures of its own rows
+(the conversions query writes revenue, commission, aov, ...) with the same text, byte for byte.
+"""
+
+from __future__ import annotations
+
+from tracker.core import money
+
+SCALE = money.MONEY_SCALE
+# Ratios (roi, conversion_rate) are rounded half-up to this many places.
+RATIO_PLACES = 6
+_RATIO_ONE = 10**RATIO_PLACES
+
+
+def text(negative: bool, rounded: int, places: int) -> str:
+    """``rounded`` (a non-negative count of 10^-places) as decimal text with ``places`` digits."""
+    digits = str(rounded)
+    if places:
+        if len(digits) <= places:
+            digits = "0" * (places + 1 - len(digits)) + digits
+        digits = f"{digits[:-places]}.{digits[-places:]}"
+    return "-" + digits if negative else digits
+
+
+class Writer:
+    """Figures of one report, money in one currency (its minor unit). A text is made once per
+    rounded value: zeros, repeated sums and the few distinct epc values cost a lookup."""
+
+    __slots__ = ("_money", "_ratios", "_rounded", "_step", "places")
+
+    def __init__(self, places: int) -> None:
+        if not 0 <= places <= SCALE:
+            raise ValueError(f"A currency with {places} decimal places is finer than the money columns.")
+        self.places = places
+        self._step = 10 ** (SCALE - places)
+        self._money: dict[int, str] = {}  # by units
+        self._rounded: dict[int, str] = {}  # non-negative, by rounded minor units
+        self._ratios: dict[int, str] = {}  # non-negative, by rounded 10^-RATIO_PLACES
+
+    def __call__(self, units: int) -> str:
+        """``units`` rounded half-up to the minor unit."""
+        out = self._money.get(units)
+        if out is None:
+            step = self._step
+            out = self._money[units] = text(units < 0, (2 * abs(units) + step) // (2 * step), self.places)
+        return out
+
+    def per(self, units: int, count: int) -> str:
+        """``units / count`` (count > 0: aov, epc) rounded half-up to the minor unit."""
+        d = self._step * count
+        if units < 0:
+            return text(True, (2 * -units + d) // (2 * d), self.places)
+        q = (2 * units + d) // (2 * d)
+        out = self._rounded.get(q)
+        if out is None:
+            out = self._rounded[q] = text(False, q, self.places)
+        return out
+
+    def ratio(self, numerator: int, denominator: int) -> str:
+        """``numerator / denominator`` (denominator != 0, both in one unit) rounded half-up to
+        ``RATIO_PLACES``; a zero numerator over a negative denominator is "-0.000000", as Decimal's."""
+        d = abs(denominator)
+        q = (2 * abs(numerator) * _RATIO_ONE + d) // (2 * d)
+        if (numerator < 0) != (denominator < 0):
+            return text(True, q, RATIO_PLACES)
+        out = self._ratios.get(q)
+        if out is None:
+            out = self._ratios[q] = text(False, q, RATIO_PLACES)
+        return out
+
+
+# ---------------------------------------------------------------- the SQL twins (ClickHouse)
+
+
+def units_sql(decimal_sum: str) -> str:
+    """A money sum as units: a sum of Decimal(18, 4) is a Decimal(38, 4), stored as the Int128
+    count of 0.0001 that ``reinterpretAsInt128`` hands over exactly (the client reads Int128
+    columns in bulk where it reads decimals value by value in Python; a multiplication by 10^4
+    would wrap silently above 10^30)."""
+    return f"reinterpretAsInt128({decimal_sum})"
+
+# Integer expressions in, String out; Int256 so that no intermediate wraps. ``places`` is a
+# bound parameter (``{f_places:UInt8}``). A zero divisor reads as 1: the caller's ``if`` drops
+# that value, and the query never divides by zero whichever branches it evaluates.
+
+
+def _rounded_sql(a: str, b: str) -> str:
+    """a / b rounded half-up, for a >= 0 and b > 0."""
+    return f"(intDiv({a}, {b}) + (2 * ({a} % {b}) >= {b}))"
+
+
+def _text_sql(negative: str, rounded: str, places: str) -> str:
+    return (
+        f"concat(if({negative}, '-', ''), toString(intDiv({rounded}, intExp10({places}))), "
+        f"if({places} = 0, '', concat('.', leftPad(toString({rounded} % intExp10({places})), {places}, '0'))))"
+    )
+
+
+def money_sql(units: str, places: str) -> str:
+    """``Writer.__call__``: ``units`` rounded half-up to ``places``."""
+    a, step = f"toInt256(abs({units}))", f"toInt256(intExp10({SCALE} - {places}))"
+    return _text_sql(f"{units} < 0", _rounded_sql(a, step), places)
+
+
+def per_sql(units: str, count: str, places: str) -> str:
+    """``Writer.per``: ``units / count`` (count > 0) rounded half-up to ``places``."""
+    a, d = f"toInt256(abs({units}))", f"(toInt256(intExp10({SCALE} - {places})) * greatest({count}, 1))"
+    return _text_sql(f"{units} < 0", _rounded_sql(a, d), places)
+
+
+def ratio_sql(numerator: str, denominator: str) -> str:
+    """``Writer.ratio``: ``numerator / denominator`` (denominator != 0) to ``RATIO_PLACES``."""
+    a, d = f"(toInt256(abs({numerator})) * {_RATIO_ONE})", f"greatest(toInt256(abs({denominator})), 1)"
+    return _text_sql(f"(({numerator}) < 0) != (({denominator}) < 0)", _rounded_sql(a, d), str(RATIO_PLACES))
