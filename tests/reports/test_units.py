@@ -87,20 +87,23 @@ def test_money_sums_leave_clickhouse_as_exact_units(ch: ClickHouse) -> None:
 
 @pytest.mark.parametrize("currency", ["USD", "JPY", "KWD"])
 def test_the_sql_twins_write_what_python_writes(ch: ClickHouse, currency: str) -> None:
+    """Money, money per count and ratios, as the conversions query writes them (both signs, ties,
+    zeros over negative values, sums far beyond real ones)."""
     write = writer(currency)
-    values = [*_values(300, 6), 10**37, -(10**37)]
-    pairs = [(v, c) for v in values for c in (*COUNTS[:6], 10**6 + 3)]
-    places = "{places:UInt8}"
+    rng = random.Random(6)
+    values = [*_values(300, 6), 10**33, -(10**33)]
+    cases = [(v, c, w) for v in values for c, w in ((1, v), (2, -v), (3, 0), (7, v + 1), (16, rng.choice(values)),
+                                                        (10**6 + 3, rng.randint(-10**6, 10**6)))]
+    money = "reinterpret(toInt128(tupleElement(t, {})), 'Decimal(38, 4)')"
     got = ch.query(
-        f"SELECT {units.money_sql('v', places)}, {units.per_sql('v', 'c', places)}, "
-        f"if(v = 0, NULL, {units.ratio_sql('toInt256(c) - toInt256(v)', 'v')}), "
-        f"if(v = 0, NULL, {units.ratio_sql('c', 'v')}) "
-        "FROM (SELECT toInt128(tupleElement(t, 1)) AS v, toUInt64(tupleElement(t, 2)) AS c "
-        "FROM (SELECT arrayJoin({pairs:Array(Tuple(String, UInt64))}) AS t))",
-        {"pairs": [(str(v), c) for v, c in pairs], "places": writer(currency).places},
+        f"SELECT {units.money_sql('v', '{places:UInt8}')}, {units.per_sql('v', 'c', '{places:UInt8}')}, "
+        f"if(v = 0, NULL, {units.ratio_sql('w - v', 'v')}), if(v = 0, NULL, {units.ratio_sql('w', 'v')}) "
+        f"FROM (SELECT {money.format(1)} AS v, toUInt64(tupleElement(t, 2)) AS c, {money.format(3)} AS w "
+        "FROM (SELECT arrayJoin({cases:Array(Tuple(String, UInt64, String))}) AS t))",
+        {"cases": [(str(v), c, str(w)) for v, c, w in cases], "places": write.places},
     )
     expected = [
-        (write(v), write.per(v, c), *((write.ratio(c - v, v), write.ratio(c, v)) if v else (None, None)))
-        for v, c in pairs
+        (write(v), write.per(v, c), *((write.ratio(w - v, v), write.ratio(w, v)) if v else (None, None)))
+        for v, c, w in cases
     ]
     assert got == expected

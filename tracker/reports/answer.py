@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
@@ -258,45 +259,53 @@ def places(currency: str) -> int:
 
 
 def finish(s: Sums, write: units.Writer, *, fees_allocated: bool = True) -> dict[str, Any]:
-    """Derived metrics and output formatting (money rounded to the minor unit, ratios null on 0).
+    """The metrics of one group's sums (``fill``)."""
+    out: dict[str, Any] = {}
+    fill([(out, s)], write, fees_allocated)
+    return out
 
-    Ratios are computed from the exact sums, then rounded (aov of 10.005 is 10.01)."""
-    clicks, conversions, revenue, commission, fees = s[CLICKS], s[CONVERSIONS], s[REVENUE], s[COMMISSION], s[FEES]
-    written = s[WRITTEN]
-    if written is None:
-        revenue_t, commission_t = write(revenue), write(commission)
-        pending_t, payable_t, paid_t = write(s[PENDING]), write(s[PAYABLE]), write(s[PAID])
-        aov = write.per(revenue, conversions) if conversions else None
-    else:
-        revenue_t, commission_t, pending_t, payable_t, paid_t, aov, roi = written
-    if not fees_allocated:
-        fees_t = cost_t = roi = None
-    elif fees:
-        cost = commission + fees
-        fees_t, cost_t = write(fees), write(cost)
-        roi = write.ratio(revenue - cost, cost) if cost else None
-    else:
-        fees_t, cost_t = write(0), commission_t
+
+def fill(rows: Iterable[tuple[dict[str, Any], Sums]], write: units.Writer, fees_allocated: bool) -> None:
+    """Add to each row (holding its keys) the metrics of its sums: derived metrics and output
+    formatting (money rounded to the minor unit, ratios null on 0). Ratios are computed from the
+    exact sums, then rounded (aov of 10.005 is 10.01). One loop for all rows, metrics assigned one
+    by one: a call and a second dict per row cost more than the metrics (6,000 rows a report)."""
+    ratio, per, zero_t = write.ratio, write.per, write(0)
+    for out, s in rows:
+        clicks, bot_clicks, unique_clicks, conversions, flagged, revenue, commission, pending, payable, paid, \
+            fees, written = s
         if written is None:
-            roi = write.ratio(revenue - commission, commission) if commission else None
-    return {
-        "clicks": clicks,
-        "bot_clicks": s[BOT_CLICKS],
-        "unique_clicks": s[UNIQUE_CLICKS],
-        "conversions": conversions,
-        "revenue": revenue_t,
-        "commission": commission_t,
-        "pending_commission": pending_t,
-        "payable_commission": payable_t,
-        "paid_commission": paid_t,
-        "fees": fees_t,
-        "cost": cost_t,
-        "roi": roi,
-        "conversion_rate": write.ratio(conversions, clicks) if clicks else None,
-        "epc": write.per(commission, clicks) if clicks else None,
-        "aov": aov,
-        "flagged_conversions": s[FLAGGED],
-    }
+            revenue_t, commission_t, pending_t, payable_t, paid_t = (
+                write(revenue), write(commission), write(pending), write(payable), write(paid))
+            aov = per(revenue, conversions) if conversions else None
+        else:
+            revenue_t, commission_t, pending_t, payable_t, paid_t, aov, roi = written
+        if not fees_allocated:
+            fees_t = cost_t = roi = None
+        elif fees:
+            cost = commission + fees
+            fees_t, cost_t = write(fees), write(cost)
+            roi = ratio(revenue - cost, cost) if cost else None
+        else:
+            fees_t, cost_t = zero_t, commission_t
+            if written is None:
+                roi = ratio(revenue - commission, commission) if commission else None
+        out["clicks"] = clicks
+        out["bot_clicks"] = bot_clicks
+        out["unique_clicks"] = unique_clicks
+        out["conversions"] = conversions
+        out["revenue"] = revenue_t
+        out["commission"] = commission_t
+        out["pending_commission"] = pending_t
+        out["payable_commission"] = payable_t
+        out["paid_commission"] = paid_t
+        out["fees"] = fees_t
+        out["cost"] = cost_t
+        out["roi"] = roi
+        out["conversion_rate"] = ratio(conversions, clicks) if clicks else None
+        out["epc"] = per(commission, clicks) if clicks else None
+        out["aov"] = aov
+        out["flagged_conversions"] = flagged
 
 
 _QUANTUM = {digits: Decimal(1).scaleb(-digits) for digits in range(7)}

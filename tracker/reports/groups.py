@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from datetime import date
 from typing import Any
 
-from tracker.reports.answer import FEES, KEY_FIELDS, TEXTS, WRITTEN, Sums, finish
+from tracker.reports.answer import FEES, KEY_FIELDS, TEXTS, WRITTEN, Sums, fill
 from tracker.reports.units import Writer
 
 # A query result by column (``ClickHouse.query_columns``).
@@ -101,17 +101,17 @@ class Groups:
         """The answer's rows, sorted by key; key fields in the answer model's order (json_bytes sends
         the dicts as they are), then the metrics."""
         order = sorted(range(len(self.keys)), key=lambda i: list(KEY_FIELDS).index(self.keys[i]))
-        fields = [(i, KEY_FIELDS[self.keys[i]], names.get(self.keys[i])) for i in order]
-        out: list[dict[str, Any]] = []
+        # (key position, field, its name's field and the names, or None)
+        fields = [(i, KEY_FIELDS[self.keys[i]][0], KEY_FIELDS[self.keys[i]][-1], names.get(self.keys[i]))
+                  for i in order]
         sums = self.sums
+        out: list[tuple[dict[str, Any], Sums]] = []
         for key in sorted(sums):
             row: dict[str, Any] = {}
-            for i, (field, *name_field), of in fields:
-                v = key[i]
-                row[field] = v
+            for i, field, name_field, of in fields:
+                row[field] = v = key[i]
                 if of is not None:
-                    row[name_field[0]] = of.get(v)
-            row.update(finish(sums[key], write, fees_allocated=fees_allocated))
-            out.append(row)
-        return out
-
+                    row[name_field] = of.get(v)
+            out.append((row, sums[key]))
+        fill(out, write, fees_allocated)
+        return [row for row, _ in out]

@@ -151,21 +151,23 @@ _CONVERSION_COLUMNS = (
 )
 
 
-# (The joined column r.commission: ``commission`` alone is the alias of its sum in the same SELECT.)
-_BY_STATUS = tuple(f"{units.units_sql(f'sumIf(r.commission, l_status = {s!r})')} AS {s}_commission"
-                   for s in ("pending", "payable", "paid"))
-# Each group's figures that its conversions row alone decides, written by the query with the
-# report's rules (tracker.reports.units): roi as if the group had no fees (the report redoes the
-# groups that have some).
+# Money sums (tracker.reports.units): as integer units, and written as text where a group's
+# conversions row alone decides the figure (roi as if the group had no fees: the report redoes
+# the groups that have some). ``commission`` alone would be the alias of its own sum here.
 _PLACES = "{f_places:UInt8}"
-_FEES = f"{units.units_sql('sum(amount)')} AS fees"
-_TEXTS = (
-    *(f"{units.money_sql(m, _PLACES)} AS {m}_text" for m in (
-        "revenue", "commission", "pending_commission", "payable_commission", "paid_commission")),
-    f"if(conversions = 0, NULL, {units.per_sql('revenue', 'conversions', _PLACES)}) AS aov_text",
-    f"if(commission = 0, NULL, {units.ratio_sql('toInt256(revenue) - toInt256(commission)', 'commission')})"
-    " AS roi_text",
+_SUMS = {
+    "revenue": f"sum({_NET})",
+    "commission": "sum(r.commission)",
+    **{f"{s}_commission": f"sumIf(r.commission, l_status = '{s}')" for s in ("pending", "payable", "paid")},
+}
+_REVENUE, _COMMISSION = _SUMS["revenue"], _SUMS["commission"]
+_MONEY = (
+    *(f"{units.units_sql(total)} AS {m}" for m, total in _SUMS.items()),
+    *(f"{units.money_sql(total, _PLACES)} AS {m}_text" for m, total in _SUMS.items()),
+    f"if(conversions = 0, NULL, {units.per_sql(_REVENUE, 'conversions', _PLACES)}) AS aov_text",
+    f"if({_COMMISSION} = 0, NULL, {units.ratio_sql(f'{_REVENUE} - {_COMMISSION}', _COMMISSION)}) AS roi_text",
 )
+_FEES = f"{units.units_sql('sum(amount)')} AS fees"
 
 
 @dataclass(frozen=True)
@@ -374,8 +376,7 @@ def plan(scope: Scope, params: ReportParams, *, allow_cache: bool = True, places
         Query(scope, CONVERSION_FLAGS, ("order_id", "notEmpty(flags) AS q_flagged")),
         ("order_id",),
         (*aliased(_CONVERSION, keys), "attributed AS g_attributed", "count() AS conversions",
-         f"{units.units_sql(f'sum({_NET})')} AS revenue", f"{units.units_sql('sum(commission)')} AS commission",
-         "countIf(q_flagged) AS flagged_conversions", *_BY_STATUS, *_TEXTS),
+         "countIf(q_flagged) AS flagged_conversions", *_MONEY),
         group_by=(*names(keys), "g_attributed"),
         more=tuple(more),
     )

@@ -80,6 +80,12 @@ class Writer:
 
 
 # ---------------------------------------------------------------- the SQL twins (ClickHouse)
+# Decimal expressions in, String out, the sign written apart as ``text`` writes it: each twin
+# rounds a non-negative Decimal with ``toDecimalString``, which rounds half away from zero
+# (tests hold it to Python's). A quotient is first taken to 20 places, truncated (ClickHouse's
+# Decimal division), which keeps every tie and every side of one at 6 places or fewer.
+# ``places`` is a bound parameter (``{f_places:UInt8}``); a zero divisor reads as the smallest
+# one, so the query never divides by zero whichever branches of the caller's ``if`` it evaluates.
 
 
 def units_sql(decimal_sum: str) -> str:
@@ -89,36 +95,23 @@ def units_sql(decimal_sum: str) -> str:
     would wrap silently above 10^30)."""
     return f"reinterpretAsInt128({decimal_sum})"
 
-# Integer expressions in, String out; Int256 so that no intermediate wraps. ``places`` is a
-# bound parameter (``{f_places:UInt8}``). A zero divisor reads as 1: the caller's ``if`` drops
-# that value, and the query never divides by zero whichever branches it evaluates.
+
+def _text_sql(negative: str, magnitude: str, places: str) -> str:
+    # toDecimalString(x, 0) ends in a point.
+    return f"concat(if({negative}, '-', ''), trimRight(toDecimalString({magnitude}, {places}), '.'))"
 
 
-def _rounded_sql(a: str, b: str) -> str:
-    """a / b rounded half-up, for a >= 0 and b > 0."""
-    return f"(intDiv({a}, {b}) + (2 * ({a} % {b}) >= {b}))"
+def money_sql(amount: str, places: str) -> str:
+    """``Writer.__call__`` of a money Decimal."""
+    return _text_sql(f"{amount} < 0", f"abs({amount})", places)
 
 
-def _text_sql(negative: str, rounded: str, places: str) -> str:
-    return (
-        f"concat(if({negative}, '-', ''), toString(intDiv({rounded}, intExp10({places}))), "
-        f"if({places} = 0, '', concat('.', leftPad(toString({rounded} % intExp10({places})), {places}, '0'))))"
-    )
-
-
-def money_sql(units: str, places: str) -> str:
-    """``Writer.__call__``: ``units`` rounded half-up to ``places``."""
-    a, step = f"toInt256(abs({units}))", f"toInt256(intExp10({SCALE} - {places}))"
-    return _text_sql(f"{units} < 0", _rounded_sql(a, step), places)
-
-
-def per_sql(units: str, count: str, places: str) -> str:
-    """``Writer.per``: ``units / count`` (count > 0) rounded half-up to ``places``."""
-    a, d = f"toInt256(abs({units}))", f"(toInt256(intExp10({SCALE} - {places})) * greatest({count}, 1))"
-    return _text_sql(f"{units} < 0", _rounded_sql(a, d), places)
+def per_sql(amount: str, count: str, places: str) -> str:
+    """``Writer.per``: a money Decimal over a count > 0."""
+    return _text_sql(f"{amount} < 0", f"(toDecimal256(abs({amount}), 20) / greatest({count}, 1))", places)
 
 
 def ratio_sql(numerator: str, denominator: str) -> str:
-    """``Writer.ratio``: ``numerator / denominator`` (denominator != 0) to ``RATIO_PLACES``."""
-    a, d = f"(toInt256(abs({numerator})) * {_RATIO_ONE})", f"greatest(toInt256(abs({denominator})), 1)"
-    return _text_sql(f"(({numerator}) < 0) != (({denominator}) < 0)", _rounded_sql(a, d), str(RATIO_PLACES))
+    """``Writer.ratio`` of two money Decimals (denominator != 0)."""
+    magnitude = f"(toDecimal256(abs({numerator}), 20) / greatest(abs({denominator}), toDecimal32('0.0001', {SCALE})))"
+    return _text_sql(f"(({numerator}) < 0) != (({denominator}) < 0)", magnitude, str(RATIO_PLACES))
