@@ -67,43 +67,27 @@ def test_a_currency_finer_than_the_money_columns_is_refused() -> None:
 
 
 def test_money_sums_leave_clickhouse_as_exact_units(ch: ClickHouse) -> None:
-    """What the report queries send: the sum of Decimal(18, 4) values as its Int128 count of 0.0001."""
-    rows = [("a", "0.0001"), ("a", "-0.0050"), ("b", "99999999999999.9999"), ("b", "99999999999999.9999"),
-            ("c", "-12.3456")]
-    got = dict(ch.query(
-        f"SELECT k, {units.units_sql('sum(v)')} FROM (SELECT tupleElement(t, 1) AS k, "
-        "toDecimal64(tupleElement(t, 2), 4) AS v FROM (SELECT arrayJoin({rows:Array(Tuple(String, String))}) AS t)) "
-        "GROUP BY k",
-        {"rows": rows},
-    ))
-    assert got == {"a": -49, "b": 2 * 99999999999999_9999, "c": -123456}
-    # Far beyond any real sum, still exact (a multiplication by 10^4 would have wrapped).
-    huge = ch.query(
-        f"SELECT {units.units_sql('sum(v)')} FROM (SELECT toDecimal128({{v:String}}, 4) AS v FROM numbers(3))",
-        {"v": str(10**33)},
+    """What the report queries send: the sum of Decimal(18, 4) values as its count of 0.0001, in
+    two Int64 columns, whatever its size."""
+    big = "99999999999999.9999"  # the largest value of a money column
+    groups = {"a": ["0.0001", "-0.0050"], "b": [big] * 2, "c": ["-12.3456"], "d": [big] * 93, "e": ["-" + big] * 93,
+              "f": [big] * 10**5, "g": ["-" + big] * 10**5}
+    cols = ch.query_columns(
+        f"SELECT k, {', '.join(units.units_sql('sum(v)', 'units'))} FROM (SELECT tupleElement(t, 1) AS k, "
+        "toDecimal64(arrayJoin(tupleElement(t, 2)), 4) AS v FROM (SELECT arrayJoin({groups:Array(Tuple(String, "
+        "Array(String)))}) AS t)) GROUP BY k ORDER BY k",
+        {"groups": list(groups.items())},
     )
-    assert huge == [(3 * 10**37,)]
-
-
-@pytest.mark.parametrize("currency", ["USD", "JPY", "KWD"])
-def test_the_sql_twins_write_what_python_writes(ch: ClickHouse, currency: str) -> None:
-    """Money, money per count and ratios, as the conversions query writes them (both signs, ties,
-    zeros over negative values, sums far beyond real ones)."""
-    write = writer(currency)
-    rng = random.Random(6)
-    values = [*_values(300, 6), 10**33, -(10**33)]
-    cases = [(v, c, w) for v in values for c, w in ((1, v), (2, -v), (3, 0), (7, v + 1), (16, rng.choice(values)),
-                                                        (10**6 + 3, rng.randint(-10**6, 10**6)))]
-    money = "reinterpret(toInt128(tupleElement(t, {})), 'Decimal(38, 4)')"
-    got = ch.query(
-        f"SELECT {units.money_sql('v', '{places:UInt8}')}, {units.per_sql('v', 'c', '{places:UInt8}')}, "
-        f"if(v = 0, NULL, {units.ratio_sql('w - v', 'v')}), if(v = 0, NULL, {units.ratio_sql('w', 'v')}) "
-        f"FROM (SELECT {money.format(1)} AS v, toUInt64(tupleElement(t, 2)) AS c, {money.format(3)} AS w "
-        "FROM (SELECT arrayJoin({cases:Array(Tuple(String, UInt64, String))}) AS t))",
-        {"cases": [(str(v), c, str(w)) for v, c, w in cases], "places": write.places},
+    sums = units.units_of(cols["units"], cols["units_hi"])
+    assert dict(zip(cols["k"], sums, strict=True)) == {
+        k: sum(int(Decimal(v).scaleb(units.SCALE)) for v in values) for k, values in groups.items()
+    }
+    assert sums[:3] == [-49, 2 * 99999999999999_9999, -123456] and cols["units"][:3] == sums[:3]
+    assert all(sums[3:]) and all(cols["units_hi"][3:])  # beyond 2^63 units
+    # Far beyond any real sum, still exact.
+    huge = ch.query_columns(
+        f"SELECT {', '.join(units.units_sql('sum(v)', 'u'))} FROM (SELECT toDecimal128({{v:String}}, 4) AS v "
+        "FROM numbers(3))",
+        {"v": str(-(10**33))},
     )
-    expected = [
-        (write(v), write.per(v, c), *((write.ratio(w - v, v), write.ratio(w, v)) if v else (None, None)))
-        for v, c, w in cases
-    ]
-    assert got == expected
+    assert units.units_of(huge["u"], huge["u_hi"]) == [-3 * 10**37]

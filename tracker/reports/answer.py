@@ -235,27 +235,19 @@ _NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
 # Commission by lifecycle status (tracker.money.lifecycle), beside ``commission``.
 BY_STATUS = ("pending_commission", "payable_commission", "paid_commission")
 
-# A group's sums (``Sums``): counts, then money in integer units (``tracker.reports.units``),
-# then the texts its conversions query row wrote (``TEXTS``, or None).
+# A group's sums (``Sums``): counts, then money in integer units (``tracker.reports.units``).
 (CLICKS, BOT_CLICKS, UNIQUE_CLICKS, CONVERSIONS, FLAGGED, REVENUE, COMMISSION, PENDING, PAYABLE, PAID,
- FEES, WRITTEN) = range(12)
-Sums = list[Any]
-# Written by the conversions query: five money sums, aov, and roi as if the group had no fees.
-TEXTS = ("revenue_text", "commission_text", "pending_commission_text", "payable_commission_text",
-         "paid_commission_text", "aov_text", "roi_text")
+ FEES) = range(11)
+Sums = list[int]
 
 
 def zero() -> Sums:
-    return [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, None]
+    return [0] * 11
 
 
 def writer(currency: str) -> units.Writer:
     """How figures of a report in the brand's currency are written (an unknown code: 2 places)."""
-    return units.Writer(places(currency))
-
-
-def places(currency: str) -> int:
-    return money.MINOR_UNITS.get(currency, 2)
+    return units.Writer(money.MINOR_UNITS.get(currency, 2))
 
 
 def finish(s: Sums, write: units.Writer, *, fees_allocated: bool = True) -> dict[str, Any]:
@@ -270,41 +262,28 @@ def fill(rows: Iterable[tuple[dict[str, Any], Sums]], write: units.Writer, fees_
     formatting (money rounded to the minor unit, ratios null on 0). Ratios are computed from the
     exact sums, then rounded (aov of 10.005 is 10.01). One loop for all rows, metrics assigned one
     by one: a call and a second dict per row cost more than the metrics (6,000 rows a report)."""
-    ratio, per, zero_t = write.ratio, write.per, write(0)
+    ratio, per = write.ratio, write.per
     for out, s in rows:
-        clicks, bot_clicks, unique_clicks, conversions, flagged, revenue, commission, pending, payable, paid, \
-            fees, written = s
-        if written is None:
-            revenue_t, commission_t, pending_t, payable_t, paid_t = (
-                write(revenue), write(commission), write(pending), write(payable), write(paid))
-            aov = per(revenue, conversions) if conversions else None
-        else:
-            revenue_t, commission_t, pending_t, payable_t, paid_t, aov, roi = written
-        if not fees_allocated:
-            fees_t = cost_t = roi = None
-        elif fees:
-            cost = commission + fees
-            fees_t, cost_t = write(fees), write(cost)
-            roi = ratio(revenue - cost, cost) if cost else None
-        else:
-            fees_t, cost_t = zero_t, commission_t
-            if written is None:
-                roi = ratio(revenue - commission, commission) if commission else None
+        clicks, bot_clicks, unique_clicks, conversions, flagged, revenue, commission, pending, payable, paid, fees = s
+        cost = commission + fees
         out["clicks"] = clicks
         out["bot_clicks"] = bot_clicks
         out["unique_clicks"] = unique_clicks
         out["conversions"] = conversions
-        out["revenue"] = revenue_t
-        out["commission"] = commission_t
-        out["pending_commission"] = pending_t
-        out["payable_commission"] = payable_t
-        out["paid_commission"] = paid_t
-        out["fees"] = fees_t
-        out["cost"] = cost_t
-        out["roi"] = roi
+        out["revenue"] = write(revenue)
+        out["commission"] = write(commission)
+        out["pending_commission"] = write(pending)
+        out["payable_commission"] = write(payable)
+        out["paid_commission"] = write(paid)
+        if fees_allocated:
+            out["fees"] = write(fees)
+            out["cost"] = write(cost)
+            out["roi"] = ratio(revenue - cost, cost) if cost else None
+        else:
+            out["fees"] = out["cost"] = out["roi"] = None
         out["conversion_rate"] = ratio(conversions, clicks) if clicks else None
         out["epc"] = per(commission, clicks) if clicks else None
-        out["aov"] = aov
+        out["aov"] = per(revenue, conversions) if conversions else None
         out["flagged_conversions"] = flagged
 
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from datetime import date
 from typing import Any
 
-from tracker.reports.answer import FEES, KEY_FIELDS, TEXTS, WRITTEN, Sums, fill
+from tracker.reports.answer import FEES, KEY_FIELDS, Sums, fill
 from tracker.reports.units import Writer
 
 # A query result by column (``ClickHouse.query_columns``).
@@ -56,29 +56,25 @@ class Groups:
         ):
             s = get(key)
             if s is None:
-                sums[key] = [c, b, u, 0, 0, 0, 0, 0, 0, 0, 0, None]
+                sums[key] = [c, b, u, 0, 0, 0, 0, 0, 0, 0, 0]
             else:
                 s[0] += c
                 s[1] += b
                 s[2] += u
 
     def add_conversions(self, cols: Columns) -> None:
-        """Attributed conversions: count, flagged, revenue, commission and its three statuses, and
-        the texts the query wrote of them (``answer.TEXTS``)."""
+        """Attributed conversions: count, flagged, revenue, commission and its three statuses."""
         sums = self.sums
         get = sums.get
-        for key, n, f, rev, com, pend, pay, paid, written in zip(
+        for key, n, f, rev, com, pend, pay, paid in zip(
             self.key_texts(cols), cols["conversions"], cols["flagged_conversions"], cols["revenue"],
             cols["commission"], cols["pending_commission"], cols["payable_commission"], cols["paid_commission"],
-            zip(*(cols[t] for t in TEXTS), strict=True), strict=True,
+            strict=True,
         ):
             s = get(key)
             if s is None:
-                sums[key] = [0, 0, 0, n, f, rev, com, pend, pay, paid, 0, written]
+                sums[key] = [0, 0, 0, n, f, rev, com, pend, pay, paid, 0]
             else:
-                # One conversions row per group (they are grouped by its key); were there two,
-                # the texts of either would not be the group's.
-                s[WRITTEN] = written if s[3] == 0 else None
                 s[3] += n
                 s[4] += f
                 s[5] += rev
@@ -93,7 +89,7 @@ class Groups:
         for key, fee in zip(self.key_texts(cols), cols["fees"], strict=True):
             s = get(key)
             if s is None:
-                sums[key] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, fee, None]
+                sums[key] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, fee]
             else:
                 s[FEES] += fee
 

@@ -151,23 +151,14 @@ _CONVERSION_COLUMNS = (
 )
 
 
-# Money sums (tracker.reports.units): as integer units, and written as text where a group's
-# conversions row alone decides the figure (roi as if the group had no fees: the report redoes
-# the groups that have some). ``commission`` alone would be the alias of its own sum here.
-_PLACES = "{f_places:UInt8}"
-_SUMS = {
-    "revenue": f"sum({_NET})",
-    "commission": "sum(r.commission)",
-    **{f"{s}_commission": f"sumIf(r.commission, l_status = '{s}')" for s in ("pending", "payable", "paid")},
-}
-_REVENUE, _COMMISSION = _SUMS["revenue"], _SUMS["commission"]
-_MONEY = (
-    *(f"{units.units_sql(total)} AS {m}" for m, total in _SUMS.items()),
-    *(f"{units.money_sql(total, _PLACES)} AS {m}_text" for m, total in _SUMS.items()),
-    f"if(conversions = 0, NULL, {units.per_sql(_REVENUE, 'conversions', _PLACES)}) AS aov_text",
-    f"if({_COMMISSION} = 0, NULL, {units.ratio_sql(f'{_REVENUE} - {_COMMISSION}', _COMMISSION)}) AS roi_text",
-)
-_FEES = f"{units.units_sql('sum(amount)')} AS fees"
+# Money sums leave as integer units (tracker.reports.units). ``commission`` alone would be the
+# alias of its own sum here.
+_MONEY = tuple(part for name, total in (
+    ("revenue", f"sum({_NET})"),
+    ("commission", "sum(r.commission)"),
+    *((f"{s}_commission", f"sumIf(r.commission, l_status = '{s}')") for s in ("pending", "payable", "paid")),
+) for part in units.units_sql(total, name))
+_FEES = units.units_sql("sum(amount)", "fees")
 
 
 @dataclass(frozen=True)
@@ -195,8 +186,7 @@ class Plan:
     dim_refresh: Query | None = None
 
 
-def plan(scope: Scope, params: ReportParams, *, allow_cache: bool = True, places: int = 2) -> Plan:
-    """The statements of a report; money figures the queries write have ``places`` decimals."""
+def plan(scope: Scope, params: ReportParams, *, allow_cache: bool = True) -> Plan:
     keys = params.group_by
     aligned = scope.utc_aligned()
     if not aligned:
@@ -368,7 +358,7 @@ def plan(scope: Scope, params: ReportParams, *, allow_cache: bool = True, places
         more.append((first_orders, ("customer_hash",)))
     conversions = Join(
         Query(
-            scope, CONVERSIONS, _CONVERSION_COLUMNS, (*by_code, _COUNTED), (), {**filters, "f_places": places},
+            scope, CONVERSIONS, _CONVERSION_COLUMNS, (*by_code, _COUNTED), (), filters,
             # Every version of an order keeps its occurred_at (postbacks copy it forward), so an
             # order's rows share one monthly partition and FINAL need not merge across them.
             settings={"do_not_merge_across_partitions_select_final": 1},
@@ -384,9 +374,9 @@ def plan(scope: Scope, params: ReportParams, *, allow_cache: bool = True, places
     fee_rows = fee_totals = None
     if params.link_code is None:
         if keys and set(keys) <= _FEE_KEYS:
-            fee_rows = Query(scope, FEES, (*aliased(_FEE, keys), _FEES), tuple(common), names(keys), id_filters)
+            fee_rows = Query(scope, FEES, (*aliased(_FEE, keys), *_FEES), tuple(common), names(keys), id_filters)
         else:
-            fee_totals = Query(scope, FEES, (_FEES,), tuple(common), (), id_filters)
+            fee_totals = Query(scope, FEES, _FEES, tuple(common), (), id_filters)
 
     refresh = dim_refresh = None
     cache = None

@@ -45,10 +45,15 @@ def fetch(ch: ClickHouse, query: Statement) -> list[dict[str, Any]]:
 
 
 def fetch_columns(ch: ClickHouse, query: Statement) -> Columns:
+    """The result by column, each money sum (``units.units_sql``) as one column of units."""
     if not isinstance(query, Query | Join):
         raise TypeError("Reports run Query objects only.")
     settings = query.settings
-    return ch.query_columns(query.sql, query.parameters, settings=dict(settings) if settings else None)
+    cols = ch.query_columns(query.sql, query.parameters, settings=dict(settings) if settings else None)
+    for high in [name for name in cols if name.endswith("_hi")]:
+        low = high.removesuffix("_hi")
+        cols[low] = units.units_of(cols[low], cols.pop(high))
+    return cols
 
 
 def refresh_uniques(ch: ClickHouse, query: Query) -> None:
@@ -159,8 +164,7 @@ def run_report(ch: ClickHouse, brand: Mapping[str, Any], params: ReportParams, m
     """Build the scope from the caller's brand, run the plan, assemble rows and totals."""
     scope = Scope.of(str(brand["id"]), params.date_from, params.date_to, params.tz, max_days)
     currency = str(brand.get("currency") or "USD")
-    places = answer.places(currency)
-    p = plan(scope, params, places=places)
+    p = plan(scope, params)
     keys = params.group_by
 
     extra: dict[str, Any] = {}
@@ -180,7 +184,7 @@ def run_report(ch: ClickHouse, brand: Mapping[str, Any], params: ReportParams, m
     if p.cache is not None:
         cached = read_cache(ch, p.cache, p.refresh, p.dim_refresh, groups, extra)
         if cached is None:  # clicks keep arriving faster than the caches follow: raw clicks
-            p = plan(scope, params, allow_cache=False, places=places)
+            p = plan(scope, params, allow_cache=False)
 
     for q in p.click_rows or ():
         cols = fetch_columns(ch, bind(q))
@@ -229,7 +233,7 @@ def run_report(ch: ClickHouse, brand: Mapping[str, Any], params: ReportParams, m
         if k in keys:
             names[k] = {str(r["id"]): str(r["name"]) for r in fetch(ch, Query(scope, table, ("id", "name")))}
 
-    write = units.Writer(places)
+    write = answer.writer(currency)
     rows = groups.rows(names, write, p.fees_allocated)
     total = finish(totals, write, fees_allocated=params.link_code is None)
     total["unattributed_conversions"] = unattributed_conversions

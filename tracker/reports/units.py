@@ -7,12 +7,11 @@ arithmetic on the exact value or quotient, half away from zero (``ROUND_HALF_UP`
 rounded zero ("-0.00" for -0.004, "-0.000000" for 0 / -5). Decimal divides to 28 significant
 digits before it rounds; the two agree while the dividend stays below 10^23 currency units (a
 quotient that far from a rounding boundary's tie is at least 1 / (divisor * 10^4) away from it).
-
-Each rule has a SQL twin below (``*_sql``), so a query can write the figures of its own rows
-(the conversions query writes revenue, commission, aov, ...) with the same text, byte for byte.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from tracker.core import money
 
@@ -79,39 +78,24 @@ class Writer:
         return out
 
 
-# ---------------------------------------------------------------- the SQL twins (ClickHouse)
-# Decimal expressions in, String out, the sign written apart as ``text`` writes it: each twin
-# rounds a non-negative Decimal with ``toDecimalString``, which rounds half away from zero
-# (tests hold it to Python's). A quotient is first taken to 20 places, truncated (ClickHouse's
-# Decimal division), which keeps every tie and every side of one at 6 places or fewer.
-# ``places`` is a bound parameter (``{f_places:UInt8}``); a zero divisor reads as the smallest
-# one, so the query never divides by zero whichever branches of the caller's ``if`` it evaluates.
+# ---------------------------------------------------------------- from ClickHouse
+_HIGH = 2**64
 
 
-def units_sql(decimal_sum: str) -> str:
-    """A money sum as units: a sum of Decimal(18, 4) is a Decimal(38, 4), stored as the Int128
-    count of 0.0001 that ``reinterpretAsInt128`` hands over exactly (the client reads Int128
-    columns in bulk where it reads decimals value by value in Python; a multiplication by 10^4
-    would wrap silently above 10^30)."""
-    return f"reinterpretAsInt128({decimal_sum})"
+def units_sql(decimal_sum: str, name: str) -> tuple[str, str]:
+    """A money sum as units, in two Int64 columns ``name`` and ``name_hi`` (``units_of``).
+
+    A sum of Decimal(18, 4) is a Decimal(38, 4), stored as the Int128 count of 0.0001 that
+    ``reinterpretAsInt128`` hands over exactly. The client reads Int64 columns in bulk but
+    Int128 ones value by value in Python (~7 ms for the 5 sums of 6,000 rows): the low 64 bits
+    go as they are (``toInt64`` wraps) and the rest, 0 for any sum below 9.2 * 10^14 currency
+    units, beside them."""
+    units = f"reinterpretAsInt128({decimal_sum})"
+    return f"toInt64({units}) AS {name}", f"toInt64(intDiv({units} - {name}, toInt128('{_HIGH}'))) AS {name}_hi"
 
 
-def _text_sql(negative: str, magnitude: str, places: str) -> str:
-    # toDecimalString(x, 0) ends in a point.
-    return f"concat(if({negative}, '-', ''), trimRight(toDecimalString({magnitude}, {places}), '.'))"
-
-
-def money_sql(amount: str, places: str) -> str:
-    """``Writer.__call__`` of a money Decimal."""
-    return _text_sql(f"{amount} < 0", f"abs({amount})", places)
-
-
-def per_sql(amount: str, count: str, places: str) -> str:
-    """``Writer.per``: a money Decimal over a count > 0."""
-    return _text_sql(f"{amount} < 0", f"(toDecimal256(abs({amount}), 20) / greatest({count}, 1))", places)
-
-
-def ratio_sql(numerator: str, denominator: str) -> str:
-    """``Writer.ratio`` of two money Decimals (denominator != 0)."""
-    magnitude = f"(toDecimal256(abs({numerator}), 20) / greatest(abs({denominator}), toDecimal32('0.0001', {SCALE})))"
-    return _text_sql(f"(({numerator}) < 0) != (({denominator}) < 0)", magnitude, str(RATIO_PLACES))
+def units_of(low: Sequence[int], high: Sequence[int]) -> Sequence[int]:
+    """The sums of ``units_sql``'s two columns."""
+    if not any(high):
+        return low
+    return [h * _HIGH + lo for lo, h in zip(low, high, strict=True)]
