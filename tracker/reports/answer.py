@@ -262,7 +262,7 @@ def fill(rows: Iterable[tuple[dict[str, Any], Sums]], write: units.Writer, fees_
     formatting (money rounded to the minor unit, ratios null on 0). Ratios are computed from the
     exact sums, then rounded (aov of 10.005 is 10.01). One loop for all rows, metrics assigned one
     by one: a call and a second dict per row cost more than the metrics (6,000 rows a report)."""
-    ratio, per = write.ratio, write.per
+    money, ratio, per = write.money, write.ratio, write.per
     for out, s in rows:
         clicks, bot_clicks, unique_clicks, conversions, flagged, revenue, commission, pending, payable, paid, fees = s
         cost = commission + fees
@@ -270,14 +270,14 @@ def fill(rows: Iterable[tuple[dict[str, Any], Sums]], write: units.Writer, fees_
         out["bot_clicks"] = bot_clicks
         out["unique_clicks"] = unique_clicks
         out["conversions"] = conversions
-        out["revenue"] = write(revenue)
-        out["commission"] = write(commission)
-        out["pending_commission"] = write(pending)
-        out["payable_commission"] = write(payable)
-        out["paid_commission"] = write(paid)
+        out["revenue"] = money(revenue)
+        out["commission"] = money(commission)
+        out["pending_commission"] = money(pending)
+        out["payable_commission"] = money(payable)
+        out["paid_commission"] = money(paid)
         if fees_allocated:
-            out["fees"] = write(fees)
-            out["cost"] = write(cost)
+            out["fees"] = money(fees)
+            out["cost"] = money(cost)
             out["roi"] = ratio(revenue - cost, cost) if cost else None
         else:
             out["fees"] = out["cost"] = out["roi"] = None

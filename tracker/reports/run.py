@@ -237,7 +237,7 @@ def run_report(ch: ClickHouse, brand: Mapping[str, Any], params: ReportParams, m
     rows = groups.rows(names, write, p.fees_allocated)
     total = finish(totals, write, fees_allocated=params.link_code is None)
     total["unattributed_conversions"] = unattributed_conversions
-    total["unattributed_revenue"] = write(unattributed_revenue)
+    total["unattributed_revenue"] = write.money(unattributed_revenue)
     return Report(params, currency, p.source, rows, total)
 
 
