@@ -11,30 +11,19 @@ quotient that far from a rounding boundary's tie is at least 1 / (divisor * 10^4
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from tracker.core import money
 
 SCALE = money.MONEY_SCALE
 # Ratios (roi, conversion_rate) are rounded half-up to this many places.
 RATIO_PLACES = 6
-_RATIO_ONE = 10**RATIO_PLACES
 
 
-def _digits(places: int) -> Callable[[int], str]:
-    """A non-negative count of 10^-places as decimal text with ``places`` digits."""
-    if not places:
-        return str
-    base, pattern = 10**places, f"%d.%0{places}d"
-
-    def digits(rounded: int) -> str:
-        text: str = pattern % divmod(rounded, base)
-        return text
-
-    return digits
-
-
-_ratio_digits = _digits(RATIO_PLACES)
+def _pattern(places: int) -> tuple[int, str]:
+    """``pattern % divmod(rounded, base)``: a non-negative count of 10^-places as decimal text
+    with ``places`` digits (for 0 places, ``%.0s`` writes the remainder as nothing)."""
+    return 10**places, f"%d.%0{places}d" if places else "%d%.0s"
 
 
 class Writer:
@@ -52,27 +41,38 @@ class Writer:
         self.places = places
         step = 10 ** (SCALE - places)
         half = step // 2  # step is 1 or even
-        digits = _digits(places)
-        zero = digits(0)
+        base, pattern = _pattern(places)
+        one, ratio_pattern = _pattern(RATIO_PLACES)
+        zero: str = pattern % (0, 0)
 
         def money(units: int) -> str:
+            text: str
             if units > 0:
-                return digits((units + half) // step)
+                text = pattern % divmod((units + half) // step, base)
+                return text
             if units < 0:
-                return "-" + digits((half - units) // step)
+                text = pattern % divmod((half - units) // step, base)
+                return "-" + text
             return zero
 
         def per(units: int, count: int) -> str:
             d = step * count
+            text: str
             if units >= 0:
-                return digits((2 * units + d) // (2 * d))
-            return "-" + digits((d - 2 * units) // (2 * d))
+                text = pattern % divmod((2 * units + d) // (2 * d), base)
+                return text
+            text = pattern % divmod((d - 2 * units) // (2 * d), base)
+            return "-" + text
 
         def ratio(numerator: int, denominator: int) -> str:
+            text: str
+            if numerator >= 0 and denominator > 0:  # most of them
+                text = ratio_pattern % divmod((2 * numerator * one + denominator) // (2 * denominator), one)
+                return text
             d = abs(denominator)
-            rounded = _ratio_digits((2 * abs(numerator) * _RATIO_ONE + d) // (2 * d))
+            text = ratio_pattern % divmod((2 * abs(numerator) * one + d) // (2 * d), one)
             # Decimal's sign: a zero numerator over a negative denominator is "-0.000000".
-            return "-" + rounded if (numerator < 0) != (denominator < 0) else rounded
+            return "-" + text if (numerator < 0) != (denominator < 0) else text
 
         self.money, self.per, self.ratio = money, per, ratio
 
