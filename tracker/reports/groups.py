@@ -8,7 +8,7 @@ in integer units): no object per result row beyond the key.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import date
 from typing import Any
 
@@ -27,10 +27,10 @@ class Groups:
         self._link_code_of = link_code_of
         self.sums: dict[tuple[str, ...], Sums] = {}
 
-    def key_texts(self, cols: Columns) -> list[tuple[str, ...]]:
-        """Each result row's group key."""
-        return list(zip(*(self._texts(cols[c], i == self._link_at) for i, c in enumerate(self.columns)),
-                        strict=True))
+    def key_texts(self, cols: Columns) -> Iterator[tuple[str, ...]]:
+        """Each result row's group key, one at a time: a key that finds its group is dropped at
+        once (a list of them all would hold ~6,000 tuples and wake the cycle collector)."""
+        return zip(*(self._texts(cols[c], i == self._link_at) for i, c in enumerate(self.columns)), strict=True)
 
     def _texts(self, values: Sequence[Any], link: bool) -> Sequence[Any]:
         distinct = set(values)
@@ -46,12 +46,11 @@ class Groups:
 
     def add_clicks(self, cols: Columns, clicks: str | None, bot_clicks: str | None, uniques: str | None) -> None:
         """Click counts from the named columns (None: that count is not in these rows)."""
-        keys = self.key_texts(cols)
-        zeros = [0] * len(keys)
+        zeros = [0] * len(cols[self.columns[0]])
         sums = self.sums
         get = sums.get
         for key, c, b, u in zip(
-            keys, cols[clicks] if clicks else zeros, cols[bot_clicks] if bot_clicks else zeros,
+            self.key_texts(cols), cols[clicks] if clicks else zeros, cols[bot_clicks] if bot_clicks else zeros,
             cols[uniques] if uniques else zeros, strict=True,
         ):
             s = get(key)
@@ -101,13 +100,14 @@ class Groups:
         fields = [(i, KEY_FIELDS[self.keys[i]][0], KEY_FIELDS[self.keys[i]][-1], names.get(self.keys[i]))
                   for i in order]
         sums = self.sums
-        out: list[tuple[dict[str, Any], Sums]] = []
-        for key in sorted(sums):
+        keys = sorted(sums)
+        out: list[dict[str, Any]] = []
+        for key in keys:
             row: dict[str, Any] = {}
             for i, field, name_field, of in fields:
                 row[field] = v = key[i]
                 if of is not None:
                     row[name_field] = of.get(v)
-            out.append((row, sums[key]))
-        fill(out, write, fees_allocated)
-        return [row for row, _ in out]
+            out.append(row)
+        fill(zip(out, map(sums.__getitem__, keys), strict=True), write, fees_allocated)
+        return out
