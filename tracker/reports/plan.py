@@ -1,7 +1,7 @@
 """Which statements answer a report: the click source per grouping, conversions, fees, totals.
 
-- ``cached``: clicks and bot clicks from the daily rollup ``clicks_daily`` (a view that reads
-  the ``daily`` projection stored inside the parts of ``clicks``, migration 0023), unique
+- ``cached``: clicks and bot clicks from the daily rollup (``CLICKS_DAILY``: the ``daily``
+  projection stored inside the parts of ``clicks``, migration 0023), unique
   clicks from ``report_daily_uniques``, exact unique counts per (link, UTC day) that reports
   compute from raw clicks and keep. A cached count is used only while it still equals the
   clicks it was computed with, checked per UTC day (``CacheRead``): clicks are only ever
@@ -17,7 +17,7 @@
   value or referer (alone or with influencer, campaign, link, day): ``report_dim_uniques``,
   exact counts per (link, UTC day, value) that reports compute from raw clicks and keep; a
   day is used only while its values' clicks and bot clicks add up to its counts in
-  ``clicks_daily``, else it is recomputed first (``dim_refresh``). In another zone: local
+  the daily rollup, else it is recomputed first (``dim_refresh``). In another zone: local
   days or hours are the dimensions ``day@<zone>``/``hour@<zone>`` (value: the local label),
   read over every whole UTC day the range touches, labels outside the range dropped; any
   other single dimension reads its full UTC days from the cache and the edge days from raw
@@ -111,6 +111,7 @@ _CLICK_BY_ID = {
 }
 # In the daily rollup and the caches, all keyed by link id and UTC day.
 _DAILY = {"influencer": "influencer_id", "campaign": "campaign_id", "link": "link_id", "day": "day"}
+_PROJECTED = ("countIf(is_bot = 0) AS clicks", "countIf(is_bot = 1) AS bot_clicks")  # as migration 0023 has them
 _FROM_CLICK = "attribution = 'click' AND k_click != ''"
 _CONVERSION = {
     "influencer": "influencer_id",
@@ -284,6 +285,11 @@ def plan(scope: Scope, params: ReportParams, *, allow_cache: bool = True) -> Pla
         sc, where, extra = (scope, (*by_id, *full_where), day_params) if daily_keys else (wide, tuple(by_id), {})
         clicks = by_day(sc, CLICKS_DAILY, _DAILY, daily_keys, ("sum(clicks) AS c", "sum(bot_clicks) AS b"),
                         where, extra, "day" in daily_keys)
+        # The projection answers a GROUP BY of its own expressions only, not grouping sets: by
+        # the day and the keys first, then the sums above over those rows.
+        inner = ("day", *(_DAILY[k] for k in daily_keys if k != "day"))
+        clicks = Query(sc, CLICKS_DAILY, ("toDate(ts, 'UTC') AS day", *inner[1:], *_PROJECTED), where, inner,
+                       clicks.params, clicks.select, clicks.group_by, clicks.settings)
         uniques = by_day(sc, DAILY_UNIQUES, _DAILY, daily_keys, ("sum(clicks) AS cc", "sum(uniques) AS u"),
                          where, extra, "day" in daily_keys)
         dims = labels = dim_days = None
