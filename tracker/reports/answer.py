@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import csv
 import io
+import operator
 import re
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
@@ -235,14 +236,11 @@ _NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
 # Commission by lifecycle status (tracker.money.lifecycle), beside ``commission``.
 BY_STATUS = ("pending_commission", "payable_commission", "paid_commission")
 
-# A group's sums (``Sums``): counts, then money in integer units (``tracker.reports.units``).
+# The sums of groups, by column (``Sums``): counts, then money in integer units
+# (``tracker.reports.units``), a group at one position in every column.
 (CLICKS, BOT_CLICKS, UNIQUE_CLICKS, CONVERSIONS, FLAGGED, REVENUE, COMMISSION, PENDING, PAYABLE, PAID,
  FEES) = range(11)
-Sums = list[int]
-
-
-def zero() -> Sums:
-    return [0] * 11
+Sums = list[list[int]]
 
 
 def writer(currency: str) -> units.Writer:
@@ -250,41 +248,48 @@ def writer(currency: str) -> units.Writer:
     return units.Writer(money.MINOR_UNITS.get(currency, 2))
 
 
-def finish(s: Sums, write: units.Writer, *, fees_allocated: bool = True) -> dict[str, Any]:
-    """The metrics of one group's sums (``fill``)."""
-    out: dict[str, Any] = {}
-    fill([(out, s)], write, fees_allocated)
-    return out
+def finish(totals: Sequence[int], write: units.Writer, *, fees_allocated: bool = True) -> dict[str, Any]:
+    """The metrics of one group's sums (``CLICKS``, ... ``FEES``)."""
+    return {name: values[0] for name, values in metric_columns([[t] for t in totals], write, fees_allocated)}
 
 
-def fill(rows: Iterable[tuple[dict[str, Any], Sums]], write: units.Writer, fees_allocated: bool) -> None:
-    """Add to each row (holding its keys) the metrics of its sums: derived metrics and output
-    formatting (money rounded to the minor unit, ratios null on 0). Ratios are computed from the
-    exact sums, then rounded (aov of 10.005 is 10.01). One loop for all rows, metrics assigned one
-    by one: a call and a second dict per row cost more than the metrics (6,000 rows a report)."""
-    money, ratio, per = write.money, write.ratio, write.per
-    for out, s in rows:
-        clicks, bot_clicks, unique_clicks, conversions, flagged, revenue, commission, pending, payable, paid, fees = s
-        cost = commission + fees
-        out["clicks"] = clicks
-        out["bot_clicks"] = bot_clicks
-        out["unique_clicks"] = unique_clicks
-        out["conversions"] = conversions
-        out["revenue"] = money(revenue)
-        out["commission"] = money(commission)
-        out["pending_commission"] = money(pending)
-        out["payable_commission"] = money(payable)
-        out["paid_commission"] = money(paid)
-        if fees_allocated:
-            out["fees"] = money(fees)
-            out["cost"] = money(cost)
-            out["roi"] = ratio(revenue - cost, cost) if cost else None
-        else:
-            out["fees"] = out["cost"] = out["roi"] = None
-        out["conversion_rate"] = ratio(conversions, clicks) if clicks else None
-        out["epc"] = per(commission, clicks) if clicks else None
-        out["aov"] = per(revenue, conversions) if conversions else None
-        out["flagged_conversions"] = flagged
+def metric_columns(s: Sums, write: units.Writer, fees_allocated: bool) -> list[tuple[str, Sequence[Any]]]:
+    """Each metric's column, in the answer model's order: derived metrics and output formatting
+    (money rounded to the minor unit, ratios null on 0). Ratios are computed from the exact sums,
+    then rounded (aov of 10.005 is 10.01). Column by column, the writer's functions mapped in C:
+    a report of 6,000 rows writes ~60,000 figures."""
+    clicks, bot_clicks, unique_clicks, conversions, flagged, revenue, commission, pending, payable, paid, fees = s
+    money_, per, ratio = write.money, write.per, write.ratio
+    commission_t = list(map(money_, commission))
+    fees_t: Sequence[str | None]
+    cost_t: Sequence[str | None]
+    roi: Sequence[str | None]
+    if fees_allocated:
+        cost = list(map(operator.add, commission, fees))
+        fees_t = list(map(money_, fees))
+        # Without fees a group's cost is its commission, written already.
+        cost_t = [money_(c) if f else t for c, f, t in zip(cost, fees, commission_t, strict=True)]
+        roi = list(map(ratio, map(operator.sub, revenue, cost), cost))
+    else:
+        fees_t = cost_t = roi = [None] * len(clicks)
+    return [
+        ("clicks", clicks),
+        ("bot_clicks", bot_clicks),
+        ("unique_clicks", unique_clicks),
+        ("conversions", conversions),
+        ("revenue", list(map(money_, revenue))),
+        ("commission", commission_t),
+        ("pending_commission", list(map(money_, pending))),
+        ("payable_commission", list(map(money_, payable))),
+        ("paid_commission", list(map(money_, paid))),
+        ("fees", fees_t),
+        ("cost", cost_t),
+        ("roi", roi),
+        ("conversion_rate", list(map(ratio, conversions, clicks))),
+        ("epc", list(map(per, commission, clicks))),
+        ("aov", list(map(per, revenue, conversions))),
+        ("flagged_conversions", flagged),
+    ]
 
 
 _QUANTUM = {digits: Decimal(1).scaleb(-digits) for digits in range(7)}

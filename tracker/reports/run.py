@@ -11,12 +11,23 @@ from datetime import date
 from itertools import compress
 from typing import Any
 
-from tracker.reports import answer, units
+from tracker.reports import sql, units
 from tracker.reports.answer import (
+    BOT_CLICKS,
+    CLICKS,
+    COMMISSION,
+    CONVERSIONS,
+    FEES,
+    FLAGGED,
     KEY_FIELDS,
     METRICS,
+    PAID,
+    PAYABLE,
+    PENDING,
     RATIO_PLACES,
+    REVENUE,
     TOTAL_METRICS,
+    UNIQUE_CLICKS,
     Metrics,
     Report,
     ReportAnswer,
@@ -25,12 +36,12 @@ from tracker.reports.answer import (
     finish,
     money_str,
     ratio,
-    zero,
+    writer,
 )
 from tracker.reports.groups import Groups
 from tracker.reports.params import ReportParams
 from tracker.reports.plan import plan
-from tracker.reports.sql import CAMPAIGNS, CLICKS, INFLUENCERS, LINKS, CacheRead, Join, Query, Scope, Statement
+from tracker.reports.sql import CAMPAIGNS, INFLUENCERS, LINKS, CacheRead, Join, Query, Scope, Statement
 from tracker.storage.clickhouse import ClickHouse, Columns
 
 # Rounds of (find stale days, recompute them) before a report gives up on the cache.
@@ -58,7 +69,7 @@ def fetch_columns(ch: ClickHouse, query: Statement) -> Columns:
 
 def refresh_uniques(ch: ClickHouse, query: Query) -> None:
     """Write recomputed (link, UTC day) unique counts into the cache table."""
-    if not isinstance(query, Query) or query.table is not CLICKS:
+    if not isinstance(query, Query) or query.table is not sql.CLICKS:
         raise TypeError("The unique-clicks cache is filled from a gated clicks Query only.")
     ch.command(
         "INSERT INTO report_daily_uniques (brand_id, day, link_id, campaign_id, influencer_id, clicks, uniques, "
@@ -69,7 +80,7 @@ def refresh_uniques(ch: ClickHouse, query: Query) -> None:
 
 def refresh_dims(ch: ClickHouse, query: Query) -> None:
     """Write recomputed (link, UTC day, value) counts of one dimension into its cache table."""
-    if not isinstance(query, Query) or query.table is not CLICKS:
+    if not isinstance(query, Query) or query.table is not sql.CLICKS:
         raise TypeError("The dimension cache is filled from a gated clicks Query only.")
     ch.command(
         "INSERT INTO report_dim_uniques (brand_id, dim, day, link_id, value, campaign_id, influencer_id, clicks, "
@@ -141,15 +152,15 @@ def read_cache(
             refresh_dims(ch, dim_refresh.with_params(f_days=dim_stale, **bound))
 
     if read.rows == "daily":
-        groups.add_clicks(_key_rows(clicks), "c", "b", None)
-        groups.add_clicks(_key_rows(uniques), None, None, "u")
+        groups.add(_key_rows(clicks), {CLICKS: "c", BOT_CLICKS: "b"})
+        groups.add(_key_rows(uniques), {UNIQUE_CLICKS: "u"})
     elif read.rows == "dims":
         label = next((n for n in ("g_day", "g_hour") if n in groups.columns), None)
         keep = None
         if read.labels is not None and label is not None:
             lo, hi = read.labels
             keep = [v is not None and lo <= v <= hi for v in dims[label]]
-        groups.add_clicks(_key_rows(dims, keep), "vc", "vb", "vu")
+        groups.add(_key_rows(dims, keep), {CLICKS: "vc", BOT_CLICKS: "vb", UNIQUE_CLICKS: "vu"})
     totals = [0, 0, 0]
     if read.totals:
         for d, (c, b) in c_day.items():
@@ -178,7 +189,7 @@ def run_report(ch: ClickHouse, brand: Mapping[str, Any], params: ReportParams, m
     if p.source != "raw" and "link" in keys:
         link_code_of = {int(r["id"]): str(r["code"]) for r in fetch(ch, Query(scope, LINKS, ("id", "code")))}
     groups = Groups(keys, link_code_of)
-    totals = zero()
+    totals = [0] * len(groups.sums)
 
     cached: list[int] | None = None
     if p.cache is not None:
@@ -195,15 +206,13 @@ def run_report(ch: ClickHouse, brand: Mapping[str, Any], params: ReportParams, m
                 for at, m in enumerate(_CLICK_METRICS):
                     totals[at] += sum(compress(cols[m], share))
                 cols = _key_rows(cols, [not s for s in share])
-            groups.add_clicks(cols, "clicks", "bot_clicks", "unique_clicks")
+            groups.add(cols, dict(enumerate(_CLICK_METRICS)))
         else:
             for at, m in enumerate(_CLICK_METRICS):
                 totals[at] += sum(cols[m])
     if p.click_totals is None:
-        for s in groups.sums.values():
-            totals[0] += s[0]
-            totals[1] += s[1]
-            totals[2] += s[2]
+        for at in range(len(_CLICK_METRICS)):
+            totals[at] += sum(groups.sums[at])
     else:
         for at, count in enumerate(cached or ()):
             totals[at] += count
@@ -220,20 +229,20 @@ def run_report(ch: ClickHouse, brand: Mapping[str, Any], params: ReportParams, m
     for at, m in _CONVERSION_METRICS:
         totals[at] += sum(compress(conv[m], attributed))
     if p.conversion_rows:
-        groups.add_conversions(_key_rows(conv, attributed))
+        groups.add(_key_rows(conv, attributed), {at: m for at, m in _CONVERSION_METRICS})
     if p.fee_rows is not None:
         fees = fetch_columns(ch, p.fee_rows)
-        groups.add_fees(fees)
-        totals[answer.FEES] += sum(fees["fees"])
+        groups.add(fees, {FEES: "fees"})
+        totals[FEES] += sum(fees["fees"])
     if p.fee_totals is not None:
-        totals[answer.FEES] = sum(fetch_columns(ch, p.fee_totals)["fees"])
+        totals[FEES] = sum(fetch_columns(ch, p.fee_totals)["fees"])
 
     names: dict[str, dict[str, str]] = {}
     for k, table in (("influencer", INFLUENCERS), ("campaign", CAMPAIGNS)):
         if k in keys:
             names[k] = {str(r["id"]): str(r["name"]) for r in fetch(ch, Query(scope, table, ("id", "name")))}
 
-    write = answer.writer(currency)
+    write = writer(currency)
     rows = groups.rows(names, write, p.fees_allocated)
     total = finish(totals, write, fees_allocated=params.link_code is None)
     total["unattributed_conversions"] = unattributed_conversions
@@ -242,9 +251,8 @@ def run_report(ch: ClickHouse, brand: Mapping[str, Any], params: ReportParams, m
 
 
 _CONVERSION_METRICS = (
-    (answer.CONVERSIONS, "conversions"), (answer.FLAGGED, "flagged_conversions"), (answer.REVENUE, "revenue"),
-    (answer.COMMISSION, "commission"), (answer.PENDING, "pending_commission"), (answer.PAYABLE, "payable_commission"),
-    (answer.PAID, "paid_commission"),
+    (CONVERSIONS, "conversions"), (FLAGGED, "flagged_conversions"), (REVENUE, "revenue"), (COMMISSION, "commission"),
+    (PENDING, "pending_commission"), (PAYABLE, "payable_commission"), (PAID, "paid_commission"),
 )
 
 

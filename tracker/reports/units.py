@@ -29,9 +29,9 @@ def _pattern(places: int) -> tuple[int, str]:
 class Writer:
     """How one report writes its figures: money in one currency (its minor unit), ratios.
 
-    ``money(units)``, ``per(units, count)`` (aov, epc: count > 0) and ``ratio(numerator,
-    denominator)`` (roi, conversion_rate: denominator != 0, both in one unit) are plain functions
-    made for the currency: a report calls them ~60,000 times."""
+    ``money(units)``, ``per(units, count)`` (aov, epc) and ``ratio(numerator, denominator)``
+    (roi, conversion_rate: both in one unit) are plain functions made for the currency, a report
+    calls them ~60,000 times; a quotient over 0 is None."""
 
     __slots__ = ("money", "per", "places", "ratio")
 
@@ -55,7 +55,9 @@ class Writer:
                 return "-" + text
             return zero
 
-        def per(units: int, count: int) -> str:
+        def per(units: int, count: int) -> str | None:
+            if not count:
+                return None
             d = step * count
             text: str
             if units >= 0:
@@ -64,11 +66,13 @@ class Writer:
             text = pattern % divmod((d - 2 * units) // (2 * d), base)
             return "-" + text
 
-        def ratio(numerator: int, denominator: int) -> str:
+        def ratio(numerator: int, denominator: int) -> str | None:
             text: str
             if numerator >= 0 and denominator > 0:  # most of them
                 text = ratio_pattern % divmod((2 * numerator * one + denominator) // (2 * denominator), one)
                 return text
+            if not denominator:
+                return None
             d = abs(denominator)
             text = ratio_pattern % divmod((2 * abs(numerator) * one + d) // (2 * d), one)
             # Decimal's sign: a zero numerator over a negative denominator is "-0.000000".
