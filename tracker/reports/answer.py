@@ -261,14 +261,21 @@ def metric_columns(s: Sums, write: units.Writer, fees_allocated: bool) -> list[t
     clicks, bot_clicks, unique_clicks, conversions, flagged, revenue, commission, pending, payable, paid, fees = s
     money_, per, ratio = write.money, write.per, write.ratio
     commission_t = list(map(money_, commission))
+
+    def like_commission(amounts: list[int]) -> list[str]:
+        # A part of the commission (by status, or the cost without fees) that is all of it or
+        # nothing is written already: most groups' are.
+        if not any(amounts):
+            return [money_(0)] * len(amounts)
+        return [t if a == c else money_(a) for a, c, t in zip(amounts, commission, commission_t, strict=True)]
+
     fees_t: Sequence[str | None]
     cost_t: Sequence[str | None]
     roi: Sequence[str | None]
     if fees_allocated:
         cost = list(map(operator.add, commission, fees))
-        fees_t = list(map(money_, fees))
-        # Without fees a group's cost is its commission, written already.
-        cost_t = [money_(c) if f else t for c, f, t in zip(cost, fees, commission_t, strict=True)]
+        fees_t = list(map(money_, fees)) if any(fees) else [money_(0)] * len(fees)
+        cost_t = like_commission(cost)
         roi = list(map(ratio, map(operator.sub, revenue, cost), cost))
     else:
         fees_t = cost_t = roi = [None] * len(clicks)
@@ -279,9 +286,9 @@ def metric_columns(s: Sums, write: units.Writer, fees_allocated: bool) -> list[t
         ("conversions", conversions),
         ("revenue", list(map(money_, revenue))),
         ("commission", commission_t),
-        ("pending_commission", list(map(money_, pending))),
-        ("payable_commission", list(map(money_, payable))),
-        ("paid_commission", list(map(money_, paid))),
+        ("pending_commission", like_commission(pending)),
+        ("payable_commission", like_commission(payable)),
+        ("paid_commission", like_commission(paid)),
         ("fees", fees_t),
         ("cost", cost_t),
         ("roi", roi),
