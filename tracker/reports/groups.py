@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import date
 from itertools import repeat
-from typing import Any
+from typing import Any, cast
 
 from tracker.reports.answer import KEY_FIELDS, Sums, metric_columns
 from tracker.reports.units import Writer
@@ -50,21 +50,23 @@ class Groups:
 
     def add(self, cols: Columns, metrics: Mapping[int, str]) -> None:
         """Add each row's named columns to its group's sums (``answer.Sums`` position -> column)."""
-        index = self.index
-        before = len(index)
-        # A new key takes the next position (len(index) is read before the key goes in).
-        at = [index.setdefault(key, len(index)) for key in self.key_texts(cols)]
-        sums = self.sums
-        added = len(index) - before
-        if before == 0 and added == len(at):  # the first source, one row per group: its columns as they are
+        index, sums = self.index, self.sums
+        if not index:
+            keys = list(self.key_texts(cols))
+            index.update(zip(keys, range(len(keys)), strict=True))
+            if len(index) == len(keys):  # the first source, one row per group: its columns as they are
+                for m in range(len(sums)):
+                    sums[m] = list(cols[metrics[m]]) if m in metrics else [0] * len(keys)
+                return
+            index.clear()
+        found = list(map(index.get, self.key_texts(cols)))
+        at = cast("list[int]", found)
+        if None in found:
+            before = len(index)
+            # A new key takes the next position (len(index) is read before the key goes in).
+            at = [index.setdefault(key, len(index)) for key in self.key_texts(cols)]
             for column in sums:
-                column.extend([0] * added)
-            for m, name in metrics.items():
-                sums[m] = list(cols[name])
-            return
-        if added:
-            for column in sums:
-                column.extend([0] * added)
+                column.extend([0] * (len(index) - before))
         for m, name in metrics.items():
             column = sums[m]
             for i, value in zip(at, cols[name], strict=True):
