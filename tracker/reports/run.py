@@ -1,7 +1,9 @@
-"""Running a report: execute the plan, assemble rows and totals with every metric.
+"""Running a report: execute the plan, check the caches, add up rows and totals with every metric.
 
-The shapes of the answer (JSON models, CSV) and the metric formatting live in
-``tracker.reports.answer``; the names below are re-exported for the routes and the portal.
+Results are read by column; each group's sums live in ``tracker.reports.groups``, money as
+integer units (``tracker.reports.units``); the shapes of the answer (JSON models, CSV) and the
+metrics live in ``tracker.reports.answer``, whose names below are re-exported for the routes and
+the portal.
 """
 
 from __future__ import annotations
