@@ -176,6 +176,25 @@ def test_the_dimension_cache_follows_new_clicks_and_is_never_believed_when_off(
     check(run_report(ch, BRAND, params, 400), data, BRAND["id"], params)
 
 
+@pytest.mark.parametrize(("group_by", "tz"), [((), "UTC"), (("influencer",), "UTC"), (("campaign", "day"), "UTC"),
+                                              (("coupon",), "Asia/Kolkata")], ids=str)
+def test_sums_beyond_64_bits_of_units_stay_exact(ch: ClickHouse, group_by: tuple[str, ...], tz: str) -> None:
+    """Money sums leave ClickHouse as 64-bit units plus what lies beyond: groups summing to more
+    than 9.2 * 10^14 currency units (2^63 units of 0.0001) are exact to the last unit."""
+    data = build_data(seed=19)
+    scale = Decimal(4 * 10**11)  # the largest amount, 200.00, becomes 8 * 10^13: a column holds < 10^14
+    for history in data.orders.values():
+        for version in history:
+            for name, odd in (("amount", "0.0007"), ("original_amount", "0.0007"), ("commission", "0.0003")):
+                version[name] = version[name] * scale + Decimal(odd)
+            for name in ("refunded_amount", "original_refunded_amount"):
+                version[name] = version[name] * scale
+    load(ch, data)
+    report = run(ch, BRAND, group_by=group_by, tz=tz)
+    check(report, data, BRAND["id"], report.params)
+    assert Decimal(report.totals["revenue"]) > 2**63 / Decimal(10**4)
+
+
 def test_the_cache_follows_new_clicks(ch: ClickHouse) -> None:
     """Cached daily uniques are checked against the daily rollup's click count on every read."""
     data = build_data(seed=11)

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import csv
 import io
+import operator
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
@@ -22,10 +24,10 @@ from pydantic_core import to_json
 
 from tracker.api.schema import Answer
 from tracker.core import money
+from tracker.reports import units
 from tracker.reports.params import GroupKey, ReportParams
 
-# Ratios are decimal strings rounded half-up to this many places.
-RATIO_PLACES = 6
+RATIO_PLACES = units.RATIO_PLACES
 
 MoneyText = Annotated[
     str,
@@ -234,52 +236,67 @@ _NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
 # Commission by lifecycle status (tracker.money.lifecycle), beside ``commission``.
 BY_STATUS = ("pending_commission", "payable_commission", "paid_commission")
 
-
-def zero() -> dict[str, Any]:
-    return {
-        "clicks": 0,
-        "bot_clicks": 0,
-        "unique_clicks": 0,
-        "conversions": 0,
-        "flagged_conversions": 0,
-        "revenue": money.ZERO,
-        "commission": money.ZERO,
-        **{m: money.ZERO for m in BY_STATUS},
-        "fees": money.ZERO,
-    }
+# The sums of groups, by column (``Sums``): counts, then money in integer units
+# (``tracker.reports.units``), a group at one position in every column.
+(CLICKS, BOT_CLICKS, UNIQUE_CLICKS, CONVERSIONS, FLAGGED, REVENUE, COMMISSION, PENDING, PAYABLE, PAID,
+ FEES) = range(11)
+Sums = list[list[int]]
 
 
-def finish(m: dict[str, Any], currency: str, *, fees_allocated: bool = True) -> dict[str, Any]:
-    """Derived metrics and output formatting (money rounded to the minor unit, ratios null on 0).
+def writer(currency: str) -> units.Writer:
+    """How figures of a report in the brand's currency are written (an unknown code: 2 places)."""
+    return units.Writer(money.MINOR_UNITS.get(currency, 2))
 
-    Ratios are computed from the exact sums, then rounded (aov of 10.005 is 10.01)."""
-    quantum = _QUANTUM[money.MINOR_UNITS.get(currency, 2)]
-    half_up = ROUND_HALF_UP
-    revenue: Decimal = m["revenue"]
-    commission: Decimal = m["commission"]
-    fees: Decimal = m["fees"]
-    clicks, conversions = m["clicks"], m["conversions"]
-    cost = commission + fees
-    out: dict[str, Any] = {
-        "clicks": clicks,
-        "bot_clicks": m["bot_clicks"],
-        "unique_clicks": m["unique_clicks"],
-        "conversions": conversions,
-        "revenue": f"{revenue.quantize(quantum, rounding=half_up):f}",
-        "commission": f"{commission.quantize(quantum, rounding=half_up):f}",
-        **{key: f"{m[key].quantize(quantum, rounding=half_up):f}" for key in BY_STATUS},
-        "fees": f"{fees.quantize(quantum, rounding=half_up):f}" if fees_allocated else None,
-        "cost": f"{cost.quantize(quantum, rounding=half_up):f}" if fees_allocated else None,
-        "roi": ratio(revenue - cost, cost) if fees_allocated else None,
-        "conversion_rate": ratio(Decimal(conversions), Decimal(clicks)) if clicks else None,
-        "epc": f"{(commission / clicks).quantize(quantum, rounding=half_up):f}" if clicks else None,
-        "aov": f"{(revenue / conversions).quantize(quantum, rounding=half_up):f}" if conversions else None,
-        "flagged_conversions": m["flagged_conversions"],
-    }
-    if "unattributed_conversions" in m:
-        out["unattributed_conversions"] = m["unattributed_conversions"]
-        out["unattributed_revenue"] = f"{m['unattributed_revenue'].quantize(quantum, rounding=half_up):f}"
-    return out
+
+def finish(totals: Sequence[int], write: units.Writer, *, fees_allocated: bool = True) -> dict[str, Any]:
+    """The metrics of one group's sums (``CLICKS``, ... ``FEES``)."""
+    return {name: values[0] for name, values in metric_columns([[t] for t in totals], write, fees_allocated)}
+
+
+def metric_columns(s: Sums, write: units.Writer, fees_allocated: bool) -> list[tuple[str, Sequence[Any]]]:
+    """Each metric's column, in the answer model's order: derived metrics and output formatting
+    (money rounded to the minor unit, ratios null on 0). Ratios are computed from the exact sums,
+    then rounded (aov of 10.005 is 10.01). Column by column, the writer's functions mapped in C:
+    a report of 6,000 rows writes ~60,000 figures."""
+    clicks, bot_clicks, unique_clicks, conversions, flagged, revenue, commission, pending, payable, paid, fees = s
+    money_, per, ratio = write.money, write.per, write.ratio
+    commission_t = list(map(money_, commission))
+
+    def like_commission(amounts: list[int]) -> list[str]:
+        # A part of the commission (by status, or the cost without fees) that is all of it or
+        # nothing is written already: most groups' are.
+        if not any(amounts):
+            return [money_(0)] * len(amounts)
+        return [t if a == c else money_(a) for a, c, t in zip(amounts, commission, commission_t, strict=True)]
+
+    fees_t: Sequence[str | None]
+    cost_t: Sequence[str | None]
+    roi: Sequence[str | None]
+    if fees_allocated:
+        cost = list(map(operator.add, commission, fees))
+        fees_t = list(map(money_, fees)) if any(fees) else [money_(0)] * len(fees)
+        cost_t = like_commission(cost)
+        roi = list(map(ratio, map(operator.sub, revenue, cost), cost))
+    else:
+        fees_t = cost_t = roi = [None] * len(clicks)
+    return [
+        ("clicks", clicks),
+        ("bot_clicks", bot_clicks),
+        ("unique_clicks", unique_clicks),
+        ("conversions", conversions),
+        ("revenue", list(map(money_, revenue))),
+        ("commission", commission_t),
+        ("pending_commission", like_commission(pending)),
+        ("payable_commission", like_commission(payable)),
+        ("paid_commission", like_commission(paid)),
+        ("fees", fees_t),
+        ("cost", cost_t),
+        ("roi", roi),
+        ("conversion_rate", list(map(ratio, conversions, clicks))),
+        ("epc", list(map(per, commission, clicks))),
+        ("aov", list(map(per, revenue, conversions))),
+        ("flagged_conversions", flagged),
+    ]
 
 
 _QUANTUM = {digits: Decimal(1).scaleb(-digits) for digits in range(7)}

@@ -1,7 +1,7 @@
 """Which statements answer a report: the click source per grouping, conversions, fees, totals.
 
-- ``cached``: clicks and bot clicks from the daily rollup ``clicks_daily`` (a view that reads
-  the ``daily`` projection stored inside the parts of ``clicks``, migration 0023), unique
+- ``cached``: clicks and bot clicks from the daily rollup (``CLICKS_DAILY``: the ``daily``
+  projection stored inside the parts of ``clicks``, migration 0023), unique
   clicks from ``report_daily_uniques``, exact unique counts per (link, UTC day) that reports
   compute from raw clicks and keep. A cached count is used only while it still equals the
   clicks it was computed with, checked per UTC day (``CacheRead``): clicks are only ever
@@ -17,7 +17,7 @@
   value or referer (alone or with influencer, campaign, link, day): ``report_dim_uniques``,
   exact counts per (link, UTC day, value) that reports compute from raw clicks and keep; a
   day is used only while its values' clicks and bot clicks add up to its counts in
-  ``clicks_daily``, else it is recomputed first (``dim_refresh``). In another zone: local
+  the daily rollup, else it is recomputed first (``dim_refresh``). In another zone: local
   days or hours are the dimensions ``day@<zone>``/``hour@<zone>`` (value: the local label),
   read over every whole UTC day the range touches, labels outside the range dropped; any
   other single dimension reads its full UTC days from the cache and the edge days from raw
@@ -53,6 +53,7 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from tracker.money.lifecycle import PAID_IDS_SQL, status_sql
+from tracker.reports import units
 from tracker.reports.params import ReportParams
 from tracker.reports.sql import (
     ALL_CONVERSIONS,
@@ -110,6 +111,7 @@ _CLICK_BY_ID = {
 }
 # In the daily rollup and the caches, all keyed by link id and UTC day.
 _DAILY = {"influencer": "influencer_id", "campaign": "campaign_id", "link": "link_id", "day": "day"}
+_PROJECTED = ("countIf(is_bot = 0) AS clicks", "countIf(is_bot = 1) AS bot_clicks")  # as migration 0023 has them
 _FROM_CLICK = "attribution = 'click' AND k_click != ''"
 _CONVERSION = {
     "influencer": "influencer_id",
@@ -148,11 +150,16 @@ _CONVERSION_COLUMNS = (
     "link_code", "occurred_at", "coupon_code", "store_id", "status", "country", "amount", "refunded_amount",
     "commission", f"{_LIFECYCLE} AS l_status",
 )
-# Money sums leave as text: the client reads text columns in C and decimals value by value in
-# Python (~10 ms for 6,000 rows); ``Decimal(text)`` is exact.
-# (The joined column r.commission: ``commission`` alone is the alias of its sum in the same SELECT.)
-_BY_STATUS = tuple(f"toString(sumIf(r.commission, l_status = '{s}')) AS {s}_commission"
-                   for s in ("pending", "payable", "paid"))
+
+
+# Money sums leave as integer units (tracker.reports.units). ``commission`` alone would be the
+# alias of its own sum here.
+_MONEY = tuple(part for name, total in (
+    ("revenue", f"sum({_NET})"),
+    ("commission", "sum(r.commission)"),
+    *((f"{s}_commission", f"sumIf(r.commission, l_status = '{s}')") for s in ("pending", "payable", "paid")),
+) for part in units.units_sql(total, name))
+_FEES = units.units_sql("sum(amount)", "fees")
 
 
 @dataclass(frozen=True)
@@ -278,6 +285,11 @@ def plan(scope: Scope, params: ReportParams, *, allow_cache: bool = True) -> Pla
         sc, where, extra = (scope, (*by_id, *full_where), day_params) if daily_keys else (wide, tuple(by_id), {})
         clicks = by_day(sc, CLICKS_DAILY, _DAILY, daily_keys, ("sum(clicks) AS c", "sum(bot_clicks) AS b"),
                         where, extra, "day" in daily_keys)
+        # The projection answers a GROUP BY of its own expressions only, not grouping sets: by
+        # the day and the keys first, then the sums above over those rows.
+        inner = ("day", *(_DAILY[k] for k in daily_keys if k != "day"))
+        clicks = Query(sc, CLICKS_DAILY, ("toDate(ts, 'UTC') AS day", *inner[1:], *_PROJECTED), where, inner,
+                       clicks.params, clicks.select, clicks.group_by, clicks.settings)
         uniques = by_day(sc, DAILY_UNIQUES, _DAILY, daily_keys, ("sum(clicks) AS cc", "sum(uniques) AS u"),
                          where, extra, "day" in daily_keys)
         dims = labels = dim_days = None
@@ -360,9 +372,7 @@ def plan(scope: Scope, params: ReportParams, *, allow_cache: bool = True) -> Pla
         Query(scope, CONVERSION_FLAGS, ("order_id", "notEmpty(flags) AS q_flagged")),
         ("order_id",),
         (*aliased(_CONVERSION, keys), "attributed AS g_attributed", "count() AS conversions",
-         f"toString(sum({_NET})) AS revenue", "toString(sum(commission)) AS commission",
-         "countIf(q_flagged) AS flagged_conversions",
-         *_BY_STATUS),
+         "countIf(q_flagged) AS flagged_conversions", *_MONEY),
         group_by=(*names(keys), "g_attributed"),
         more=tuple(more),
     )
@@ -370,10 +380,9 @@ def plan(scope: Scope, params: ReportParams, *, allow_cache: bool = True) -> Pla
     fee_rows = fee_totals = None
     if params.link_code is None:
         if keys and set(keys) <= _FEE_KEYS:
-            fee_rows = Query(scope, FEES, (*aliased(_FEE, keys), "toString(sum(amount)) AS fees"), tuple(common),
-                             names(keys), id_filters)
+            fee_rows = Query(scope, FEES, (*aliased(_FEE, keys), *_FEES), tuple(common), names(keys), id_filters)
         else:
-            fee_totals = Query(scope, FEES, ("toString(sum(amount)) AS fees",), tuple(common), (), id_filters)
+            fee_totals = Query(scope, FEES, _FEES, tuple(common), (), id_filters)
 
     refresh = dim_refresh = None
     cache = None

@@ -1,23 +1,35 @@
-"""Running a report: execute the plan, assemble rows and totals with every metric.
+"""Running a report: execute the plan, check the caches, add up rows and totals with every metric.
 
-The shapes of the answer (JSON models, CSV) and the metric formatting live in
-``tracker.reports.answer``; the names below are re-exported for the routes and the portal.
+Results are read by column; each group's sums live in ``tracker.reports.groups``, money as
+integer units (``tracker.reports.units``); the shapes of the answer (JSON models, CSV) and the
+metrics live in ``tracker.reports.answer``, whose names below are re-exported for the routes and
+the portal.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import date
-from decimal import Decimal
+from itertools import compress
 from typing import Any
 
-from tracker.core import money
+from tracker.reports import sql, units
 from tracker.reports.answer import (
-    BY_STATUS,
+    BOT_CLICKS,
+    CLICKS,
+    COMMISSION,
+    CONVERSIONS,
+    FEES,
+    FLAGGED,
     KEY_FIELDS,
     METRICS,
+    PAID,
+    PAYABLE,
+    PENDING,
     RATIO_PLACES,
+    REVENUE,
     TOTAL_METRICS,
+    UNIQUE_CLICKS,
     Metrics,
     Report,
     ReportAnswer,
@@ -26,12 +38,13 @@ from tracker.reports.answer import (
     finish,
     money_str,
     ratio,
-    zero,
+    writer,
 )
+from tracker.reports.groups import Groups
 from tracker.reports.params import ReportParams
 from tracker.reports.plan import plan
-from tracker.reports.sql import CAMPAIGNS, CLICKS, INFLUENCERS, LINKS, CacheRead, Join, Query, Scope, Statement
-from tracker.storage.clickhouse import ClickHouse
+from tracker.reports.sql import CAMPAIGNS, INFLUENCERS, LINKS, CacheRead, Join, Query, Scope, Statement
+from tracker.storage.clickhouse import ClickHouse, Columns
 
 # Rounds of (find stale days, recompute them) before a report gives up on the cache.
 _REFRESH_ROUNDS = 2
@@ -44,9 +57,21 @@ def fetch(ch: ClickHouse, query: Statement) -> list[dict[str, Any]]:
     return ch.query_dicts(query.sql, query.parameters, settings=dict(settings) if settings else None)
 
 
+def fetch_columns(ch: ClickHouse, query: Statement) -> Columns:
+    """The result by column, each money sum (``units.units_sql``) as one column of units."""
+    if not isinstance(query, Query | Join):
+        raise TypeError("Reports run Query objects only.")
+    settings = query.settings
+    cols = ch.query_columns(query.sql, query.parameters, settings=dict(settings) if settings else None)
+    for high in [name for name in cols if name.endswith("_hi")]:
+        low = high.removesuffix("_hi")
+        cols[low] = units.units_of(cols[low], cols.pop(high))
+    return cols
+
+
 def refresh_uniques(ch: ClickHouse, query: Query) -> None:
     """Write recomputed (link, UTC day) unique counts into the cache table."""
-    if not isinstance(query, Query) or query.table is not CLICKS:
+    if not isinstance(query, Query) or query.table is not sql.CLICKS:
         raise TypeError("The unique-clicks cache is filled from a gated clicks Query only.")
     ch.command(
         "INSERT INTO report_daily_uniques (brand_id, day, link_id, campaign_id, influencer_id, clicks, uniques, "
@@ -57,7 +82,7 @@ def refresh_uniques(ch: ClickHouse, query: Query) -> None:
 
 def refresh_dims(ch: ClickHouse, query: Query) -> None:
     """Write recomputed (link, UTC day, value) counts of one dimension into its cache table."""
-    if not isinstance(query, Query) or query.table is not CLICKS:
+    if not isinstance(query, Query) or query.table is not sql.CLICKS:
         raise TypeError("The dimension cache is filled from a gated clicks Query only.")
     ch.command(
         "INSERT INTO report_dim_uniques (brand_id, dim, day, link_id, value, campaign_id, influencer_id, clicks, "
@@ -69,20 +94,26 @@ def refresh_dims(ch: ClickHouse, query: Query) -> None:
 _CLICK_METRICS = ("clicks", "bot_clicks", "unique_clicks")
 
 
-def _per_day(rows: list[dict[str, Any]], cols: tuple[str, str]) -> dict[date, tuple[int, int]]:
+def _per_day(cols: Columns, names: tuple[str, str]) -> dict[date, tuple[int, int]]:
     """Sums per UTC day: the ``u_day`` rows of a grouping set, or rows keyed by the UTC day itself."""
     out: dict[date, tuple[int, int]] = {}
-    for r in rows:
-        d = r["u_day"] if "u_day" in r else r["g_day"]
+    get = out.get
+    for d, x, y in zip(cols["u_day"] if "u_day" in cols else cols["g_day"], cols[names[0]], cols[names[1]],
+                       strict=True):
         if d is not None:
-            x, y = out.get(d, (0, 0))
-            out[d] = (x + int(r[cols[0]]), y + int(r[cols[1]]))
+            a, b = get(d, (0, 0))
+            out[d] = (a + x, b + y)
     return out
 
 
-def _key_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The rows of the report's keys (not the per-day grouping set)."""
-    return [r for r in rows if r.get("u_day", r) is None or "u_day" not in r]
+def _key_rows(cols: Columns, keep: list[bool] | None = None) -> Columns:
+    """The rows of the report's keys (not the per-day grouping set), those of ``keep`` only."""
+    if "u_day" in cols:
+        keys = [d is None for d in cols["u_day"]]
+        keep = keys if keep is None else [a and b for a, b in zip(keys, keep, strict=True)]
+    if keep is None:
+        return cols
+    return Columns((name, list(compress(values, keep))) for name, values in cols.items())
 
 
 def _within(d: date, days: tuple[date, date] | None) -> bool:
@@ -90,19 +121,19 @@ def _within(d: date, days: tuple[date, date] | None) -> bool:
 
 
 def read_cache(
-    ch: ClickHouse, read: CacheRead, refresh: Query | None, dim_refresh: Query | None, keys: tuple[str, ...],
+    ch: ClickHouse, read: CacheRead, refresh: Query | None, dim_refresh: Query | None, groups: Groups,
     bound: Mapping[str, Any],
-) -> tuple[list[dict[str, Any]], dict[str, int]] | None:
-    """Cached click rows (keyed ``g_<key>``) and totals, read once every UTC day they cover adds
-    up (``CacheRead``); stale days are recomputed first. None when clicks keep arriving faster
-    than the caches follow."""
+) -> list[int] | None:
+    """Cached click counts into ``groups`` (rows) and the totals' clicks, bot clicks and unique
+    clicks, read once every UTC day they cover adds up (``CacheRead``); stale days are
+    recomputed first. None when clicks keep arriving faster than the caches follow."""
     def bind(q: Query) -> Query:
         return q.with_params(**bound) if bound else q
 
     for round_ in range(_REFRESH_ROUNDS + 1):
-        clicks = fetch(ch, bind(read.clicks))
-        uniques = fetch(ch, bind(read.uniques))
-        dims = fetch(ch, bind(read.dims)) if read.dims is not None else []
+        clicks = fetch_columns(ch, bind(read.clicks))
+        uniques = fetch_columns(ch, bind(read.uniques))
+        dims = fetch_columns(ch, bind(read.dims)) if read.dims is not None else Columns()
         c_day, u_day = _per_day(clicks, ("c", "b")), _per_day(uniques, ("cc", "u"))
         # Counts only grow, and a cached (link, day) is a count of it taken earlier: a day's
         # sums are equal exactly when every (link, day) of it is.
@@ -122,35 +153,24 @@ def read_cache(
         if dim_stale and dim_refresh is not None:
             refresh_dims(ch, dim_refresh.with_params(f_days=dim_stale, **bound))
 
-    rows: list[dict[str, Any]] = []
-    names = tuple(f"g_{k}" for k in keys)
     if read.rows == "daily":
-        # The rows' dicts are the fetched ones, given the metric names (6,000 rows for influencer x day).
-        by_key: dict[tuple[Any, ...], dict[str, Any]] = {}
-        for r in _key_rows(clicks):
-            r["clicks"], r["bot_clicks"], r["unique_clicks"] = r["c"], r["b"], 0
-            by_key[tuple([r[n] for n in names])] = r
-        for r in _key_rows(uniques):
-            k = tuple([r[n] for n in names])
-            if k not in by_key:
-                by_key[k] = {**{n: r[n] for n in names}, "clicks": 0, "bot_clicks": 0, "unique_clicks": 0}
-            by_key[k]["unique_clicks"] += r["u"]
-        rows = list(by_key.values())
+        groups.add(_key_rows(clicks), {CLICKS: "c", BOT_CLICKS: "b"})
+        groups.add(_key_rows(uniques), {UNIQUE_CLICKS: "u"})
     elif read.rows == "dims":
-        label = next((n for n in ("g_day", "g_hour") if n in names), None)
-        for r in _key_rows(dims):
-            if read.labels is not None and label is not None and not read.labels[0] <= r[label] <= read.labels[1]:
-                continue
-            rows.append({**{n: r[n] for n in names}, "clicks": int(r["vc"]), "bot_clicks": int(r["vb"]),
-                         "unique_clicks": int(r["vu"])})
-    totals = dict.fromkeys(_CLICK_METRICS, 0)
+        label = next((n for n in ("g_day", "g_hour") if n in groups.columns), None)
+        keep = None
+        if read.labels is not None and label is not None:
+            lo, hi = read.labels
+            keep = [v is not None and lo <= v <= hi for v in dims[label]]
+        groups.add(_key_rows(dims, keep), {CLICKS: "vc", BOT_CLICKS: "vb", UNIQUE_CLICKS: "vu"})
+    totals = [0, 0, 0]
     if read.totals:
         for d, (c, b) in c_day.items():
             if _within(d, read.full):
-                totals["clicks"] += c
-                totals["bot_clicks"] += b
-                totals["unique_clicks"] += u_day.get(d, (0, 0))[1]
-    return rows, totals
+                totals[0] += c
+                totals[1] += b
+                totals[2] += u_day.get(d, (0, 0))[1]
+    return totals
 
 
 def run_report(ch: ClickHouse, brand: Mapping[str, Any], params: ReportParams, max_days: int) -> Report:
@@ -167,112 +187,75 @@ def run_report(ch: ClickHouse, brand: Mapping[str, Any], params: ReportParams, m
     def bind(q: Statement) -> Statement:
         return q.with_params(**extra) if extra else q
 
-    cached: tuple[list[dict[str, Any]], dict[str, int]] | None = None
-    if p.cache is not None:
-        cached = read_cache(ch, p.cache, p.refresh, p.dim_refresh, keys, extra)
-        if cached is None:  # clicks keep arriving faster than the caches follow: raw clicks
-            p = plan(scope, params, allow_cache=False)
-
     link_code_of: dict[int, str] = {}
     if p.source != "raw" and "link" in keys:
         link_code_of = {int(r["id"]): str(r["code"]) for r in fetch(ch, Query(scope, LINKS, ("id", "code")))}
+    groups = Groups(keys, link_code_of)
+    totals = [0] * len(groups.sums)
 
-    columns = tuple(f"g_{k}" for k in keys)
-    link_at = keys.index("link") if "link" in keys else -1
+    cached: list[int] | None = None
+    if p.cache is not None:
+        cached = read_cache(ch, p.cache, p.refresh, p.dim_refresh, groups, extra)
+        if cached is None:  # clicks keep arriving faster than the caches follow: raw clicks
+            p = plan(scope, params, allow_cache=False)
 
-    text: dict[Any, str] = {}  # each date's or id's text, once
-
-    def key_of(row: Mapping[str, Any]) -> tuple[str, ...]:
-        out = [row[c] for c in columns]
-        for i, v in enumerate(out):
-            if type(v) is str:
-                continue
-            if v not in text:
-                # Cached click rows carry link ids; raw click rows, conversions and fees carry codes.
-                text[v] = link_code_of.get(int(v), "") if i == link_at else (
-                    v.isoformat() if isinstance(v, date) else str(v))
-            out[i] = text[v]
-        return tuple(out)
-
-    acc: dict[tuple[str, ...], dict[str, Any]] = {}
-
-    def slot(key: tuple[str, ...]) -> dict[str, Any]:
-        if key not in acc:
-            acc[key] = zero()
-        return acc[key]
-
-    totals = zero()
-    totals["unattributed_conversions"] = 0
-    totals["unattributed_revenue"] = money.ZERO
-
-    click_rows = [*(cached[0] if cached else ())]
     for q in p.click_rows or ():
-        for r in fetch(ch, bind(q)):
-            if keys and all(r[f"g_{k}"] is None for k in keys):  # the totals' share (no row's key is NULL)
-                for m in _CLICK_METRICS:
-                    totals[m] += int(r[m])
-            else:
-                click_rows.append(r)
-    for r in click_rows:
-        s = slot(key_of(r))
-        for m in _CLICK_METRICS:
-            s[m] += int(r[m])
+        cols = fetch_columns(ch, bind(q))
+        if keys:
+            # The totals' share: rows whose every key is NULL (no row's key is NULL).
+            share = [all(nulls) for nulls in zip(*([v is None for v in cols[c]] for c in groups.columns), strict=True)]
+            if any(share):
+                for at, m in enumerate(_CLICK_METRICS):
+                    totals[at] += sum(compress(cols[m], share))
+                cols = _key_rows(cols, [not s for s in share])
+            groups.add(cols, dict(enumerate(_CLICK_METRICS)))
+        else:
+            for at, m in enumerate(_CLICK_METRICS):
+                totals[at] += sum(cols[m])
     if p.click_totals is None:
-        for r in click_rows:
-            for m in _CLICK_METRICS:
-                totals[m] += int(r[m])
+        for at in range(len(_CLICK_METRICS)):
+            totals[at] += sum(groups.sums[at])
     else:
-        for m, count in (cached[1] if cached else {}).items():
-            totals[m] += count
+        for at, count in enumerate(cached or ()):
+            totals[at] += count
         for q in p.click_totals:
-            for r in fetch(ch, bind(q)):
-                for m in _CLICK_METRICS:
-                    totals[m] += int(r[m])
+            cols = fetch_columns(ch, bind(q))
+            for at, m in enumerate(_CLICK_METRICS):
+                totals[at] += sum(cols[m])
 
-    for r in fetch(ch, p.conversions):
-        revenue, commission = Decimal(r["revenue"]), Decimal(r["commission"])
-        if not r["g_attributed"]:
-            totals["unattributed_conversions"] += int(r["conversions"])
-            totals["unattributed_revenue"] += revenue
-            continue
-        targets = [totals, slot(key_of(r))] if p.conversion_rows else [totals]
-        count, flagged = int(r["conversions"]), int(r["flagged_conversions"])
-        by_status = [(m, Decimal(r[m])) for m in BY_STATUS]
-        for t in targets:
-            t["conversions"] += count
-            t["flagged_conversions"] += flagged
-            t["revenue"] += revenue
-            t["commission"] += commission
-            for m, amount in by_status:
-                t[m] += amount
+    conv = fetch_columns(ch, p.conversions)
+    attributed = [bool(a) for a in conv["g_attributed"]]
+    unattributed = [not a for a in attributed]
+    unattributed_conversions = sum(compress(conv["conversions"], unattributed))
+    unattributed_revenue = sum(compress(conv["revenue"], unattributed))
+    for at, m in _CONVERSION_METRICS:
+        totals[at] += sum(compress(conv[m], attributed))
+    if p.conversion_rows:
+        groups.add(_key_rows(conv, attributed), {at: m for at, m in _CONVERSION_METRICS})
     if p.fee_rows is not None:
-        for r in fetch(ch, p.fee_rows):
-            slot(key_of(r))["fees"] += Decimal(r["fees"])
-            totals["fees"] += Decimal(r["fees"])
+        fees = fetch_columns(ch, p.fee_rows)
+        groups.add(fees, {FEES: "fees"})
+        totals[FEES] += sum(fees["fees"])
     if p.fee_totals is not None:
-        for r in fetch(ch, p.fee_totals):
-            totals["fees"] = Decimal(r["fees"])
+        totals[FEES] = sum(fetch_columns(ch, p.fee_totals)["fees"])
 
     names: dict[str, dict[str, str]] = {}
     for k, table in (("influencer", INFLUENCERS), ("campaign", CAMPAIGNS)):
         if k in keys:
             names[k] = {str(r["id"]): str(r["name"]) for r in fetch(ch, Query(scope, table, ("id", "name")))}
 
-    # Key fields in the answer model's order (json_bytes sends the dicts as they are).
-    order = sorted(range(len(keys)), key=lambda i: list(KEY_FIELDS).index(keys[i]))
-    rows: list[dict[str, Any]] = []
-    for key in sorted(acc):
-        row: dict[str, Any] = {}
-        for i in order:
-            k, v = keys[i], key[i]
-            if k in names:
-                row[f"{k}_id"] = v
-                row[f"{k}_name"] = names[k].get(v)
-            else:
-                row[KEY_FIELDS[k][0]] = v
-        row.update(finish(acc[key], currency, fees_allocated=p.fees_allocated))
-        rows.append(row)
-    return Report(params, currency, p.source, rows, finish(totals, currency, fees_allocated=params.link_code is None))
+    write = writer(currency)
+    rows = groups.rows(names, write, p.fees_allocated)
+    total = finish(totals, write, fees_allocated=params.link_code is None)
+    total["unattributed_conversions"] = unattributed_conversions
+    total["unattributed_revenue"] = write.money(unattributed_revenue)
+    return Report(params, currency, p.source, rows, total)
+
+
+_CONVERSION_METRICS = (
+    (CONVERSIONS, "conversions"), (FLAGGED, "flagged_conversions"), (REVENUE, "revenue"), (COMMISSION, "commission"),
+    (PENDING, "pending_commission"), (PAYABLE, "payable_commission"), (PAID, "paid_commission"),
+)
 
 
 __all__ = [

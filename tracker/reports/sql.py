@@ -114,10 +114,13 @@ class Table:
 
 
 # Raw clicks without FINAL: ingest lands every click exactly once (it settles retried
-# batches by click id), and the daily projection behind ``clicks_daily`` counts the same
-# rows, so counts from either source agree; distinct visitors ignore a duplicate anyway.
+# batches by click id), and the daily projection inside ``clicks`` counts the same rows, so
+# counts from either source agree; distinct visitors ignore a duplicate anyway.
 CLICKS = Table("clicks", False, "ts", "DateTime64(3, 'UTC')")
-CLICKS_DAILY = Table("clicks_daily", False, "day", "Date")
+# The daily projection (migration 0023), read by a GROUP BY of its own expressions: gated by
+# its UTC day. The view ``clicks_daily`` reads it too, but groups by all five of its keys
+# first (~2x the time).
+CLICKS_DAILY = Table("clicks", False, "toDate(ts, 'UTC')", "Date")
 DAILY_UNIQUES = Table("report_daily_uniques", True, "day", "Date")
 DIM_UNIQUES = Table("report_dim_uniques", True, "day", "Date")
 CONVERSIONS = Table("conversions", True, "occurred_at", "DateTime64(3, 'UTC')")
@@ -270,7 +273,7 @@ Statement = Query | Join
 class CacheRead:
     """Cached click counts and what checks them, per UTC day (``u_day``), before they are believed.
 
-    ``clicks`` (``clicks_daily``) gives each day's clicks and bot clicks; ``uniques``
+    ``clicks`` (the daily rollup, ``CLICKS_DAILY``) gives each day's clicks and bot clicks; ``uniques``
     (``report_daily_uniques``) each day's clicks its unique counts were computed with; ``dims``
     (``report_dim_uniques``) each day's clicks and bot clicks its values add up to. A day is
     stale where these differ (over ``full`` for the unique counts, over ``dim_days`` for the

@@ -97,6 +97,16 @@ def _raw_client(settings: Settings, database: str | None) -> Client:
     )
 
 
+class Columns(dict[str, Sequence[Any]]):
+    """A result by column. One without rows may come without its column names (chDB's Native
+    output has no block then): each of its columns reads as empty."""
+
+    def __missing__(self, name: str) -> Sequence[Any]:
+        if self:
+            raise KeyError(name)
+        return ()
+
+
 class ClickHouse:
     """A thin wrapper that binds the database and translates driver errors once."""
 
@@ -129,6 +139,14 @@ class ClickHouse:
         result = self._call(self.client.query, sql, parameters=parameters, **kw)
         names = result.column_names
         return [dict(zip(names, row, strict=True)) for row in result.result_rows]
+
+    def query_columns(self, sql: str, parameters: dict[str, Any] | None = None, **kw: Any) -> Columns:
+        """Column name -> its values: the driver decodes by column, so no object per row is made."""
+        result = self._call(self.client.query, sql, parameters=parameters, **kw)
+        columns = result.result_columns
+        if not columns or not columns[0]:
+            return Columns()
+        return Columns(zip(result.column_names, columns, strict=True))
 
     def insert(
         self,
