@@ -51,7 +51,7 @@ async def run(settings: Settings, ch: ClickHouse, stop: asyncio.Event) -> None:
     try:
         sender = Sender(settings, r, Endpoints(Cache(ch, r), settings.secret_key), AuditLog(ch),
                         consumer_name(settings), paid=paid_lookup(ch),
-                        # At start and every 30 s: payout events a crash left owed.
+                        # At start and every MAINTAIN_SECONDS: payout events a crash left owed.
                         maintenance=lambda: payoutoutbox.recover(ch, r))
         await sender.run(stop)
     finally:

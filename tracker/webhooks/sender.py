@@ -60,6 +60,7 @@ READ_COUNT = 200
 CLAIM_IDLE_MS = 60_000
 CONCURRENCY = 64
 POLL_SECONDS = 0.25
+MAINTAIN_SECONDS = 30.0  # reclaiming stuck deliveries and the maintenance step, at start and then this often
 _ENDPOINTS_SECONDS = 1.0
 _ERROR_CHARS = 300
 
@@ -384,7 +385,7 @@ class Sender:
         while not stop.is_set():
             try:
                 await self.fan_out(block_ms=500)
-                if time.monotonic() - last_claim > 30:
+                if time.monotonic() - last_claim > MAINTAIN_SECONDS:
                     last_claim = time.monotonic()
                     await self.reclaim()
                     await self._maintain()
