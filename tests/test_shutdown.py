@@ -104,7 +104,8 @@ def wait_drained(serve: EmbeddedServe, timeout: float = 60) -> None:
 
 
 class Traffic:
-    """Followers clicking from several threads until told to stop; records every answer."""
+    """Followers clicking from several threads until told to stop, or until a connection is refused
+    (the server is gone); records every answer."""
 
     def __init__(self, base: str, code: str, threads: int = 6) -> None:
         self.base, self.code = base, code
@@ -122,6 +123,10 @@ class Traffic:
                 except httpx.HTTPError as exc:
                     with self.lock:
                         self.errors.append(type(exc).__name__)
+                    if isinstance(exc, httpx.ConnectError):
+                        # Refused: the server's socket is closed. Stop every thread, since another
+                        # test's server may soon listen on the freed port and answer for it.
+                        self.stop.set()
                     time.sleep(0.01)
                     continue
                 with self.lock:
