@@ -6,7 +6,9 @@ emptied before each run), then times, through the same functions the routes call
 - one payout run of the whole brand (every conversion payable: 1M commission lines, 10,000
   payouts), goal <= 10 s; then a second run that finds nothing new;
 - ledger pages of 100 (``GET /api/v1/conversions``): the first page, pages further down by
-  cursor, and an influencer's page, goal p95 <= 50 ms.
+  cursor, and an influencer's page, goal p95 <= 50 ms;
+- the portal's page (``GET /api/v1/me/conversions``): one influencer's first page of 100 over
+  90 days and its commission by status, both as the route reads them.
 
     python -m loadtests.bench_payouts [--json] [--conversions 1000000] [--influencers 10000] [--n 60]
 """
@@ -33,6 +35,7 @@ from loadtests import gen_data
 from loadtests.stats import percentile
 from tracker.core.events import CONVERSION_COLUMNS, CONVERSION_DEFAULTS
 from tracker.money import ledger, payouts
+from tracker.portal import ledger as portal_ledger
 from tracker.storage.clickhouse import ClickHouse
 from tracker.storage.embedded import EmbeddedRedis
 
@@ -40,6 +43,7 @@ BRAND = "brd_benchPayouts0001"
 RUN_GOAL_S = 10.0
 PAGE_GOAL_MS = 50.0
 BATCH = 200_000
+PORTAL_DAYS = 90
 
 
 def generate(ch: ClickHouse, conversions: int, influencers: int) -> float:
@@ -101,7 +105,11 @@ async def time_runs(ch: ClickHouse, redis_url: str) -> dict[str, Any]:
 def time_pages(ch: ClickHouse, n: int, influencers: int) -> dict[str, Any]:
     now = datetime.now(UTC)
     rng = random.Random(7)
-    cases: dict[str, list[float]] = {"first page": [], "by cursor": [], "one influencer": []}
+    # The portal's range as the route makes it: whole UTC days, the last one today.
+    end = datetime(now.year, now.month, now.day, tzinfo=UTC) + timedelta(days=1)
+    start = end - timedelta(days=PORTAL_DAYS)
+    cases: dict[str, list[float]] = {"first page": [], "by cursor": [], "one influencer": [],
+                                     "portal page, one influencer": []}
     cursor = None
     for _ in range(n):
         t = time.perf_counter()
@@ -113,6 +121,11 @@ def time_pages(ch: ClickHouse, n: int, influencers: int) -> dict[str, Any]:
         t = time.perf_counter()
         ledger.page(ch, BRAND, {"influencer_id": f"inf_{rng.randrange(influencers):012d}"}, now, 100, None)
         cases["one influencer"].append((time.perf_counter() - t) * 1000)
+        influencer = f"inf_{rng.randrange(influencers):012d}"
+        t = time.perf_counter()
+        portal_ledger.page(ch, BRAND, influencer, start, end, 100, None)
+        portal_ledger.commission_by_status(ch, BRAND, influencer, start, end, "USD")
+        cases["portal page, one influencer"].append((time.perf_counter() - t) * 1000)
     return {name: {"p50_ms": round(statistics.median(v), 1), "p95_ms": round(percentile(v, 0.95), 1)}
             for name, v in cases.items()}
 
@@ -151,7 +164,9 @@ def main() -> None:
     print(f"payout run: {runs['run_s']} s for {runs['payouts']} payouts, {runs['lines']} lines "
           f"(goal <= {RUN_GOAL_S} s); again: {runs['rerun_s']} s, {runs['rerun_payouts']} new")
     for name, v in pages.items():
-        print(f"ledger page of 100, {name}: p50 {v['p50_ms']} ms, p95 {v['p95_ms']} ms (goal p95 <= {PAGE_GOAL_MS})")
+        label = f"{name} (page of 100 and commission by status)" if name.startswith("portal") else \
+            f"ledger page of 100, {name}"
+        print(f"{label}: p50 {v['p50_ms']} ms, p95 {v['p95_ms']} ms (goal p95 <= {PAGE_GOAL_MS})")
 
 
 if __name__ == "__main__":
