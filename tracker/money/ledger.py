@@ -18,6 +18,10 @@ A page reads its granules there, in two steps:
   the filters apply exactly, to last versions; candidates that fail them are dropped and more are
   read, in growing chunks.
 
+The portal's page (``tracker.portal.ledger``) reads one influencer's rows the same way, its own
+columns only; its commission by status folds the influencer's range of ``conversion_ledger_influencer``
+with ``FINAL`` (the range on the sort key's prefix, in ``PREWHERE``), stale rows dropped likewise.
+
 ``flags`` are read from quality's ``conversion_flags`` for the page's orders. The history of one
 conversion comes from ``conversion_versions`` (every version, kept after merges). Every value is
 bound server-side.
@@ -53,13 +57,30 @@ ROWS = (
     f"SELECT {', '.join(COLUMNS)}, {_STATUS} FROM {LEDGER} FINAL PREWHERE brand_id = {{brand:String}} AND {_AT} "
     f"WHERE {_IDS} {ORDER}"
 )
-# By influencer: only the rows no later version of which sits under another influencer (a version of a
-# re-attributed conversion, in conversion_moves: stale are the pairs (id, v) with v below the newest there).
-ROWS_BY_INFLUENCER = (
-    f"SELECT {', '.join(COLUMNS)}, {_STATUS} FROM {BY_INFLUENCER} FINAL PREWHERE brand_id = {{brand:String}} "
-    f"AND influencer_id = {{influencer_id:String}} AND {_AT} WHERE {_IDS} AND (conversion_id, version) NOT IN ("
+
+
+def _rows_of_influencer(selected: str) -> str:
+    # Only the rows no later version of which sits under another influencer (a version of a re-attributed
+    # conversion, in conversion_moves: stale are the pairs (id, v) with v below the newest there).
+    return (
+        f"SELECT {selected} FROM {BY_INFLUENCER} FINAL PREWHERE brand_id = {{brand:String}} "
+        f"AND influencer_id = {{influencer_id:String}} AND {_AT} WHERE {_IDS} AND (conversion_id, version) NOT IN ("
+        f"SELECT conversion_id, arrayJoin(range(max(version))) FROM {MOVES} PREWHERE brand_id = {{brand:String}} "
+        f"AND {_IDS} WHERE influencer_id != {{influencer_id:String}} GROUP BY conversion_id) {ORDER}"
+    )
+
+
+ROWS_BY_INFLUENCER = _rows_of_influencer(f"{', '.join(COLUMNS)}, {_STATUS}")
+# One influencer's range folded by key (the sort key's prefix bounds what FINAL merges); stale rows dropped as in
+# ROWS_BY_INFLUENCER, the moves looked up among the range's conversion ids only.
+_RANGE = ("brand_id = {brand:String} AND influencer_id = {influencer_id:String} "
+          "AND occurred_at >= {start:DateTime64(3, 'UTC')} AND occurred_at < {end:DateTime64(3, 'UTC')}")
+BY_STATUS = (
+    f"SELECT status, count() AS conversions, sum(commission) AS commission FROM {BY_INFLUENCER} FINAL "
+    f"PREWHERE {_RANGE} WHERE attributed = 1 AND (conversion_id, version) NOT IN ("
     f"SELECT conversion_id, arrayJoin(range(max(version))) FROM {MOVES} PREWHERE brand_id = {{brand:String}} "
-    f"AND {_IDS} WHERE influencer_id != {{influencer_id:String}} GROUP BY conversion_id) {ORDER}"
+    f"AND conversion_id IN (SELECT conversion_id FROM {BY_INFLUENCER} WHERE {_RANGE}) "
+    f"WHERE influencer_id != {{influencer_id:String}} GROUP BY conversion_id) GROUP BY status ORDER BY status"
 )
 MAX_CHUNK = 200_000
 _FILTERS = ("status", "influencer_id", "campaign_id", "store_id", "commission_status")
@@ -135,20 +156,47 @@ def with_flags(ch: ClickHouse, brand_id: str, rows: list[dict[str, Any]]) -> lis
 
 
 def rows_by_key(ch: ClickHouse, brand_id: str, now: datetime, keys: list[tuple[Any, ...]],
-                influencer_id: str | None = None) -> list[dict[str, Any]]:
+                influencer_id: str | None = None, sql: str | None = None) -> list[dict[str, Any]]:
     """The last versions of the conversions ``keys`` ((occurred_at, conversion_id) pairs), in page order;
-    with ``influencer_id``, those of them that are this influencer's."""
+    with ``influencer_id``, those of them that are this influencer's (read by ``sql`` when given)."""
     if not keys:
         return []
     params = {"brand": brand_id, "now": now, "occ": list(dict.fromkeys(k[0] for k in keys)),
               "cids": list(dict.fromkeys(str(k[1]) for k in keys))}
     if influencer_id is None:
         return ch.query_dicts(ROWS, params)
-    return ch.query_dicts(ROWS_BY_INFLUENCER, {**params, "influencer_id": influencer_id})
+    return ch.query_dicts(sql or ROWS_BY_INFLUENCER, {**params, "influencer_id": influencer_id})
+
+
+def influencer_rows(ch: ClickHouse, brand_id: str, influencer_id: str, start: datetime, end: datetime,
+                    columns: tuple[str, ...], limit: int, after: tuple[datetime, str] | None) -> list[dict[str, Any]]:
+    """Up to ``limit + 1`` of the influencer's attributed conversions occurred in [start, end), in page
+    order after ``after``: last versions, a re-attributed conversion under its new influencer only.
+
+    Only ``columns`` (some of ``COLUMNS``) are read, without ``commission_status``: the portal's page
+    shows neither customer data nor the brand's review, and skips the paid lines' lookup."""
+    unknown = set(columns) - set(COLUMNS)
+    if unknown:
+        raise ValueError(f"Columns {sorted(unknown)} are not the ledger's.")
+    exact = {"influencer_id": influencer_id, "attributed": "1"}
+    sql = _rows_of_influencer(", ".join(dict.fromkeys((*columns, *exact))))
+    params: dict[str, Any] = {"brand": brand_id, "influencer_id": influencer_id, "start": start, "end": end}
+    where = ["brand_id = {brand:String}", "influencer_id = {influencer_id:String}", "attributed = 1",
+             "occurred_at >= {start:DateTime64(3, 'UTC')}", "occurred_at < {end:DateTime64(3, 'UTC')}"]
+    # No commission status is computed, so no instant "now" matters.
+    return _read(ch, brand_id, start, where, params, exact, after, limit, sql)
+
+
+def influencer_by_status(ch: ClickHouse, brand_id: str, influencer_id: str, start: datetime,
+                         end: datetime) -> list[dict[str, Any]]:
+    """Conversions and summed commission per status of the influencer's attributed conversions occurred
+    in [start, end), over last versions (those a re-attribution moved away excluded), by status."""
+    return ch.query_dicts(BY_STATUS, {"brand": brand_id, "influencer_id": influencer_id, "start": start, "end": end})
 
 
 def _read(ch: ClickHouse, brand_id: str, now: datetime, where: list[str], params: dict[str, Any],
-          exact: dict[str, str], after: tuple[datetime, str] | None, limit: int) -> list[dict[str, Any]]:
+          exact: dict[str, str], after: tuple[datetime, str] | None, limit: int,
+          sql: str | None = None) -> list[dict[str, Any]]:
     """Up to ``limit + 1`` rows after ``after`` whose last version passes ``exact``."""
     influencer_id = exact.get("influencer_id")
     table = LEDGER if influencer_id is None else BY_INFLUENCER
@@ -165,7 +213,7 @@ def _read(ch: ClickHouse, brand_id: str, now: datetime, where: list[str], params
                         f"{ORDER} LIMIT {{n:UInt32}}", {**params, "n": chunk})
         if not keys:
             break
-        found += [r for r in rows_by_key(ch, brand_id, now, keys, influencer_id)
+        found += [r for r in rows_by_key(ch, brand_id, now, keys, influencer_id, sql)
                   if all(str(r[name]) == value for name, value in exact.items())]
         after = (keys[-1][0], str(keys[-1][1]))
         if len(keys) < chunk:

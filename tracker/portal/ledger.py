@@ -1,9 +1,11 @@
 """One influencer's conversions, newest first, without customer data; commission by status.
 
-Reads ``conversions FINAL`` (the last version of each order) for one brand and one
-influencer in a half-open UTC range, every value bound server-side. Only attributed
-conversions are an influencer's. The columns are listed one by one: whatever customer
-data a conversion carries (hashed customer ids, emails) never leaves this module.
+For one brand and one influencer in a half-open UTC range, read through the ledger's table
+sorted by influencer (``tracker.money.ledger``): last versions only, a re-attributed
+conversion under its new influencer only, every value bound server-side. Only attributed
+conversions are an influencer's. The columns are listed one by one and only they are read:
+whatever customer data a conversion carries (hashed customer ids, emails) never leaves
+ClickHouse here.
 """
 
 from __future__ import annotations
@@ -14,15 +16,12 @@ from typing import Any
 
 from tracker.core import cursors, money
 from tracker.core.timeutil import utc
+from tracker.money import ledger
 from tracker.storage.clickhouse import ClickHouse
 
 COLUMNS = (
     "conversion_id", "order_id", "status", "attribution", "link_code", "campaign_id", "currency", "amount",
     "refunded_amount", "commission", "occurred_at", "updated_at",
-)
-_SCOPE = (
-    "brand_id = {brand:String} AND influencer_id = {influencer:String} AND attributed = 1 "
-    "AND occurred_at >= {start:DateTime64(3, 'UTC')} AND occurred_at < {end:DateTime64(3, 'UTC')}"
 )
 
 
@@ -31,18 +30,8 @@ def page(
     cursor: str | None,
 ) -> tuple[list[dict[str, Any]], str | None]:
     """Up to ``limit`` conversions occurred in [start, end), newest first, after ``cursor``."""
-    params: dict[str, Any] = {"brand": brand_id, "influencer": influencer_id, "start": start, "end": end,
-                              "n": limit + 1}
-    after = ""
-    if cursor:
-        at, cid = cursors.decode(cursor)
-        params.update(c_at=at, c_id=cid)
-        after = "AND (occurred_at, conversion_id) < ({c_at:DateTime64(3, 'UTC')}, {c_id:String})"
-    rows = ch.query_dicts(
-        f"SELECT {', '.join(COLUMNS)} FROM conversions FINAL WHERE {_SCOPE} {after} "
-        "ORDER BY occurred_at DESC, conversion_id DESC LIMIT {n:UInt32}",
-        params,
-    )
+    after = cursors.decode(cursor) if cursor else None
+    rows = ledger.influencer_rows(ch, brand_id, influencer_id, start, end, COLUMNS, limit, after)
     more = len(rows) > limit
     rows = rows[:limit]
     items = []
@@ -70,11 +59,7 @@ def commission_by_status(
     Each conversion's commission was rounded half-up to the currency when it was recorded,
     so the sums add rounded values, as reports do.
     """
-    rows = ch.query_dicts(
-        f"SELECT status, count() AS conversions, sum(commission) AS commission FROM conversions FINAL "
-        f"WHERE {_SCOPE} GROUP BY status ORDER BY status",
-        {"brand": brand_id, "influencer": influencer_id, "start": start, "end": end},
-    )
+    rows = ledger.influencer_by_status(ch, brand_id, influencer_id, start, end)
     return [
         {"status": str(r["status"]), "conversions": int(r["conversions"]),
          "commission": money.round_money(Decimal(r["commission"]), currency)}
