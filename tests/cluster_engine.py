@@ -53,6 +53,7 @@ def main(workdir: Path) -> None:
 
     from tracker.core import cursors
     from tracker.money import ledger
+    from tracker.portal import ledger as portal
     from tracker.reports.params import GROUP_KEYS, ReportParams
     from tracker.reports.run import run_report
     from tracker.storage import cluster, migrate
@@ -130,6 +131,9 @@ def main(workdir: Path) -> None:
     read("ledger rows of an influencer by key", lambda: ledger.rows_by_key(
         ch, "brd_cluster", now, [(now, "cnv_cluster")], "inf_1"))
     read("ledger conversion", lambda: ledger.one(ch, "brd_cluster", "cnv_cluster", now))
+    read("portal page", lambda: portal.page(ch, "brd_cluster", "inf_1", now, now, 100, after))
+    read("portal commission by status", lambda: portal.commission_by_status(ch, "brd_cluster", "inf_1", now, now,
+                                                                           "USD"))
     brand = {"id": "brd_cluster", "name": "Cluster", "currency": "USD"}
     for group_by in ((), *((key,) for key in GROUP_KEYS), ("influencer", "day")):
         for tz in ("UTC", "Asia/Kolkata"):
