@@ -63,6 +63,7 @@ def test_a_reattributed_conversion_is_its_new_influencers_only(
         "P-3": {"amount": "20.00", "coupon_code": "ANNA10"},  # Anna's, moved to Bob and back to Anna's flat link
         "P-4": {"amount": "30.00", "coupon_code": "ANNA10", "occurred_at": old},  # Anna's, 40 days ago
         "P-5": {"amount": "5.00"},  # nobody's
+        "P-6": {"amount": "60.00", "coupon_code": "ANNA10"},  # Anna's, moved to nobody
     }.items():
         r = world.post({"order_id": order, "currency": "USD", **body})
         assert r.status_code == 202, r.text
@@ -70,6 +71,8 @@ def test_a_reattributed_conversion_is_its_new_influencers_only(
     drain(settings, redis_client, ch)
     _move(world, sent["P-1"], world.coupon_link)
     _move(world, sent["P-3"], world.coupon_link)
+    r = api(world, "POST", f"/api/v1/conversions/{sent['P-6']}/attribution", json={"link_code": None})
+    assert r.status_code == 200, r.text
     drain(settings, redis_client, ch)
     _move(world, sent["P-3"], world.flat_link)
     refund = world.post({"order_id": "P-2", "amount": "50.00", "currency": "USD", "status": "refunded"})
