@@ -59,14 +59,21 @@ ROWS = (
 )
 
 
+def _not_moved_away(ids: str) -> str:
+    """Rows of ``BY_INFLUENCER`` no later version of which sits under another influencer (a version of a
+    re-attributed conversion, in conversion_moves: stale are the pairs (id, v) with v below the newest
+    there), the moves looked up among the conversions ``ids`` selects."""
+    return (
+        f"(conversion_id, version) NOT IN ("
+        f"SELECT conversion_id, arrayJoin(range(max(version))) FROM {MOVES} PREWHERE brand_id = {{brand:String}} "
+        f"AND {ids} WHERE influencer_id != {{influencer_id:String}} GROUP BY conversion_id)"
+    )
+
+
 def _rows_of_influencer(selected: str) -> str:
-    # Only the rows no later version of which sits under another influencer (a version of a re-attributed
-    # conversion, in conversion_moves: stale are the pairs (id, v) with v below the newest there).
     return (
         f"SELECT {selected} FROM {BY_INFLUENCER} FINAL PREWHERE brand_id = {{brand:String}} "
-        f"AND influencer_id = {{influencer_id:String}} AND {_AT} WHERE {_IDS} AND (conversion_id, version) NOT IN ("
-        f"SELECT conversion_id, arrayJoin(range(max(version))) FROM {MOVES} PREWHERE brand_id = {{brand:String}} "
-        f"AND {_IDS} WHERE influencer_id != {{influencer_id:String}} GROUP BY conversion_id) {ORDER}"
+        f"AND influencer_id = {{influencer_id:String}} AND {_AT} WHERE {_IDS} AND {_not_moved_away(_IDS)} {ORDER}"
     )
 
 
@@ -77,10 +84,9 @@ _RANGE = ("brand_id = {brand:String} AND influencer_id = {influencer_id:String} 
           "AND occurred_at >= {start:DateTime64(3, 'UTC')} AND occurred_at < {end:DateTime64(3, 'UTC')}")
 BY_STATUS = (
     f"SELECT status, count() AS conversions, sum(commission) AS commission FROM {BY_INFLUENCER} FINAL "
-    f"PREWHERE {_RANGE} WHERE attributed = 1 AND (conversion_id, version) NOT IN ("
-    f"SELECT conversion_id, arrayJoin(range(max(version))) FROM {MOVES} PREWHERE brand_id = {{brand:String}} "
-    f"AND conversion_id IN (SELECT conversion_id FROM {BY_INFLUENCER} WHERE {_RANGE}) "
-    f"WHERE influencer_id != {{influencer_id:String}} GROUP BY conversion_id) GROUP BY status ORDER BY status"
+    f"PREWHERE {_RANGE} WHERE attributed = 1 AND "
+    f"{_not_moved_away(f'conversion_id IN (SELECT conversion_id FROM {BY_INFLUENCER} WHERE {_RANGE})')} "
+    "GROUP BY status ORDER BY status"
 )
 MAX_CHUNK = 200_000
 _FILTERS = ("status", "influencer_id", "campaign_id", "store_id", "commission_status")

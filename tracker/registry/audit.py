@@ -85,19 +85,19 @@ class AuditLog:
     ) -> None:
         """Append one entry (``action`` like ``campaign.update``; ``before`` None for a creation)."""
         entry_id = new_id("audit")
-        row = [brand_id, now_utc(), entry_id, key_id, action, object_id, _encode(before), _encode(after)]
-        await run_sync(
-            lambda: self.ch.insert("audit_log", [row], column_names=list(_COLUMNS), dedup_token=entry_id)
-        )
+        await self._append([brand_id, now_utc(), entry_id, key_id, action, object_id, _encode(before), _encode(after)])
 
     async def record_fact(self, brand_id: str, key_id: str, action: str, object_id: str, at: datetime,
                           after: Mapping[str, Any]) -> None:
         """Append the entry of a fact that happened once, at ``at``; recording it again changes nothing
         (the same key ``(brand_id, at, id)``, which the log's ``FINAL`` folds)."""
         entry_id = "aud_" + hashlib.sha256(f"{brand_id}|{action}|{object_id}".encode()).hexdigest()[:24]
-        row = [brand_id, utc(at), entry_id, key_id, action, object_id, "", _encode(after)]
+        await self._append([brand_id, utc(at), entry_id, key_id, action, object_id, "", _encode(after)])
+
+    async def _append(self, row: list[Any]) -> None:
+        """Insert one entry; its id is the insert's dedup token, so a retried insert adds nothing."""
         await run_sync(
-            lambda: self.ch.insert("audit_log", [row], column_names=list(_COLUMNS), dedup_token=entry_id)
+            lambda: self.ch.insert("audit_log", [row], column_names=list(_COLUMNS), dedup_token=str(row[2]))
         )
 
     async def page(self, brand_id: str, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:

@@ -50,19 +50,23 @@ from tracker.storage.clickhouse import ClickHouse, Columns
 _REFRESH_ROUNDS = 2
 
 
-def fetch(ch: ClickHouse, query: Statement) -> list[dict[str, Any]]:
+def _checked(query: Statement) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
+    """A report statement's SQL, bound parameters and settings; only gated Query objects run."""
     if not isinstance(query, Query | Join):
         raise TypeError("Reports run Query objects only.")
     settings = query.settings
-    return ch.query_dicts(query.sql, query.parameters, settings=dict(settings) if settings else None)
+    return query.sql, query.parameters, dict(settings) if settings else None
+
+
+def fetch(ch: ClickHouse, query: Statement) -> list[dict[str, Any]]:
+    sql_, parameters, settings = _checked(query)
+    return ch.query_dicts(sql_, parameters, settings=settings)
 
 
 def fetch_columns(ch: ClickHouse, query: Statement) -> Columns:
     """The result by column, each money sum (``units.units_sql``) as one column of units."""
-    if not isinstance(query, Query | Join):
-        raise TypeError("Reports run Query objects only.")
-    settings = query.settings
-    cols = ch.query_columns(query.sql, query.parameters, settings=dict(settings) if settings else None)
+    sql_, parameters, settings = _checked(query)
+    cols = ch.query_columns(sql_, parameters, settings=settings)
     for high in [name for name in cols if name.endswith("_hi")]:
         low = high.removesuffix("_hi")
         cols[low] = units.units_of(cols[low], cols.pop(high))
