@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests import xdist_order
 from tests.schema_cache import SchemaCache
 from tracker.core import keys
 from tracker.settings import Settings
@@ -44,10 +45,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # The slow modules (subprocess servers, fault injection) first: under pytest-xdist they
-    # start early on every worker instead of leaving one worker running them at the end.
-    # Stable, and `slow` marks whole modules, so each module's tests stay together.
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    # The slow modules (subprocess servers, fault injection) start early, spread over the
+    # pytest-xdist workers by their expected seconds (tests/xdist_order.py). Every worker
+    # collects and orders alike, as xdist requires.
+    items[:] = xdist_order.order(items, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")))
 
 
 @pytest.fixture(scope="session")

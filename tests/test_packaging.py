@@ -70,7 +70,7 @@ def test_every_imported_package_is_declared(where: tuple[str, ...], allowed: set
     assert not undeclared, f"imported but not declared in pyproject.toml: {undeclared}"
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=10)
 def test_a_wheel_installed_without_the_repository_migrates(tmp_path: Path) -> None:
     """`pip wheel . --no-deps`, installed with `pip install --target` (no -e), run from outside the repository."""
     wheels = tmp_path / "wheels"

@@ -28,7 +28,7 @@ from loadtests.serve import free_port
 from tests.chdb_server import ChdbHttpServer
 from tests.waiting import wait_until
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=10)
 
 ADMIN = "tka_production_admin_token_0123456789"
 SECRET = "production-secret-key-0123456789abcdefghij"

@@ -23,7 +23,7 @@ from tests.waiting import wait_until
 from tests.webhooks.receiver import Receiver
 from tracker.conversions import signature
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=10)
 
 
 @contextmanager

@@ -35,7 +35,7 @@ from tracker.core import keys
 from tracker.ingest.worker import stream_stats
 from tracker.storage.embedded import EmbeddedRedis
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=40)
 
 _COUNT_CLICKS = """
 import json, sys

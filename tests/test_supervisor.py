@@ -32,7 +32,7 @@ from tests.ingest_helpers import audit_url
 from tests.test_shutdown import Traffic, stored
 from tests.waiting import wait_until
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=25)
 
 BROWSER = {"User-Agent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148 Instagram"}
 

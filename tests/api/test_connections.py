@@ -22,7 +22,7 @@ from loadtests.serve import EmbeddedServe, Seed, seed
 from tests.test_shutdown import _counter
 from tests.waiting import wait_until
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=15)
 
 HEADER_TIMEOUT = 2.0
 

@@ -10,7 +10,7 @@ import pytest
 
 from loadtests import bench_ingest_cluster as bench
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=12)
 
 
 def test_a_tiny_run_stores_every_click_once_in_each_mode(capsys: pytest.CaptureFixture[str]) -> None:

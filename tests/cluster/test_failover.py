@@ -27,7 +27,7 @@ from tracker.core import keys
 from tracker.settings import Settings
 from tracker.storage.clickhouse import ClickHouse
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=30)
 
 WAVE = 40
 

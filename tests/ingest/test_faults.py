@@ -36,7 +36,7 @@ from tracker.settings import Settings
 from tracker.storage.clickhouse import ClickHouse
 from tracker.storage.embedded import EmbeddedRedis
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=75)
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 

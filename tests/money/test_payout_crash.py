@@ -21,7 +21,7 @@ from loadtests.serve import EmbeddedServe, seed
 from tests.waiting import wait_until
 from tracker.conversions import signature
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=12)
 ROOT = Path(__file__).resolve().parents[2]
 # The dead process's money lock lapses and the restarted webhook sender settles what it left owed in
 # its next round: 30 s each in production, 3 s and 2 s under the plugin's quick timers.

@@ -33,7 +33,7 @@ from tracker.storage import migrate
 from tracker.storage.clickhouse import ClickHouse
 from tracker.webhooks.events import Event
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=30)
 BRAND = "brd_procTest00000001"
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -18,7 +18,7 @@ from loadtests.serve import free_port
 from tests.waiting import wait_until
 from tracker.storage.redis_client import persistence
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=20)
 
 
 

@@ -22,7 +22,7 @@ from tests.ingest_helpers import audit_url
 from tests.test_shutdown import Traffic, _counter, stored, wait_drained
 from tests.waiting import wait_until
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=12)
 
 
 def postback(serve: EmbeddedServe, s: Seed, order_id: str) -> httpx.Response:

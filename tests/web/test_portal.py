@@ -86,7 +86,11 @@ def _check_portal(page: Any, base: str, world: dict[str, Any], signin: str, phon
     a1 = page.locator(f'#links article[data-code="{world["links"]["A1"]}"]')
     expect(a1.locator('[data-link-metric="clicks"]')).to_have_text("4")
     expect(a1.locator('[data-link-metric="commission"]')).to_have_text("13.00 USD")
-    page.wait_for_function("[...document.querySelectorAll('img.qr')].every(i => i.complete && i.naturalWidth > 0)")
+    # expect() polls without eval (the portal's CSP forbids it; wait_for_function of a string needs it).
+    expect(page.locator("img.qr")).to_have_count(2)
+    for qr in page.locator("img.qr").all():
+        expect(qr).to_have_js_property("complete", True)
+        assert qr.evaluate("i => i.naturalWidth") > 0
     assert page.locator(f'#links article[data-code="{world["links"]["B1"]}"]').count() == 0
     a1.locator('button[data-copy="url"]').click()
     short_url = f"{base}/{world['links']['A1']}"

@@ -19,7 +19,7 @@ from tracker.conversions import signature
 ORDERS = 20
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=10)
 def test_kill_9_with_events_pending_loses_nothing(tmp_path: Path) -> None:
     receiver = Receiver()  # not started: the brand's server is down at first
     env = {"TRACKER_WEBHOOKS_ALLOW_PRIVATE": "1", "TRACKER_WEBHOOKS_RETRY_SECONDS": "0.3,0.5",
