@@ -93,11 +93,19 @@ def _accepting_worker(client_port: int, server_port: int, workers: list[int]) ->
     return None
 
 
+# Keep-alive connections the tests pin to a worker may idle through a long wait on a loaded
+# machine (a report that takes 30 s to fill); the server's 5 s default would close them under it.
+ENV = {"TRACKER_INGEST_BATCH_SECONDS": "0.2", "TRACKER_KEEPALIVE_SECONDS": "300"}
+
+
 class Pinned:
     """A keep-alive connection, and the worker process that serves it."""
 
+    opened: list[Pinned] = []  # closed by the serve fixture, whatever the test did
+
     def __init__(self, serve: EmbeddedServe) -> None:
         self.conn = http.client.HTTPConnection("127.0.0.1", serve.port, timeout=30)
+        Pinned.opened.append(self)
         try:
             self.call("GET", "/healthz")
         except BaseException:
@@ -155,10 +163,12 @@ def _metric(text: str, name: str) -> float:
 def serve(tmp_path: Path) -> Iterator[EmbeddedServe]:
     # Migrated first with the audit of inserted rows, so "once" counts inserts, not rows after merges.
     audit_url(f"chdb://{(tmp_path / 'data' / 'clickhouse').resolve()}")
-    server = EmbeddedServe(tmp_path / "data", workers=2, env={"TRACKER_INGEST_BATCH_SECONDS": "0.2"})
+    server = EmbeddedServe(tmp_path / "data", workers=2, env=ENV)
     try:
         yield server.start(timeout=120)
     finally:
+        while Pinned.opened:
+            Pinned.opened.pop().close()
         pids = tree_of(server) if server.proc is not None and server.proc.poll() is None else []
         server.stop(signal.SIGKILL)
         for pid in pids:  # whatever the test did, leave nothing running
@@ -306,7 +316,7 @@ def test_kill_9_of_the_main_process_leaves_nothing_running_and_the_next_start_re
     assert len(answered) >= 300
     assert {status for status, _ in traffic.answers} == {302}
 
-    again = EmbeddedServe(serve.data_dir, port=serve.port, workers=2, env={"TRACKER_INGEST_BATCH_SECONDS": "0.2"})
+    again = EmbeddedServe(serve.data_dir, port=serve.port, workers=2, env=ENV)
     again.start(timeout=120)
     api = None
     try:
