@@ -4,8 +4,9 @@ Redis: ``TEST_REDIS_URL`` when set (CI starts Debian's redis-server, one per
 pytest-xdist worker), else an embedded Valkey started once per test process.
 Each test gets a flushed database.
 ClickHouse: one chDB engine per test process (chDB allows one). The migrations
-run once per process into a template database; each test gets a fresh database
-built from the template's cached DDL (``tests/schema_cache.py``), dropped afterwards.
+run once per process into a template database; each test gets an empty database
+of the template's cached DDL (``tests/schema_cache.py``): one the pool emptied
+after an earlier test, or a new one.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pytest
 import redis
 
 from tests import xdist_order
-from tests.schema_cache import SchemaCache
+from tests.schema_cache import DatabasePool, SchemaCache
 from tracker.core import keys
 from tracker.settings import Settings
 from tracker.storage import migrate
@@ -94,9 +95,16 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def settings(redis_url: str, chdb_dir: Path, tmp_path: Path, redis_client: redis.Redis) -> Settings:
+def settings(
+    request: pytest.FixtureRequest, redis_url: str, chdb_dir: Path, tmp_path: Path, redis_client: redis.Redis
+) -> Settings:
     """Production-style settings on the test Redis and a fresh chDB database."""
-    database = "t_" + uuid.uuid4().hex[:12]
+    # A test on the `ch` below names a database of the pool; `migrated_ch` (and the migration
+    # tests' `ch` built on it) must start from nothing, so it gets a name never used.
+    if "ch" in request.fixturenames and "migrated_ch" not in request.fixturenames:
+        database = request.getfixturevalue("databases").name()
+    else:
+        database = "t_" + uuid.uuid4().hex[:12]
     return Settings(
         redis_url=redis_url,
         clickhouse_url=f"chdb://{chdb_dir}",
@@ -128,17 +136,25 @@ def schema(template: ClickHouse) -> SchemaCache:
     return SchemaCache.capture(template)
 
 
+@pytest.fixture(scope="session")
+def databases(template: ClickHouse, schema: SchemaCache) -> Iterator[DatabasePool]:
+    pool = DatabasePool(template, schema)
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
 @pytest.fixture
-def ch(settings: Settings, template: ClickHouse, schema: SchemaCache) -> Iterator[ClickHouse]:
-    """A fresh database with the migrated schema and its ledger, from the cached DDL."""
-    # The template's client creates it: one chDB client less per test than ClickHouse.connect's bootstrap.
-    template.command(f"CREATE DATABASE `{settings.clickhouse_database}`")
-    schema.create(template, settings.clickhouse_database)
+def ch(settings: Settings, databases: DatabasePool) -> Iterator[ClickHouse]:
+    """An empty database with the migrated schema and its ledger, from the cached DDL."""
+    # The template's client prepares it: one chDB client less per test than ClickHouse.connect's bootstrap.
+    databases.prepare(settings.clickhouse_database)
     client = ClickHouse.connect(settings, create_database=False)
     try:
         yield client
     finally:
-        client.command(f"DROP DATABASE IF EXISTS `{client.database}`")
+        databases.release(settings.clickhouse_database)
 
 
 @pytest.fixture
