@@ -65,12 +65,18 @@ class Sync:
         self._done: dict[str, tuple[Any, ...]] = {}
         self._retry_at: dict[str, float] = {}  # brand -> when to look for missing clicks again
         self._checked: dict[str, float] = {}  # brand -> when its fingerprint was last read
+        self._evaluations: dict[str, int] = {}  # brand -> how many evaluations this process finished
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
     def _lock(self, brand_id: str) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault(brand_id, threading.Lock())
+
+    def evaluations(self, brand_id: str) -> int:
+        """How many evaluations of the brand finished in this process: a reader that started before
+        one finished may have read the flags it replaced (``reports.run.run_beside_sync``)."""
+        return self._evaluations.get(brand_id, 0)
 
     def forget(self, brand_id: str) -> None:
         """Evaluate the brand again on the next call (what followed the last one failed)."""
@@ -102,6 +108,7 @@ class Sync:
                 # None: flags or copies changed elsewhere (another process): evaluate all of it.
                 since = min(starts).date() if starts else None
             evaluate(ch, brand_id, since)
+            self._evaluations[brand_id] = self._evaluations.get(brand_id, 0) + 1
             self._done[brand_id] = _fingerprint(ch, brand_id)
             if filled.missing:
                 self._retry_at[brand_id] = time.monotonic() + RETRY_MISSING_SECONDS
