@@ -1,5 +1,6 @@
 """Running a report: execute the plan, check the caches, add up rows and totals with every metric.
 
+A report's statements start at once on the ClickHouse pool (``Ahead``) and are read in order.
 Results are read by column; each group's sums live in ``tracker.reports.groups``, money as
 integer units (``tracker.reports.units``); the shapes of the answer (JSON models, CSV) and the
 metrics live in ``tracker.reports.answer``, whose names below are re-exported for the routes and
@@ -85,11 +86,11 @@ class Ahead:
 
     def __init__(self, ch: ClickHouse) -> None:
         self.ch = ch
-        self._started: dict[tuple[str, str, str], Future[Any]] = {}
+        self._started: dict[tuple[str, str, str, str], Future[Any]] = {}
 
     @staticmethod
-    def _key(how: Callable[[ClickHouse, Statement], Any], query: Statement) -> tuple[str, str, str]:
-        return how.__name__, query.sql, repr(sorted(query.parameters.items()))
+    def _key(how: Callable[[ClickHouse, Statement], Any], query: Statement) -> tuple[str, str, str, str]:
+        return how.__name__, query.sql, repr(sorted(query.parameters.items())), repr(sorted(query.settings.items()))
 
     def start(self, how: Callable[[ClickHouse, Statement], Any], query: Statement) -> None:
         key = self._key(how, query)
@@ -327,7 +328,8 @@ def run_beside_sync(
     try:
         report: Report | None = run_report(ch, brand, params, max_days)
     except BaseException:
-        if checked.result():  # what it evaluated is not held yet: the next call evaluates again
+        # The sync finishes either way; what it evaluated is not held yet: the next call evaluates again.
+        if checked.exception() is None and checked.result():
             sync.forget(brand_id)
         raise
     evaluated = checked.result()
