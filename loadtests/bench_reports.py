@@ -29,6 +29,7 @@ from tracker.quality import facts
 from tracker.quality.sync import Sync
 from tracker.reports import run as reports
 from tracker.reports.params import GROUP_KEYS, ReportParams
+from tracker.storage.clickhouse import ClickHouse
 
 GOAL_MS = 100.0
 
@@ -77,11 +78,15 @@ def main() -> None:
     parser.add_argument("--clicks", type=int, default=gen_data.Shape.clicks)
     parser.add_argument("--goal-only", action="store_true", help="run only the two goal cases")
     parser.add_argument("--case", action="append", help="run only this case (repeatable), e.g. influencer,day")
+    parser.add_argument("--sequential", action="store_true",
+                        help="each report's statements one after the other, the sync first (no ClickHouse pool)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     args = parser.parse_args()
 
     shape = gen_data.Shape(clicks=args.clicks)
     ch, generated = ensure_data(args.path, shape)
+    if args.sequential:  # without an opener, ClickHouse.submit runs each call in place
+        ch = ClickHouse(ch.client, ch.database)
     brand = {"id": shape.brand_id, "name": "Bench", "currency": shape.currency}
     date_to = shape.end - timedelta(days=1)
     date_from = shape.end - timedelta(days=args.days)
@@ -138,6 +143,7 @@ def main() -> None:
         "machine": f"{platform.machine()} {os.cpu_count()} cpu, {platform.python_implementation()} "
         f"{platform.python_version()}",
         "load_average": [round(x, 2) for x in os.getloadavg()],
+        "sequential": args.sequential,
         "data": {
             "clicks": shape.clicks,
             "conversions": shape.conversions,
@@ -161,7 +167,8 @@ def main() -> None:
         return
     if generated:
         print("generated: " + ", ".join(f"{k} {v:.1f} s" for k, v in generated.items()))
-    print(f"{doc['when']}  {doc['machine']}  load {doc['load_average']}")
+    print(f"{doc['when']}  {doc['machine']}  load {doc['load_average']}"
+          f"{'  sequential (no pool)' if args.sequential else ''}")
     print(f"range {date_from}..{date_to}, {args.n} reports per goal case, {args.n_extra} per other case")
     print(f"first report after emptying the unique-click cache: {cold_ms:.0f} ms")
     print(f"once after the load: click facts copied in {fill_s:.1f} s ({missing} missing), "
