@@ -4,8 +4,9 @@ Generates the data once into a chDB directory (``loadtests.gen_data``; reused on
 copies the clicks behind click-attributed conversions and evaluates the quality flags once
 (timed: the first report after a data load pays them), then times N reports per case through
 the route's steps: ``tracker.quality.sync`` (a fingerprint query when nothing changed),
-``tracker.reports.run.run_report`` and the JSON answer, i.e. ``GET /api/v1/reports`` minus
-the HTTP framing. Goal (DESIGN.md wave 2): every grouping p95 <= 100 ms for 30 days.
+``tracker.reports.run.run_report`` (the two side by side: ``run_beside_sync``, as the route runs
+them) and the JSON answer, i.e. ``GET /api/v1/reports`` minus the HTTP framing. Goal (DESIGN.md
+wave 2): every grouping p95 <= 100 ms for 30 days.
 
     python -m loadtests.bench_reports [--json] [--n 50] [--path /tmp/tracker-bench-reports]
 """
@@ -28,6 +29,7 @@ from tracker.quality import facts
 from tracker.quality.sync import Sync
 from tracker.reports import run as reports
 from tracker.reports.params import GROUP_KEYS, ReportParams
+from tracker.storage.clickhouse import ClickHouse
 
 GOAL_MS = 100.0
 
@@ -58,6 +60,15 @@ def ensure_data(path: str, shape: gen_data.Shape) -> tuple[Any, dict[str, float]
     return ch, took
 
 
+GOALS = {name for name, _, _, goal in CASES if goal}
+
+
+def answer(ch: Any, sync: Sync, brand: dict[str, Any], params: ReportParams) -> reports.Report:
+    """What the route does (``tracker.reports.routes``) but the hold, which only follows a change."""
+    report, _ = reports.run_beside_sync(ch, sync, brand, params, 400)
+    return report if report is not None else reports.run_report(ch, brand, params, 400)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--path", default="/tmp/tracker-bench-reports", help="chDB directory (reused)")
@@ -66,11 +77,16 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=30, help="report range in days")
     parser.add_argument("--clicks", type=int, default=gen_data.Shape.clicks)
     parser.add_argument("--goal-only", action="store_true", help="run only the two goal cases")
+    parser.add_argument("--case", action="append", help="run only this case (repeatable), e.g. influencer,day")
+    parser.add_argument("--sequential", action="store_true",
+                        help="each report's statements one after the other, the sync first (no ClickHouse pool)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     args = parser.parse_args()
 
     shape = gen_data.Shape(clicks=args.clicks)
     ch, generated = ensure_data(args.path, shape)
+    if args.sequential:  # without an opener, ClickHouse.submit runs each call in place
+        ch = ClickHouse(ch.client, ch.database)
     brand = {"id": shape.brand_id, "name": "Bench", "currency": shape.currency}
     date_to = shape.end - timedelta(days=1)
     date_from = shape.end - timedelta(days=args.days)
@@ -92,20 +108,18 @@ def main() -> None:
 
     results: dict[str, dict[str, Any]] = {}
     for name, group_by, tz, goal in CASES:
-        if args.goal_only and not goal:
+        if (args.goal_only and not goal) or (args.case and name not in args.case):
             continue
         n = args.n if goal else args.n_extra
         params = ReportParams(date_from, date_to, group_by, tz)
         for _ in range(3):  # warm-up
-            sync(ch, shape.brand_id)
-            reports.run_report(ch, brand, params, 400).json_bytes()
+            answer(ch, sync, brand, params).json_bytes()
         samples: list[float] = []
         cpu: list[float] = []
         rows = 0
         for _ in range(n):
             t, c = time.perf_counter(), time.process_time()
-            sync(ch, shape.brand_id)
-            report = reports.run_report(ch, brand, params, 400)
+            report = answer(ch, sync, brand, params)
             report.json_bytes()
             samples.append((time.perf_counter() - t) * 1000)
             cpu.append((time.process_time() - c) * 1000)  # all threads of this process, chDB's too
@@ -123,12 +137,13 @@ def main() -> None:
             "mean_ms": round(statistics.fmean(samples), 1),
             "cpu_p50_ms": round(percentile(cpu, 0.50), 1),
         }
-    goal_met = all(results[name]["p95_ms"] <= GOAL_MS for name, _, _, goal in CASES if goal)
+    goal_met = all(r["p95_ms"] <= GOAL_MS for name, r in results.items() if name in GOALS)
     doc = {
         "when": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "machine": f"{platform.machine()} {os.cpu_count()} cpu, {platform.python_implementation()} "
         f"{platform.python_version()}",
         "load_average": [round(x, 2) for x in os.getloadavg()],
+        "sequential": args.sequential,
         "data": {
             "clicks": shape.clicks,
             "conversions": shape.conversions,
@@ -152,7 +167,8 @@ def main() -> None:
         return
     if generated:
         print("generated: " + ", ".join(f"{k} {v:.1f} s" for k, v in generated.items()))
-    print(f"{doc['when']}  {doc['machine']}  load {doc['load_average']}")
+    print(f"{doc['when']}  {doc['machine']}  load {doc['load_average']}"
+          f"{'  sequential (no pool)' if args.sequential else ''}")
     print(f"range {date_from}..{date_to}, {args.n} reports per goal case, {args.n_extra} per other case")
     print(f"first report after emptying the unique-click cache: {cold_ms:.0f} ms")
     print(f"once after the load: click facts copied in {fill_s:.1f} s ({missing} missing), "

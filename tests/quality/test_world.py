@@ -17,6 +17,9 @@ from tests.quality.world import World, build
 from tests.reports_world import ADMIN
 from tracker.app import create_app
 from tracker.ingest.worker import Worker
+from tracker.quality.sync import Sync
+from tracker.reports.params import ReportParams
+from tracker.reports.run import run_beside_sync, run_report
 from tracker.settings import Settings
 from tracker.storage.clickhouse import ClickHouse
 
@@ -191,3 +194,34 @@ def test_later_orders_are_evaluated_and_earlier_flags_kept(
     world.post({"order_id": "LATE2", "amount": "12.00", "currency": "USD", "coupon_code": "DAN20", "country": "IN"})
     Worker(settings, redis_client, ch, name="quality-late").drain()
     assert {o: set(i["flags"]) for o, i in queue(client, world).items()} == {**world.planted, "LATE1": {"coupon_leak"}}
+
+
+def test_a_report_beside_the_sync_is_answered_only_after_the_flags_it_reads(
+    world: World, ch: ClickHouse, settings: Settings
+) -> None:
+    assert settings.secret_key is not None
+    [(brand_id,)] = ch.query("SELECT DISTINCT brand_id FROM influencers")  # the world's one brand
+    brand = {"id": brand_id, "currency": "USD"}
+    today = datetime.now(UTC).date()
+    params = ReportParams(today - timedelta(days=1), today + timedelta(days=1), ("influencer",), "UTC")
+    # A process's first sync evaluates the brand: the report beside it may predate the flags.
+    assert run_beside_sync(ch, Sync(settings.secret_key), brand, params, 31) == (None, True)
+
+    class Meanwhile(Sync):
+        """Another caller's evaluation finishes first; this call then finds nothing to do."""
+
+        def __call__(self, ch: ClickHouse, brand_id: str, fresh_within: float = 0.0) -> bool:
+            self.forget(brand_id)
+            assert super().__call__(ch, brand_id)
+            return super().__call__(ch, brand_id)
+
+    sync = Meanwhile(settings.secret_key)
+    assert run_beside_sync(ch, sync, brand, params, 31) == (None, False)
+    # Nothing changed since this process's last sync: the report is the one a sync followed by a
+    # report gives, flags included.
+    synced = Sync(settings.secret_key)
+    synced(ch, brand["id"])
+    report, evaluated = run_beside_sync(ch, synced, brand, params, 31)
+    assert not evaluated and report is not None
+    assert report.json_bytes() == run_report(ch, brand, params, 31).json_bytes()
+    assert report.totals["flagged_conversions"] == len(world.planted)

@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import random
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
@@ -89,6 +90,16 @@ def test_every_metric_matches_the_events(loaded: ClickHouse, data: Data, group_b
         assert report.rows
     # The bytes sent are the answer model's, though the rows are not validated again to send them.
     assert report.json_bytes() == report.answer().dump_json()
+
+
+def test_reports_at_once_answer_as_one_at_a_time(loaded: ClickHouse) -> None:
+    # Many reports' statements share the pool's clients: none may read another's result.
+    in_turn = ClickHouse(loaded.client, loaded.database)  # no opener: each statement runs in place, in order
+    cases = [(g, tz) for g in GROUPINGS[:8] for tz in TZS[:2]]
+    expected = [run(in_turn, BRAND, group_by=g, tz=tz).json_bytes() for g, tz in cases]
+    with ThreadPoolExecutor(4) as requests:
+        got = list(requests.map(lambda case: run(loaded, BRAND, group_by=case[0], tz=case[1]).json_bytes(), cases))
+    assert got == expected
 
 
 @pytest.mark.parametrize(

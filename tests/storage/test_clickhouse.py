@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -123,3 +125,23 @@ def test_insert_arrow_applies_settings_next_to_the_dedup_token(any_ch: ClickHous
     assert any_ch.query("SELECT click_id, count() FROM clicks GROUP BY click_id ORDER BY click_id") == [
         ("a", 1), ("b", 2)
     ]
+
+
+def test_submitted_statements_run_at_once_each_on_its_own_client(any_ch: ClickHouse) -> None:
+    n = 3
+    met = threading.Barrier(n, timeout=30)  # broken unless the n calls are under way together
+
+    def where(handle: ClickHouse) -> tuple[int, str]:
+        met.wait()
+        return id(handle.client), handle.query("SELECT currentDatabase()")[0][0]
+
+    seen = [f.result() for f in [any_ch.submit(where) for _ in range(n)]]
+    assert len({client for client, _ in seen} | {id(any_ch.client)}) == n + 1
+    assert {database for _, database in seen} == {any_ch.database}
+    # The engine runs them side by side too, not one after the other.
+    t = time.monotonic()
+    for f in [any_ch.submit(ClickHouse.query, "SELECT sleep(0.5)") for _ in range(n)]:
+        f.result()
+    assert time.monotonic() - t < 0.5 * n - 0.2
+    with pytest.raises(QueryError):
+        any_ch.submit(ClickHouse.query, "SELEC 1").result()

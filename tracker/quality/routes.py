@@ -61,10 +61,11 @@ async def bring_up_to_date(request: Request, brand_id: str, fresh_within: float 
     ``fresh_within``: not checked again when this process checked the brand that many seconds ago."""
     sync, svc = sync_of(request), services(request)
     if await run_sync(sync, svc.ch, brand_id, fresh_within):
-        await _hold(request, brand_id)
+        await hold_flagged(request, brand_id)
 
 
-async def _hold(request: Request, brand_id: str) -> None:
+async def hold_flagged(request: Request, brand_id: str) -> None:
+    """Hold (or release) the commission of what the last evaluation flagged (or cleared)."""
     svc = services(request)
     try:
         await hold.apply(svc.conversions.states, svc.ch, brand_id)
@@ -169,7 +170,7 @@ async def review(request: Request) -> Response:
     await run_sync(ch.insert, "conversion_reviews",
                    [[brand["id"], conversion_id, before.order_id, body.decision, body.note, before.flags, at]],
                    ("brand_id", "conversion_id", "order_id", "decision", "note", "flags", "at"))
-    await _hold(request, brand["id"])
+    await hold_flagged(request, brand["id"])
     after = (await run_sync(flagged, ch, brand["id"], "all", 1, conversion_id))[0]
     await services(request).registry.audit.record(
         brand["id"], auth.actor(request), f"conversion.review.{body.decision}", conversion_id,

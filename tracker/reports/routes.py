@@ -13,9 +13,9 @@ from starlette.routing import BaseRoute
 from tracker.api import auth
 from tracker.api.endpoints import Operation, api
 from tracker.api.schema import parse_query
-from tracker.quality.routes import bring_up_to_date
+from tracker.quality.routes import hold_flagged, sync_of
 from tracker.reports.params import ReportQuery
-from tracker.reports.run import ReportAnswer, run_report
+from tracker.reports.run import ReportAnswer, run_beside_sync, run_report
 from tracker.services import services
 from tracker.storage.clickhouse import run_sync
 
@@ -37,9 +37,15 @@ async def get_report(request: Request) -> Response:
     brand = await auth.brand_of(request)
     params = parse_query(ReportQuery, request.query_params).params()
     svc = services(request)
-    # Conversions' click facts (country, device, UTM, referer) and quality flags first.
-    await bring_up_to_date(request, str(brand["id"]))
-    report = await run_sync(run_report, svc.ch, brand, params, svc.settings.max_report_days)
+    # Conversions' click facts (country, device, UTM, referer) and quality flags brought up to date
+    # beside the report; it runs again when they changed (after the commission of new flags is held).
+    report, evaluated = await run_sync(
+        run_beside_sync, svc.ch, sync_of(request), brand, params, svc.settings.max_report_days
+    )
+    if evaluated:
+        await hold_flagged(request, str(brand["id"]))
+    if report is None:
+        report = await run_sync(run_report, svc.ch, brand, params, svc.settings.max_report_days)
     if params.format == "csv":
         name = f"report-{params.date_from}-{params.date_to}-{'-'.join(params.group_by) or 'totals'}.csv"
         return Response(

@@ -1,5 +1,6 @@
 """Running a report: execute the plan, check the caches, add up rows and totals with every metric.
 
+A report's statements start at once on the ClickHouse pool (``Ahead``) and are read in order.
 Results are read by column; each group's sums live in ``tracker.reports.groups``, money as
 integer units (``tracker.reports.units``); the shapes of the answer (JSON models, CSV) and the
 metrics live in ``tracker.reports.answer``, whose names below are re-exported for the routes and
@@ -8,10 +9,11 @@ the portal.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from datetime import date
 from itertools import compress
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tracker.reports import sql, units
 from tracker.reports.answer import (
@@ -46,6 +48,9 @@ from tracker.reports.plan import plan
 from tracker.reports.sql import CAMPAIGNS, INFLUENCERS, LINKS, CacheRead, Join, Query, Scope, Statement
 from tracker.storage.clickhouse import ClickHouse, Columns
 
+if TYPE_CHECKING:  # the type only: the caller brings its process's sync
+    from tracker.quality.sync import Sync
+
 # Rounds of (find stale days, recompute them) before a report gives up on the cache.
 _REFRESH_ROUNDS = 2
 
@@ -71,6 +76,36 @@ def fetch_columns(ch: ClickHouse, query: Statement) -> Columns:
         low = high.removesuffix("_hi")
         cols[low] = units.units_of(cols[low], cols.pop(high))
     return cols
+
+
+class Ahead:
+    """A report's statements started at once on the ClickHouse pool (``ClickHouse.submit``) and
+    read in the order they are added up, so each query runs while the ones before it are read
+    and added (the rows' Python work overlaps the queries). A statement read twice (a cache read
+    again after a refresh) runs again."""
+
+    def __init__(self, ch: ClickHouse) -> None:
+        self.ch = ch
+        self._started: dict[tuple[str, str, str, str], Future[Any]] = {}
+
+    @staticmethod
+    def _key(how: Callable[[ClickHouse, Statement], Any], query: Statement) -> tuple[str, str, str, str]:
+        return how.__name__, query.sql, repr(sorted(query.parameters.items())), repr(sorted(query.settings.items()))
+
+    def start(self, how: Callable[[ClickHouse, Statement], Any], query: Statement) -> None:
+        key = self._key(how, query)
+        if key not in self._started:
+            self._started[key] = self.ch.submit(how, query)
+
+    def dicts(self, query: Statement) -> list[dict[str, Any]]:
+        self.start(fetch, query)
+        result: list[dict[str, Any]] = self._started.pop(self._key(fetch, query)).result()
+        return result
+
+    def columns(self, query: Statement) -> Columns:
+        self.start(fetch_columns, query)
+        result: Columns = self._started.pop(self._key(fetch_columns, query)).result()
+        return result
 
 
 def refresh_uniques(ch: ClickHouse, query: Query) -> None:
@@ -124,20 +159,25 @@ def _within(d: date, days: tuple[date, date] | None) -> bool:
     return days is not None and days[0] <= d <= days[1]
 
 
+def _cache_reads(read: CacheRead, bound: Mapping[str, Any]) -> list[Query]:
+    reads = [read.clicks, read.uniques, *((read.dims,) if read.dims is not None else ())]
+    return [q.with_params(**bound) if bound else q for q in reads]
+
+
 def read_cache(
-    ch: ClickHouse, read: CacheRead, refresh: Query | None, dim_refresh: Query | None, groups: Groups,
+    ahead: Ahead, read: CacheRead, refresh: Query | None, dim_refresh: Query | None, groups: Groups,
     bound: Mapping[str, Any],
 ) -> list[int] | None:
     """Cached click counts into ``groups`` (rows) and the totals' clicks, bot clicks and unique
     clicks, read once every UTC day they cover adds up (``CacheRead``); stale days are
     recomputed first. None when clicks keep arriving faster than the caches follow."""
-    def bind(q: Query) -> Query:
-        return q.with_params(**bound) if bound else q
-
+    ch = ahead.ch
     for round_ in range(_REFRESH_ROUNDS + 1):
-        clicks = fetch_columns(ch, bind(read.clicks))
-        uniques = fetch_columns(ch, bind(read.uniques))
-        dims = fetch_columns(ch, bind(read.dims)) if read.dims is not None else Columns()
+        reads = _cache_reads(read, bound)
+        for q in reads:
+            ahead.start(fetch_columns, q)
+        clicks, uniques = ahead.columns(reads[0]), ahead.columns(reads[1])
+        dims = ahead.columns(reads[2]) if read.dims is not None else Columns()
         c_day, u_day = _per_day(clicks, ("c", "b")), _per_day(uniques, ("cc", "u"))
         # Counts only grow, and a cached (link, day) is a count of it taken earlier: a day's
         # sums are equal exactly when every (link, day) of it is.
@@ -191,20 +231,37 @@ def run_report(ch: ClickHouse, brand: Mapping[str, Any], params: ReportParams, m
     def bind(q: Statement) -> Statement:
         return q.with_params(**extra) if extra else q
 
+    ahead = Ahead(ch)
+    links = Query(scope, LINKS, ("id", "code")) if p.source != "raw" and "link" in keys else None
+    named = [(k, Query(scope, table, ("id", "name"))) for k, table in (("influencer", INFLUENCERS),
+                                                                         ("campaign", CAMPAIGNS)) if k in keys]
+    # Every statement starts now, in the order it is read below.
+    if links is not None:
+        ahead.start(fetch, links)
+    for q in _cache_reads(p.cache, extra) if p.cache is not None else ():
+        ahead.start(fetch_columns, q)
+    for q in (*(p.click_rows or ()), *(p.click_totals or ())):
+        ahead.start(fetch_columns, bind(q))
+    for statement in (p.conversions, p.fee_rows, p.fee_totals):
+        if statement is not None:
+            ahead.start(fetch_columns, statement)
+    for _, q in named:
+        ahead.start(fetch, q)
+
     link_code_of: dict[int, str] = {}
-    if p.source != "raw" and "link" in keys:
-        link_code_of = {int(r["id"]): str(r["code"]) for r in fetch(ch, Query(scope, LINKS, ("id", "code")))}
+    if links is not None:
+        link_code_of = {int(r["id"]): str(r["code"]) for r in ahead.dicts(links)}
     groups = Groups(keys, link_code_of)
     totals = [0] * len(groups.sums)
 
     cached: list[int] | None = None
     if p.cache is not None:
-        cached = read_cache(ch, p.cache, p.refresh, p.dim_refresh, groups, extra)
+        cached = read_cache(ahead, p.cache, p.refresh, p.dim_refresh, groups, extra)
         if cached is None:  # clicks keep arriving faster than the caches follow: raw clicks
             p = plan(scope, params, allow_cache=False)
 
     for q in p.click_rows or ():
-        cols = fetch_columns(ch, bind(q))
+        cols = ahead.columns(bind(q))
         if keys:
             # The totals' share: rows whose every key is NULL (no row's key is NULL).
             share = [all(nulls) for nulls in zip(*([v is None for v in cols[c]] for c in groups.columns), strict=True)]
@@ -223,11 +280,11 @@ def run_report(ch: ClickHouse, brand: Mapping[str, Any], params: ReportParams, m
         for at, count in enumerate(cached or ()):
             totals[at] += count
         for q in p.click_totals:
-            cols = fetch_columns(ch, bind(q))
+            cols = ahead.columns(bind(q))
             for at, m in enumerate(_CLICK_METRICS):
                 totals[at] += sum(cols[m])
 
-    conv = fetch_columns(ch, p.conversions)
+    conv = ahead.columns(p.conversions)
     attributed = [bool(a) for a in conv["g_attributed"]]
     unattributed = [not a for a in attributed]
     unattributed_conversions = sum(compress(conv["conversions"], unattributed))
@@ -237,16 +294,13 @@ def run_report(ch: ClickHouse, brand: Mapping[str, Any], params: ReportParams, m
     if p.conversion_rows:
         groups.add(_key_rows(conv, attributed), {at: m for at, m in _CONVERSION_METRICS})
     if p.fee_rows is not None:
-        fees = fetch_columns(ch, p.fee_rows)
+        fees = ahead.columns(p.fee_rows)
         groups.add(fees, {FEES: "fees"})
         totals[FEES] += sum(fees["fees"])
     if p.fee_totals is not None:
-        totals[FEES] = sum(fetch_columns(ch, p.fee_totals)["fees"])
+        totals[FEES] = sum(ahead.columns(p.fee_totals)["fees"])
 
-    names: dict[str, dict[str, str]] = {}
-    for k, table in (("influencer", INFLUENCERS), ("campaign", CAMPAIGNS)):
-        if k in keys:
-            names[k] = {str(r["id"]): str(r["name"]) for r in fetch(ch, Query(scope, table, ("id", "name")))}
+    names = {k: {str(r["id"]): str(r["name"]) for r in ahead.dicts(q)} for k, q in named}
 
     write = writer(currency)
     rows = groups.rows(names, write, p.fees_allocated)
@@ -254,6 +308,34 @@ def run_report(ch: ClickHouse, brand: Mapping[str, Any], params: ReportParams, m
     total["unattributed_conversions"] = unattributed_conversions
     total["unattributed_revenue"] = write.money(unattributed_revenue)
     return Report(params, currency, p.source, rows, total)
+
+
+def run_beside_sync(
+    ch: ClickHouse, sync: Sync, brand: Mapping[str, Any], params: ReportParams, max_days: int
+) -> tuple[Report | None, bool]:
+    """The report with the brand's quality sync (``tracker.quality.sync``: click facts and flags the
+    report reads) running beside it on the pool instead of before it: when nothing changed (the
+    usual case) the sync costs its fingerprint query, which then overlaps the report's queries.
+    Returns the report and whether the sync evaluated anything. The report is None when it may
+    have read flags from before an evaluation (this sync's, or another thread's that finished
+    meanwhile): the caller runs it again, after holding commission when ``evaluated``. So the
+    answer is what the sync followed by the report gives: a conversion the fingerprint saw is
+    evaluated before any report that is returned, one that arrives while both run is evaluated
+    by the next call either way."""
+    brand_id = str(brand["id"])
+    before = sync.evaluations(brand_id)
+    checked = ch.submit(sync, brand_id)
+    try:
+        report: Report | None = run_report(ch, brand, params, max_days)
+    except BaseException:
+        # The sync finishes either way; what it evaluated is not held yet: the next call evaluates again.
+        if checked.exception() is None and checked.result():
+            sync.forget(brand_id)
+        raise
+    evaluated = checked.result()
+    if evaluated or sync.evaluations(brand_id) != before:
+        report = None
+    return report, evaluated
 
 
 _CONVERSION_METRICS = (
@@ -264,7 +346,7 @@ _CONVERSION_METRICS = (
 
 __all__ = [
     "KEY_FIELDS", "METRICS", "RATIO_PLACES", "TOTAL_METRICS", "Metrics", "Report", "ReportAnswer", "ReportRow",
-    "Totals", "fetch", "money_str", "ratio", "refresh_uniques", "run_report",
+    "Totals", "fetch", "money_str", "ratio", "refresh_uniques", "run_beside_sync", "run_report",
 ]
 
 

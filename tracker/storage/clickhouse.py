@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -27,6 +28,11 @@ from tracker.core.errors import QueryError, StorageUnavailable
 from tracker.settings import Settings
 
 T = TypeVar("T")
+
+# Threads that run one ClickHouse object's submitted statements (``ClickHouse.submit``), each on
+# a connection of its own. A report submits up to ~7 statements at once; more threads than that
+# would only queue in the engine on a small box.
+SUBMIT_THREADS = 4
 
 _chdb_lock = threading.Lock()
 _chdb_path: str | None = None
@@ -110,10 +116,17 @@ class Columns(dict[str, Sequence[Any]]):
 class ClickHouse:
     """A thin wrapper that binds the database and translates driver errors once."""
 
-    def __init__(self, client: Client, database: str, cluster: str | None = None) -> None:
+    def __init__(
+        self, client: Client, database: str, cluster: str | None = None, opener: Callable[[], Client] | None = None,
+    ) -> None:
         self.client = client
         self.database = database
         self.cluster = cluster  # the ClickHouse cluster's name when the schema is on one
+        self._opener = opener  # a new client like ``client`` (``submit``); None: statements run one at a time
+        self._pool: ThreadPoolExecutor | None = None
+        self._own = threading.local()  # a pool thread's ClickHouse on its own client
+        self._handles: list[ClickHouse] = []
+        self._guard = threading.Lock()
 
     @classmethod
     def connect(cls, settings: Settings, *, create_database: bool = True) -> ClickHouse:
@@ -124,7 +137,10 @@ class ClickHouse:
                 bootstrap.command(f"CREATE DATABASE IF NOT EXISTS `{database}`")
                 if not is_chdb(settings):
                     bootstrap.close()
-            return cls(_raw_client(settings, database), database, settings.clickhouse_cluster)
+            return cls(
+                _raw_client(settings, database), database, settings.clickhouse_cluster,
+                opener=lambda: _raw_client(settings, database),
+            )
         except (DatabaseError, OperationalError, OSError) as exc:
             raise StorageUnavailable(f"ClickHouse at {describe(settings)} is unreachable: {_short(exc)}") from exc
 
@@ -176,6 +192,40 @@ class ClickHouse:
         merged = {**(settings or {}), **(_dedup_settings(dedup_token) or {})}
         self._call(self.client.insert_arrow, table, arrow_table, settings=merged or None)
 
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        """Start ``fn(handle, *args)`` on a thread of this object's pool, ``handle`` a ClickHouse on a
+        client of that thread's own, and return its future: the independent statements of one
+        request run at once. One client runs one statement at a time (clickhouse-connect's chDB
+        backend locks its engine handle per call), while chDB serves separate handles to its one
+        engine side by side and releases the GIL inside a query, as separate HTTP clients are
+        served by the server. Without an opener (a ClickHouse made around a given client) ``fn``
+        runs here and now. ``fn`` must not wait on another submitted call (the pool is small)."""
+        if self._opener is None:
+            done: Future[T] = Future()
+            try:
+                done.set_result(fn(self, *args))
+            except BaseException as exc:
+                done.set_exception(exc)
+            return done
+        with self._guard:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(SUBMIT_THREADS, thread_name_prefix="clickhouse")
+            pool = self._pool
+        return pool.submit(self._on_own_client, fn, args)
+
+    def _on_own_client(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        handle: ClickHouse | None = getattr(self._own, "handle", None)
+        if handle is None:
+            assert self._opener is not None
+            try:
+                client = self._opener()
+            except (DatabaseError, OperationalError, OSError) as exc:
+                raise StorageUnavailable(f"ClickHouse is unreachable: {_short(exc)}") from exc
+            handle = self._own.handle = ClickHouse(client, self.database, self.cluster)
+            with self._guard:
+                self._handles.append(handle)
+        return fn(handle, *args)
+
     def ping(self) -> bool:
         try:
             return self.client.ping()
@@ -183,6 +233,13 @@ class ClickHouse:
             return False
 
     def close(self) -> None:
+        with self._guard:
+            pool, self._pool = self._pool, None
+            handles, self._handles = self._handles, []
+        if pool is not None:
+            pool.shutdown(wait=True)
+        for handle in handles:
+            handle.close()
         # A chDB engine lives as long as the process (it cannot be reopened at another path).
         if not self.client.uri.startswith("chdb:"):
             self.client.close()
