@@ -116,6 +116,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from tracker import startup
+    from tracker.conversions import seen
     from tracker.ops import logs
 
     if not 0 < args.port < 65536:
@@ -133,6 +134,7 @@ def serve(args: argparse.Namespace) -> int:
             # Each worker process re-reads the environment; pass what the flags decided.
             os.environ["TRACKER_PUBLIC_URL"] = settings.public_url or ""
             _multiprocess_metrics_dir()
+            seen.share_across_workers()
             _connection_limits(settings)
             uvicorn.run(
                 "tracker.app:create_worker_app", factory=True, workers=args.workers,
@@ -163,6 +165,7 @@ def serve(args: argparse.Namespace) -> int:
             from tracker import supervisor
 
             _connection_limits(settings)
+            seen.share_across_workers()
             return supervisor.run(settings, args.workers, _uvicorn_options(args, log_config, settings))
         return _run_single(settings, args, log_config, redis_server)
     finally:
