@@ -186,6 +186,19 @@ def test_every_source_normalizes_to_one_row(source: dict[str, Any]) -> None:
     assert decode_state(encode_conversion(row)) == row
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["Zoë's café", "\U0001f600 emoji", "\ud800 lone surrogate", 'quote " and \\ backslash', "tab\tnewline\n"],
+)
+def test_a_state_decodes_as_json_loads_reads_it(text: str) -> None:
+    # decode_state reads with msgspec, falling back on json.loads for what msgspec refuses (a lone surrogate).
+    raw = encode_conversion({**ROW, "coupon_code": text, "reason": text, "link_id": 2**62 + 1})
+    row = decode_state(raw)
+    assert row == normalize_row(json.loads(raw))
+    assert row["coupon_code"] == text and row["link_id"] == 2**62 + 1
+    assert [str(row[c]) for c in ("amount", "commission", "fx_rate")] == ["12.50", "1.25", "0.00694444"]
+
+
 async def _no_rebuild(brand_id: str) -> None:
     return None
 
