@@ -40,7 +40,8 @@ from tracker.conversions.parse import Postback
 from tracker.conversions.ratelimit import Quota
 from tracker.conversions.rebuild import Rebuilder
 from tracker.conversions.seen import SeenOrders
-from tracker.conversions.state import Extras, OrderStates, Snapshot, check_fits
+from tracker.conversions.state import Extras, OrderStates, Snapshot
+from tracker.conversions.staterow import check_fits
 from tracker.core import credentials, ids, money
 from tracker.core.clickid import ClickIds
 from tracker.core.errors import StorageUnavailable, TrackerError, Unauthorized, Unprocessable
