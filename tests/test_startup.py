@@ -78,7 +78,9 @@ def test_serve_with_workers_checks_once_and_its_workers_skip_the_checks(
     }.items():
         monkeypatch.setenv(name, value)
     assert cli.main(["serve", "--workers", "3"]) == 0
-    assert os.path.getsize(os.environ[seen.ENV]) == seen.SLOTS * 4  # the workers' table, made before them
+    # The workers' seen-orders table, made before them in the directory they share for metrics.
+    assert os.environ[seen.ENV] == str(tmp_path / "metrics" / seen.FILE_NAME)
+    assert os.path.getsize(os.environ[seen.ENV]) == seen.SLOTS * 4
     assert len(checked) == 1
     [(target, kw)] = started
     assert kw["workers"] == 3 and kw["factory"] is True

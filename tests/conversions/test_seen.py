@@ -26,24 +26,34 @@ def _add_in_child(path: str, order_id: str) -> None:
     SeenOrders(KEY, path=path).check_and_add("br_a", order_id)
 
 
-def test_workers_share_the_table_through_its_file(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_workers_share_the_table_through_its_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv(seen.ENV, "")  # restored (removed) after the test, whatever the code under test sets
-    path = seen.share_across_workers()
-    try:
-        assert os.environ[seen.ENV] == str(path)
-        parent = SeenOrders(KEY)  # opens the file the variable names, as a worker does
-        # Another process (a spawned worker) records an order: this one sees it.
-        child = multiprocessing.get_context("spawn").Process(target=_add_in_child, args=(str(path), "O-7"))
-        child.start()
-        child.join(30)
-        assert child.exitcode == 0
-        assert parent.check_and_add("br_a", "O-7") is True
-        assert parent.check_and_add("br_a", "O-8") is False
-        # A process with its own table (no file) knows nothing of it.
-        assert SeenOrders(KEY, path="").check_and_add("br_a", "O-7") is False
-    finally:
-        seen._remove(str(path))
-    assert not Path(path).exists()
+    path = seen.share_across_workers(tmp_path)
+    assert os.environ[seen.ENV] == str(path) and path == tmp_path / seen.FILE_NAME
+    parent = SeenOrders(KEY)  # opens the file the variable names, as a worker does
+    # Another process (a spawned worker) records an order: this one sees it.
+    child = multiprocessing.get_context("spawn").Process(target=_add_in_child, args=(str(path), "O-7"))
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+    assert parent.check_and_add("br_a", "O-7") is True
+    assert parent.check_and_add("br_a", "O-8") is False
+    # A process with its own table (no file) knows nothing of it.
+    assert SeenOrders(KEY, path="").check_and_add("br_a", "O-7") is False
+    # The next start makes a fresh table in its place; a process mapping the old one keeps it.
+    assert seen.share_across_workers(tmp_path) == path
+    assert SeenOrders(KEY).check_and_add("br_a", "O-7") is False
+    assert parent.check_and_add("br_a", "O-8") is True
+    assert sorted(p.name for p in tmp_path.iterdir()) == [seen.FILE_NAME]
+
+
+def test_a_table_that_cannot_be_mapped_leaves_the_worker_its_own(tmp_path: Path) -> None:
+    short = tmp_path / "short.table"
+    short.write_bytes(b"\0" * 16)
+    for path in (short, tmp_path / "gone.table"):
+        table = SeenOrders(KEY, path=str(path))
+        assert table.check_and_add("br_a", "O-1") is False and table.check_and_add("br_a", "O-1") is True
+    assert short.read_bytes() == b"\0" * 16
 
 
 def test_another_key_places_orders_elsewhere() -> None:

@@ -21,8 +21,6 @@ Without the file (one process, tests) the table is the process's own anonymous m
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import hashlib
 import logging
 import mmap
@@ -35,26 +33,26 @@ log = logging.getLogger("tracker.conversions.seen")
 ENV = "TRACKER_SEEN_ORDERS_FILE"
 SLOTS = 1 << 20  # 4 MB: about the last million orders, whatever the number of brands
 _BYTES = SLOTS * 4
-_SHM = "/dev/shm"  # noqa: S108 - mkstemp creates its file exclusively (O_EXCL), readable by this user only
+FILE_NAME = "seen-orders.table"
 
 
-def share_across_workers() -> Path:
-    """Create the table's file for the workers this process is about to start (they inherit ``ENV``);
-    it is removed when this process exits."""
-    # Shared memory where there is some: the kernel then never writes the pages back to a disk.
-    fd, name = tempfile.mkstemp(prefix="tracker-seen-orders-", dir=_SHM if os.path.isdir(_SHM) else None)
+def share_across_workers(directory: Path) -> Path:
+    """Make the table's file for the workers this process is about to start (they inherit ``ENV``).
+
+    ``directory`` is the one the workers already share for their metrics (``PROMETHEUS_MULTIPROC_DIR``):
+    the table goes where that goes (a temporary one is removed at exit, a configured one is reused),
+    and one server start never leaves more than one table behind. Each start makes a fresh, empty
+    table and moves it into place, so a process still mapping an earlier one keeps that one.
+    """
+    fd, made = tempfile.mkstemp(prefix=".seen-orders-", dir=directory)
     try:
         os.ftruncate(fd, _BYTES)  # zeros: no order seen
     finally:
         os.close(fd)
-    atexit.register(_remove, name)
-    os.environ[ENV] = name
-    return Path(name)
-
-
-def _remove(name: str) -> None:
-    with contextlib.suppress(OSError):
-        os.unlink(name)
+    path = directory / FILE_NAME
+    os.replace(made, path)
+    os.environ[ENV] = str(path)
+    return path
 
 
 def _mapped(path: str) -> mmap.mmap | None:
