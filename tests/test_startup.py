@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from typing import Any
 
@@ -11,6 +12,7 @@ from starlette.testclient import TestClient
 
 from tracker import app as app_module
 from tracker import cli, startup
+from tracker.conversions import seen
 from tracker.core.errors import SettingsError
 from tracker.settings import Settings
 from tracker.storage.clickhouse import ClickHouse
@@ -72,9 +74,13 @@ def test_serve_with_workers_checks_once_and_its_workers_skip_the_checks(
         "TRACKER_ADMIN_TOKEN": "a" * 40,
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
         "TRACKER_PUBLIC_URL": "http://127.0.0.1:8000",
+        seen.ENV: "",  # serve names the workers' seen-orders table here: undone after the test
     }.items():
         monkeypatch.setenv(name, value)
     assert cli.main(["serve", "--workers", "3"]) == 0
+    # The workers' seen-orders table, made before them in the directory they share for metrics.
+    assert os.environ[seen.ENV] == str(tmp_path / "metrics" / seen.FILE_NAME)
+    assert os.path.getsize(os.environ[seen.ENV]) == seen.SLOTS * 4
     assert len(checked) == 1
     [(target, kw)] = started
     assert kw["workers"] == 3 and kw["factory"] is True

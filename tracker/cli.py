@@ -116,6 +116,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from tracker import startup
+    from tracker.conversions import seen
     from tracker.ops import logs
 
     if not 0 < args.port < 65536:
@@ -132,7 +133,7 @@ def serve(args: argparse.Namespace) -> int:
         if args.workers > 1:
             # Each worker process re-reads the environment; pass what the flags decided.
             os.environ["TRACKER_PUBLIC_URL"] = settings.public_url or ""
-            _multiprocess_metrics_dir()
+            seen.share_across_workers(_multiprocess_metrics_dir())
             _connection_limits(settings)
             uvicorn.run(
                 "tracker.app:create_worker_app", factory=True, workers=args.workers,
@@ -141,10 +142,11 @@ def serve(args: argparse.Namespace) -> int:
             return 0
         return _run_single(settings, args, log_config)
 
+    shared: Path | None = None
     if args.workers > 1:
         # Before anything imports prometheus-client: the main process's ingest counters then
         # land in the directory every worker's /metrics reads.
-        _multiprocess_metrics_dir()
+        shared = _multiprocess_metrics_dir()
     from tracker.storage.embedded import DataDirLock, EmbeddedRedis, prepare_data_dir
 
     first_start = settings.admin_token is None and not (settings.data_dir.resolve() / "admin_token").exists()
@@ -163,6 +165,8 @@ def serve(args: argparse.Namespace) -> int:
             from tracker import supervisor
 
             _connection_limits(settings)
+            assert shared is not None
+            seen.share_across_workers(shared)
             return supervisor.run(settings, args.workers, _uvicorn_options(args, log_config, settings))
         return _run_single(settings, args, log_config, redis_server)
     finally:

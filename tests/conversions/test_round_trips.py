@@ -6,8 +6,10 @@ Counted on the real Redis with ``INFO commandstats``; the cases the one call can
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 from redis.cluster import key_slot
 from starlette.testclient import TestClient
@@ -15,6 +17,7 @@ from starlette.testclient import TestClient
 from tests.conversions.world import World, make_world, stream_rows
 from tests.waiting import wait_until
 from tracker.app import create_app
+from tracker.conversions import seen
 from tracker.core import keys
 from tracker.settings import Settings
 from tracker.storage.clickhouse import ClickHouse
@@ -112,6 +115,35 @@ def test_a_replay_on_another_process_is_answered_by_the_same_call(
     assert calls == {"evalsha": 1, "incr": 1, "get": 1}, calls
     orders = [r["order_id"] for r in stream_rows(redis_client)]
     assert all(orders.count(b["order_id"]) == 1 for b in bodies)
+
+
+def test_workers_sharing_the_seen_table_read_a_replay_without_deciding_it(
+    ch: ClickHouse, settings: Settings, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """With ``tracker serve --workers N`` every worker maps one table of the orders seen lately: a replay
+    reaching a worker that did not record the order is only read, no first version decided in vain."""
+    monkeypatch.setenv(seen.ENV, "")  # restored (removed) after the test, whatever the code under test sets
+    seen.share_across_workers(tmp_path)
+    with TestClient(create_app(_cached(settings))) as one, TestClient(create_app(_cached(settings))) as two:
+        world = make_world(one, settings)
+        _filter_complete(world, redis_client)
+        body = {"order_id": "SH-1", "amount": "30.00", "currency": "USD", "coupon_code": "ANNA10"}
+        first = world.post(body)
+        assert first.status_code == 202 and not first.json()["duplicate"]
+        decided: list[str] = []
+        conversions = two.app.state.services.conversions  # type: ignore[attr-defined]
+        decide = conversions.first_version
+
+        async def counted(store: Any, new: Any, snap: Any) -> Any:
+            decided.append(new.order_id)
+            return await decide(store, new, snap)
+
+        monkeypatch.setattr(conversions, "first_version", counted)
+        again = world.post(body, client=two)
+        assert again.json() == {**first.json(), "duplicate": True}
+        assert decided == []
+        fresh = world.post({**body, "order_id": "SH-2"}, client=two)  # a new order is still decided first
+        assert fresh.status_code == 202 and not fresh.json()["duplicate"] and decided == ["SH-2"]
 
 
 def test_a_status_change_after_the_one_call_is_written_by_the_commit(world: World, redis_client: redis.Redis) -> None:

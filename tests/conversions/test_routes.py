@@ -23,7 +23,8 @@ from tracker.app import create_app
 from tracker.conversions import signature
 from tracker.conversions.parse import PostbackIn, PostbackQuery
 from tracker.conversions.routes import ip_allowed, routes
-from tracker.conversions.state import Conversion, normalize_row
+from tracker.conversions.state import Conversion
+from tracker.conversions.staterow import normalize_row
 from tracker.core import keys
 from tracker.core.events import CONVERSION_COLUMNS
 from tracker.settings import Settings

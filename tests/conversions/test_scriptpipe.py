@@ -116,3 +116,15 @@ def test_a_hung_redis_is_a_timeout_not_a_hang() -> None:
 
     (reply,) = asyncio.run(main())
     assert isinstance(reply, redis.exceptions.TimeoutError), reply
+
+
+def test_commands_are_packed_as_redis_py_packs_them(redis_url: str) -> None:
+    # What the postback scripts take: keys and text (non-ASCII too), bytes (a state's JSON), integers.
+    command = ("EVALSHA", "0" * 40, 3, "conv:br_1:B-1", "oset:br_1", "cust:br_1:ümlaut", 4_294_967_295, 1, -7, 0,
+               "", b"", b'{"order_id":"\\u00e9"}', "h\u00e9", 604_800, "123:1700000000000")
+    client = aioredis.Redis.from_url(redis_url)
+    pipe = ScriptPipe(client, SCRIPT)
+    assert pipe._pack(command) == b"".join(pipe._packer.pack_command(*command))
+    latin = ScriptPipe(aioredis.Redis.from_url(redis_url, encoding="latin-1"), SCRIPT)
+    assert latin._pack(("EVALSHA", "é")) == b"".join(latin._packer.pack_command("EVALSHA", "é"))
+    assert latin._pack(("EVALSHA", "é")) != pipe._pack(("EVALSHA", "é"))  # the client's encoding, not UTF-8

@@ -24,10 +24,9 @@ from tracker.conversions.state import (
     OrderStates,
     Snapshot,
     StateLookups,
-    decode_state,
     load_from_clickhouse,
-    normalize_row,
 )
+from tracker.conversions.staterow import decode_state, normalize_row
 from tracker.core import keys
 from tracker.core.events import CONVERSION_COLUMNS, encode_conversion
 from tracker.ingest.worker import Worker
@@ -184,6 +183,28 @@ def test_every_source_normalizes_to_one_row(source: dict[str, Any]) -> None:
     assert [type(row[c]) for c in ("version", "link_id", "occurred_at")] == [int, int, datetime]
     assert row["occurred_at"].tzinfo is not None
     assert decode_state(encode_conversion(row)) == row
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Zoë's café", "\U0001f600 emoji", "\ud800 lone surrogate", 'quote " and \\ backslash', "tab\tnewline\n"],
+)
+def test_a_state_decodes_as_json_loads_reads_it(text: str) -> None:
+    # decode_state reads with msgspec, falling back on json.loads for what msgspec refuses (a lone surrogate).
+    raw = encode_conversion({**ROW, "coupon_code": text, "reason": text, "link_id": 2**62 + 1})
+    row = decode_state(raw)
+    assert row == normalize_row(json.loads(raw))
+    assert row["coupon_code"] == text and row["link_id"] == 2**62 + 1
+    assert [str(row[c]) for c in ("amount", "commission", "fx_rate")] == ["12.50", "1.25", "0.00694444"]
+
+
+def test_a_state_from_before_later_columns_reads_their_defaults() -> None:
+    older = {k: v for k, v in json.loads(encode_conversion(ROW)).items() if k not in ("country", "hold_days", "review")}
+    row = decode_state(json.dumps(older))
+    assert (row["country"], row["hold_days"], row["review"]) == ("", 30, 0)
+    assert row == {**ROW, "fx_rate": Decimal("0.00694444")}
+    with pytest.raises(KeyError):  # a column every state has is not made up
+        normalize_row({k: v for k, v in older.items() if k != "amount"})
 
 
 async def _no_rebuild(brand_id: str) -> None:

@@ -25,3 +25,9 @@ def test_a_forked_child_does_not_mint_its_parents_ids() -> None:
     os.close(read)
     os.close(write)
     assert child != ids.new_id("conversion")
+
+
+def test_request_ids_are_16_hex_digits_and_do_not_repeat() -> None:
+    made = [ids.request_id() for _ in range(20_000)]
+    assert len(set(made)) == len(made)
+    assert all(len(r) == 16 and int(r, 16) >= 0 and r == r.lower() for r in made)

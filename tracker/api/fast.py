@@ -22,7 +22,6 @@ started, take the normal stack.
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 
@@ -32,6 +31,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from tracker.api import http
+from tracker.core import ids
 from tracker.core.errors import TrackerError
 from tracker.ops.logs import REQUEST_ID, incoming_id, log_request
 
@@ -47,7 +47,7 @@ _REQUEST_ID = b"x-request-id"
 async def serve(endpoint: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
     """Answer one request with ``endpoint`` as the middleware stack would (see the module's doc)."""
     started = time.perf_counter()
-    request_id = incoming_id(scope) or secrets.token_hex(8)
+    request_id = incoming_id(scope) or ids.request_id()
     token = REQUEST_ID.set(request_id)
     status = 500  # what the access log says when the endpoint raises something unexpected
     request = Request(scope, receive)

@@ -22,7 +22,8 @@ from tracker.conversions import orders, storeevents
 from tracker.conversions.connectors.event import OrderEvent
 from tracker.conversions.orders import Held, PlatformSide
 from tracker.conversions.recorder import MAX_ATTEMPTS, Conversions, NewOrder, check_currency
-from tracker.conversions.state import Conversion, Snapshot, decode_state
+from tracker.conversions.state import Conversion, Snapshot
+from tracker.conversions.staterow import decode_state
 from tracker.core import keys
 from tracker.core.errors import StorageUnavailable
 

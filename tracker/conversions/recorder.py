@@ -39,7 +39,9 @@ from tracker.conversions.orderset import OrderSet
 from tracker.conversions.parse import Postback
 from tracker.conversions.ratelimit import Quota
 from tracker.conversions.rebuild import Rebuilder
-from tracker.conversions.state import Extras, OrderStates, Snapshot, check_fits
+from tracker.conversions.seen import SeenOrders
+from tracker.conversions.state import Extras, OrderStates, Snapshot
+from tracker.conversions.staterow import check_fits
 from tracker.core import credentials, ids, money
 from tracker.core.clickid import ClickIds
 from tracker.core.errors import StorageUnavailable, TrackerError, Unauthorized, Unprocessable
@@ -56,8 +58,6 @@ log = logging.getLogger("tracker.conversions.recorder")
 MAX_ATTEMPTS = 8
 
 BAD_STORE_SIGNATURE = "The store id or the X-Signature is not valid."
-
-SEEN_MAX = 100_000  # orders remembered per process (a hint only: Redis decides)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,9 +92,9 @@ class Conversions:
         self.orders = OrderSet(redis, settings.secret_key)
         self.rebuild = Rebuilder(redis, ch, self.orders)
         self.states = OrderStates(redis, ch, self.orders, self.rebuild)
-        # Orders this process recorded or read lately: a postback for one of them is most likely a
-        # replay or a change, so its first call only reads (no first version decided in vain).
-        self._seen: dict[tuple[str, str], None] = {}
+        # Orders the server's workers recorded or read lately: a postback for one of them is most likely
+        # a replay or a change, so its first call only reads (no first version decided in vain).
+        self.seen = SeenOrders(credentials.derive_key(settings.secret_key, "seen-orders"))
 
     async def start(self) -> None:
         return None
@@ -122,12 +122,9 @@ class Conversions:
         """
         brand_id = str(store["brand_id"])
         customer, email = self.hashes(brand_id, pb.customer_id, pb.customer_email)
-        known = (brand_id, pb.order_id)
-        row = None if known in self._seen else await self._guess_new(store, pb, customer, email)
+        known = self.seen.check_and_add(brand_id, pb.order_id)
+        row = None if known else await self._guess_new(store, pb, customer, email)
         first = customers.mapping_of(row) if row is not None else None
-        if len(self._seen) >= SEEN_MAX:
-            self._seen.clear()
-        self._seen[known] = None
         found = await self.states.first(brand_id, pb.order_id, customer_hash=customer, quota=quota, row=row,
                                         customer_first=first.encode() if first is not None else "")
         if found is None:

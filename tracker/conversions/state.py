@@ -17,10 +17,8 @@ there (a hash tag by brand); with a single Redis (or a primary with replicas) no
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -35,10 +33,10 @@ from tracker.conversions.orderset import COMMIT, HOLD, READ, RECORD, OrderSet
 from tracker.conversions.parse import Status
 from tracker.conversions.ratelimit import WINDOW_SECONDS, Quota
 from tracker.conversions.scriptpipe import ScriptPipe
-from tracker.core import keys, money
-from tracker.core.errors import StorageUnavailable, Unprocessable
-from tracker.core.events import CONVERSION_COLUMNS, CONVERSION_DEFAULTS, encode_conversion
-from tracker.core.timeutil import utc
+from tracker.conversions.staterow import check_fits, decode_state, normalize_row
+from tracker.core import keys
+from tracker.core.errors import StorageUnavailable
+from tracker.core.events import CONVERSION_COLUMNS, encode_conversion
 from tracker.storage import redis_client
 from tracker.storage.clickhouse import ClickHouse, run_sync
 
@@ -46,60 +44,6 @@ from tracker.storage.clickhouse import ClickHouse, run_sync
 # status changes come within days); a later postback rebuilds the state from
 # ClickHouse, which ingest filled long before. Bounds Redis memory (~1 KB an order).
 STATE_TTL_SECONDS = 7 * 86_400
-
-_MONEY_COLUMNS = ("amount", "refunded_amount", "commission")
-_ORIGINAL_COLUMNS = ("original_amount", "original_refunded_amount")
-_TIME_COLUMNS = ("occurred_at", "created_at", "updated_at")
-_INT_COLUMNS = ("version", "attributed", "link_id", "hold_days", "review")
-_TYPED = frozenset((*_INT_COLUMNS, *_MONEY_COLUMNS, *_ORIGINAL_COLUMNS, *_TIME_COLUMNS, "fx_rate"))
-
-
-def normalize_row(row: Mapping[str, Any]) -> dict[str, Any]:
-    """Typed values (from the JSON state or a ClickHouse row) with money at its currency's scale."""
-    # Columns added after the first rows were written: a state or a row without them has their default.
-    out = {c: row[c] if c in row or c not in CONVERSION_DEFAULTS else CONVERSION_DEFAULTS[c]
-           for c in CONVERSION_COLUMNS}
-    for c in _INT_COLUMNS:
-        out[c] = int(out[c])
-    for c in _MONEY_COLUMNS:
-        out[c] = money.round_money(Decimal(str(out[c])), out["currency"])
-    for c in _ORIGINAL_COLUMNS:
-        out[c] = money.round_money(Decimal(str(out[c])), out["original_currency"])
-    out["fx_rate"] = Decimal(str(out["fx_rate"])).normalize()
-    for c in _TIME_COLUMNS:
-        value = out[c]
-        out[c] = utc(datetime.fromisoformat(value) if isinstance(value, str) else value)
-    for c in CONVERSION_COLUMNS:
-        if c not in _TYPED:
-            out[c] = str(out[c])
-    return out
-
-
-def check_fits(row: Mapping[str, Any]) -> None:
-    """Unprocessable unless every money value of ``row`` fits its Decimal(18, 4) column.
-
-    Checked before a version is written: a row that cannot be inserted would be answered
-    202 and then dead-lettered by ingest (a VND brand, a USD order of 4,000,000,000.00
-    at 25,000 is 10^14 VND, one digit too many).
-    """
-    for column in (*_MONEY_COLUMNS, *_ORIGINAL_COLUMNS):
-        value = row[column]
-        if isinstance(value, Decimal) and money.fits_column(value):
-            continue
-        currency = row["original_currency" if column in _ORIGINAL_COLUMNS else "currency"]
-        detail = (
-            f"The order's amount {row['original_amount']} {row['original_currency']} is {row['amount']} "
-            f"{row['currency']} at the rate {row['fx_rate']}"
-            if column not in _ORIGINAL_COLUMNS and row["currency"] != row["original_currency"]
-            else f"The order's {column.replace('_', ' ')} {value} {currency}"
-        )
-        raise Unprocessable(
-            f"{detail}: more than tracker can store ({money.MONEY_COLUMN_MAX} {currency}).", code="amount_too_large"
-        )
-
-
-def decode_state(raw: bytes | str) -> dict[str, Any]:
-    return normalize_row(json.loads(raw))
 
 
 def load_from_clickhouse(ch: ClickHouse, brand_id: str, order_id: str) -> dict[str, Any] | None:

@@ -49,6 +49,11 @@ def _random_bytes(n: int) -> bytes:
     return out
 
 
+def request_id() -> str:
+    """A new request id: 16 hex digits (``secrets.token_hex(8)``'s form), from the pool, not a syscall."""
+    return _random_bytes(8).hex()
+
+
 def new_id(kind: str, length: int = 16) -> str:
     # One read of random bytes, not one ``secrets.choice`` a character (ids are made on the postback path).
     chars: list[str] = []

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import time
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
@@ -26,7 +25,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tracker.api.endpoints import Operation, api
-from tracker.core import keys
+from tracker.core import ids, keys
 from tracker.core.codes import is_redirect_path
 from tracker.ingest import delivery
 from tracker.ops import metrics
@@ -60,7 +59,7 @@ class RequestIdMiddleware:
                 REQUEST_ID.reset(token)
             return
 
-        request_id = incoming or secrets.token_hex(8)
+        request_id = incoming or ids.request_id()
         header = (_REQUEST_ID_HEADER, request_id.encode("latin-1"))
         status = 500  # what the client sees when the app raises before answering
 
