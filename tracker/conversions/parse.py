@@ -277,12 +277,14 @@ def _text_in(data: Mapping[str, Any], name: str) -> str | None:
 def postback_in(data: Mapping[str, Any], now: float) -> PostbackIn:
     """``validate(PostbackIn, data, {"now": now})`` for a JSON object (``parse_json``'s), without pydantic.
 
-    Every signed postback is parsed so, and pydantic's work around the checks cost ~7 µs of a
-    replay's ~140. The model's checks never fail themselves: each field's validator above
-    returns a value of its type or raises our error, which pydantic lets through. So running the
-    same validators in the model's order gives the same postback or the same first error, as
-    pydantic does: a field's validator runs only when the field is given (the amount's always,
-    ``validate_default``; the order id's always, ``_known_fields`` gives it), defaults otherwise.
+    Every signed postback is parsed so: pydantic's work around the checks is ~2 µs in a tight
+    loop but was ~12 µs of a replay in the server (in-process A/B in
+    loadtests/results/postbacks-replays2-ab-2026-12-06.txt). The model's checks never fail
+    themselves: each field's validator above returns a value of its type or raises our error,
+    which pydantic lets through. So running the same validators in the model's order gives the
+    same postback or the same first error, as pydantic does: a field's validator runs only when
+    the field is given (the amount's always, ``validate_default``; the order id's always,
+    ``_known_fields`` gives it), defaults otherwise.
     tests/conversions/test_postback_in.py compares the two on generated bodies.
     """
     _check_known(data)

@@ -126,9 +126,11 @@ _REPLAY_TEXT = tuple(f for f in _Replay.__struct_fields__ if f in _TEXT_COLUMNS)
 
 
 def decode_replay(raw: bytes | str) -> dict[str, Any] | None:
-    """``_Replay``'s columns of a state, each the value ``decode_state`` gives it, for a third of its
-    cost (most postbacks a store sends twice only need these); None when msgspec refuses the state
-    or it lacks one of them: ``decode_state`` then reads it (or fails) as before."""
+    """``_Replay``'s columns of a state, each the value ``decode_state`` gives it, for half its cost
+    (most postbacks a store sends twice only need these); None when msgspec refuses the state or it
+    lacks one of them: ``decode_state`` then reads it (or fails) as before. A state lacking a column
+    no replay reads is answered here, where ``decode_state`` would fail (``encode_conversion``
+    writes every column, so only a hand-edited state can)."""
     try:
         out = msgspec.structs.asdict(_REPLAY.decode(raw))
     except msgspec.DecodeError:  # ValidationError (a column missing) is one too
