@@ -18,6 +18,7 @@ from starlette.testclient import TestClient
 from tests.conversions.world import World, make_world, order, stream_rows
 from tracker.app import create_app
 from tracker.conversions import signature
+from tracker.conversions.answer import answer_json
 from tracker.conversions.orderset import OrderSet
 from tracker.conversions.state import (
     STATE_TTL_SECONDS,
@@ -26,7 +27,7 @@ from tracker.conversions.state import (
     StateLookups,
     load_from_clickhouse,
 )
-from tracker.conversions.staterow import decode_state, normalize_row
+from tracker.conversions.staterow import decode_replay, decode_state, normalize_row
 from tracker.core import keys
 from tracker.core.events import CONVERSION_COLUMNS, encode_conversion
 from tracker.ingest.worker import Worker
@@ -205,6 +206,49 @@ def test_a_state_from_before_later_columns_reads_their_defaults() -> None:
     assert row == {**ROW, "fx_rate": Decimal("0.00694444")}
     with pytest.raises(KeyError):  # a column every state has is not made up
         normalize_row({k: v for k, v in older.items() if k != "amount"})
+
+
+# The columns a replay is decided and answered on (``decode_replay``).
+REPLAY_COLUMNS = {
+    "conversion_id", "order_id", "status", "attributed", "attribution", "link_code", "influencer_id", "campaign_id",
+    "commission", "amount", "refunded_amount", "currency", "original_amount", "original_refunded_amount",
+    "original_currency", "fx_rate",
+}
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        encode_conversion(ROW),
+        encode_conversion({**ROW, "attribution": "", "link_code": "", "campaign_id": "", "influencer_id": "",
+                           "attributed": 0, "commission": Decimal("0"), "status": "refunded"}),
+        # Unscaled amounts, a rate of 10 (normalized to 1E+1), text columns of other types, three currencies.
+        json.dumps({**json.loads(encode_conversion(ROW)), "amount": "12.5", "original_amount": 1800,
+                    "fx_rate": "10", "currency": "KWD", "attributed": "1", "conversion_id": 12,
+                    "influencer_id": "Zoë \U0001f600 \" quote"}).encode(),
+        json.dumps({**json.loads(encode_conversion(ROW)), "original_currency": "EUR", "original_amount": "7",
+                    "refunded_amount": 3.999, "fx_rate": 1.25}),
+    ],
+    ids=["row", "unattributed refund", "odd types", "floats"],
+)
+def test_a_replay_reads_its_columns_as_decode_state_does(state: bytes | str) -> None:
+    view = decode_replay(state)
+    full = decode_state(state)
+    assert view is not None and set(view) == REPLAY_COLUMNS
+    assert view == {c: full[c] for c in REPLAY_COLUMNS}
+    assert [type(view[c]) for c in sorted(REPLAY_COLUMNS)] == [type(full[c]) for c in sorted(REPLAY_COLUMNS)]
+    for duplicate in (False, True):
+        assert answer_json(view, duplicate) == answer_json(full, duplicate)
+
+
+def test_a_state_the_replay_decode_cannot_read_is_left_to_decode_state() -> None:
+    # A lone surrogate (msgspec refuses it; json.loads reads it) and a state without an answer column.
+    surrogate = encode_conversion({**ROW, "link_code": "\ud800"})
+    assert decode_replay(surrogate) is None and decode_state(surrogate)["link_code"] == "\ud800"
+    lacking = json.dumps({k: v for k, v in json.loads(encode_conversion(ROW)).items() if k != "fx_rate"})
+    assert decode_replay(lacking) is None
+    with pytest.raises(KeyError):
+        decode_state(lacking)
 
 
 async def _no_rebuild(brand_id: str) -> None:

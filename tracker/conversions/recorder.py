@@ -40,7 +40,7 @@ from tracker.conversions.parse import Postback
 from tracker.conversions.ratelimit import Quota
 from tracker.conversions.rebuild import Rebuilder
 from tracker.conversions.seen import SeenOrders
-from tracker.conversions.state import Extras, OrderStates, Snapshot
+from tracker.conversions.state import Extras, OrderStates, Snapshot, Stored
 from tracker.conversions.staterow import check_fits
 from tracker.core import credentials, ids, money
 from tracker.core.clickid import ClickIds
@@ -130,6 +130,12 @@ class Conversions:
         if found is None:
             assert row is not None
             return Outcome(row, duplicate=False)
+        if isinstance(found, Stored):
+            # Most postbacks for a stored order are replays: decided on the columns they read, and
+            # answered from them; the whole row is decoded only to change the order.
+            if found.view is not None and self._change(found.view, pb).duplicate:
+                return Outcome(found.view, duplicate=True)
+            found = found.snapshot()
         snap = found
         for _ in range(MAX_ATTEMPTS):
             current = snap.row

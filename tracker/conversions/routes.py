@@ -22,10 +22,10 @@ from starlette.routing import BaseRoute
 from tracker.api import http
 from tracker.api.endpoints import Operation, api
 from tracker.api.proxies import client_ip
-from tracker.api.schema import parse_body, validate
+from tracker.api.schema import parse_json, validate
 from tracker.conversions import signature
 from tracker.conversions.answer import Outcome
-from tracker.conversions.parse import PostbackIn, PostbackQuery
+from tracker.conversions.parse import PostbackIn, PostbackQuery, postback_in
 from tracker.conversions.recorder import BAD_STORE_SIGNATURE
 from tracker.conversions.state import Conversion
 from tracker.core import ids
@@ -128,7 +128,7 @@ async def _post_conversion(request: Request) -> Outcome:
     store = await _store_by_signature(svc, request, body)
     quota = svc.postback_limit.quota(store)
     try:
-        postback = parse_body(PostbackIn, body, {"now": time.time()})
+        postback = postback_in(parse_json(body), time.time())
     except TrackerError:
         await svc.postback_limit.check(quota)  # refused postbacks count too, and 429 comes first
         raise

@@ -33,7 +33,7 @@ from tracker.conversions.orderset import COMMIT, HOLD, READ, RECORD, OrderSet
 from tracker.conversions.parse import Status
 from tracker.conversions.ratelimit import WINDOW_SECONDS, Quota
 from tracker.conversions.scriptpipe import ScriptPipe
-from tracker.conversions.staterow import check_fits, decode_state, normalize_row
+from tracker.conversions.staterow import check_fits, decode_replay, decode_state, normalize_row
 from tracker.core import keys
 from tracker.core.errors import StorageUnavailable
 from tracker.core.events import CONVERSION_COLUMNS, encode_conversion
@@ -126,6 +126,19 @@ class Snapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class Stored:
+    """An order's state as a postback's first call read it, decoded only as far as a replay needs:
+    ``view`` holds the answer's columns and the duplicate check's (``decode_replay``; None when that
+    short decode cannot read the state), ``snapshot`` decodes the whole row to change it."""
+
+    raw: bytes | str
+    view: dict[str, Any] | None
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(self.raw, decode_state(self.raw))
+
+
+@dataclass(frozen=True, slots=True)
 class Extras:
     """What a commit writes besides the state: the delivery marker and the customer's first order."""
 
@@ -186,11 +199,11 @@ class OrderStates:
     async def first(
         self, brand_id: str, order_id: str, *, customer_hash: str = "", quota: Quota | None = None,
         row: Mapping[str, Any] | None = None, customer_first: str = "",
-    ) -> Snapshot | None:
+    ) -> Snapshot | Stored | None:
         """A postback's first call (``orderset.RECORD``): count it against ``quota`` (RateLimited
         over it), read the order and, when ``row`` (its first version, decided before the read) is
         given and Redis is sure the order is new, write it. None when ``row`` was written, else the
-        order as ``read`` sees it (nothing written)."""
+        order as ``read`` sees it (nothing written): ``Stored`` when Redis has its state."""
         h1, h2 = self.orders.positions(order_id)
         cust_key = customers.shard_key(brand_id, customer_hash) if customer_hash else keys.order_set(brand_id)
         state_key = keys.conversion(brand_id, order_id)
@@ -214,7 +227,7 @@ class OrderStates:
                 await self.orders.filled(brand_id, int(reply[1]))
                 return None
             if kind == 1:
-                return Snapshot(reply[1], decode_state(reply[1]))
+                return Stored(reply[1], decode_replay(reply[1]))
             snap = await self._unknown(brand_id, order_id, customer_hash, reply[1:5], False)
             if snap is not None:
                 return snap

@@ -63,17 +63,21 @@ def quantum(currency: str) -> Decimal:
 
 # Wide enough to round any amount a payload may carry (platform figures are read below 10^40) so
 # that one too large to store is refused by the column check with its reason, not by an exception.
-_ROUNDING = Context(prec=60)
+# Half-up is the context's own rounding: ``_ROUNDING.quantize(a, q)`` is
+# ``a.quantize(q, rounding=ROUND_HALF_UP, context=...)`` without the keyword parsing, half its
+# cost; a replay rounds five values (tests/core/test_money.py compares the two forms).
+_ROUNDING = Context(prec=60, rounding=ROUND_HALF_UP)
+_quantize = _ROUNDING.quantize
 
 
 def round_money(amount: Decimal, currency: str) -> Decimal:
     """Round half-up to the currency's minor unit."""
-    return amount.quantize(quantum(currency), rounding=ROUND_HALF_UP, context=_ROUNDING)
+    return _quantize(amount, _QUANTA[currency])
 
 
 def round_to(amount: Decimal, quantum: Decimal) -> Decimal:
     """``round_money`` with the currency's ``quantum`` looked up already."""
-    return amount.quantize(quantum, rounding=ROUND_HALF_UP, context=_ROUNDING)
+    return _quantize(amount, quantum)
 
 
 def plain(value: Decimal) -> Decimal:
