@@ -48,10 +48,11 @@ def _use_shm_for_temporary_files() -> None:
         return
     try:
         mounts = Path("/proc/self/mounts").read_text()
-        room = os.statvfs(_SHM).f_bavail * os.statvfs(_SHM).f_frsize
+        fs = os.statvfs(_SHM)
     except OSError:
         return
-    if any(line.split()[1:3] == [str(_SHM), "tmpfs"] for line in mounts.splitlines()) and room >= _SHM_ROOM:
+    tmpfs = any(line.split()[1:3] == [str(_SHM), "tmpfs"] for line in mounts.splitlines())
+    if tmpfs and fs.f_bavail * fs.f_frsize >= _SHM_ROOM:
         os.environ["TMPDIR"] = str(_SHM)  # inherited by the xdist workers and every server a test starts
         tempfile.tempdir = None
 
@@ -119,7 +120,7 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
 def settings(
     request: pytest.FixtureRequest, redis_url: str, chdb_dir: Path, tmp_path: Path, redis_client: redis.Redis
 ) -> Settings:
-    """Production-style settings on the test Redis and a fresh chDB database."""
+    """Production-style settings on the test Redis and a chDB database of the test's own."""
     # A test on the `ch` below names a database of the pool; `migrated_ch` (and the migration
     # tests' `ch` built on it) must start from nothing, so it gets a name never used.
     if "ch" in request.fixturenames and "migrated_ch" not in request.fixturenames:

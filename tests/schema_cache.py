@@ -60,6 +60,10 @@ class SchemaCache:
         target = f"`{database or ch.database}`"
         for statement in self.statements:
             ch.command(statement.replace(_DB, target))
+        self.write_ledger(ch, target)
+
+    def write_ledger(self, ch: ClickHouse, target: str) -> None:
+        """The ``schema_migrations`` rows into ``target`` (a quoted database name)."""
         ch.insert(f"{target}.schema_migrations", [list(row) for row in self.ledger], _LEDGER_COLUMNS)
 
 
@@ -108,7 +112,7 @@ class DatabasePool:
             # Per table: a global START would also restart merges another fixture stopped on purpose.
             for table in self._merging:
                 self._admin.command(f"SYSTEM START MERGES {target}.`{table}`")
-            self._admin.insert(f"{target}.schema_migrations", [list(r) for r in self._schema.ledger], _LEDGER_COLUMNS)
+            self._schema.write_ledger(self._admin, target)
             return
         self._admin.command(f"CREATE DATABASE {target}")
         self._schema.create(self._admin, database)

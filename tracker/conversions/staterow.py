@@ -42,11 +42,16 @@ def normalize_row(row: Mapping[str, Any]) -> dict[str, Any]:
     for c in _TIME_COLUMNS:
         value = out[c]
         out[c] = utc(datetime.fromisoformat(value) if isinstance(value, str) else value)
-    for c in _TEXT_COLUMNS:
+    _text(out, _TEXT_COLUMNS)
+    return out
+
+
+def _text(out: dict[str, Any], columns: tuple[str, ...]) -> None:
+    """``columns`` of ``out`` as text, in place: str() only where a value is not text already."""
+    for c in columns:
         value = out[c]
         if type(value) is not str:
             out[c] = str(value)
-    return out
 
 
 def _money(out: dict[str, Any]) -> None:
@@ -137,8 +142,5 @@ def decode_replay(raw: bytes | str) -> dict[str, Any] | None:
         return None
     out["attributed"] = int(out["attributed"])
     _money(out)
-    for c in _REPLAY_TEXT:
-        value = out[c]
-        if type(value) is not str:
-            out[c] = str(value)
+    _text(out, _REPLAY_TEXT)
     return out
