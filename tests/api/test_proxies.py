@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import random
 
 import pytest
 
@@ -82,3 +83,31 @@ def test_the_caches_stay_bounded() -> None:
     for i in range(30_000):
         client_ip("127.0.0.1", f"198.51.{i // 256 % 256}.{i % 256}, garbage-{i}", trusted)
     assert trusted.cache_size() <= 2 * TrustedProxies.CACHE_LIMIT
+
+
+def _hop_by_ipaddress(trusted: TrustedProxies, entry: str) -> tuple[str | None, bool]:
+    """One hop judged by ``ipaddress`` alone: what the dotted-quad shortcut must agree with."""
+    try:
+        address = ipaddress.ip_address(entry.strip())
+    except ValueError:
+        return None, False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return str(address), any(address in net for net in trusted._networks)
+
+
+def test_the_dotted_quad_shortcut_agrees_with_ipaddress() -> None:
+    """Rotating forged addresses miss the cache on every request, so IPv4 hops are read with
+    ``inet_pton``; it must accept, spell and trust exactly what ``ipaddress`` does."""
+    rng = random.Random(13)
+    entries = ["0.0.0.0", "255.255.255.255", "10.0.0.0", "9.255.255.255", "11.0.0.0", "127.0.0.1", "127.0.0.2",
+               "01.2.3.4", "1.2.3.04", "1.2.3", "1.2.3.4.5", "256.1.1.1", "1.2.3.-4", "1.2.3.4 ", "0x7f.0.0.1",
+               "1..2.3", "", "1.2.3.4/8", "\u0661.\u0662.\u0663.\u0664", "1.2.3.4\x00"]
+    entries += [".".join(str(rng.randrange(0, 300)) for _ in range(4)) for _ in range(2_000)]
+    entries += [f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(256)}" for _ in range(500)]
+    for entry in entries:
+        fresh = TrustedProxies(TRUSTED._networks)  # no cache: every entry judged anew
+        if entry.strip() and "\x00" not in entry:
+            assert fresh.hop(entry) == _hop_by_ipaddress(TRUSTED, entry), entry
+        else:
+            assert fresh.hop(entry) == (None, False), entry
