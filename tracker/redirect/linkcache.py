@@ -23,6 +23,7 @@ import itertools
 import logging
 import re
 import time
+from collections.abc import Mapping
 from json.encoder import encode_basestring as _json_string  # C-accelerated, ensure_ascii=False
 from typing import Literal, Protocol
 from urllib.parse import quote, quote_from_bytes, unquote_to_bytes, urlsplit
@@ -34,7 +35,7 @@ from tracker.core import keys
 from tracker.core.errors import StorageUnavailable
 from tracker.core.records import LinkRecord
 from tracker.redirect.codeset import CodeSet
-from tracker.redirect.probe import Probe
+from tracker.redirect.probe import Probe, Reply
 
 log = logging.getLogger("tracker.redirect.linkcache")
 
@@ -186,6 +187,7 @@ class LinkCache:
         self.codes = CodeSet(registry.codes_since) if registry is not None else None
         self._probe = Probe(redis)
         self._entries: dict[str, _Entry] = {}
+        self.entries: Mapping[str, object] = self._entries  # read-only view: the codes this process holds
         self._inflight: dict[str, asyncio.Future[Target | None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         # After a failed Redis read, lookups go straight to ClickHouse until then (a hung
@@ -237,24 +239,48 @@ class LinkCache:
                 return entry.target
             raise
 
+    def probe(self, code: str, reply: Reply) -> bool:
+        """For a code neither cached nor in the code set, while Redis is up: ask Redis for its
+        record in the next batched read, ``reply`` called with what it said (settle it with
+        ``probed``), and True. False, asking nothing, when ``get`` must decide (cached, maybe
+        listed, no set yet, or Redis down)."""
+        codes = self.codes
+        if codes is None or code in self._entries or codes.may_exist(code):
+            return False
+        if time.monotonic() < self._redis_down_until:
+            return False
+        self._probe.ask(keys.link(code), reply)
+        return True
+
+    def probed(self, code: str, said: bytes | BaseException | None) -> bool | None:
+        """What a probe's reply means: True when no link has the code, False for a link created
+        since the set's last top-up (added to the set), None when Redis failed."""
+        if isinstance(said, BaseException):
+            self._redis_down_until = time.monotonic() + _RETRY_SECONDS
+            return None
+        if said is None:
+            return True
+        assert self.codes is not None
+        self.codes.add(code)
+        return False
+
     async def _unlisted(self, code: str) -> Target | None:
         """A code the code set lacks: unknown, or created since the set's last top-up, in
         which case Redis has it (the registry writes it there before answering)."""
         assert self.codes is not None
-        raw: bytes | None = None
         if time.monotonic() >= self._redis_down_until:
+            said: bytes | BaseException | None
             try:
-                raw = await self._probe.get(keys.link(code))
-            except (RedisError, OSError):
-                self._redis_down_until = time.monotonic() + _RETRY_SECONDS
-        if time.monotonic() < self._redis_down_until:
-            # Redis cannot say: the set answers alone, topped up from ClickHouse first.
-            await self.codes.top_up_now()
-            return await self._load_once(code) if self.codes.may_exist(code) else None
-        if raw is None:
-            return None  # no entry kept: a random flood would only churn the cache
-        self.codes.add(code)
-        return await self._load_once(code)
+                said = await self._probe.get(keys.link(code))
+            except (RedisError, OSError) as exc:
+                said = exc
+            absent = self.probed(code, said)
+            if absent is not None:
+                # No entry kept for an unknown code: a random flood would only churn the cache.
+                return None if absent else await self._load_once(code)
+        # Redis cannot say: the set answers alone, topped up from ClickHouse first.
+        await self.codes.top_up_now()
+        return await self._load_once(code) if self.codes.may_exist(code) else None
 
     async def _refresh(self, code: str, entry: _Entry) -> None:
         try:
