@@ -14,8 +14,8 @@
    wrk's own count may only be lower by the requests in flight at its cut-off.
 3. Starts ``loadtests.bare_app`` under uvicorn (uvloop + httptools, same process
    count) and drives it the same way.
-4. ``--flood``: clicks again, each time together with an unknown-code flood from rotating
-   addresses (``loadtests.flood``: one repeated unknown code, then random ones).
+4. ``--flood``: rounds of clicks alone and together with an unknown-code flood from rotating
+   addresses (``loadtests.flood``: one repeated malformed code, and random well-formed ones).
 5. Prints a table (req/s, p50, p99, errors, ratio) and, with ``--json``, one JSON
    object for the harness.
 
@@ -139,10 +139,14 @@ def bench_tracker(args: argparse.Namespace, work: Path) -> tuple[Result, dict[st
         if args.flood:
             from loadtests.flood import run_floods
 
+            def alone() -> tuple[float, float]:
+                run = measured_run("alone", port, script, args.connections, args.flood_seconds,
+                                   lambda: sum_cpu(roots))
+                return run.rps, sum(run.cpu_us_per_request.values())
+
             durability["flood"] = run_floods(
-                port, script, work, args.connections, args.duration,
-                args.flood_rate, args.flood_connections, result.rps,
-                lambda: sum(sum_cpu(roots).values()), sum(result.cpu_us_per_request.values()),
+                port, script, work, args.connections, args.flood_seconds, args.flood_rate, args.flood_connections,
+                args.flood_rounds, alone, lambda: sum(sum_cpu(roots).values()),
             )
         return result, durability
     finally:
@@ -181,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="also measure clicks under an unknown-code flood from rotating addresses (loadtests.flood)")
     p.add_argument("--flood-rate", type=int, default=1000, help="unknown codes a second in the flood (default 1000)")
     p.add_argument("--flood-connections", type=int, default=100, help="wrk connections of the flood (default 100)")
+    p.add_argument("--flood-rounds", type=int, default=5,
+                   help="rounds of clicks alone, under the control flood, under the random flood (default 5)")
+    p.add_argument("--flood-seconds", type=int, default=5, help="seconds of each flood round's runs (default 5)")
     p.add_argument("--embedded", action="store_true",
                    help="with --workers N: embedded serve --workers N (its own Valkey, chDB and ingest)")
     p.add_argument("--with-ingest", action="store_true",
@@ -223,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     if floods is not None:
         from loadtests.flood import print_floods
 
-        print_floods(floods, tracker.rps)
+        print_floods(floods)
         durability["flood"] = floods
     goals = {
         "rps>=20000": tracker.rps >= 20_000,

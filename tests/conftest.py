@@ -12,6 +12,7 @@ after an earlier test, or a new one.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -188,3 +189,17 @@ def migrated_ch(settings: Settings) -> Iterator[ClickHouse]:
         yield client
     finally:
         client.command(f"DROP DATABASE IF EXISTS `{client.database}`")
+
+
+@pytest.fixture
+def own_redis() -> Iterator[EmbeddedRedis]:
+    """A Valkey this test may stop and start again (same Unix socket, AOF kept)."""
+    directory = Path(tempfile.mkdtemp(prefix="rd", dir="/tmp"))  # short: a Unix socket path is bounded
+    server = EmbeddedRedis(directory)
+    server.start()
+    assert server.url.startswith("unix://")
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)

@@ -148,8 +148,12 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
         for component in svc.components:
             await component.start()
             started.append(component)
+        if isinstance(app, TrackerStarlette):
+            app.early_answer = svc.redirect.answer_early
         yield
     finally:
+        if isinstance(app, TrackerStarlette):
+            app.early_answer = None
         for component in reversed(started):
             try:
                 await component.stop()

@@ -6,7 +6,6 @@ from pathlib import Path
 
 from starlette.testclient import TestClient
 
-from tests.redirect.test_redis_down import own_redis  # noqa: F401 - fixture
 from tracker.app import create_app
 from tracker.settings import Settings
 from tracker.storage.clickhouse import ClickHouse
@@ -14,7 +13,7 @@ from tracker.storage.embedded import EmbeddedRedis
 
 
 def test_readyz_names_redis_when_it_is_down(
-    settings: Settings, ch: ClickHouse, own_redis: EmbeddedRedis, tmp_path: Path  # noqa: F811
+    settings: Settings, ch: ClickHouse, own_redis: EmbeddedRedis, tmp_path: Path
 ) -> None:
     # Embedded-style settings: the in-process ingest's status is read from Redis too.
     settings = settings.with_(redis_url=own_redis.url, spool_dir=tmp_path / "spool", embedded=True)

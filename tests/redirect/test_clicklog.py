@@ -5,10 +5,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
-import shutil
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -76,20 +73,6 @@ def test_stream_shards_spread_clicks(settings: Settings, redis_client: redis.Red
     asyncio.run(scenario())
     lengths = [redis_client.xlen(k) for k in keys.click_streams(3)]
     assert sum(lengths) == 30 and all(n == 10 for n in lengths)
-
-
-@pytest.fixture
-def own_redis() -> Iterator[EmbeddedRedis]:
-    """A Valkey this test may stop and start again (same Unix socket, AOF kept)."""
-    directory = Path(tempfile.mkdtemp(prefix="cl", dir="/tmp"))
-    server = EmbeddedRedis(directory)
-    server.start()
-    assert server.url.startswith("unix://")
-    try:
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def test_redis_down_spools_then_replays_everything_once(

@@ -5,10 +5,7 @@ spool and are replayed when Redis is back."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,18 +23,6 @@ from tracker.core import keys
 from tracker.settings import Settings
 from tracker.storage.clickhouse import ClickHouse
 from tracker.storage.embedded import EmbeddedRedis
-
-
-@pytest.fixture
-def own_redis() -> Iterator[EmbeddedRedis]:
-    directory = Path(tempfile.mkdtemp(prefix="rd", dir="/tmp"))
-    server = EmbeddedRedis(directory)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def store_link(ch: ClickHouse, code: str, link_id: int) -> None:

@@ -21,7 +21,7 @@ from starlette.testclient import TestClient
 from loadtests.serve import free_port
 from tests.conversions.platforms import SECRETS, b64_hmac, compact, shopify_order
 from tests.conversions.world import make_world
-from tests.live import serving
+from tests.live import live_server, serving
 from tests.waiting import wait_until
 from tracker.app import create_app
 from tracker.settings import Settings
@@ -87,7 +87,7 @@ def test_the_click_id_travels_from_the_short_link_to_the_order(ch: ClickHouse, s
         store = world.call(world.registry.create_store, world.brand["id"], name="Shopify", platform="shopify",
                            webhook_secret=SECRETS["shopify"])
     carts: list[dict[str, Any]] = []
-    with serving(create_app(settings), tracker_port), serving(landing_app(tracker, carts), shop_port), \
+    with live_server(settings, tracker_port), serving(landing_app(tracker, carts), shop_port), \
             sync_playwright() as pw:
         browser = pw.chromium.launch(
             executable_path=CHROMIUM,
@@ -115,6 +115,13 @@ def test_the_click_id_travels_from_the_short_link_to_the_order(ch: ClickHouse, s
             page.wait_for_load_state("load")
             assert page.evaluate("window.trk.clickId()") == click_id and len(carts) == 1
             assert errors == []
+            # A follower with a mistyped link (well-formed, or not a code at all) gets the page that says so,
+            # written by the HTTP protocol itself (api.early), its inline style allowed by the page's CSP.
+            for wrong in (f"{link['code']}x", "no.such.link"):
+                resp = page.goto(f"{tracker}/{wrong}")
+                assert resp is not None and resp.status == 404
+                assert page.locator("h1").inner_text() == "This link does not exist"
+                assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(246, 247, 249)"
         finally:
             browser.close()
 

@@ -23,6 +23,11 @@ for followers. This protocol adds:
   milliseconds and is never the one closed), or, when every connection has a request in
   progress, is itself closed. A WARNING line (at most one every 10 s) says so, and
   ``tracker_http_connections_closed_total{reason}`` counts every connection closed here.
+
+The protocol also answers some requests without the app (``api.early``).
+
+State shared by a loop's connections (the waiting dict, its sweep, the early answers due)
+is kept per event loop, so servers on several loops of one process (tests) stay apart.
 """
 
 from __future__ import annotations
@@ -31,11 +36,11 @@ import asyncio
 import logging
 import resource
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
+from tracker.api.early import EarlyAnswering
 from tracker.ops.metrics import HTTP_CONNECTIONS, HTTP_CONNECTIONS_CLOSED
 from tracker.settings import Settings
 
@@ -87,18 +92,34 @@ def raise_descriptor_limit() -> tuple[int, int]:
     return soft, hard
 
 
-class GuardedHttpToolsProtocol(HttpToolsProtocol):
+class _Waiting:
+    """A loop's connections with no request in progress (just opened, or idle after a
+    response), with the loop time they started waiting, oldest first (a dict keeps
+    insertion order), and whether a sweep is scheduled."""
+
+    __slots__ = ("conns", "sweeping")
+
+    def __init__(self) -> None:
+        self.conns: dict[GuardedHttpToolsProtocol, float] = {}
+        self.sweeping = False
+
+
+_waiting_by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Waiting] = weakref.WeakKeyDictionary()
+
+
+class GuardedHttpToolsProtocol(EarlyAnswering):
     limits: ClassVar[Limits | None] = None
-    # Connections with no request in progress (just opened, or idle after a response), with
-    # the loop time they started waiting, oldest first (a dict keeps insertion order).
-    _waiting: ClassVar[dict[GuardedHttpToolsProtocol, float]] = {}
-    _sweeping: ClassVar[bool] = False
     _warned_at: ClassVar[float] = 0.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._header_bytes = 0
         self._in_headers = False  # the same as ``self in _waiting``, cheaper to ask per read
+        state = _waiting_by_loop.get(self.loop)
+        if state is None:
+            state = _waiting_by_loop[self.loop] = _Waiting()
+        self._state = state
+        self._waiting = state.conns
 
     @classmethod
     def configure(cls, settings: Settings) -> None:
@@ -155,9 +176,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         """Waiting for a request's headers from now on (at the end of the dict: the newest)."""
         self._in_headers = True
         self._waiting[self] = self.loop.time()
-        if not GuardedHttpToolsProtocol._sweeping:
-            GuardedHttpToolsProtocol._sweeping = True
-            self.loop.call_later(min(SWEEP_SECONDS, self._limits().header_timeout), _sweep, self.loop)
+        if not self._state.sweeping:
+            self._state.sweeping = True
+            self.loop.call_later(min(SWEEP_SECONDS, self._limits().header_timeout), _sweep, self.loop, self._state)
 
     # --- bounds ----------------------------------------------------------------------------------
 
@@ -188,12 +209,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             )
 
 
-def _sweep(loop: asyncio.AbstractEventLoop) -> None:
+def _sweep(loop: asyncio.AbstractEventLoop, state: _Waiting) -> None:
     """Close the connections whose headers are overdue; runs every ``SWEEP_SECONDS`` while any is open."""
-    cls = GuardedHttpToolsProtocol
-    limits = cls._limits()
+    limits = GuardedHttpToolsProtocol._limits()
     deadline = loop.time() - limits.header_timeout
-    waiting = cls._waiting
+    waiting = state.conns
     overdue = []
     for conn, since in waiting.items():
         if since > deadline:
@@ -206,6 +226,6 @@ def _sweep(loop: asyncio.AbstractEventLoop) -> None:
             HTTP_CONNECTIONS_CLOSED.labels("header_timeout").inc()
             conn.transport.close()
     if waiting:
-        loop.call_later(min(SWEEP_SECONDS, limits.header_timeout), _sweep, loop)
+        loop.call_later(min(SWEEP_SECONDS, limits.header_timeout), _sweep, loop, state)
     else:
-        cls._sweeping = False  # the next connection to wait starts it again
+        state.sweeping = False  # the next connection to wait starts it again

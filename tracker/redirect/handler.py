@@ -12,19 +12,22 @@ header, and the click event awaited through the group commit (``clicklog``).
 No ClickHouse, no user-agent parsing (ingest enriches), one Redis round trip
 shared with every concurrent click.
 
-404s are rate-limited per client IP in process memory rather than in Redis, so the
-limiter costs no storage access itself and keeps working while Redis is down; with N
-workers the effective limit is N times the per-process one, still a hard bound. Only
-unknown codes count and only they are refused: a code is looked up before the limiter
-is asked, so a link always redirects, also for an address behind a NAT that has sent
-many unknown codes. The lookup of an unknown code is cheap (``codeset``: no storage
-read, one batched Redis read), so the limiter need not stand in front of it.
+Unknown codes (``answers``: 404, or 429 past a per-address limit) are answered before
+any of that: a code is looked up before the limiter is asked, so a link always
+redirects, also for an address behind a NAT that has sent many unknown codes. The
+lookup of an unknown code is cheap (``codeset``: no storage read, one batched Redis
+read), so the limiter need not stand in front of it. Under ``tracker serve`` the HTTP
+protocol asks ``Redirector.answer_early`` before it starts an ASGI task: an unknown code
+is then answered in one write from the protocol, without the task, the ASGI messages or
+this handler (a flood of unknown codes costs real clicks that much less); a code that
+may be a link goes on to ``handle``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import re
@@ -39,9 +42,9 @@ from starlette.applications import Starlette
 from starlette.types import Message, Receive, Scope, Send
 
 from tracker.api import fast
+from tracker.api.early import Early, EarlyHook, Later
 from tracker.api.endpoints import Operation, Unrouted
 from tracker.api.fast import FastRoutes
-from tracker.api.http import dumps
 from tracker.api.proxies import TrustedProxies, client_ip
 from tracker.core.clickid import ClickIds
 from tracker.core.codes import RESERVED, is_redirect_path
@@ -51,6 +54,7 @@ from tracker.core.text import REQUEST_ID as REQUEST_ID_PATTERN
 from tracker.core.timeutil import DAY_MS
 from tracker.ops.logs import REQUEST_ID
 from tracker.ops.metrics import REDIRECT_SECONDS, REDIRECTS
+from tracker.redirect import answers
 from tracker.redirect.clicklog import ClickLog
 from tracker.redirect.linkcache import LinkCache, LinkSource, Target, parse_query, query_value
 from tracker.redirect.visitor import Countries, VisitorHasher, normalize_country
@@ -66,12 +70,9 @@ _CODE = re.compile(r"[A-Za-z0-9_-]{3,64}")
 MAX_USER_AGENT = 512
 MAX_REFERER = 1024
 MAX_UTM = 256
-NOT_FOUND_LIMIT = 30
-NOT_FOUND_WINDOW_SECONDS = 60.0
 
 _NO_STORE = (b"cache-control", b"no-store")
 _EMPTY = (b"content-length", b"0")
-_JSON = (b"content-type", b"application/json")
 _BODY: Message = {"type": "http.response.body", "body": b""}
 _UTM_INDEX = {k: i for i, k in enumerate(UTM_KEYS)}
 _NO_UTM = ',"","","","",""'
@@ -149,33 +150,6 @@ class RedirectStats:
                 REDIRECT_SECONDS.observe(v)
 
 
-class NotFoundLimiter:
-    """Fixed one-minute windows of 404 counts per client IP (keyed by Python's per-process
-    SipHash of the IP, so no raw IP is kept even in memory)."""
-
-    def __init__(self, limit: int = NOT_FOUND_LIMIT, window: float = NOT_FOUND_WINDOW_SECONDS) -> None:
-        self.limit = limit
-        self.window = window
-        self._counts: dict[int, int] = {}
-        self._window_no = 0
-
-    def _roll(self) -> None:
-        current = int(time.monotonic() // self.window)
-        if current != self._window_no:
-            self._window_no = current
-            self._counts.clear()
-
-    def hit(self, ip: str) -> bool:
-        """Count a 404; True when the IP is now over the limit."""
-        self._roll()
-        key = hash(ip)
-        count = self._counts.get(key, 0) + 1
-        if len(self._counts) > 200_000:  # bounded memory under a distributed scan
-            self._counts.clear()
-        self._counts[key] = count
-        return count > self.limit
-
-
 class Redirector:
     """The parts of the hot path, started and stopped with the app (component ``redirect``)."""
 
@@ -189,13 +163,14 @@ class Redirector:
             settings, socket_connect_timeout=0.5, socket_timeout=1.0, retry=Retry(NoBackoff(), 1)
         )
         self.links = LinkCache(self.redis, settings.link_cache_seconds, registry=registry)
+        self._cached = self.links.entries  # code -> cached link, read by ``answer_early`` per request
         self.fallback = fallback
         self.visitors = VisitorHasher(self.redis)
         self.clicklog = ClickLog(settings)
         self.click_ids = ClickIds(settings.secret_key)
         self.trusted = TrustedProxies(settings.trusted_proxies)
         self.country_header = settings.country_header.lower().encode() if settings.country_header else None
-        self.limiter = NotFoundLimiter()
+        self.limiter = answers.NotFoundLimiter()
         self.countries: Countries | None = None
         self.stats = RedirectStats()
         self._stats_task: asyncio.Task[None] | None = None
@@ -231,8 +206,10 @@ class Redirector:
         started = time.perf_counter()
         method = scope["method"]
         if method != "GET" and method != "HEAD":
-            await _error(send, 405, "method_not_allowed", f"Method {method} is not allowed on a short link.",
-                         ((b"allow", b"GET, HEAD"),))
+            await answers.send_answer(send, answers.error(
+                405, "method_not_allowed", f"Method {method} is not allowed on a short link.",
+                ((b"allow", b"GET, HEAD"),),
+            ))
             return
         code = scope["path"][1:]
         client = scope.get("client")
@@ -265,9 +242,10 @@ class Redirector:
             target = await links.get(code) if cached is False else cached
         except StorageUnavailable:
             REDIRECTS.labels("503").inc()
-            await _error(send, 503, "storage_unavailable",
-                         f"Link {code!r} cannot be looked up right now; try again shortly.",
-                         ((b"retry-after", b"1"),))
+            await answers.send_answer(send, answers.error(
+                503, "storage_unavailable", f"Link {code!r} cannot be looked up right now; try again shortly.",
+                ((b"retry-after", b"1"),),
+            ))
             return
         if target is None:
             await self._not_found(scope, send, ip, f"No link has the code {code!r}.")
@@ -306,15 +284,46 @@ class Redirector:
         await send(_BODY)
         self.stats.record(time.perf_counter() - started)
 
-    async def _not_found(self, scope: Scope, send: Send, ip: str, message: str) -> None:
-        if self.limiter.hit(ip):
-            await _too_many(send)
-            return
-        REDIRECTS.labels("404").inc()
-        if follower.wants_html(scope["headers"]):
-            await _page(send, 404)
+    def answer_early(self, scope: Scope, later: Later) -> answers.Answer | Early | None:
+        """The answer to a request for a code that no link has, before any ASGI task exists
+        (``api.connections``): at once for a malformed code, through ``later`` after the
+        batched Redis probe for a well-formed one the code set lacks. None (now or later):
+        ``handle`` answers (a cached link, a code that may be a link, Redis down, not GET or HEAD)."""
+        path = scope["path"]
+        code = path[1:]
+        if code in self._cached:
+            return None  # a link this process holds: the click is ``handle``'s (checked first: it is most requests)
+        method = scope["method"]
+        if not is_redirect_path(path) or (method != "GET" and method != "HEAD"):
+            return None
+        links = self.links
+        if _CODE.fullmatch(code) is None:
+            return answers.not_found(
+                self.limiter, scope["headers"], self._client_ip(scope), f"No link has the code {code[:64]!r}."
+            )
+        if links.probe(code, functools.partial(self._probed, scope, code, later)):
+            return Early.LATER
+        return None
+
+    def _probed(self, scope: Scope, code: str, later: Later, said: bytes | BaseException | None) -> None:
+        if self.links.probed(code, said):
+            later(answers.not_found(
+                self.limiter, scope["headers"], self._client_ip(scope), f"No link has the code {code!r}."
+            ))
         else:
-            await _error(send, 404, "not_found", message)
+            later(None)
+
+    def _client_ip(self, scope: Scope) -> str:
+        client = scope.get("client")
+        peer = client[0] if client else ""
+        forwarded = ""
+        for name, value in scope["headers"]:
+            if name == b"x-forwarded-for":
+                forwarded = f"{forwarded},{value.decode('latin-1')}" if forwarded else value.decode("latin-1")
+        return client_ip(peer, forwarded, self.trusted) if forwarded else peer
+
+    async def _not_found(self, scope: Scope, send: Send, ip: str, message: str) -> None:
+        await answers.send_answer(send, answers.not_found(self.limiter, scope["headers"], ip, message))
 
     async def _gone(self, scope: Scope, send: Send, target: Target) -> None:
         """A disabled or expired link: the campaign's fallback URL when set (no click is logged),
@@ -331,30 +340,10 @@ class Redirector:
             return
         REDIRECTS.labels("410").inc()
         if follower.wants_html(scope["headers"]):
-            await _page(send, 410)
+            await answers.send_answer(send, answers.page(410))
         else:
             why = "disabled" if record.disabled else "expired"
-            await _error(send, 410, "gone", f"Link {record.code!r} is {why}.")
-
-
-async def _too_many(send: Send) -> None:
-    REDIRECTS.labels("429").inc()
-    await _error(send, 429, "rate_limited",
-                 f"Too many unknown links from this address: at most {NOT_FOUND_LIMIT} a minute.",
-                 ((b"retry-after", b"60"),))
-
-
-async def _page(send: Send, status: int) -> None:
-    body, headers = follower.page(status)
-    await send({"type": "http.response.start", "status": status, "headers": list(headers)})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _error(send: Send, status: int, code: str, message: str, extra: tuple[tuple[bytes, bytes], ...] = ()) -> None:
-    body = dumps({"error": {"code": code, "message": message}})
-    headers = [_JSON, (b"content-length", str(len(body)).encode()), _NO_STORE, *extra]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+            await answers.send_answer(send, answers.error(410, "gone", f"Link {record.code!r} is {why}."))
 
 
 # GET /{code} for the OpenAPI document: answered before the router, so described here.
@@ -394,6 +383,9 @@ class TrackerStarlette(Starlette):
     # The API routes answered before the middleware too (``tracker.api.fast``: the postbacks'),
     # set by ``tracker.app``; None: every other request takes the normal stack.
     fast_routes: FastRoutes | None = None
+    # Asked by the HTTP protocol before it starts an ASGI task (``api.connections``): the
+    # redirect's ``Redirector.answer_early`` while it runs (set and unset by the lifespan).
+    early_answer: EarlyHook | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -408,8 +400,9 @@ class TrackerStarlette(Starlette):
                         _note_request_id(scope)  # what the request-id middleware gives log lines
                         log.exception("redirect of %s failed", path[:80])
                         with contextlib.suppress(Exception):  # the response may be under way already
-                            await _error(send, 500, "internal_error",
-                                         "The server failed to handle the request; it was logged.")
+                            await answers.send_answer(send, answers.error(
+                                500, "internal_error", "The server failed to handle the request; it was logged."
+                            ))
                     return
             elif (
                 self.fast_routes is not None

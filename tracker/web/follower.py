@@ -13,6 +13,7 @@ import base64
 import hashlib
 import html
 import re
+from collections.abc import Sequence
 from functools import cache
 
 from tracker.web.pages import STATIC
@@ -53,7 +54,7 @@ def page(status: int) -> tuple[bytes, tuple[tuple[bytes, bytes], ...]]:
     return body, headers
 
 
-def wants_html(headers: list[tuple[bytes, bytes]]) -> bool:
+def wants_html(headers: Sequence[tuple[bytes, bytes]]) -> bool:
     """A browser navigating: its Accept names text/html (API clients and curl send */* or JSON)."""
     for name, value in headers:
         if name == b"accept":
