@@ -94,8 +94,10 @@ def _accepting_worker(client_port: int, server_port: int, workers: list[int]) ->
 
 
 # Keep-alive connections the tests pin to a worker may idle through a long wait on a loaded
-# machine (a report that takes 30 s to fill); the server's 5 s default would close them under it.
-ENV = {"TRACKER_INGEST_BATCH_SECONDS": "0.2", "TRACKER_KEEPALIVE_SECONDS": "300"}
+# machine (a report that takes 30 s to fill); the server's defaults would close them under it:
+# keep-alive 5 s, and the header deadline (10 s, counted from the previous response).
+ENV = {"TRACKER_INGEST_BATCH_SECONDS": "0.2", "TRACKER_KEEPALIVE_SECONDS": "300",
+       "TRACKER_HEADER_TIMEOUT_SECONDS": "300"}
 
 
 class Pinned:
