@@ -94,4 +94,9 @@ def not_found(limiter: NotFoundLimiter, headers: Headers, ip: str, message: str)
         _R429.inc()
         return TOO_MANY
     _R404.inc()
-    return page(404) if follower.wants_html(headers) else error(404, "not_found", message)
+    return for_follower(headers, 404, "not_found", message)
+
+
+def for_follower(headers: Headers, status: int, code: str, message: str) -> Answer:
+    """A short link that leads nowhere (404, 410): the follower's page for a browser, else the JSON error."""
+    return page(status) if follower.wants_html(headers) else error(status, code, message)

@@ -61,7 +61,6 @@ from tracker.redirect.visitor import Countries, VisitorHasher, normalize_country
 from tracker.services import Services
 from tracker.settings import Settings
 from tracker.storage import redis_client
-from tracker.web import follower
 
 # The cheap shape check (no storage access for garbage). 3, not 4: the registry accepts
 # vanity codes of 3 characters (``codes.VANITY``).
@@ -296,12 +295,11 @@ class Redirector:
         method = scope["method"]
         if not is_redirect_path(path) or (method != "GET" and method != "HEAD"):
             return None
-        links = self.links
         if _CODE.fullmatch(code) is None:
             return answers.not_found(
                 self.limiter, scope["headers"], self._client_ip(scope), f"No link has the code {code[:64]!r}."
             )
-        if links.probe(code, functools.partial(self._probed, scope, code, later)):
+        if self.links.probe(code, functools.partial(self._probed, scope, code, later)):
             return Early.LATER
         return None
 
@@ -314,13 +312,10 @@ class Redirector:
             later(None)
 
     def _client_ip(self, scope: Scope) -> str:
+        """The client address, as ``handle`` reads it in its one pass over the headers."""
         client = scope.get("client")
-        peer = client[0] if client else ""
-        forwarded = ""
-        for name, value in scope["headers"]:
-            if name == b"x-forwarded-for":
-                forwarded = f"{forwarded},{value.decode('latin-1')}" if forwarded else value.decode("latin-1")
-        return client_ip(peer, forwarded, self.trusted) if forwarded else peer
+        forwarded = ",".join(value.decode("latin-1") for name, value in scope["headers"] if name == b"x-forwarded-for")
+        return client_ip(client[0] if client else "", forwarded, self.trusted)
 
     async def _not_found(self, scope: Scope, send: Send, ip: str, message: str) -> None:
         await answers.send_answer(send, answers.not_found(self.limiter, scope["headers"], ip, message))
@@ -339,11 +334,10 @@ class Redirector:
             await send(_BODY)
             return
         REDIRECTS.labels("410").inc()
-        if follower.wants_html(scope["headers"]):
-            await answers.send_answer(send, answers.page(410))
-        else:
-            why = "disabled" if record.disabled else "expired"
-            await answers.send_answer(send, answers.error(410, "gone", f"Link {record.code!r} is {why}."))
+        why = "disabled" if record.disabled else "expired"
+        await answers.send_answer(
+            send, answers.for_follower(scope["headers"], 410, "gone", f"Link {record.code!r} is {why}.")
+        )
 
 
 # GET /{code} for the OpenAPI document: answered before the router, so described here.

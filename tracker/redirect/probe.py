@@ -1,10 +1,11 @@
 """Batched Redis reads of link records, for the codes the code set (``codeset``) lacks.
 
 A flood of unknown codes makes one of these per request, so it is built like the click
-log's group commit: requests append their key and a reply (a callback, or a future's); one sender task sends
-every key waiting as a single ``MGET`` over a connection it holds (taking a connection
-from redis-py's pool and running its command machinery costs more than a click's whole
-redirect), and keys that arrive while one is in flight go in the next. One deadline
+log's group commit: requests append their key and a reply (a callback, or a future's
+setter); one sender task sends every key waiting as a single ``MGET`` over a connection
+it holds (taking a connection from redis-py's pool and running its command machinery
+costs more than a click's whole redirect), and keys that arrive while one is in flight
+go in the next. One deadline
 covers a batch; a batch that fails on the held connection is sent once more on a new one
 (Redis may have restarted), and one that fails again fails its waiters (the link cache
 then treats Redis as down for a second).
