@@ -34,7 +34,7 @@ from loadtests.cpu import tree_cpu
 from loadtests.flood import flood_lua
 from loadtests.serve import free_port
 from loadtests.servers import PY, create_links, server_env, stop, wait_http
-from loadtests.wrk import Result, codes_script, command, result_of
+from loadtests.wrk import Result, codes_script, command, measured_run
 
 KINDS = ("clicks", "control", "random")
 
@@ -62,12 +62,8 @@ class Side:
 
     def measure(self, kind: str, seconds: int) -> tuple[Result, float]:
         """One wrk run: its result and the server's CPU µs per request."""
-        cpu0 = sum(tree_cpu(self.proc.pid).values())
-        out = subprocess.run(command(self.port, self.scripts[kind], 64, seconds), capture_output=True, text=True,
-                             timeout=seconds + 60, check=True).stdout
-        cpu1 = sum(tree_cpu(self.proc.pid).values())
-        result = result_of(kind, out)
-        return result, (cpu1 - cpu0) * 1e6 / max(1, result.requests)
+        result = measured_run(kind, self.port, self.scripts[kind], 64, seconds, lambda: tree_cpu(self.proc.pid))
+        return result, sum(result.cpu_us_per_request.values())
 
     def stop(self) -> None:
         stop(self.proc)
