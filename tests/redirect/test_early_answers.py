@@ -23,6 +23,7 @@ from loadtests.serve import free_port
 from tests.live import served_as_tracker_serves
 from tests.redirect.test_handler import DEST, put_link
 from tests.redirect.test_redis_down import store_link
+from tests.test_shutdown import _counter
 from tests.waiting import wait_until
 from tracker.app import create_app
 from tracker.redirect.answers import NOT_FOUND_LIMIT
@@ -51,10 +52,7 @@ class Served:
         self.http = httpx.Client(base_url=base, timeout=10)
 
     def metric(self, status: str) -> float:
-        for line in self.http.get("/metrics").text.splitlines():
-            if line.startswith(f'tracker_redirects_total{{status="{status}"}}'):
-                return float(line.split()[-1])
-        return 0.0
+        return _counter(self.http.get("/metrics").text, f'tracker_redirects_total{{status="{status}"}}')
 
 
 @pytest.fixture
